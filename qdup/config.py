@@ -1,0 +1,113 @@
+"""Typed configuration for the retrain flow: one pydantic model, with a section per stage."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+CANONICAL_URL = "http://qim.fs.quoracdn.net/quora_duplicate_questions.tsv"
+# As published by torchtext's QQP loader (404,290 rows).
+CANONICAL_MD5 = "b6d5672bd9dc1e66ab2bb020ebeafb8d"
+
+Stage = Literal["fetch", "validate", "splits", "vocab", "train", "evaluate", "export"]
+STAGES: tuple[str, ...] = ("fetch", "validate", "splits", "vocab", "train", "evaluate", "export")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FetchConfig(_Section):
+    """Where the raw TSV comes from and how it is checked."""
+
+    source: str = CANONICAL_URL
+    sha256: str | None = Field(default=None, description="expected sha256 of the file, if known")
+    md5: str | None = Field(default=None, description="expected md5; defaults to the canonical one for the canonical URL")
+    max_bytes: int = Field(default=512 * 1024 * 1024, gt=0, description="refuse downloads larger than this")
+    retries: int = Field(default=3, ge=0)
+    backoff_s: float = Field(default=1.0, ge=0)
+    timeout_s: float = Field(default=60.0, gt=0)
+
+    def expected_md5(self) -> str | None:
+        if self.md5:
+            return self.md5.lower()
+        return CANONICAL_MD5 if self.source == CANONICAL_URL else None
+
+
+class ValidateConfig(_Section):
+    """Which data-contract suites gate the data."""
+
+    raw_suite: str = "qqp_raw.v1"
+    split_suites: dict[str, str] = Field(
+        default_factory=lambda: {
+            "train": "qqp_split_duplicates.v1",
+            "val": "qqp_split_duplicates.v1",
+            "test": "qqp_split_labelled.v1",
+            "calibration": "qqp_split_labelled.v1",
+        }
+    )
+    failed_rows_shown: int = Field(default=5, ge=1, le=100)
+
+
+class SplitConfig(_Section):
+    """The positional split of the reference course; counts (>= 1) or fractions of all rows (< 1)."""
+
+    n_train: float = Field(default=300_000, gt=0)
+    n_test: float = Field(default=10_240, gt=0)
+    val_fraction: float = Field(default=0.2, gt=0, lt=1)
+
+    @field_validator("n_train", "n_test")
+    @classmethod
+    def _count_or_fraction(cls, v: float) -> float:
+        if v >= 1 and v != int(v):
+            raise ValueError("must be a whole count (>= 1) or a fraction (< 1)")
+        return v
+
+
+class VocabConfig(_Section):
+    max_tokens: int | None = Field(default=None, gt=2, description="None: unlimited, as the reference course")
+
+
+class ModelConfig(_Section):
+    """Encoder architecture: Embedding -> (Bi)LSTM -> masked mean pool -> L2 normalise."""
+
+    embedding_dim: int = Field(default=128, gt=0)
+    lstm_units: int = Field(default=128, gt=0)
+    bidirectional: bool = False
+    dropout: float = Field(default=0.0, ge=0, lt=1)
+    max_length: int = Field(default=64, gt=0, description="questions are truncated to this many tokens")
+    mask_padding: bool = True
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(default=10, gt=0)
+    batch_size: int = Field(default=256, gt=1)
+    learning_rate: float = Field(default=0.01, gt=0)
+    margin: float = Field(default=0.25, ge=0)
+    early_stopping_patience: int = Field(default=3, ge=1)
+
+
+class EvalConfig(_Section):
+    reference_threshold: float = Field(default=0.7, ge=-1, le=1)
+    sweep_step: float = Field(default=0.05, gt=0, le=0.5)
+
+
+class RetrainConfig(_Section):
+    """Everything that determines what `qdup run` produces."""
+
+    seed: int = 42
+    until: Stage = "export"
+    fetch: FetchConfig = FetchConfig()
+    validate_: ValidateConfig = Field(default=ValidateConfig(), alias="validate")
+    split: SplitConfig = SplitConfig()
+    vocab: VocabConfig = VocabConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    evaluate: EvalConfig = EvalConfig()
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    def runs_through(self, stage: str) -> bool:
+        """True when `stage` is at or before the stage the run stops after."""
+        return STAGES.index(stage) <= STAGES.index(self.until)
