@@ -1,0 +1,28 @@
+"""The `retrain` flow: fetch -> validate -> splits -> vocabulary -> train -> evaluate -> export."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from qdup.config import RetrainConfig
+from qdup.runs import new_run_dir, write_run_record
+from qdup.stagecache import StageResult, params
+from tasks.stages import fetch_task, splits_task, validate_task
+
+
+@flow(name="qdup-retrain", log_prints=True, validate_parameters=True)
+def retrain(config: RetrainConfig = RetrainConfig()) -> dict[str, str]:
+    """Run the pipeline up to `config.until`; returns each finished stage's output folder."""
+    run_dir = new_run_dir()
+    done: dict[str, StageResult] = {}
+    done["fetch"] = fetch_task(config)
+    if config.runs_through("validate"):
+        done["validate"] = validate_task(done["fetch"], config, run_dir)
+    if config.runs_through("splits"):
+        done["splits"] = splits_task(done["validate"], config, run_dir)
+    record = write_run_record(run_dir, params(config), done)
+    return {"run_record": str(record), **{name: str(r.path) for name, r in done.items()}}
+
+
+if __name__ == "__main__":
+    retrain()

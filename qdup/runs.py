@@ -1,0 +1,47 @@
+"""Per-run records: one folder per `qdup run` holding what it produced or why it failed."""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from pathlib import Path
+from typing import Any
+
+from qdup.fileio import atomic_write_json
+from qdup.paths import runs_dir
+from qdup.stagecache import StageResult
+
+
+def new_run_dir(home: Path | None = None) -> Path:
+    """A fresh, sortable, unique folder under runs/history for this run's records."""
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = runs_dir(home) / "history" / f"{stamp}-{secrets.token_hex(3)}"
+    path.mkdir(parents=True, exist_ok=False)
+    return path
+
+
+def flow_run_info() -> dict[str, Any]:
+    """The Prefect flow run this code runs in, if any (for lineage)."""
+    from prefect.runtime import deployment, flow_run
+
+    return {
+        "flow_run_id": flow_run.get_id(),
+        "flow_run_name": flow_run.get_name(),
+        "deployment": deployment.get_name(),
+    }
+
+
+def write_run_record(run_dir: Path, config: dict[str, Any], stages: dict[str, StageResult]) -> Path:
+    record = {
+        "run_dir": str(run_dir),
+        "finished": dt.datetime.now(dt.UTC).isoformat(),
+        "prefect": flow_run_info(),
+        "config": config,
+        "stages": {
+            name: {"path": str(r.path), "key": r.key, "cached": r.cached, "manifest": r.manifest}
+            for name, r in stages.items()
+        },
+    }
+    path = run_dir / "run.json"
+    atomic_write_json(path, record)
+    return path
