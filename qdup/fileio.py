@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -102,12 +103,22 @@ def atomic_dir(final: Path) -> Iterator[Path]:
         raise
 
 
-def clean_stale_temps(parent: Path) -> list[Path]:
-    """Remove leftovers of interrupted atomic writes (hidden `.*.tmp` entries) under `parent`."""
-    removed = []
+def clean_stale_temps(parent: Path, older_than_s: float = 3600.0) -> list[Path]:
+    """Remove leftovers of interrupted atomic writes (hidden `.*.tmp` entries) under `parent`.
+
+    Only entries untouched for `older_than_s` are removed, so that a write still in progress
+    in another process is not pulled from under it.
+    """
+    removed: list[Path] = []
     if not parent.is_dir():
         return removed
+    now = time.time()
     for p in parent.glob(".*.tmp"):
+        try:
+            if now - p.stat().st_mtime < older_than_s:
+                continue
+        except FileNotFoundError:
+            continue
         if p.is_dir():
             shutil.rmtree(p, ignore_errors=True)
         else:

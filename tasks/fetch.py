@@ -69,7 +69,7 @@ class _Copied:
 
 
 def fetch_dataset(cfg: FetchConfig, cache_root: Path, log: Callable[[str], None] = print) -> CachedDataset:
-    """Return the dataset named by `cfg.source` (a FetchConfig) from `cache_root`, fetching it if needed."""
+    """Return the dataset named by `cfg.source` from `cache_root`, downloading or copying it if needed."""
     cache_root = Path(cache_root)
     cache_root.mkdir(parents=True, exist_ok=True)
     clean_stale_temps(cache_root)

@@ -36,3 +36,22 @@ def shared_sample() -> Path:
     if not SHARED_SAMPLE.is_file():
         pytest.skip(f"real sample not found at {SHARED_SAMPLE}")
     return SHARED_SAMPLE
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One real (temporary) Prefect server for the whole test session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="session")
+def demo_tsv(tmp_path_factory) -> Path:
+    """A small generated dataset in the Quora TSV format (600 rows, seed 7)."""
+    from tasks.demo_data import write_demo_tsv
+
+    path = tmp_path_factory.mktemp("demo") / "demo.tsv"
+    write_demo_tsv(path, rows=600, seed=7)
+    return path

@@ -1,0 +1,93 @@
+"""Tests for flows/retrain.py under a real Prefect server, and for `qdup run` as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from qdup.config import RetrainConfig
+from qdup.errors import DataContractError, QdupError
+from tests.bad_inputs import BAD_INPUTS
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+def _config(source: Path, until: str = "splits", **split) -> RetrainConfig:
+    return RetrainConfig.model_validate(
+        {"until": until, "fetch": {"source": str(source)}, "split": split or {"n_train": 0.8, "n_test": 0.2}}
+    )
+
+
+def test_flow_writes_validated_splits_and_skips_them_when_rerun(demo_tsv, qdup_home):
+    from flows.retrain import retrain
+
+    first = retrain(_config(demo_tsv))
+    splits_dir = Path(first["splits"])
+    manifest = json.loads((splits_dir / "stage.json").read_text())["manifest"]
+    for name in ("train", "val", "test", "calibration"):
+        table = pq.read_table(splits_dir / f"{name}.parquet")
+        assert table.num_rows == manifest["splits"][name]["rows"] > 0
+        assert (splits_dir / f"validation-{name}.md").is_file()
+    assert manifest["n_train"] == 480 and manifest["n_test"] == 120
+    assert (Path(first["validate"]) / "validation.json").is_file()
+
+    second = retrain(_config(demo_tsv))
+    record = json.loads(Path(second["run_record"]).read_text())
+    assert {k: v["cached"] for k, v in record["stages"].items()} == {"fetch": True, "validate": True, "splits": True}
+    assert second["splits"] == first["splits"]
+    assert record["prefect"]["flow_run_id"]
+
+    changed = retrain(_config(demo_tsv, n_train=0.7, n_test=0.2))
+    record = json.loads(Path(changed["run_record"]).read_text())
+    assert record["stages"]["validate"]["cached"] is True and record["stages"]["splits"]["cached"] is False
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_fails_the_flow_and_writes_no_split(case, demo_tsv, qdup_home, tmp_path):
+    from flows.retrain import retrain
+
+    builder, words = BAD_INPUTS[case]
+    bad = builder(demo_tsv, tmp_path / f"{case}.tsv")
+    with pytest.raises(QdupError) as err:
+        retrain(_config(bad))
+    for word in words:
+        assert word in str(err.value)
+    assert not (qdup_home / "runs" / "stages" / "splits").exists()
+    stage_dirs = qdup_home / "runs" / "stages" / "validate"
+    assert not stage_dirs.exists() or not any(stage_dirs.iterdir())
+    if isinstance(err.value, DataContractError) and "expect_" in str(err.value):
+        reports = list((qdup_home / "runs" / "history").glob("*/validation-raw.md"))
+        assert len(reports) == 1 and "FAILED" in reports[0].read_text()
+
+
+def _qdup(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "QDUP_HOME": str(home)}
+    return subprocess.run(
+        [sys.executable, "-m", "qdup.cli", *args], env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+def test_cli_demo_data_then_run_until_splits(tmp_path):
+    home = tmp_path / "home"
+    data = tmp_path / "demo.tsv"
+    made = _qdup("demo-data", str(data), "--rows", "500", "--seed", "3", home=home)
+    assert made.returncode == 0, made.stderr
+    assert data.is_file() and "500" in made.stdout
+    ran = _qdup("run", "--source", str(data), "--until", "splits", "--n-train", "0.8", "--n-test", "0.2", home=home)
+    assert ran.returncode == 0, ran.stderr
+    splits_line = next(line for line in ran.stdout.splitlines() if line.strip().startswith("splits"))
+    assert (Path(splits_line.split()[-1]) / "train.parquet").is_file()
+
+
+def test_cli_exits_non_zero_naming_the_problem(demo_tsv, tmp_path):
+    bad = BAD_INPUTS["label_out_of_set"][0](demo_tsv, tmp_path / "bad.tsv")
+    ran = _qdup("run", "--source", str(bad), "--until", "splits", "--n-train", "0.8", "--n-test", "0.2", home=tmp_path / "h")
+    assert ran.returncode == 2
+    assert "expect_column_values_to_be_in_set" in ran.stderr and "is_duplicate" in ran.stderr
+    assert not (tmp_path / "h" / "runs" / "stages" / "splits").exists()
