@@ -147,7 +147,7 @@ class Failure:
         ex = ""
         if self.examples:
             ex = "; e.g. " + ", ".join(
-                "row {row} (id {id}): {val}".format(**e) for e in self.examples
+                "row {row} (id {id}): {value}".format(**e) for e in self.examples
             )
         return f"{self.expectation}{col} ({self.description}): {self.observed}{ex}"
 
