@@ -1,0 +1,404 @@
+"""Train the Siamese LSTM with the triplet loss, checkpointing every epoch so a killed run resumes.
+
+Label convention: train and val hold duplicates only (is_duplicate 1 = same intent); each batch's
+other pairs serve as its negatives (see `tasks.model.TripletLoss`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from qdup.config import ModelConfig, TrainConfig
+from qdup.errors import QdupError
+from qdup.fileio import atomic_write_json, read_json, sha256_json
+from tasks.model import TripletLoss, build_encoder, build_siamese
+from tasks.vocab import vectorize_padded
+
+EpochHook = Callable[[int, int, dict[str, float]], None]
+STATE_VERSION = 1
+STATE_FILE = "state.json"
+ENCODER_FILE = "encoder.keras"
+# Pairs are sorted by length inside windows of this many batches: batches hold similar lengths
+# (little padding) while the order across windows stays random.
+SORT_WINDOW_BATCHES = 32
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What training produced; epochs are numbered from 1.
+
+    history: one {epoch, loss, val_loss, seconds} per epoch run, across interruptions.
+    epochs_run: the last epoch completed. resumed_from_epoch: the checkpointed epoch this call
+    started from (None for a fresh start; equal to epochs_run when the work_dir was complete).
+    encoder_path holds the encoder of best_epoch (lowest val_loss).
+    """
+
+    encoder_path: Path
+    checkpoint_dir: Path
+    tensorboard_dir: Path
+    history: list[dict[str, float]]
+    best_epoch: int
+    best_val_loss: float
+    epochs_run: int
+    resumed_from_epoch: int | None
+    stopped_early: bool
+    steps_per_epoch: int
+    facts: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class PairArrays:
+    """Token ids of question pairs: right-padded int32 matrices and per-row lengths (>= 1)."""
+
+    q1: np.ndarray
+    len1: np.ndarray
+    q2: np.ndarray
+    len2: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.len1)
+
+    def digest(self) -> str:
+        h = hashlib.sha256()
+        for a in (self.q1, self.len1, self.q2, self.len2):
+            h.update(str(a.shape).encode())
+            h.update(np.ascontiguousarray(a).tobytes())
+        return h.hexdigest()
+
+
+def _pad_to(ids: np.ndarray, width: int) -> np.ndarray:
+    if ids.shape[1] >= width:
+        return ids[:, :width]
+    return np.pad(ids, ((0, 0), (0, width - ids.shape[1])))
+
+
+def pair_arrays(df: pd.DataFrame, vectorizer: keras.layers.TextVectorization, model_cfg: ModelConfig, name: str) -> PairArrays:
+    """Vectorise a split's question1/question2 once, truncated to model_cfg.max_length tokens."""
+    for col in ("question1", "question2"):
+        if col not in df.columns:
+            raise QdupError(f"the {name} split has no {col!r} column (columns: {list(df.columns)})")
+    q1, len1 = vectorize_padded(vectorizer, df["question1"].tolist(), model_cfg.max_length)
+    q2, len2 = vectorize_padded(vectorizer, df["question2"].tolist(), model_cfg.max_length)
+    if not model_cfg.mask_padding:
+        # Without a mask the padding is part of the input, so it must be the same everywhere:
+        # always max_length wide, as in the inference model.
+        q1, q2 = _pad_to(q1, model_cfg.max_length), _pad_to(q2, model_cfg.max_length)
+    return PairArrays(q1, len1, q2, len2)
+
+
+def batch_plan(lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None) -> list[np.ndarray]:
+    """Row indices of each batch: shuffled (when `rng` is given), then sorted by length in windows.
+
+    The batch order is shuffled again so that long and short batches alternate. The one short
+    batch (n % batch_size rows) is kept unless it has a single pair, which has no in-batch
+    negative for the triplet loss.
+    """
+    n = len(lengths)
+    order = rng.permutation(n) if rng is not None else np.arange(n)
+    window = batch_size * SORT_WINDOW_BATCHES
+    batches: list[np.ndarray] = []
+    for start in range(0, n, window):
+        idx = order[start : start + window]
+        idx = idx[np.argsort(lengths[idx], kind="stable")]
+        batches.extend(idx[i : i + batch_size] for i in range(0, len(idx), batch_size))
+    batches = [b for b in batches if len(b) >= 2]
+    if rng is not None:
+        batches = [batches[i] for i in rng.permutation(len(batches))]
+    return batches
+
+
+def _batch(pairs: PairArrays, idx: np.ndarray, fixed_width: bool):
+    if fixed_width:
+        a, b = pairs.q1[idx], pairs.q2[idx]
+    else:
+        # Each batch is padded only to its own longest question.
+        a = pairs.q1[idx, : int(pairs.len1[idx].max())]
+        b = pairs.q2[idx, : int(pairs.len2[idx].max())]
+    # y is a placeholder: the triplet loss takes its targets from the batch structure.
+    return (a, b), np.zeros(len(idx), dtype=np.float32)
+
+
+_SIGNATURE = (
+    (tf.TensorSpec((None, None), tf.int32), tf.TensorSpec((None, None), tf.int32)),
+    tf.TensorSpec((None,), tf.float32),
+)
+
+
+def epoch_seed(seed: int, epoch: int) -> np.random.Generator:
+    """The shuffle of epoch `epoch` (1-based) depends only on (seed, epoch): a resumed run sees
+    the same order an uninterrupted one would have."""
+    return np.random.default_rng([seed, epoch])
+
+
+def train_dataset(pairs: PairArrays, batch_size: int, seed: int, epochs: range, fixed_width: bool) -> tf.data.Dataset:
+    """All batches of the given epochs in order, as one stream (fit runs it with steps_per_epoch)."""
+    lengths = np.maximum(pairs.len1, pairs.len2)
+    per_epoch = len(batch_plan(lengths, batch_size, None))
+
+    def gen() -> Iterator:
+        for epoch in epochs:
+            for idx in batch_plan(lengths, batch_size, epoch_seed(seed, epoch)):
+                yield _batch(pairs, idx, fixed_width)
+
+    ds = tf.data.Dataset.from_generator(gen, output_signature=_SIGNATURE)
+    # A known length lets Keras tell the end of the data from a failure to produce it.
+    ds = ds.apply(tf.data.experimental.assert_cardinality(per_epoch * len(epochs)))
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def eval_dataset(pairs: PairArrays, batch_size: int, fixed_width: bool) -> tf.data.Dataset:
+    """The same batches every epoch (file order, length-sorted in windows), so val_loss is comparable."""
+    plan = batch_plan(np.maximum(pairs.len1, pairs.len2), batch_size, None)
+
+    def gen() -> Iterator:
+        for idx in plan:
+            yield _batch(pairs, idx, fixed_width)
+
+    ds = tf.data.Dataset.from_generator(gen, output_signature=_SIGNATURE)
+    return ds.apply(tf.data.experimental.assert_cardinality(len(plan))).prefetch(tf.data.AUTOTUNE)
+
+
+def _save_keras_atomic(model: keras.Model, path: Path) -> None:
+    # Keras insists on the ".keras" suffix, so the temporary name keeps it.
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _load_siamese(path: Path) -> keras.Model:
+    if not path.is_file():
+        raise QdupError(f"checkpoint {path} named in {path.parent / STATE_FILE} is missing; delete {path.parent} to start over")
+    return keras.saving.load_model(path, safe_mode=True)
+
+
+class _Checkpointer(keras.callbacks.Callback):
+    """Per epoch: early-stopping bookkeeping, a checkpoint (model + optimizer + state), log, hook."""
+
+    def __init__(
+        self,
+        ckpt_dir: Path,
+        state: dict[str, Any],
+        total: int,
+        patience: int,
+        log: Callable[[str], None],
+        hook: EpochHook | None,
+    ):
+        super().__init__()
+        self.ckpt_dir = ckpt_dir
+        self.state = state
+        self.total = total
+        self.patience = patience
+        self.log = log
+        self.hook = hook
+        self._t0 = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._t0 = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        n = epoch + 1
+        logs = logs or {}
+        seconds = time.perf_counter() - self._t0
+        loss, val_loss = float(logs["loss"]), float(logs["val_loss"])
+        if not (math.isfinite(loss) and math.isfinite(val_loss)):
+            raise QdupError(f"training diverged at epoch {n}: loss={loss} val_loss={val_loss}; lower the learning rate")
+        st = self.state
+        if st["best_val_loss"] is None or val_loss < st["best_val_loss"]:
+            st.update(best_val_loss=val_loss, best_epoch=n, wait=0)
+        else:
+            st["wait"] += 1
+        stop = st["wait"] >= self.patience and n < self.total
+        name = f"epoch-{n:04d}.keras"
+        _save_keras_atomic(self.model, self.ckpt_dir / name)
+        entry = {"epoch": n, "loss": loss, "val_loss": val_loss, "seconds": round(seconds, 3)}
+        st["history"].append(entry)
+        st.update(epoch=n, checkpoint=name, stopped_early=stop)
+        if st["best_epoch"] == n:
+            st["best_checkpoint"] = name
+        # state.json is the commit point: until it names the new checkpoint, the old one stays valid.
+        atomic_write_json(self.ckpt_dir / STATE_FILE, st)
+        keep = {st["checkpoint"], st["best_checkpoint"]}
+        for old in self.ckpt_dir.glob("epoch-*.keras"):
+            if old.name not in keep:
+                old.unlink()
+        self.log(f"epoch {n}/{self.total} loss={loss:.4f} val_loss={val_loss:.4f} ({seconds:.1f}s)")
+        if stop:
+            self.model.stop_training = True
+            self.log(
+                f"early stopping after epoch {n}: val_loss has not improved for {st['wait']} epochs; "
+                f"best epoch {st['best_epoch']}"
+            )
+        if self.hook is not None:
+            self.hook(n, self.total, {"loss": loss, "val_loss": val_loss, "seconds": seconds})
+
+
+def _fingerprint(
+    model_cfg: ModelConfig, train_cfg: TrainConfig, seed: int, vocab_size: int, train: PairArrays, val: PairArrays
+) -> str:
+    return sha256_json(
+        {
+            "model": model_cfg.model_dump(mode="json"),
+            "train": train_cfg.model_dump(mode="json"),
+            "seed": seed,
+            "vocab_size": vocab_size,
+            "train_data": train.digest(),
+            "val_data": val.digest(),
+        }
+    )
+
+
+def _result(work_dir: Path, st: dict[str, Any], resumed_from: int | None, steps: int, facts: dict[str, Any]) -> TrainResult:
+    return TrainResult(
+        encoder_path=work_dir / ENCODER_FILE,
+        checkpoint_dir=work_dir / "checkpoints",
+        tensorboard_dir=work_dir / "tensorboard",
+        history=list(st["history"]),
+        best_epoch=st["best_epoch"],
+        best_val_loss=st["best_val_loss"],
+        epochs_run=st["epoch"],
+        resumed_from_epoch=resumed_from,
+        stopped_early=st["stopped_early"],
+        steps_per_epoch=steps,
+        facts=facts,
+    )
+
+
+def train_model(
+    train_df: pd.DataFrame,
+    val_df: pd.DataFrame,
+    vectorizer: keras.layers.TextVectorization,
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    seed: int,
+    work_dir: Path,
+    on_epoch_end: EpochHook | None = None,
+    log: Callable[[str], None] = print,
+) -> TrainResult:
+    """Train an encoder on the duplicate pairs of `train_df`, early-stopping on `val_df`'s loss.
+
+    - Questions are vectorised once and truncated to model_cfg.max_length tokens; batches of
+      train_cfg.batch_size pairs are drawn in a fresh order each epoch (seeded by `seed` and the
+      epoch number), length-sorted within windows and padded only to their own longest question.
+    - Adam(train_cfg.learning_rate) on TripletLoss(train_cfg.margin); val_loss on all of `val_df`
+      every epoch; training stops after train_cfg.early_stopping_patience epochs without a
+      lower val_loss, and the saved encoder is the one of the best epoch.
+    - Every epoch writes work_dir/checkpoints/epoch-NNNN.keras (model and optimizer state) and
+      state.json (epoch, early-stopping state, history). Calling again with the same work_dir,
+      data and configs after an interruption resumes at the epoch after the last checkpoint;
+      a work_dir holding another run's checkpoints is refused.
+    - TensorBoard logs go to work_dir/tensorboard; the best encoder to work_dir/encoder.keras.
+    - `log` receives one line per epoch; `on_epoch_end(epoch, total_epochs, logs)` is called after
+      the epoch's checkpoint is committed, so an exception there loses no work.
+    """
+    if importlib.util.find_spec("tensorboard") is None:
+        # TensorFlow >= 2.21 no longer pulls it in; fail before training rather than after epoch 1.
+        raise QdupError("TensorBoard logging needs the 'tensorboard' package: pip install tensorboard")
+    work_dir = Path(work_dir)
+    ckpt_dir = work_dir / "checkpoints"
+    tb_dir = work_dir / "tensorboard"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    # Leftovers of saves cut short by a kill; a completed save was renamed away from ".tmp-".
+    for stale in [*ckpt_dir.glob(".tmp-*"), *work_dir.glob(".tmp-*")]:
+        stale.unlink()
+
+    train = pair_arrays(train_df, vectorizer, model_cfg, "train")
+    val = pair_arrays(val_df, vectorizer, model_cfg, "val")
+    for name, pairs in (("train", train), ("val", val)):
+        if len(pairs) < 2:
+            raise QdupError(f"the {name} split has {len(pairs)} pairs; the triplet loss needs at least 2 per batch")
+    vocab_size = vectorizer.vocabulary_size()
+    fixed_width = not model_cfg.mask_padding
+    total = train_cfg.epochs
+    steps = len(batch_plan(np.maximum(train.len1, train.len2), train_cfg.batch_size, None))
+    facts = {
+        "train_pairs": len(train),
+        "val_pairs": len(val),
+        "vocab_size": vocab_size,
+        "train_tokens": int(train.len1.sum() + train.len2.sum()),
+        "questions_at_max_length": int(
+            np.count_nonzero(train.len1 >= model_cfg.max_length) + np.count_nonzero(train.len2 >= model_cfg.max_length)
+        ),
+    }
+    fingerprint = _fingerprint(model_cfg, train_cfg, seed, vocab_size, train, val)
+    state_path = ckpt_dir / STATE_FILE
+
+    keras.utils.set_random_seed(seed)
+    resumed_from: int | None = None
+    if state_path.is_file():
+        st = read_json(state_path)
+        if st.get("version") != STATE_VERSION or st.get("fingerprint") != fingerprint:
+            raise QdupError(
+                f"{ckpt_dir} holds checkpoints of a different training run (other data, vocabulary, "
+                f"configuration or seed); delete {work_dir} to train from scratch"
+            )
+        done = st["stopped_early"] or st["epoch"] >= total
+        if done and (work_dir / ENCODER_FILE).is_file():
+            log(f"training already complete at epoch {st['epoch']}; best epoch {st['best_epoch']}")
+            return _result(work_dir, st, st["epoch"], steps, facts)
+        resumed_from = st["epoch"]
+        log(f"resuming from epoch {resumed_from}")
+        model = _load_siamese(ckpt_dir / st["checkpoint"])
+    else:
+        st = {
+            "version": STATE_VERSION,
+            "fingerprint": fingerprint,
+            "epoch": 0,
+            "checkpoint": None,
+            "best_epoch": None,
+            "best_val_loss": None,
+            "best_checkpoint": None,
+            "wait": 0,
+            "stopped_early": False,
+            "history": [],
+        }
+        model = build_siamese(build_encoder(vocab_size, model_cfg))
+        # XLA off: every batch has its own padded length, which would recompile per shape, and
+        # the cuDNN LSTM kernel is not XLA-compatible anyway.
+        model.compile(
+            optimizer=keras.optimizers.Adam(learning_rate=train_cfg.learning_rate),
+            loss=TripletLoss(margin=train_cfg.margin),
+            jit_compile=False,
+        )
+        done = False
+        log(
+            f"training on {len(train):,} pairs ({steps} batches of <= {train_cfg.batch_size}), "
+            f"validating on {len(val):,}; vocabulary {vocab_size:,}, max_length {model_cfg.max_length}"
+        )
+
+    start = st["epoch"]
+    if not done:
+        checkpointer = _Checkpointer(ckpt_dir, st, total, train_cfg.early_stopping_patience, log, on_epoch_end)
+        tensorboard = keras.callbacks.TensorBoard(log_dir=str(tb_dir), update_freq="epoch", profile_batch=0)
+        model.fit(
+            train_dataset(train, train_cfg.batch_size, seed, range(start + 1, total + 1), fixed_width),
+            validation_data=eval_dataset(val, train_cfg.batch_size, fixed_width),
+            epochs=total,
+            initial_epoch=start,
+            steps_per_epoch=steps,
+            shuffle=False,  # the batch plan already shuffles, per epoch
+            callbacks=[checkpointer, tensorboard],
+            verbose=0,
+        )
+
+    best = _load_siamese(ckpt_dir / st["best_checkpoint"])
+    _save_keras_atomic(best.get_layer("encoder"), work_dir / ENCODER_FILE)
+    log(f"best epoch {st['best_epoch']} (val_loss={st['best_val_loss']:.4f}); encoder saved to {work_dir / ENCODER_FILE}")
+    return _result(work_dir, st, resumed_from, steps, facts)
+

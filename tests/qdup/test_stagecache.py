@@ -1,0 +1,45 @@
+"""Tests for qdup/stagecache.py: content-keyed stage outputs that skip unchanged work."""
+
+from __future__ import annotations
+
+import pytest
+
+from qdup.stagecache import run_stage, stage_key
+
+
+def _build(calls):
+    def build(out):
+        calls.append(out)
+        (out / "x.txt").write_text("x")
+        return {"n": len(calls)}
+
+    return build
+
+
+def test_unchanged_inputs_skip_and_changed_inputs_rerun(qdup_home):
+    calls, logs = [], []
+    first = run_stage("demo", {"data": "abc", "p": 1}, _build(calls), logs.append)
+    again = run_stage("demo", {"p": 1, "data": "abc"}, _build(calls), logs.append)
+    other = run_stage("demo", {"data": "abd", "p": 1}, _build(calls), logs.append)
+    assert (first.cached, again.cached, other.cached) == (False, True, False)
+    assert len(calls) == 2 and again.path == first.path != other.path
+    assert again.manifest == {"n": 1}
+    assert any("skipping" in line for line in logs)
+
+
+def test_a_failed_build_leaves_nothing_and_is_retried(qdup_home):
+    def broken(out):
+        (out / "half").write_text("half")
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError):
+        run_stage("demo", {"k": 1}, broken, lambda _: None)
+    calls = []
+    result = run_stage("demo", {"k": 1}, _build(calls), lambda _: None)
+    assert not result.cached and len(calls) == 1
+    assert sorted(p.name for p in result.path.iterdir()) == ["stage.json", "x.txt"]
+
+
+def test_key_ignores_dict_order_but_not_values():
+    assert stage_key("s", {"a": 1, "b": 2}) == stage_key("s", {"b": 2, "a": 1})
+    assert stage_key("s", {"a": 1}) != stage_key("t", {"a": 1}) != stage_key("s", {"a": 2})
