@@ -7,7 +7,15 @@ from prefect import flow
 from qdup.config import RetrainConfig
 from qdup.runs import new_run_dir, write_run_record
 from qdup.stagecache import StageResult, params
-from tasks.stages import fetch_task, splits_task, validate_task
+from tasks.stages import (
+    evaluate_task,
+    export_task,
+    fetch_task,
+    splits_task,
+    train_task,
+    validate_task,
+    vocab_task,
+)
 
 
 @flow(name="qdup-retrain", log_prints=True, validate_parameters=True)
@@ -20,6 +28,14 @@ def retrain(config: RetrainConfig = RetrainConfig()) -> dict[str, str]:
         done["validate"] = validate_task(done["fetch"], config, run_dir)
     if config.runs_through("splits"):
         done["splits"] = splits_task(done["validate"], config, run_dir)
+    if config.runs_through("vocab"):
+        done["vocab"] = vocab_task(done["splits"], config)
+    if config.runs_through("train"):
+        done["train"] = train_task(done["splits"], done["vocab"], config)
+    if config.runs_through("evaluate"):
+        done["evaluate"] = evaluate_task(done["splits"], done["vocab"], done["train"], config)
+    if config.runs_through("export"):
+        done["export"] = export_task(done["vocab"], done["train"], done["evaluate"], config)
     record = write_run_record(run_dir, params(config), done)
     return {"run_record": str(record), **{name: str(r.path) for name, r in done.items()}}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +14,10 @@ from prefect.cache_policies import NO_CACHE
 
 from qdup.config import RetrainConfig
 from qdup.errors import DataContractError
-from qdup.fileio import sha256_file
+from qdup.fileio import atomic_write_text, read_json, sha256_file
 from qdup.log import get_log
 from qdup.paths import cache_dir
-from qdup.stagecache import StageResult, code_fingerprint, params, run_stage
+from qdup.stagecache import StageResult, code_fingerprint, params, run_stage, stage_dir, stage_key
 from tasks import contracts, fetch, splits
 
 # Stages cache their outputs by content (qdup.stagecache), so Prefect's own input-hash
@@ -127,4 +128,191 @@ def splits_task(validated: StageResult, cfg: RetrainConfig, run_dir: Path) -> St
         r["content_sha256"] = r["content_sha256"][:16]
         log(f"[splits] {r['split']}: {r['rows']:,} rows, {r['duplicates']:,} duplicates")
     create_table_artifact(key="qdup-splits", table=rows, description="split sizes and content hashes")
+    return result
+
+
+def _split_hash(splits_result: StageResult, name: str) -> str:
+    return splits_result.manifest["splits"][name]["content_sha256"]
+
+
+def _read(splits_result: StageResult, name: str):
+    return splits.read_split(splits_result.file(f"{name}.parquet"))
+
+
+@task(name="vocabulary", **_TASK)
+def vocab_task(split_result: StageResult, cfg: RetrainConfig) -> StageResult:
+    """Adapt TextVectorization on the train split's questions only; record OOV rates."""
+    from tasks import vocab
+
+    log = get_log()
+    inputs = {
+        "train": _split_hash(split_result, "train"),
+        "val": _split_hash(split_result, "val"),
+        "test": _split_hash(split_result, "test"),
+        "vocab": params(cfg.vocab),
+        "code": code_fingerprint(vocab),
+    }
+
+    def build(out: Path) -> dict[str, Any]:
+        train = _read(split_result, "train")
+        vectorizer = vocab.fit_vectorizer(list(train["question1"]) + list(train["question2"]), cfg.vocab)
+        size = vocab.write_vocabulary(vectorizer, out / "vocabulary.txt")
+        oov = {}
+        for name in ("val", "test"):
+            part = _read(split_result, name)
+            oov[name] = round(vocab.oov_rate(vectorizer, list(part["question1"]) + list(part["question2"])), 6)
+        return {"file": "vocabulary.txt", "size": size, "sha256": sha256_file(out / "vocabulary.txt"), "oov_rate": oov}
+
+    result = run_stage("vocab", inputs, build, log)
+    m = result.manifest
+    log(f"[vocab] {m['size']:,} tokens; OOV rate val {m['oov_rate']['val']:.2%}, test {m['oov_rate']['test']:.2%}")
+    _artifact(
+        "qdup-vocabulary",
+        f"# Vocabulary\n\n| size | OOV val | OOV test | sha256 |\n|---|---|---|---|\n"
+        f"| {m['size']:,} | {m['oov_rate']['val']:.2%} | {m['oov_rate']['test']:.2%} | `{m['sha256'][:16]}` |\n",
+        "vocabulary fitted on train",
+    )
+    return result
+
+
+@task(name="train", **_TASK)
+def train_task(split_result: StageResult, vocab_result: StageResult, cfg: RetrainConfig) -> StageResult:
+    """Train the Siamese encoder; checkpoints live beside the stage folder so a killed run resumes."""
+    from prefect.artifacts import create_progress_artifact, update_progress_artifact
+
+    from tasks import model, train, vocab
+
+    log = get_log()
+    inputs = {
+        "train": _split_hash(split_result, "train"),
+        "val": _split_hash(split_result, "val"),
+        "vocab": vocab_result.manifest["sha256"],
+        "model": params(cfg.model),
+        "train_params": params(cfg.train),
+        "seed": cfg.seed,
+        "code": code_fingerprint(model, train, vocab),
+    }
+
+    # A stable work folder beside the stage folder (not inside its temporary one), named by
+    # the stage key, so that checkpoints survive a crash and the retry of this stage finds them.
+    work = stage_dir("train", stage_key("train", inputs)).with_suffix(".work")
+
+    def build(out: Path) -> dict[str, Any]:
+        progress_id = create_progress_artifact(progress=0.0, key="qdup-training", description="training epochs")
+
+        def on_epoch_end(epoch: int, total: int, logs: dict[str, float]) -> None:
+            update_progress_artifact(artifact_id=progress_id, progress=100.0 * epoch / total)
+
+        vectorizer = vocab.load_vectorizer(vocab_result.file("vocabulary.txt"))
+        result = train.train_model(
+            _read(split_result, "train"), _read(split_result, "val"), vectorizer,
+            cfg.model, cfg.train, cfg.seed, work, on_epoch_end=on_epoch_end, log=log,
+        )
+        update_progress_artifact(artifact_id=progress_id, progress=100.0)
+        shutil.copyfile(result.encoder_path, out / "encoder.keras")
+        shutil.copytree(result.tensorboard_dir, out / "tensorboard")
+        manifest = {
+            "encoder": "encoder.keras",
+            "encoder_sha256": sha256_file(out / "encoder.keras"),
+            "history": result.history,
+            "best_epoch": result.best_epoch,
+            "best_val_loss": result.best_val_loss,
+            "epochs_run": result.epochs_run,
+            "resumed_from_epoch": result.resumed_from_epoch,
+            "stopped_early": result.stopped_early,
+            "steps_per_epoch": result.steps_per_epoch,
+        }
+        shutil.rmtree(work, ignore_errors=True)
+        return manifest
+
+    result = run_stage("train", inputs, build, log)
+    m = result.manifest
+    rows = [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in h.items()} for h in m["history"]]
+    create_table_artifact(key="qdup-training-history", table=rows, description=f"best epoch {m['best_epoch']}")
+    return result
+
+
+@task(name="evaluate", **_TASK)
+def evaluate_task(split_result: StageResult, vocab_result: StageResult, train_result: StageResult, cfg: RetrainConfig) -> StageResult:
+    """Threshold on calibration, metrics on test; a failure fails the flow (no default metrics)."""
+    import keras
+
+    from tasks import evaluate, model, vocab  # noqa: F401  (model registers the custom layers)
+
+    log = get_log()
+    inputs = {
+        "encoder": train_result.manifest["encoder_sha256"],
+        "vocab": vocab_result.manifest["sha256"],
+        "calibration": _split_hash(split_result, "calibration"),
+        "test": _split_hash(split_result, "test"),
+        "max_length": cfg.model.max_length,
+        "evaluate": params(cfg.evaluate),
+        "code": code_fingerprint(evaluate),
+    }
+
+    def build(out: Path) -> dict[str, Any]:
+        encoder = keras.saving.load_model(train_result.file("encoder.keras"), safe_mode=True, compile=False)
+        vectorizer = vocab.load_vectorizer(vocab_result.file("vocabulary.txt"))
+        metrics = evaluate.evaluate_model(
+            encoder, vectorizer, _read(split_result, "calibration"), _read(split_result, "test"), cfg.model, cfg.evaluate, out
+        )
+        sweep = read_json(out / "threshold_sweep.json")["rows"]
+        atomic_write_text(out / "threshold_sweep.md", evaluate.sweep_markdown(sweep))
+        return {"metrics": metrics}
+
+    result = run_stage("evaluate", inputs, build, log)
+    metrics = result.manifest["metrics"]
+    summary = metrics_rows(metrics)
+    for row in summary:
+        log("[evaluate] " + ", ".join(f"{k}={v}" for k, v in row.items()))
+    create_table_artifact(key="qdup-test-metrics", table=summary, description="test metrics (threshold from calibration)")
+    _artifact("qdup-threshold-sweep", result.file("threshold_sweep.md").read_text(), "threshold sweep on test")
+    return result
+
+
+def metrics_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    """The headline test metrics as table rows: chosen threshold and the reference 0.7."""
+    test = metrics["test"]
+    rows = []
+    for label, key, thr in (
+        ("calibration-chosen", "at_threshold", metrics["threshold"]["value"]),
+        ("reference", "at_reference_threshold", metrics["threshold"]["reference"]),
+    ):
+        at = test[key]
+        rows.append(
+            {
+                "threshold": f"{label} {thr:.4f}",
+                "accuracy": round(at["accuracy"], 4),
+                "precision": None if at["precision"] is None else round(at["precision"], 4),
+                "recall": None if at["recall"] is None else round(at["recall"], 4),
+                "f1": None if at["f1"] is None else round(at["f1"], 4),
+                "roc_auc": round(test["ranking"]["roc_auc"], 4),
+                "pr_auc": round(test["ranking"]["pr_auc"], 4),
+            }
+        )
+    return rows
+
+
+@task(name="export", **_TASK)
+def export_task(vocab_result: StageResult, train_result: StageResult, eval_result: StageResult, cfg: RetrainConfig) -> StageResult:
+    """The serving bundle: raw strings in, similarity out, threshold beside it; safe_mode loadable."""
+    from tasks import export, vocab
+
+    log = get_log()
+    threshold = eval_result.manifest["metrics"]["threshold"]["value"]
+    inputs = {
+        "encoder": train_result.manifest["encoder_sha256"],
+        "vocab": vocab_result.manifest["sha256"],
+        "threshold": threshold,
+        "max_length": cfg.model.max_length,
+        "code": code_fingerprint(export),
+    }
+
+    def build(out: Path) -> dict[str, Any]:
+        vectorizer = vocab.load_vectorizer(vocab_result.file("vocabulary.txt"))
+        info = export.export_models(train_result.file("encoder.keras"), vectorizer, cfg.model, threshold, out / "model")
+        return {"model_dir": "model", "threshold": info["threshold"], "sha256": info["sha256"]}
+
+    result = run_stage("export", inputs, build, log)
+    log(f"[export] model: {result.file('model')} (threshold {threshold:.4f}); try: qdup predict --model {result.file('model')} \"q1\" \"q2\"")
     return result
