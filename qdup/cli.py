@@ -77,6 +77,51 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def resolve_model_path(text: str) -> Path:
+    """An export folder, or a stage folder holding one (`.../export/<key>` -> `.../model`)."""
+    path = Path(text).expanduser()
+    if (path / "model" / "inference.keras").is_file():
+        return path / "model"
+    if not path.exists():
+        raise QdupError(f"--model {text}: no such export folder")
+    return path
+
+
+def _progress_bar(done: int, total: int) -> None:
+    width = 30
+    filled = width * done // max(total, 1)
+    end = "\n" if done >= total else ""
+    print(f"\rscoring [{'#' * filled}{'.' * (width - filled)}] {done:,}/{total:,}", end=end, file=sys.stderr, flush=True)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from tasks.export import load_inference, score_file
+
+    if args.pairs:
+        if args.questions:
+            raise QdupError("give either two questions or --pairs FILE, not both")
+        if not args.out:
+            raise QdupError("--pairs needs --out FILE.parquet")
+    elif len(args.questions) != 2:
+        raise QdupError(f"give exactly two questions (got {len(args.questions)}), or --pairs FILE.tsv --out FILE.parquet")
+    predictor = load_inference(resolve_model_path(args.model))
+    if args.pairs:
+        info = score_file(predictor, Path(args.pairs), Path(args.out), batch_size=args.batch_size, progress=_progress_bar)
+        if args.json:
+            print(json.dumps(info, default=str))
+        else:
+            print(f"scored {info['rows']:,} pairs ({info['duplicates']:,} duplicates) -> {info['path']}")
+        return 0
+    q1, q2 = args.questions
+    similarity = float(predictor.similarity([q1], [q2])[0])
+    duplicate = similarity >= predictor.threshold
+    if args.json:
+        print(json.dumps({"similarity": similarity, "threshold": predictor.threshold, "duplicate": bool(duplicate)}))
+    else:
+        print(f"similarity={similarity:.4f} threshold={predictor.threshold:.4f} duplicate={str(duplicate).lower()}")
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qdup", description="Duplicate-question detection retraining pipeline.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -97,6 +142,15 @@ def make_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=42)
     run.add_argument("--config", help="JSON file with RetrainConfig fields; flags override it")
     run.set_defaults(func=cmd_run)
+
+    predict = sub.add_parser("predict", help="score a question pair, or a TSV of pairs, with an exported model")
+    predict.add_argument("--model", required=True, help="export folder (the `model` folder printed by `qdup run`)")
+    predict.add_argument("questions", nargs="*", help="two questions")
+    predict.add_argument("--pairs", help="TSV with columns question1, question2 and optional id")
+    predict.add_argument("--out", help="Parquet output for --pairs")
+    predict.add_argument("--batch-size", type=int, default=4096)
+    predict.add_argument("--json", action="store_true", help="machine-readable output")
+    predict.set_defaults(func=cmd_predict)
     return parser
 
 

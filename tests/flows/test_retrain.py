@@ -91,3 +91,80 @@ def test_cli_exits_non_zero_naming_the_problem(demo_tsv, tmp_path):
     assert ran.returncode == 2
     assert "expect_column_values_to_be_in_set" in ran.stderr and "is_duplicate" in ran.stderr
     assert not (tmp_path / "h" / "runs" / "stages" / "splits").exists()
+
+
+SMALL_MODEL = {"model": {"embedding_dim": 32, "lstm_units": 32}, "train": {"epochs": 4, "batch_size": 64}}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, prefect_harness):
+    """The whole flow, every stage, on 4,000 generated rows with a small model."""
+    from flows.retrain import retrain
+    from tasks.demo_data import write_demo_tsv
+
+    root = tmp_path_factory.mktemp("full")
+    data = root / "demo.tsv"
+    write_demo_tsv(data, rows=4000, seed=11)
+    old = os.environ.get("QDUP_HOME")
+    os.environ["QDUP_HOME"] = str(root / "home")
+    try:
+        config = RetrainConfig.model_validate(
+            {"fetch": {"source": str(data)}, "split": {"n_train": 0.8, "n_test": 0.2}, **SMALL_MODEL}
+        )
+        outputs = retrain(config)
+        again = retrain(config)
+    finally:
+        if old is None:
+            os.environ.pop("QDUP_HOME")
+        else:
+            os.environ["QDUP_HOME"] = old
+    return {"outputs": outputs, "again": again, "root": root}
+
+
+@pytest.mark.slow
+def test_full_flow_trains_evaluates_and_exports(trained):
+    outputs = trained["outputs"]
+    metrics = json.loads((Path(outputs["evaluate"]) / "metrics.json").read_text())
+    assert metrics["threshold"]["chosen_on"] == "calibration"
+    assert metrics["test"]["ranking"]["roc_auc"] > 0.65  # well above chance (0.5) after 4 tiny epochs
+    assert (Path(outputs["evaluate"]) / "roc_curve.png").stat().st_size > 1000
+    vocab = json.loads((Path(outputs["vocab"]) / "stage.json").read_text())["manifest"]
+    assert vocab["size"] > 500 and 0 <= vocab["oov_rate"]["test"] < 0.2
+    history = json.loads((Path(outputs["train"]) / "stage.json").read_text())["manifest"]["history"]
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+    assert history[-1]["loss"] < history[0]["loss"]
+    record = json.loads(Path(trained["again"]["run_record"]).read_text())
+    assert all(stage["cached"] for stage in record["stages"].values())
+
+
+@pytest.mark.slow
+def test_exported_model_ranks_a_paraphrase_above_an_unrelated_question(trained):
+    from tasks.export import load_inference
+
+    predictor = load_inference(Path(trained["outputs"]["export"]) / "model")
+    sim = predictor.similarity(
+        ["How do I learn Python?", "How do I learn Python?"],
+        ["What is the best way to learn Python?", "What is the capital of France?"],
+    )
+    assert sim[0] > sim[1]
+
+
+@pytest.mark.slow
+def test_cli_predict_for_a_pair_and_a_file(trained, tmp_path):
+    model = trained["outputs"]["export"]
+    one = _qdup("predict", "--model", model, "How do I learn Python?", "What is the best way to learn Python?", home=tmp_path)
+    assert one.returncode == 0, one.stderr
+    fields = dict(part.split("=") for part in one.stdout.split())
+    assert set(fields) == {"similarity", "threshold", "duplicate"} and fields["duplicate"] in {"true", "false"}
+    as_json = _qdup("predict", "--model", model, "--json", "How do I learn Python?", "Where is Paris?", home=tmp_path)
+    assert set(json.loads(as_json.stdout)) == {"similarity", "threshold", "duplicate"}
+
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("id\tquestion1\tquestion2\n7\tHow do I learn Python?\tHow can I learn Python?\n9\tWhat is AI?\tWhere is Rome?\n")
+    scored = _qdup("predict", "--model", model, "--pairs", str(pairs), "--out", str(tmp_path / "o.parquet"), home=tmp_path)
+    assert scored.returncode == 0, scored.stderr
+    table = pq.read_table(tmp_path / "o.parquet").to_pydict()
+    assert table["id"] == [7, 9] and len(table["similarity"]) == 2
+
+    blank = _qdup("predict", "--model", model, "How do I learn Python?", "   ", home=tmp_path)
+    assert blank.returncode == 2 and "question2[0]" in blank.stderr and "whitespace" in blank.stderr
