@@ -6,11 +6,13 @@ from prefect import flow
 
 from qdup.config import RetrainConfig
 from qdup.runs import new_run_dir, write_run_record
+from qdup.store import new_version_id
 from qdup.stagecache import StageResult, params
 from tasks.stages import (
     evaluate_task,
     export_task,
     fetch_task,
+    publish_task,
     splits_task,
     train_task,
     validate_task,
@@ -36,8 +38,17 @@ def retrain(config: RetrainConfig = RetrainConfig()) -> dict[str, str]:
         done["evaluate"] = evaluate_task(done["splits"], done["vocab"], done["train"], config)
     if config.runs_through("export"):
         done["export"] = export_task(done["vocab"], done["train"], done["evaluate"], config)
-    record = write_run_record(run_dir, params(config), done)
-    return {"run_record": str(record), **{name: str(r.path) for name, r in done.items()}}
+    published: dict[str, str] = {}
+    if config.runs_through("publish"):
+        # The id is fixed before the task so that a retried publish cannot publish twice.
+        published = publish_task(done, config, new_version_id())
+    record = write_run_record(run_dir, params(config), done, published)
+    outputs = {"run_record": str(record), **{name: str(r.path) for name, r in done.items()}}
+    if published:
+        outputs["version"] = published["version"]
+        outputs["published"] = str(published["published"]).lower()
+        outputs["promoted"] = str(published["promoted"]).lower()
+    return outputs
 
 
 if __name__ == "__main__":

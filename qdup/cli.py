@@ -77,14 +77,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def resolve_model_path(text: str) -> Path:
-    """An export folder, or a stage folder holding one (`.../export/<key>` -> `.../model`)."""
+def resolve_model_path(text: str, store_url: str | None = None) -> Path:
+    """An export folder, a folder holding one (`model/`), or a version id or alias in the store."""
     path = Path(text).expanduser()
     if (path / "model" / "inference.keras").is_file():
         return path / "model"
-    if not path.exists():
-        raise QdupError(f"--model {text}: no such export folder")
-    return path
+    if path.exists():
+        return path
+    if "/" not in text:
+        from qdup.store import ArtifactStore
+
+        store = ArtifactStore(store_url)
+        return store.local_path(store.resolve(text)) / "model"
+    raise QdupError(f"--model {text}: no such export folder")
 
 
 def _progress_bar(done: int, total: int) -> None:
@@ -104,7 +109,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             raise QdupError("--pairs needs --out FILE.parquet")
     elif len(args.questions) != 2:
         raise QdupError(f"give exactly two questions (got {len(args.questions)}), or --pairs FILE.tsv --out FILE.parquet")
-    predictor = load_inference(resolve_model_path(args.model))
+    predictor = load_inference(resolve_model_path(args.model, args.store))
     if args.pairs:
         info = score_file(predictor, Path(args.pairs), Path(args.out), batch_size=args.batch_size, progress=_progress_bar)
         if args.json:
@@ -122,6 +127,85 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _store(args: argparse.Namespace):
+    from qdup.store import ArtifactStore
+
+    return ArtifactStore(args.store)
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, sort_keys=True, default=str))
+
+
+def cmd_versions(args: argparse.Namespace) -> int:
+    from tasks import lineage
+
+    rows = lineage.version_rows(_store(args))
+    if args.json:
+        _print_json(rows)
+    else:
+        print(lineage.versions_table(rows))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    store = _store(args)
+    version = store.resolve(args.ref)
+    manifest = store.manifest(version) | {"aliases": store.aliases_of(version)}
+    if args.json:
+        _print_json(manifest)
+    else:
+        from tasks import lineage
+
+        print(lineage.show_text(manifest))
+    return 0
+
+
+def cmd_lineage(args: argparse.Namespace) -> int:
+    from tasks import lineage
+
+    store = _store(args)
+    if args.dataset:
+        rows = lineage.versions_from_dataset(store, args.dataset)
+        if args.json:
+            _print_json(rows)
+        else:
+            print(lineage.versions_table(rows) if rows else f"no version was built from a dataset with sha256 {args.dataset}*")
+        return 0
+    if not args.ref:
+        raise QdupError("give a VERSION or ALIAS, or --dataset SHA256_PREFIX")
+    version = store.resolve(args.ref)
+    manifest = store.manifest(version) | {"aliases": store.aliases_of(version)}
+    if args.json:
+        _print_json(lineage.lineage_dict(manifest))
+    else:
+        print(lineage.lineage_text(manifest))
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    from qdup.store import actor
+
+    entry = _store(args).promote(args.ref, actor(), why=args.why)
+    print(f"production: {entry['from']} -> {entry['to']}")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from qdup.store import actor
+
+    entry = _store(args).rollback(actor())
+    print(f"production rolled back: {entry['from']} -> {entry['to']}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from deployments.retrain import serve
+
+    serve()
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qdup", description="Duplicate-question detection retraining pipeline.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -135,7 +219,7 @@ def make_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the retrain flow")
     run.add_argument("--source", help="http(s):// or file:// URL, or a local path (default: the canonical Quora URL)")
     run.add_argument("--sha256", help="expected sha256 of the source file")
-    run.add_argument("--until", choices=STAGES, default="export", help="stop after this stage")
+    run.add_argument("--until", choices=STAGES, default="publish", help="stop after this stage")
     run.add_argument("--n-train", type=_count_or_fraction, help="training-range rows: a count, or a fraction of all rows")
     run.add_argument("--n-test", type=_count_or_fraction, help="test rows: a count, or a fraction of all rows")
     run.add_argument("--epochs", type=int)
@@ -144,13 +228,36 @@ def make_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     predict = sub.add_parser("predict", help="score a question pair, or a TSV of pairs, with an exported model")
-    predict.add_argument("--model", required=True, help="export folder (the `model` folder printed by `qdup run`)")
+    predict.add_argument("--model", required=True, help="a version id or alias (e.g. production), or an export folder")
+    predict.add_argument("--store", help="store URL (default $QDUP_HOME/store)")
     predict.add_argument("questions", nargs="*", help="two questions")
     predict.add_argument("--pairs", help="TSV with columns question1, question2 and optional id")
     predict.add_argument("--out", help="Parquet output for --pairs")
     predict.add_argument("--batch-size", type=int, default=4096)
     predict.add_argument("--json", action="store_true", help="machine-readable output")
     predict.set_defaults(func=cmd_predict)
+
+    def store_command(name: str, help_: str, func) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("--store", help="store URL (default $QDUP_HOME/store)")
+        p.set_defaults(func=func)
+        return p
+
+    versions = store_command("versions", "list published versions", cmd_versions)
+    versions.add_argument("--json", action="store_true")
+    show = store_command("show", "show one version's manifest", cmd_show)
+    show.add_argument("ref", metavar="VERSION|ALIAS")
+    show.add_argument("--json", action="store_true")
+    lineage = store_command("lineage", "trace a version to its data, or a dataset to its versions", cmd_lineage)
+    lineage.add_argument("ref", nargs="?", metavar="VERSION|ALIAS")
+    lineage.add_argument("--dataset", metavar="SHA256_PREFIX", help="every version built from this dataset")
+    lineage.add_argument("--json", action="store_true")
+    promote = store_command("promote", "point production at a version", cmd_promote)
+    promote.add_argument("ref", metavar="VERSION|ALIAS")
+    promote.add_argument("--why", default="manual promotion")
+    store_command("rollback", "point production back at the previous production", cmd_rollback)
+    serve = sub.add_parser("serve", help="serve the retrain flow with its weekly schedule (no work pool needed)")
+    serve.set_defaults(func=cmd_serve)
     return parser
 
 

@@ -10,8 +10,8 @@ CANONICAL_URL = "http://qim.fs.quoracdn.net/quora_duplicate_questions.tsv"
 # As published by torchtext's QQP loader (404,290 rows).
 CANONICAL_MD5 = "b6d5672bd9dc1e66ab2bb020ebeafb8d"
 
-Stage = Literal["fetch", "validate", "splits", "vocab", "train", "evaluate", "export"]
-STAGES: tuple[str, ...] = ("fetch", "validate", "splits", "vocab", "train", "evaluate", "export")
+Stage = Literal["fetch", "validate", "splits", "vocab", "train", "evaluate", "export", "publish"]
+STAGES: tuple[str, ...] = ("fetch", "validate", "splits", "vocab", "train", "evaluate", "export", "publish")
 
 
 class _Section(BaseModel):
@@ -93,11 +93,20 @@ class EvalConfig(_Section):
     sweep_step: float = Field(default=0.05, gt=0, le=0.5)
 
 
+class PublishConfig(_Section):
+    """Where versions go and when `production` moves."""
+
+    store_url: str | None = Field(default=None, description="fsspec URL; None: $QDUP_HOME/store")
+    gate_metric: Literal["roc_auc", "pr_auc", "accuracy", "f1"] = "roc_auc"
+    tolerance: float = Field(default=0.0, ge=0, le=1, description="challenger may be this much worse than production")
+    promote: bool = Field(default=True, description="False: publish only, never move production")
+
+
 class RetrainConfig(_Section):
     """Everything that determines what `qdup run` produces."""
 
     seed: int = 42
-    until: Stage = "export"
+    until: Stage = "publish"
     fetch: FetchConfig = FetchConfig()
     validate_: ValidateConfig = Field(default=ValidateConfig(), alias="validate")
     split: SplitConfig = SplitConfig()
@@ -105,6 +114,7 @@ class RetrainConfig(_Section):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     evaluate: EvalConfig = EvalConfig()
+    publish: PublishConfig = PublishConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -31,14 +31,17 @@ def flow_run_info() -> dict[str, Any]:
     }
 
 
-def write_run_record(run_dir: Path, config: dict[str, Any], stages: dict[str, StageResult]) -> Path:
+def write_run_record(
+    run_dir: Path, config: dict[str, Any], stages: dict[str, StageResult], published: dict[str, Any] | None = None
+) -> Path:
     record = {
         "run_dir": str(run_dir),
         "finished": dt.datetime.now(dt.UTC).isoformat(),
         "prefect": flow_run_info(),
         "config": config,
+        "published": published or None,
         "stages": {
-            name: {"path": str(r.path), "key": r.key, "cached": r.cached, "manifest": r.manifest}
+            name: {"path": str(r.path), "key": r.key, "cached": r.cached, "seconds": r.seconds, "manifest": r.manifest}
             for name, r in stages.items()
         },
     }

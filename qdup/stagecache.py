@@ -29,6 +29,7 @@ class StageResult(BaseModel):
     path: Path
     cached: bool
     manifest: dict[str, Any]
+    seconds: float | None = None
 
     def file(self, name: str) -> Path:
         return self.path / name
@@ -70,7 +71,7 @@ def run_stage(
     if done.is_file():
         record = read_json(done)
         log(f"[{stage}] unchanged inputs and parameters: skipping, reusing {final}")
-        return StageResult(stage=stage, key=key, path=final, cached=True, manifest=record["manifest"])
+        return StageResult(stage=stage, key=key, path=final, cached=True, manifest=record["manifest"], seconds=record.get("seconds"))
     clean_stale_temps(final.parent)
     log(f"[{stage}] running (key {key[:12]})")
     started = dt.datetime.now(dt.UTC)
@@ -90,7 +91,8 @@ def run_stage(
             },
         )
     log(f"[{stage}] done in {(finished - started).total_seconds():.1f}s -> {final}")
-    return StageResult(stage=stage, key=key, path=final, cached=False, manifest=manifest)
+    seconds = round((finished - started).total_seconds(), 3)
+    return StageResult(stage=stage, key=key, path=final, cached=False, manifest=manifest, seconds=seconds)
 
 
 def params(model: BaseModel) -> dict[str, Any]:

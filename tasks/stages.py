@@ -14,7 +14,7 @@ from prefect.cache_policies import NO_CACHE
 
 from qdup.config import RetrainConfig
 from qdup.errors import DataContractError
-from qdup.fileio import atomic_write_text, read_json, sha256_file
+from qdup.fileio import atomic_write_text, read_json, sha256_file, sha256_json
 from qdup.log import get_log
 from qdup.paths import cache_dir
 from qdup.stagecache import StageResult, code_fingerprint, params, run_stage, stage_dir, stage_key
@@ -316,3 +316,85 @@ def export_task(vocab_result: StageResult, train_result: StageResult, eval_resul
     result = run_stage("export", inputs, build, log)
     log(f"[export] model: {result.file('model')} (threshold {threshold:.4f}); try: qdup predict --model {result.file('model')} \"q1\" \"q2\"")
     return result
+
+
+def _retry_on_io(task, task_run, state) -> bool:
+    """Retry publishing only for I/O failures, never for a refused (invalid) publish."""
+    try:
+        state.result()
+    except OSError:
+        return True
+    except Exception:
+        return False
+    return False
+
+
+@task(name="publish", retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=_retry_on_io, **_TASK)
+def publish_task(stages: dict[str, StageResult], cfg: RetrainConfig, version: str) -> dict[str, Any]:
+    """Publish the exact outputs handed in as `version`; move `latest`, and `production` if it passes the gate."""
+    from prefect.artifacts import create_link_artifact
+
+    from qdup.runs import flow_run_info
+    from qdup.store import ArtifactStore, actor
+    from tasks import publish
+    from tasks.export import load_inference
+
+    log = get_log()
+    store = ArtifactStore(cfg.publish.store_url)
+    metric, tolerance = cfg.publish.gate_metric, cfg.publish.tolerance
+    challenger = publish.gate_value(stages["evaluate"].manifest["metrics"], metric)
+    test_hash = stages["splits"].manifest["splits"]["test"]["content_sha256"]
+    who = f"{actor()} via flow run {flow_run_info().get('flow_run_name')}"
+    # Stage keys hash inputs, parameters and code, so equal keys mean an identical model:
+    # re-running an unchanged pipeline must not fill the store with copies.
+    content_key = sha256_json({name: r.key for name, r in sorted(stages.items())})
+    for existing in reversed(store.versions()):
+        if store.manifest(existing).get("content_key") == content_key:
+            log(f"[publish] identical to version {existing} (same data, parameters and code): nothing new to publish")
+            return {"version": existing, "store": store.url, "published": False, "promoted": False,
+                    "reason": f"identical to {existing}"}
+    with store.lock():
+        current = store.aliases().get("production")
+        production_value, measured_on = None, None
+        if current is not None:
+            prod = store.manifest(current)
+            if prod["splits"]["test"]["content_sha256"] == test_hash:
+                production_value, measured_on = float(prod["metrics"]["test"][metric]), "stored metrics"
+            else:
+                # Different test data: score production on the challenger's test split so the
+                # comparison is on the same rows.
+                predictor = load_inference(store.local_path(current) / "model")
+                production_value = publish.rescore_on(predictor, _read(stages["splits"], "test"), metric)
+                measured_on = "re-scored on the challenger's test split"
+        decision = publish.decide(metric, tolerance, challenger, current, production_value, measured_on)
+        if version not in store.versions():  # a retry after a committed publish must not publish twice
+            manifest = publish.lineage_manifest(cfg, stages, flow_run_info(), decision) | {"content_key": content_key}
+            store.publish(publish.version_files(stages), manifest, version=version)
+        store.move_alias("latest", version, "every publish moves latest", who, "publish")
+        promoted = decision.promote and cfg.publish.promote
+        if promoted:
+            store.move_alias("production", version, decision.reason, who, "publish")
+    why = decision.reason if cfg.publish.promote else "promotion disabled (publish.promote=false)"
+    log(f"[publish] version {version} -> {store.url}; production {'moved' if promoted else 'NOT moved'}: {why}")
+    create_link_artifact(
+        key="qdup-version",
+        link=f"{store.url.rstrip('/')}/versions/{version}" if "://" in store.url else f"file://{store.local_path(version)}",
+        link_text=f"qdup version {version}",
+        description="the version this run published",
+    )
+    m = store.manifest(version)
+    _artifact(
+        "qdup-lineage",
+        f"# Version `{version}`\n\n"
+        f"- production moved: **{promoted}** ({why})\n"
+        f"- source: `{m['dataset']['source']}`\n- dataset sha256: `{m['dataset']['sha256']}`\n"
+        f"- data contract: `{m['validation']['suite']}` passed on {m['validation']['rows']:,} rows\n"
+        + "".join(f"- split `{n}`: {e['rows']:,} rows, `{e['content_sha256'][:16]}`\n" for n, e in m["splits"].items() if not n.startswith("_"))
+        + f"- vocabulary: {m['vocabulary']['size']:,} tokens, `{m['vocabulary']['sha256'][:16]}`\n"
+        f"- encoder: `{m['model']['encoder_sha256'][:16]}`, best epoch {m['model']['best_epoch']}\n"
+        f"- test: ROC-AUC {m['metrics']['test']['roc_auc']:.4f}, accuracy {m['metrics']['test']['accuracy']:.4f} "
+        f"at threshold {m['threshold']['value']:.4f} (chosen on calibration)\n"
+        f"- code: qdup {m['code']['version']} commit `{m['code']['git_commit']}` dirty={m['code']['git_dirty']}\n",
+        f"lineage of {version}",
+    )
+    return {"version": version, "store": store.url, "published": True, "promoted": promoted, "reason": why}

@@ -1,0 +1,187 @@
+"""Publishing: the lineage manifest of a run, the promotion gate, and the files of a version."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qdup import __version__
+from qdup.config import RetrainConfig
+from qdup.stagecache import StageResult, params
+
+LIBRARIES = ("tensorflow", "keras", "prefect", "great-expectations", "pandas", "pyarrow", "numpy", "pydantic", "fsspec")
+
+
+def code_version() -> dict[str, Any]:
+    """Package version, and the git commit and dirty flag when running from a checkout."""
+    root = Path(__file__).resolve().parents[1]
+    info: dict[str, Any] = {"package": "qdup", "version": __version__, "git_commit": None, "git_dirty": None}
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        if commit.returncode == 0:
+            info["git_commit"] = commit.stdout.strip()
+            status = subprocess.run(
+                ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                capture_output=True, text=True, timeout=10,
+            )
+            info["git_dirty"] = bool(status.stdout.strip())
+    except (OSError, subprocess.TimeoutExpired):
+        pass  # not a checkout, or no git: the package version still identifies the code
+    return info
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def gate_value(metrics: dict[str, Any], metric: str) -> float:
+    """The gate metric from an evaluation's metrics (test split, calibration-chosen threshold)."""
+    test = metrics["test"]
+    if metric in ("roc_auc", "pr_auc"):
+        return float(test["ranking"][metric])
+    value = test["at_threshold"][metric]
+    if value is None:
+        raise ValueError(f"metric {metric!r} is undefined for this model on test")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    promote: bool
+    reason: str
+    compared_against: str | None
+    challenger: float
+    production: float | None
+    production_measured_on: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "promote": self.promote,
+            "reason": self.reason,
+            "version": self.compared_against,
+            "challenger": self.challenger,
+            "production": self.production,
+            "production_measured_on": self.production_measured_on,
+        }
+
+
+def decide(
+    metric: str,
+    tolerance: float,
+    challenger: float,
+    production_version: str | None,
+    production: float | None,
+    measured_on: str | None,
+) -> GateDecision:
+    """Promote when there is no production yet, or challenger >= production - tolerance."""
+    if production_version is None:
+        return GateDecision(True, "first version: becomes production", None, challenger, None, None)
+    assert production is not None
+    ok = challenger >= production - tolerance
+    verdict = "at least as good as" if ok else "worse than"
+    reason = (
+        f"challenger {metric}={challenger:.4f} is {verdict} production {production_version} "
+        f"{metric}={production:.4f} (tolerance {tolerance}) on the same test split"
+    )
+    return GateDecision(ok, reason, production_version, challenger, production, measured_on)
+
+
+def rescore_on(predictor: Any, test_df: Any, metric: str) -> float:
+    """Measure an exported model on another test split (when production's differs)."""
+    from tasks.evaluate import binary_metrics, ranking_metrics
+
+    y = test_df["is_duplicate"].to_numpy().astype(np.int64)
+    sim = predictor.similarity(test_df["question1"].tolist(), test_df["question2"].tolist())
+    metrics = {"test": {"ranking": ranking_metrics(y, sim), "at_threshold": binary_metrics(y, sim, predictor.threshold)}}
+    return gate_value(metrics, metric)
+
+
+def version_files(stages: dict[str, StageResult]) -> dict[str, Path]:
+    """Which stage outputs go into a version, under which names."""
+    files: dict[str, Path] = {}
+    model_dir = stages["export"].file("model")
+    for p in sorted(model_dir.iterdir()):
+        files[f"model/{p.name}"] = p
+    files["vocabulary.txt"] = stages["vocab"].file("vocabulary.txt")
+    for name in ("metrics.json", "threshold_sweep.json", "threshold_sweep.md", "roc_curve.png"):
+        files[f"evaluation/{name}"] = stages["evaluate"].file(name)
+    for p in sorted(stages["validate"].path.glob("validation*")):
+        files[f"validation/raw-{p.name}"] = p
+    for p in sorted(stages["splits"].path.glob("validation-*")):
+        files[f"validation/{p.name}"] = p
+    files["splits/stage.json"] = stages["splits"].file("stage.json")
+    return files
+
+
+def lineage_manifest(
+    cfg: RetrainConfig,
+    stages: dict[str, StageResult],
+    prefect_info: dict[str, Any],
+    decision: GateDecision,
+) -> dict[str, Any]:
+    """Everything needed to answer "what produced this model?" without any other system."""
+    fetch, validate, splits, vocab = (stages[s].manifest for s in ("fetch", "validate", "splits", "vocab"))
+    train, evaluate = stages["train"].manifest, stages["evaluate"].manifest
+    metrics = evaluate["metrics"]
+    return {
+        "dataset": {
+            "source": fetch["source"],
+            "sha256": fetch["sha256"],
+            "md5": fetch["md5"],
+            "bytes": fetch["size"],
+        },
+        "validation": {
+            "suite": validate["suite"],
+            "success": True,
+            "rows": validate["rows"],
+            "duplicate_share": validate["duplicate_share"],
+            "missing_questions": validate["missing_questions"],
+            "result": "validation/raw-validation.json",
+            "split_suites": {name: e["suite"] for name, e in splits["splits"].items()},
+        },
+        "splits": {
+            name: {"content_sha256": e["content_sha256"], "rows": e["rows"], "duplicates": e["duplicates"]}
+            for name, e in splits["splits"].items()
+        }
+        | {"_plan": {k: splits[k] for k in ("n_rows", "n_train", "n_test", "val_start_row", "dropped_missing_question")}},
+        "vocabulary": {"sha256": vocab["sha256"], "size": vocab["size"], "oov_rate": vocab["oov_rate"]},
+        "model": {
+            "encoder_sha256": train["encoder_sha256"],
+            "best_epoch": train["best_epoch"],
+            "best_val_loss": train["best_val_loss"],
+            "epochs_run": train["epochs_run"],
+            "history": train["history"],
+        },
+        "threshold": metrics["threshold"],
+        "metrics": {
+            "test": {
+                "roc_auc": metrics["test"]["ranking"]["roc_auc"],
+                "pr_auc": metrics["test"]["ranking"]["pr_auc"],
+                **{k: metrics["test"]["at_threshold"][k] for k in ("accuracy", "precision", "recall", "f1")},
+                "at_reference_threshold": metrics["test"]["at_reference_threshold"],
+                "confusion": metrics["test"]["at_threshold"].get("confusion"),
+            },
+            "calibration": metrics["calibration"]["ranking"],
+        },
+        "parameters": params(cfg),
+        "code": code_version(),
+        "libraries": library_versions(),
+        "prefect": prefect_info,
+        "compared_against": decision.as_dict(),
+        "stages": {
+            name: {"key": r.key, "cached": r.cached, "seconds": r.seconds}
+            for name, r in stages.items()
+        },
+    }
