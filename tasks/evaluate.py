@@ -92,7 +92,8 @@ def similarities(
     run = _encoder_fn(encoder)
     e1 = _encode(run, encoder, vectorizer, q1, max_length, batch_size)
     e2 = _encode(run, encoder, vectorizer, q2, max_length, batch_size)
-    return np.sum(e1 * e2, axis=1).astype(np.float32)
+    # Unit vectors in float32 can give a dot product a rounding step past 1; a cosine cannot.
+    return np.clip(np.sum(e1 * e2, axis=1), -1.0, 1.0).astype(np.float32)
 
 
 def _check(y_true: Any, sim: Any) -> tuple[np.ndarray, np.ndarray]:

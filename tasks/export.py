@@ -102,7 +102,8 @@ class Predictor:
             x1 = tf.constant(a[start : start + batch_size], dtype=tf.string)
             x2 = tf.constant(b[start : start + batch_size], dtype=tf.string)
             out[start : start + len(a[start : start + batch_size])] = self._run(x1, x2).numpy()
-        return out
+        # As in evaluation: float32 rounding can step a cosine just past +-1.
+        return np.clip(out, -1.0, 1.0)
 
     def predict(self, q1s: Sequence[str], q2s: Sequence[str], batch_size: int = 1024) -> np.ndarray:
         """True where a pair is predicted to be a duplicate (similarity >= threshold)."""

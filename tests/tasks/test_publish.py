@@ -1,0 +1,138 @@
+"""Tests for tasks/publish.py and tasks/lineage.py: the gate, and lineage through real flow runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from qdup.config import RetrainConfig
+from qdup.errors import ConfigError
+from qdup.store import ArtifactStore
+from tasks import lineage, publish
+
+
+@pytest.mark.parametrize(
+    ("challenger", "production", "tolerance", "promote"),
+    [(0.80, 0.80, 0.0, True), (0.79, 0.80, 0.0, False), (0.79, 0.80, 0.02, True), (0.90, 0.80, 0.0, True)],
+)
+def test_gate_promotes_only_when_at_least_as_good(challenger, production, tolerance, promote):
+    d = publish.decide("roc_auc", tolerance, challenger, "20260101T000000000Z-abcdef", production, "stored metrics")
+    assert d.promote is promote
+    assert ("at least as good" in d.reason) is promote and "20260101T000000000Z-abcdef" in d.reason
+
+
+def test_first_version_becomes_production():
+    d = publish.decide("roc_auc", 0.0, 0.5, None, None, None)
+    assert d.promote and "first version" in d.reason
+
+
+def test_gate_value_reads_the_configured_metric():
+    metrics = {"test": {"ranking": {"roc_auc": 0.8, "pr_auc": 0.6}, "at_threshold": {"accuracy": 0.7, "f1": None}}}
+    assert publish.gate_value(metrics, "pr_auc") == 0.6 and publish.gate_value(metrics, "accuracy") == 0.7
+    with pytest.raises(ValueError, match="undefined"):
+        publish.gate_value(metrics, "f1")
+
+
+def test_code_version_names_the_checkout():
+    info = publish.code_version()
+    assert info["version"] and (info["git_commit"] is None or len(info["git_commit"]) == 40)
+
+
+TINY = {"model": {"embedding_dim": 16, "lstm_units": 16}, "train": {"epochs": 3, "batch_size": 64}}
+
+
+@pytest.fixture(scope="module")
+def three_runs(tmp_path_factory, prefect_harness):
+    """Run A on dataset 1, run B on dataset 2, run C on dataset 1 with a crippled trainer."""
+    from flows.retrain import retrain
+    from tasks.demo_data import write_demo_tsv
+
+    root = tmp_path_factory.mktemp("lineage")
+    d1, d2 = root / "d1.tsv", root / "d2.tsv"
+    write_demo_tsv(d1, rows=2500, seed=1)
+    write_demo_tsv(d2, rows=2500, seed=2)
+    old = os.environ.get("QDUP_HOME")
+    os.environ["QDUP_HOME"] = str(root / "home")
+    split = {"n_train": 0.8, "n_test": 0.2}
+    try:
+        a = retrain(RetrainConfig.model_validate({"fetch": {"source": str(d1)}, "split": split, **TINY}))
+        b = retrain(RetrainConfig.model_validate({"fetch": {"source": str(d2)}, "split": split, **TINY}))
+        bad_train = {**TINY["train"], "epochs": 1, "learning_rate": 1e-7}
+        c = retrain(RetrainConfig.model_validate({"fetch": {"source": str(d1)}, "split": split, "model": TINY["model"], "train": bad_train}))
+    finally:
+        if old is None:
+            os.environ.pop("QDUP_HOME")
+        else:
+            os.environ["QDUP_HOME"] = old
+    return {"a": a, "b": b, "c": c, "store": ArtifactStore(str(root / "home" / "store")), "home": root / "home"}
+
+
+@pytest.mark.slow
+def test_runs_publish_versions_with_lineage_both_ways(three_runs):
+    store = three_runs["store"]
+    a, b, c = (three_runs[k]["version"] for k in "abc")
+    assert store.versions() == sorted([a, b, c])
+    ma, mb = store.manifest(a), store.manifest(b)
+    assert ma["dataset"]["sha256"] != mb["dataset"]["sha256"]
+    for m in (ma, mb):
+        assert set(m["files"]) >= {"model/inference.keras", "model/encoder.keras", "model/threshold.json", "vocabulary.txt",
+                                   "evaluation/metrics.json", "evaluation/roc_curve.png", "validation/raw-validation.json"}
+        assert m["prefect"]["flow_run_id"] and m["code"]["version"] and m["libraries"]["tensorflow"]
+        assert m["parameters"]["model"]["embedding_dim"] == 16
+        assert m["splits"]["test"]["rows"] == 500
+        assert set(m["stages"]) == {"fetch", "validate", "splits", "vocab", "train", "evaluate", "export"}
+    # forward: dataset -> versions
+    from_d1 = [r["id"] for r in lineage.versions_from_dataset(store, ma["dataset"]["sha256"][:10])]
+    assert from_d1 == sorted([a, c])
+    # backward: version -> dataset, splits, vocabulary, model
+    chain = lineage.lineage_dict(ma | {"aliases": store.aliases_of(a)})
+    assert chain["dataset"]["sha256"] == ma["dataset"]["sha256"]
+    assert chain["model"]["encoder_sha256"] == ma["model"]["encoder_sha256"]
+    assert chain["splits"]["train"]["content_sha256"] == ma["splits"]["train"]["content_sha256"]
+
+
+@pytest.mark.slow
+def test_worse_challenger_is_published_but_not_promoted(three_runs):
+    store = three_runs["store"]
+    b, c = three_runs["b"]["version"], three_runs["c"]["version"]
+    assert three_runs["c"]["promoted"] == "false" and store.resolve("latest") == c
+    assert store.resolve("production") != c
+    gate = store.manifest(c)["compared_against"]
+    assert gate["promote"] is False and gate["challenger"] < gate["production"] and "worse than" in gate["reason"]
+    # b was compared with a on b's own test rows (different dataset): production was re-scored.
+    assert store.manifest(b)["compared_against"]["production_measured_on"].startswith("re-scored")
+
+
+def _qdup(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "QDUP_HOME": str(home)}
+    return subprocess.run([sys.executable, "-m", "qdup.cli", *args], env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_lineage_commands_offline(three_runs):
+    home = three_runs["home"]
+    rows = json.loads(_qdup(home, "versions", "--json").stdout)
+    assert [r["id"] for r in rows] == three_runs["store"].versions()
+    assert {"id", "created", "dataset_sha256", "metrics", "aliases"} <= set(rows[0])
+    assert len(rows[0]["dataset_sha256"]) == 64
+    chain = json.loads(_qdup(home, "lineage", "latest", "--json").stdout)
+    assert chain["version"] == three_runs["c"]["version"] and len(chain["vocabulary"]["sha256"]) == 64
+    listed = json.loads(_qdup(home, "lineage", "--dataset", rows[0]["dataset_sha256"][:8], "--json").stdout)
+    assert {r["id"] for r in listed} == {three_runs["a"]["version"], three_runs["c"]["version"]}
+    text = _qdup(home, "lineage", "production").stdout
+    assert "dataset    sha256" in text and "split      train" in text
+    pred = _qdup(home, "predict", "--model", "production", "--json", "How do I learn Python?", "How can I learn Python?")
+    assert pred.returncode == 0, pred.stderr
+    assert set(json.loads(pred.stdout)) == {"similarity", "threshold", "duplicate"}
+    bad = _qdup(home, "show", "../../etc")
+    assert bad.returncode == 2 and "invalid alias name" in bad.stderr
+
+
+def test_dataset_prefix_must_be_hex(tmp_path):
+    with pytest.raises(ConfigError):
+        lineage.versions_from_dataset(ArtifactStore(str(tmp_path)), "../x")
