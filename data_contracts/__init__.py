@@ -1,0 +1,1 @@
+"""Data contracts: versioned Great Expectations suites, stored as JSON."""

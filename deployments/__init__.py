@@ -1,0 +1,1 @@
+"""Deployments: schedules and triggers for the flows; nothing else."""

@@ -1,0 +1,1 @@
+"""Flows: each module composes tasks into one user-facing entry point."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import shutil
 from pathlib import Path
 from typing import Any
@@ -267,6 +268,9 @@ def evaluate_task(split_result: StageResult, vocab_result: StageResult, train_re
         log("[evaluate] " + ", ".join(f"{k}={v}" for k, v in row.items()))
     create_table_artifact(key="qdup-test-metrics", table=summary, description="test metrics (threshold from calibration)")
     _artifact("qdup-threshold-sweep", result.file("threshold_sweep.md").read_text(), "threshold sweep on test")
+    # Embedded, so the UI shows the curve without access to this machine's disk.
+    png = base64.b64encode(result.file("roc_curve.png").read_bytes()).decode()
+    _artifact("qdup-roc-curve", f"# ROC curve (test)\n\n![ROC curve](data:image/png;base64,{png})\n", "ROC on test")
     return result
 
 
@@ -314,6 +318,13 @@ def export_task(vocab_result: StageResult, train_result: StageResult, eval_resul
         return {"model_dir": "model", "threshold": info["threshold"], "sha256": info["sha256"]}
 
     result = run_stage("export", inputs, build, log)
+    _artifact(
+        "qdup-export",
+        f"# Export\n\n| file | sha256 |\n|---|---|\n"
+        + "".join(f"| `{name}` | `{digest[:16]}` |\n" for name, digest in sorted(result.manifest["sha256"].items()))
+        + f"\nthreshold {threshold:.4f} (chosen on calibration); loads with `safe_mode=True`\n",
+        "serving bundle",
+    )
     log(f"[export] model: {result.file('model')} (threshold {threshold:.4f}); try: qdup predict --model {result.file('model')} \"q1\" \"q2\"")
     return result
 
