@@ -93,6 +93,36 @@ class TruncateTokens(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
+class TokenDropout(keras.layers.Layer):
+    """Training only: replace each word id (>= 2) by the OOV id with probability `rate`.
+
+    Padding (0) is left alone, so masks and lengths do not change; at inference it is the identity.
+    The model learns to cope with unknown words, which are common in new questions.
+    """
+
+    def __init__(self, rate: float, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if not 0 <= rate < 1:
+            raise ValueError(f"rate must be in [0, 1), got {rate}")
+        self.rate = float(rate)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, inputs, training=False):
+        if not training or self.rate == 0:
+            return inputs
+        drop = keras.random.uniform(ops.shape(inputs), seed=self.seed_generator) < self.rate
+        drop = ops.logical_and(drop, ops.greater(inputs, OOV_ID))
+        return ops.where(drop, ops.full_like(inputs, OOV_ID), inputs)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return super().get_config() | {"rate": self.rate, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class CosineSimilarity(keras.layers.Layer):
     """Row-wise dot product of two batches of unit vectors: their cosine, shape (batch,)."""
 
@@ -152,20 +182,34 @@ class TripletLoss(keras.losses.Loss):
 def build_encoder(vocab_size: int, cfg: ModelConfig) -> keras.Model:
     """Token ids (batch, time) int32 -> unit-length encodings (batch, units or 2*units).
 
-    Embedding (id 0 = padding, masked when cfg.mask_padding) -> optional Dropout -> LSTM over
-    all steps -> masked mean over time -> L2 normalisation. The LSTM keeps Keras's defaults
-    (tanh/sigmoid, no recurrent dropout, not unrolled) so that it runs on cuDNN on a GPU.
+    [TokenDropout] -> Embedding (id 0 = padding, masked when cfg.mask_padding) -> [Dropout]
+    -> [SpatialDropout1D] -> (Bi)LSTM over all steps -> [Dropout] -> masked mean over time ->
+    L2 normalisation; bracketed layers exist only when their rate is > 0. The LSTM keeps
+    Keras's defaults (tanh/sigmoid, no recurrent dropout, not unrolled) so that it runs on
+    cuDNN on a GPU. cfg.l2 > 0 adds an L2 penalty on the embeddings and the LSTM kernels.
     """
     if vocab_size < 3:
         raise ValueError(f"vocab_size must count padding, OOV and at least one word; got {vocab_size}")
+    reg = keras.regularizers.L2(cfg.l2) if cfg.l2 > 0 else None
     tokens = keras.Input(shape=(None,), dtype="int32", name="tokens")
-    x = keras.layers.Embedding(vocab_size, cfg.embedding_dim, mask_zero=cfg.mask_padding, name="embedding")(tokens)
+    x = tokens
+    if cfg.token_dropout > 0:
+        x = TokenDropout(cfg.token_dropout, name="token_dropout")(x)
+    x = keras.layers.Embedding(
+        vocab_size, cfg.embedding_dim, mask_zero=cfg.mask_padding, embeddings_regularizer=reg, name="embedding"
+    )(x)
     if cfg.dropout > 0:
         x = keras.layers.Dropout(cfg.dropout, name="dropout")(x)
-    lstm = keras.layers.LSTM(cfg.lstm_units, return_sequences=True, name="lstm")
+    if cfg.spatial_dropout > 0:
+        x = keras.layers.SpatialDropout1D(cfg.spatial_dropout, name="spatial_dropout")(x)
+    lstm = keras.layers.LSTM(
+        cfg.lstm_units, return_sequences=True, kernel_regularizer=reg, recurrent_regularizer=reg, name="lstm"
+    )
     if cfg.bidirectional:
         lstm = keras.layers.Bidirectional(lstm, name="bilstm")
     x = lstm(x)
+    if cfg.output_dropout > 0:
+        x = keras.layers.Dropout(cfg.output_dropout, name="output_dropout")(x)
     x = MaskedMeanPooling(name="mean_pool")(x)
     x = keras.layers.UnitNormalization(name="l2_normalise")(x)
     return keras.Model(tokens, x, name="encoder")

@@ -40,7 +40,8 @@ SORT_WINDOW_BATCHES = 32
 class TrainResult:
     """What training produced; epochs are numbered from 1.
 
-    history: one {epoch, loss, val_loss, seconds} per epoch run, across interruptions.
+    history: one {epoch, loss, val_loss, seconds} per epoch run, across interruptions (plus
+    learning_rate, the rate after the epoch, under the plateau schedule).
     epochs_run: the last epoch completed. resumed_from_epoch: the checkpointed epoch this call
     started from (None for a fresh start; equal to epochs_run when the work_dir was complete).
     encoder_path holds the encoder of best_epoch (lowest val_loss).
@@ -143,6 +144,19 @@ def epoch_seed(seed: int, epoch: int) -> np.random.Generator:
     return np.random.default_rng([seed, epoch])
 
 
+def reseed_random_layers(model: keras.Model, seed: int, epoch: int) -> int:
+    """Set the random state of every layer of `model` (dropout masks) from (seed, epoch) alone.
+
+    Keras does not restore these states from a checkpoint, so without this a resumed run would
+    draw other dropout masks than an uninterrupted one. Returns how many states were set.
+    """
+    states = [v for v in model.variables if v.path.rsplit("/", 1)[-1] == "seed_generator_state"]
+    rng = np.random.default_rng([seed, epoch, 0x5EED])
+    for v in states:
+        v.assign(keras.ops.convert_to_tensor([int(rng.integers(0, 2**30)), 0], dtype=v.dtype))
+    return len(states)
+
+
 def train_dataset(pairs: PairArrays, batch_size: int, seed: int, epochs: range, fixed_width: bool) -> tf.data.Dataset:
     """All batches of the given epochs in order, as one stream (fit runs it with steps_per_epoch)."""
     lengths = np.maximum(pairs.len1, pairs.len2)
@@ -199,17 +213,22 @@ class _Checkpointer(keras.callbacks.Callback):
         patience: int,
         log: Callable[[str], None],
         hook: EpochHook | None,
+        lr_decay: tuple[float, int] | None = None,
+        seed: int = 0,
     ):
         super().__init__()
+        self.seed = seed
         self.ckpt_dir = ckpt_dir
         self.state = state
         self.total = total
         self.patience = patience
+        self.lr_decay = lr_decay
         self.log = log
         self.hook = hook
         self._t0 = 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
+        reseed_random_layers(self.model, self.seed, epoch + 1)
         self._t0 = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
@@ -221,13 +240,23 @@ class _Checkpointer(keras.callbacks.Callback):
             raise QdupError(f"training diverged at epoch {n}: loss={loss} val_loss={val_loss}; lower the learning rate")
         st = self.state
         if st["best_val_loss"] is None or val_loss < st["best_val_loss"]:
-            st.update(best_val_loss=val_loss, best_epoch=n, wait=0)
+            st.update(best_val_loss=val_loss, best_epoch=n, wait=0, lr_wait=0)
         else:
             st["wait"] += 1
+            st["lr_wait"] = st.get("lr_wait", 0) + 1
         stop = st["wait"] >= self.patience and n < self.total
+        if self.lr_decay is not None and not stop and st["lr_wait"] >= self.lr_decay[1]:
+            # Reduce on plateau; the new rate is saved with this epoch's checkpoint (optimizer state).
+            lr = self.model.optimizer.learning_rate
+            old = float(keras.ops.convert_to_numpy(lr))
+            lr.assign(old * self.lr_decay[0])
+            st["lr_wait"] = 0
+            self.log(f"val_loss has not improved for {self.lr_decay[1]} epochs: learning rate {old:.3g} -> {old * self.lr_decay[0]:.3g}")
         name = f"epoch-{n:04d}.keras"
         _save_keras_atomic(self.model, self.ckpt_dir / name)
         entry = {"epoch": n, "loss": loss, "val_loss": val_loss, "seconds": round(seconds, 3)}
+        if self.lr_decay is not None:
+            entry["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
         st["history"].append(entry)
         st.update(epoch=n, checkpoint=name, stopped_early=stop)
         if st["best_epoch"] == n:
@@ -247,6 +276,18 @@ class _Checkpointer(keras.callbacks.Callback):
             )
         if self.hook is not None:
             self.hook(n, self.total, {"loss": loss, "val_loss": val_loss, "seconds": seconds})
+
+
+def make_optimizer(train_cfg: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    """Adam at train_cfg.learning_rate; a cosine schedule spans all `epochs`; optional gradient clipping.
+
+    The plateau schedule is applied by the per-epoch callback (it needs val_loss); its current
+    rate is the optimizer's learning-rate variable, saved with every checkpoint.
+    """
+    lr: float | keras.optimizers.schedules.LearningRateSchedule = float(train_cfg.learning_rate)
+    if train_cfg.lr_schedule == "cosine":
+        lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, train_cfg.epochs * steps_per_epoch))
+    return keras.optimizers.Adam(learning_rate=lr, clipnorm=train_cfg.clipnorm)
 
 
 def _fingerprint(
@@ -296,9 +337,11 @@ def train_model(
     - Questions are vectorised once and truncated to model_cfg.max_length tokens; batches of
       train_cfg.batch_size pairs are drawn in a fresh order each epoch (seeded by `seed` and the
       epoch number), length-sorted within windows and padded only to their own longest question.
-    - Adam(train_cfg.learning_rate) on TripletLoss(train_cfg.margin); val_loss on all of `val_df`
+    - Adam(train_cfg.learning_rate; see `make_optimizer` for schedules and clipping) on
+      TripletLoss(train_cfg.margin); val_loss on all of `val_df`
       every epoch; training stops after train_cfg.early_stopping_patience epochs without a
       lower val_loss, and the saved encoder is the one of the best epoch.
+    - Dropout masks are drawn from (seed, epoch) too (`reseed_random_layers`).
     - Every epoch writes work_dir/checkpoints/epoch-NNNN.keras (model and optimizer state) and
       state.json (epoch, early-stopping state, history). Calling again with the same work_dir,
       data and configs after an interruption resumes at the epoch after the last checkpoint;
@@ -365,6 +408,7 @@ def train_model(
             "best_val_loss": None,
             "best_checkpoint": None,
             "wait": 0,
+            "lr_wait": 0,
             "stopped_early": False,
             "history": [],
         }
@@ -372,7 +416,7 @@ def train_model(
         # XLA off: every batch has its own padded length, which would recompile per shape, and
         # the cuDNN LSTM kernel is not XLA-compatible anyway.
         model.compile(
-            optimizer=keras.optimizers.Adam(learning_rate=train_cfg.learning_rate),
+            optimizer=make_optimizer(train_cfg, steps),
             loss=TripletLoss(margin=train_cfg.margin),
             jit_compile=False,
         )
@@ -384,7 +428,10 @@ def train_model(
 
     start = st["epoch"]
     if not done:
-        checkpointer = _Checkpointer(ckpt_dir, st, total, train_cfg.early_stopping_patience, log, on_epoch_end)
+        lr_decay = (
+            (train_cfg.lr_decay_factor, train_cfg.lr_decay_patience) if train_cfg.lr_schedule == "plateau" else None
+        )
+        checkpointer = _Checkpointer(ckpt_dir, st, total, train_cfg.early_stopping_patience, log, on_epoch_end, lr_decay, seed)
         tensorboard = keras.callbacks.TensorBoard(log_dir=str(tb_dir), update_freq="epoch", profile_batch=0)
         model.fit(
             train_dataset(train, train_cfg.batch_size, seed, range(start + 1, total + 1), fixed_width),

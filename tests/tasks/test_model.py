@@ -11,6 +11,7 @@ from qdup.config import ModelConfig, VocabConfig
 from tasks.model import (
     CosineSimilarity,
     MaskedMeanPooling,
+    TokenDropout,
     TripletLoss,
     TruncateTokens,
     build_encoder,
@@ -161,9 +162,10 @@ def test_siamese_shares_one_encoder_and_concatenates():
     a = np.array([[3, 4, 0], [5, 6, 7]], dtype="int32")
     b = np.array([[8, 0, 0], [9, 10, 11]], dtype="int32")
     out = np.asarray(siamese([a, b]))
-    assert out.shape == (2, 16)
-    np.testing.assert_allclose(out[:, :8], enc(a), atol=1e-6)
-    np.testing.assert_allclose(out[:, 8:], enc(b), atol=1e-6)
+    d = enc.output_shape[-1]
+    assert d == (16 if TINY.bidirectional else 8) and out.shape == (2, 2 * d)
+    np.testing.assert_allclose(out[:, :d], enc(a), atol=1e-6)
+    np.testing.assert_allclose(out[:, d:], enc(b), atol=1e-6)
     assert not any(isinstance(layer, keras.layers.Lambda) for layer in _all_layers(siamese))
 
 
@@ -211,3 +213,52 @@ def test_inference_model_agrees_with_the_training_time_path(mask_padding):
     q2 = ["what is the capital of france", "how do i", "why", "what is the capital of france"]
     got = np.asarray(model([tf.constant(q1), tf.constant(q2)]))
     np.testing.assert_allclose(got, similarities(enc, vec, q1, q2, cfg.max_length, batch_size=2), atol=1e-5)
+
+
+def test_token_dropout_replaces_only_words_and_only_in_training():
+    ids = np.tile(np.array([[5, 6, 7, 8, 1, 0, 0, 0]], dtype="int32"), (2000, 1))
+    layer = TokenDropout(0.3, seed=0)
+    np.testing.assert_array_equal(np.asarray(layer(ids)), ids)  # inference: the identity
+    out = np.asarray(layer(ids, training=True))
+    np.testing.assert_array_equal(out[:, 4:], ids[:, 4:])  # OOV and padding stay as they are
+    words = out[:, :4]
+    assert set(np.unique(words).tolist()) <= {1, 5, 6, 7, 8}
+    assert np.mean(words == 1) == pytest.approx(0.3, abs=0.02)
+    restored = TokenDropout.from_config(layer.get_config())
+    assert restored.rate == 0.3 and restored.seed == 0
+    with pytest.raises(ValueError, match="rate"):
+        TokenDropout(1.0)
+
+
+REGULARISED = TINY.model_copy(
+    update={"dropout": 0.2, "spatial_dropout": 0.2, "token_dropout": 0.2, "output_dropout": 0.2, "l2": 1e-4}
+)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_regularised_encoder_is_deterministic_at_inference_and_ignores_padding(bidirectional, tmp_path):
+    keras.utils.set_random_seed(5)
+    enc = build_encoder(30, REGULARISED.model_copy(update={"bidirectional": bidirectional}))
+    names = {layer.name for layer in enc.layers}
+    assert {"token_dropout", "dropout", "spatial_dropout", "output_dropout"} <= names
+    assert len(enc.losses) == (5 if bidirectional else 3)  # L2: embeddings + (kernel, recurrent) per LSTM
+    short = np.array([[4, 9, 2, 7]], dtype="int32")
+    padded = np.array([[4, 9, 2, 7, 0, 0, 0]], dtype="int32")
+    a = np.asarray(enc(short))
+    np.testing.assert_allclose(a, enc(short), atol=1e-6)
+    np.testing.assert_allclose(a, enc(padded), atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
+    # Dropout is active when training: the same input gives another encoding.
+    batch = np.tile(short, (8, 1))
+    assert np.abs(np.asarray(enc(batch, training=True)) - a).max() > 1e-4
+    enc.save(tmp_path / "enc.keras")
+    loaded = keras.saving.load_model(tmp_path / "enc.keras", safe_mode=True)
+    np.testing.assert_allclose(np.asarray(loaded(short)), a, atol=1e-6)
+    assert not any(isinstance(layer, keras.layers.Lambda) for layer in _all_layers(loaded))
+
+
+def test_zero_rates_add_no_layers():
+    enc = build_encoder(30, TINY.model_copy(update={"dropout": 0.0, "spatial_dropout": 0.0, "token_dropout": 0.0,
+                                                    "output_dropout": 0.0, "l2": 0.0}))
+    assert not any("dropout" in layer.name for layer in enc.layers)
+    assert not enc.losses

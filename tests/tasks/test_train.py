@@ -13,7 +13,7 @@ import pytest
 from qdup.config import ModelConfig, TrainConfig, VocabConfig
 from qdup.errors import QdupError
 from tasks.evaluate import similarities
-from tasks.train import batch_plan, epoch_seed, train_model
+from tasks.train import batch_plan, epoch_seed, make_optimizer, reseed_random_layers, train_model
 from tasks.vocab import fit_vectorizer
 
 pytestmark = pytest.mark.slow
@@ -185,3 +185,72 @@ def test_training_refuses_unusable_data(data, tmp_path, train_rows, drop, match)
         df = df.drop(columns=[drop])
     with pytest.raises(QdupError, match=match):
         train_model(df, val, vec, TINY, TrainConfig(epochs=1), seed=0, work_dir=tmp_path, log=lambda m: None)
+
+
+def test_make_optimizer_schedules_and_clipping():
+    plain = make_optimizer(TrainConfig(learning_rate=0.01), steps_per_epoch=10)
+    assert float(plain.learning_rate) == pytest.approx(0.01) and plain.clipnorm is None
+    cosine = make_optimizer(TrainConfig(learning_rate=0.01, epochs=5, lr_schedule="cosine", clipnorm=2.0), 10)
+    schedule = cosine._learning_rate
+    assert isinstance(schedule, keras.optimizers.schedules.CosineDecay) and schedule.decay_steps == 50
+    assert float(schedule(0)) == pytest.approx(0.01) and float(schedule(25)) == pytest.approx(0.005)
+    assert float(schedule(50)) == pytest.approx(0.0, abs=1e-9)
+    assert cosine.clipnorm == 2.0
+
+
+def test_plateau_schedule_halves_the_rate_and_survives_a_resume(data, tmp_path):
+    train, val, vec = data
+    # As above, a tiny rate leaves val_loss unchanged: every epoch after the first is a plateau.
+    cfg = TrainConfig(
+        epochs=4, batch_size=64, learning_rate=1e-12, early_stopping_patience=4,
+        lr_schedule="plateau", lr_decay_factor=0.5, lr_decay_patience=1,
+    )
+    small = train.iloc[:200]
+    lines: list[str] = []
+    straight = train_model(small, val, vec, TINY, cfg, seed=2, work_dir=tmp_path / "straight", log=lines.append)
+    rates = [h["learning_rate"] for h in straight.history]
+    np.testing.assert_allclose(rates, [1e-12, 5e-13, 2.5e-13, 1.25e-13], rtol=1e-5)
+    assert sum("learning rate" in line for line in lines) == 3
+    assert straight.best_epoch == 1 and not straight.stopped_early
+
+    def stop_after_two(epoch, total, logs):
+        if epoch == 2:
+            raise Interrupt("killed")
+
+    work = tmp_path / "interrupted"
+    with pytest.raises(Interrupt):
+        train_model(small, val, vec, TINY, cfg, seed=2, work_dir=work, on_epoch_end=stop_after_two, log=lambda m: None)
+    resumed = train_model(small, val, vec, TINY, cfg, seed=2, work_dir=work, log=lambda m: None)
+    np.testing.assert_allclose([h["learning_rate"] for h in resumed.history], rates, rtol=1e-5)
+
+
+def test_regularised_training_with_cosine_schedule_and_clipping_learns(data, tmp_path):
+    train, val, vec = data
+    model_cfg = TINY.model_copy(update={"token_dropout": 0.1, "spatial_dropout": 0.1, "output_dropout": 0.1, "l2": 1e-5})
+    cfg = TrainConfig(epochs=4, batch_size=32, learning_rate=0.01, lr_schedule="cosine", clipnorm=5.0)
+    result = train_model(train, val, vec, model_cfg, cfg, seed=0, work_dir=tmp_path, log=lambda m: None)
+    assert result.history[-1]["val_loss"] < result.history[0]["val_loss"]
+    encoder = keras.saving.load_model(result.encoder_path, safe_mode=True)
+    q = "How do I learn Python?"
+    sim = similarities(
+        encoder, vec, [q, q], ["What is the best way to learn Python?", "What is the capital of France?"], model_cfg.max_length
+    )
+    assert sim[0] > sim[1], sim
+
+
+def test_reseeding_makes_dropout_masks_a_function_of_seed_and_epoch(tmp_path):
+    from tasks.model import build_encoder
+
+    cfg = TINY.model_copy(update={"dropout": 0.5, "token_dropout": 0.3})
+    x = np.tile(np.array([[3, 4, 5, 6, 7]], dtype="int32"), (4, 1))
+    keras.utils.set_random_seed(0)
+    enc = build_encoder(20, cfg)
+    enc.save(tmp_path / "enc.keras")
+    keras.utils.set_random_seed(1)
+    other = keras.saving.load_model(tmp_path / "enc.keras", safe_mode=True)
+    assert reseed_random_layers(enc, 7, 3) >= 2
+    reseed_random_layers(other, 7, 3)
+    first = np.asarray(enc(x, training=True))
+    np.testing.assert_allclose(np.asarray(other(x, training=True)), first, atol=1e-6)
+    reseed_random_layers(enc, 7, 4)
+    assert np.abs(np.asarray(enc(x, training=True)) - first).max() > 1e-4

@@ -1,0 +1,529 @@
+"""Benchmark entry point: python -m bench.run --out bench/results [--quick] [--rows N] [--epochs N]."""
+
+# Generates a full-scale data set with `qdup demo-data`, serves it from a local HTTP server, runs
+# every pipeline stage in a fresh process (wall time and peak RSS each), trains a notebook-style
+# baseline on the same data for the throughput and accuracy comparison, times a warm `qdup run`
+# re-run and single-pair/batch inference, repeats the stages on ../shared/data's real 10k sample
+# when it is present, and writes results.json and results.md to --out.
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import functools
+import http.server
+import json
+import os
+import platform
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from bench.report import (
+    FULL_ROWS,
+    evaluate_targets,
+    render_markdown,
+    split_counts,
+    throughput,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_SAMPLE = REPO.parent / "shared" / "data" / "quora_duplicate_questions_first10k.tsv"
+# Stages in pipeline order, and what each needs to have succeeded first.
+PIPELINE = ("fetch", "validate", "splits", "vocab", "train", "evaluate", "export", "publish", "inference", "baseline")
+NEEDS = {
+    "validate": ("fetch",),
+    "splits": ("validate",),
+    "vocab": ("splits",),
+    "train": ("vocab",),
+    "evaluate": ("train",),
+    "export": ("evaluate",),
+    "publish": ("export",),
+    "inference": ("export",),
+    "baseline": ("vocab",),
+}
+# Model of the `qdup run` used for the warm re-run: small, so that the first (cold) run stays short.
+RERUN_MODEL = {"embedding_dim": 32, "lstm_units": 32}
+
+
+def _say(msg: str) -> None:
+    print(f"[bench {dt.datetime.now():%H:%M:%S}] {msg}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- machine
+
+
+def machine_info() -> dict[str, Any]:
+    info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version()}
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        models = re.findall(r"^model name\s*:\s*(.+)$", text, re.M)
+        info["cpu_model"] = models[0].strip() if models else platform.processor()
+        flags = re.search(r"^flags\s*:\s*(.+)$", text, re.M)
+        if flags:
+            info["cpu_simd"] = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile") if f in flags.group(1).split()]
+    except OSError:
+        info["cpu_model"] = platform.processor()
+    info["cpu_count"] = os.cpu_count()
+    try:
+        info["usable_cores"] = len(os.sched_getaffinity(0))
+    except AttributeError:
+        info["usable_cores"] = os.cpu_count()
+    try:
+        quota = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota and quota[0] != "max":
+            info["cgroup_cpu_limit"] = int(quota[0]) / int(quota[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        mem = Path("/proc/meminfo").read_text()
+        info["ram_gib"] = int(re.search(r"MemTotal:\s*(\d+)", mem).group(1)) / 1024**2
+    except (OSError, AttributeError):
+        pass
+    for pkg in ("tensorflow", "keras", "prefect", "great-expectations", "pandas", "pyarrow", "numpy"):
+        try:
+            info[pkg.replace("-", "_")] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            info[pkg.replace("-", "_")] = None
+    info["loadavg_start"] = _loadavg()
+    return info
+
+
+def _loadavg() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "?"
+
+
+# ---------------------------------------------------------------- http
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        pass
+
+
+def start_http_server(directory: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
+    """Serve `directory` on 127.0.0.1 (a free port) from a daemon thread; return (server, base URL)."""
+    handler = functools.partial(_QuietHandler, directory=str(directory))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, name="bench-http", daemon=True).start()
+    host, port = server.server_address[:2]
+    return server, f"http://{host}:{port}"
+
+
+# ---------------------------------------------------------------- subprocesses
+
+
+def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    env["DO_NOT_TRACK"] = "1"
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra or {})
+    return env
+
+
+def run_measured(cmd: list[str], log_path: Path, env: dict[str, str], timeout_s: float) -> dict[str, Any]:
+    """Run `cmd` (output to log_path); return its exit code, wall seconds and ru_maxrss (bytes) from wait4."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "wb") as log:
+        t = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        timer = threading.Timer(timeout_s, lambda: os.killpg(proc.pid, signal.SIGKILL))
+        timer.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            timer.cancel()
+        wall = time.perf_counter() - t
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return {"rc": proc.returncode, "wall_seconds": wall, "ru_maxrss_bytes": usage.ru_maxrss * 1024, "timed_out": wall >= timeout_s,
+            "cpu_seconds": usage.ru_utime + usage.ru_stime}
+
+
+def run_stage(stage: str, work: Path, timeout_s: float) -> dict[str, Any]:
+    out = work / "bench" / f"{stage}.json"
+    out.unlink(missing_ok=True)
+    log = work / "logs" / f"{stage}.log"
+    cmd = [sys.executable, "-m", "bench.stage", stage, "--work", str(work), "--out", str(out)]
+    load_before = os.getloadavg()[0]
+    proc = run_measured(cmd, log, _env({"QDUP_HOME": str(work / "qdup-home")}), timeout_s)
+    if out.is_file():
+        rec = json.loads(out.read_text())
+    else:
+        tail = log.read_text(errors="replace")[-2000:] if log.is_file() else ""
+        rec = {"ok": False, "error": f"exit {proc['rc']}{' (timed out)' if proc['timed_out'] else ''}: {tail}"}
+    rec.update(wall_seconds=proc["wall_seconds"], rc=proc["rc"], ru_maxrss_bytes=proc["ru_maxrss_bytes"], log=str(log),
+               cpu_seconds=proc["cpu_seconds"], loadavg_1min_before=load_before, loadavg_1min_after=os.getloadavg()[0])
+    peaks = [v for v in (rec.get("vmhwm_bytes"), proc["ru_maxrss_bytes"]) if v]
+    rec["peak_rss_bytes"] = max(peaks) if peaks else None
+    rec.pop("traceback", None)
+    return rec
+
+
+# ---------------------------------------------------------------- one data set
+
+
+def bench_config(source: str, rows: int, epochs: int, seed: int) -> dict[str, Any]:
+    """The RetrainConfig (as JSON) of a bench run: project defaults, the bench's source, split and epochs."""
+    from qdup.config import RetrainConfig
+
+    n_train, n_test = split_counts(rows)
+    cfg = RetrainConfig.model_validate(
+        {
+            "seed": seed,
+            "fetch": {"source": source},
+            "split": {"n_train": n_train, "n_test": n_test},
+            "train": {"epochs": epochs},
+            "evaluate": {"reference_threshold": 0.7},
+        }
+    )
+    return cfg.model_dump(mode="json", by_alias=True)
+
+
+def run_dataset(name: str, work: Path, params: dict[str, Any], skip: set[str], timeout_s: float) -> dict[str, Any]:
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "params.json").write_text(json.dumps(params, indent=2))
+    stages: dict[str, Any] = {}
+    for stage in PIPELINE:
+        if stage in skip:
+            stages[stage] = {"ok": False, "status": "skipped (--skip)"}
+            continue
+        missing = [d for d in NEEDS.get(stage, ()) if not (stages.get(d) or {}).get("ok")]
+        if missing:
+            stages[stage] = {"ok": False, "status": f"not run: {', '.join(missing)} did not succeed"}
+            continue
+        _say(f"{name}: {stage} ...")
+        rec = run_stage(stage, work, timeout_s)
+        stages[stage] = rec
+        if rec.get("ok"):
+            _say(f"{name}: {stage} done: work {rec['seconds']:.1f}s, process {rec['wall_seconds']:.1f}s, peak RSS {rec['peak_rss_bytes'] / 2**20:,.0f} MiB")
+        else:
+            _say(f"{name}: {stage}: {rec.get('status') or rec.get('error', '')[:300]}")
+    baseline = stages.pop("baseline")
+    return {"stages": stages, "baseline_stage": baseline, "training": training_comparison(stages, baseline)}
+
+
+def _epoch_stats(history: list[dict[str, Any]], pairs: int) -> dict[str, Any]:
+    secs = [float(h["seconds"]) for h in history]
+    return {
+        "epoch_seconds": secs,
+        "pairs_per_s": throughput(pairs * len(secs), sum(secs)) if secs else None,
+        "pairs_per_s_last_epoch": throughput(pairs, secs[-1]) if secs else None,
+        "val_loss": float(history[-1]["val_loss"]) if history else None,
+    }
+
+
+def training_comparison(stages: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
+    tr, ev = stages.get("train") or {}, stages.get("evaluate") or {}
+    out: dict[str, Any] = {}
+    if tr.get("ok"):
+        info = tr["info"]
+        q = {"train_pairs": info["train_pairs"], "steps_per_epoch": info["steps_per_epoch"], "epochs": info["epochs"]}
+        q |= _epoch_stats(info["history"], info["train_pairs"])
+        cpu = info.get("epoch_cpu_seconds") or []
+        if cpu:
+            q["cpu_seconds_last_epoch"] = cpu[-1]
+            q["pairs_per_cpu_s_last_epoch"] = throughput(info["train_pairs"], cpu[-1])
+        q["total_seconds"] = tr["seconds"] - tr["parts"].get("batch_widths (bench only)", 0.0)
+        widths = info.get("mean_batch_width") or {}
+        if "question1" in widths:
+            q["mean_batch_width"] = (widths["question1"] + widths["question2"]) / 2
+        if ev.get("ok"):
+            e = ev["info"]
+            q |= {"threshold": e["threshold"], "test_accuracy": e["test_accuracy"], "test_roc_auc": e["test_roc_auc"]}
+            if abs(e["reference_threshold"] - 0.7) < 1e-9:
+                q["test_accuracy_at_0.7"] = e["test_accuracy_at_reference"]
+        if base.get("ok"):
+            q["common_val_loss"] = base["info"].get("qdup_common_val_loss")
+        out["qdup"] = q
+    if base.get("ok"):
+        info = base["info"]
+        b = {k: info.get(k) for k in ("train_pairs", "steps_per_epoch", "epochs", "common_val_loss", "threshold",
+                                      "test_accuracy", "test_accuracy_at_0.7", "test_roc_auc")}
+        b |= _epoch_stats(info["history"], info["train_pairs"])
+        if info["history"] and info["history"][-1].get("cpu_seconds"):
+            b["cpu_seconds_last_epoch"] = info["history"][-1]["cpu_seconds"]
+            b["pairs_per_cpu_s_last_epoch"] = throughput(info["train_pairs"], b["cpu_seconds_last_epoch"])
+        b["total_seconds"] = base["parts"].get("fit")
+        b["mean_batch_width"] = info.get("mean_padded_width_first_batches")
+        out["baseline"] = b
+    elif base:
+        out["baseline"] = {"error": base.get("status") or base.get("error")}
+    q, b = out.get("qdup") or {}, out.get("baseline") or {}
+    if q.get("pairs_per_s") and b.get("pairs_per_s"):
+        out["comparison"] = {
+            "speedup": q["pairs_per_s"] / b["pairs_per_s"],
+            "speedup_last_epoch": q["pairs_per_s_last_epoch"] / b["pairs_per_s_last_epoch"],
+            "speedup_end_to_end": (b["total_seconds"] / b["train_pairs"]) / (q["total_seconds"] / q["train_pairs"])
+            if b.get("total_seconds") and q.get("total_seconds") else None,
+            "speedup_cpu_last_epoch": q["pairs_per_cpu_s_last_epoch"] / b["pairs_per_cpu_s_last_epoch"]
+            if q.get("pairs_per_cpu_s_last_epoch") and b.get("pairs_per_cpu_s_last_epoch") else None,
+            "qdup_test_accuracy": q.get("test_accuracy"),
+            "baseline_test_accuracy": b.get("test_accuracy"),
+        }
+    return out
+
+
+# ---------------------------------------------------------------- warm re-run
+
+
+def _qdup_command() -> list[str]:
+    exe = Path(sys.executable).parent / "qdup"
+    return [str(exe)] if exe.is_file() else [sys.executable, "-m", "qdup.cli"]
+
+
+_EVENTS = [
+    (r"Starting temporary server|temporary server", "Prefect temporary server starting"),
+    (r"Beginning flow run|Created flow run|Beginning subflow", "flow run begins"),
+    (r"fetch: cache hit|\[fetch\]|fetch:", "fetch"),
+    (r"\[validate\]", "validate"),
+    (r"\[splits\]", "splits"),
+    (r"\[vocab", "vocabulary"),
+    (r"\[train\]", "train"),
+    (r"\[evaluate\]", "evaluate"),
+    (r"\[export\]", "export"),
+    (r"\[publish\]", "publish"),
+    (r"Flow run .*Finished in state", "flow run finished"),
+    (r"^outputs:", "outputs printed"),
+    (r"Stopping temporary server", "Prefect temporary server stopping"),
+]
+
+
+def timed_qdup_run(cmd: list[str], env: dict[str, str], log_path: Path, timeout_s: float) -> dict[str, Any]:
+    """Run `qdup run` end to end; keep each output line with its time since launch."""
+    lines: list[tuple[float, str]] = []
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    timer = threading.Timer(timeout_s, lambda: os.killpg(proc.pid, signal.SIGKILL))
+    timer.start()
+    try:
+        for raw in proc.stdout:
+            lines.append((time.perf_counter() - t0, raw.decode(errors="replace").rstrip()))
+        rc = proc.wait()
+    finally:
+        timer.cancel()
+    wall = time.perf_counter() - t0
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_path.write_text("".join(f"{t:8.2f} {line}\n" for t, line in lines))
+    timeline: list[tuple[float, str]] = []
+    for pattern, label in _EVENTS:
+        for t, line in lines:
+            if re.search(pattern, line):
+                timeline.append((round(t, 2), f"{label}: {line.strip()[-140:]}"))
+                break
+    timeline.sort()
+    timeline.append((round(wall, 2), f"process exited ({rc})"))
+    return {"rc": rc, "seconds": wall, "timeline": timeline, "first_output_s": lines[0][0] if lines else None, "log": str(log_path)}
+
+
+def warm_rerun(work: Path, source: str, rows: int, seed: int, timeout_s: float) -> dict[str, Any]:
+    from qdup.config import RetrainConfig
+
+    work.mkdir(parents=True, exist_ok=True)
+    n_train, n_test = split_counts(rows)
+    cfg = {
+        "seed": seed,
+        "fetch": {"source": source},
+        "split": {"n_train": n_train, "n_test": n_test},
+        "model": RERUN_MODEL,
+        "train": {"epochs": 1},
+    }
+    RetrainConfig.model_validate(cfg)  # fail here, not inside qdup, when the config schema moved
+    cfg_path = work / "rerun-config.json"
+    cfg_path.write_text(json.dumps(cfg, indent=2))
+    cmd = _qdup_command() + ["run", "--config", str(cfg_path)]
+    env = _env({"QDUP_HOME": str(work / "qdup-home"), "PREFECT_HOME": str(work / "prefect-home")})
+    env.pop("PREFECT_API_URL", None)  # as on a fresh machine: Prefect starts its temporary local server
+    _say("warm re-run: first (cold) qdup run ...")
+    cold = timed_qdup_run(cmd, env, work / "logs" / "qdup-run-1.log", timeout_s)
+    _say(f"warm re-run: cold run exit {cold['rc']} in {cold['seconds']:.1f}s; second run ...")
+    warm = timed_qdup_run(cmd, env, work / "logs" / "qdup-run-2.log", timeout_s)
+    _say(f"warm re-run: warm run exit {warm['rc']} in {warm['seconds']:.1f}s")
+    probes = {}
+    for label, code in (
+        ("import tensorflow", "import tensorflow"),
+        ("import prefect", "import prefect"),
+        ("import great_expectations", "import great_expectations"),
+        ("import flows.retrain (the CLI's imports)", "import flows.retrain"),
+    ):
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True)
+        probes[label] = round(time.perf_counter() - t, 2)
+    return {
+        "command": shlex.join(cmd),
+        "config_note": json.dumps(cfg),
+        "cold_rc": cold["rc"],
+        "cold_seconds": cold["seconds"],
+        "cold_timeline": cold["timeline"],
+        "warm_rc": warm["rc"],
+        "warm_seconds": warm["seconds"] if warm["rc"] == 0 else None,
+        "warm_seconds_any_exit": warm["seconds"],
+        "warm_timeline": warm["timeline"],
+        "warm_first_output_s": warm["first_output_s"],
+        "fresh_process_import_seconds": probes,
+        "logs": [cold["log"], warm["log"]],
+    }
+
+
+# ---------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, default=REPO / "bench" / "results", help="where results.json and results.md go")
+    p.add_argument("--rows", type=int, default=None, help=f"rows of the generated data set (default {FULL_ROWS:,}; --quick: 20,000)")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs of qdup and the baseline (default 2; --quick: 1)")
+    p.add_argument("--max-train-batches", type=int, default=None,
+                   help="train both trainers on the first N*batch_size training pairs only (default: all)")
+    p.add_argument("--inference-pairs", type=int, default=None, help="pairs for batch scoring (default 50,000; --quick: 5,000)")
+    p.add_argument("--latency-calls", type=int, default=300, help="timed single-pair calls after warm-up")
+    p.add_argument("--quick", action="store_true", help="smoke run: 20,000 rows, 1 epoch, 5,000 scoring pairs")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--skip", action="append", default=[], choices=["real", "warm", "baseline", "generated", *PIPELINE[7:9]],
+                   help="leave out a part (repeatable)")
+    p.add_argument("--work", type=Path, default=None, help="scratch folder (default: a new temporary one, removed unless --keep)")
+    p.add_argument("--keep", action="store_true", help="keep the scratch folder")
+    p.add_argument("--stage-timeout", type=float, default=3600.0, help="seconds before a stage process is killed")
+    args = p.parse_args(argv)
+    if args.rows is None:
+        args.rows = 20_000 if args.quick else FULL_ROWS
+    if args.epochs is None:
+        args.epochs = 1 if args.quick else 2
+    if args.inference_pairs is None:
+        args.inference_pairs = 5_000 if args.quick else 50_000
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = dt.datetime.now(dt.UTC)
+    t_start = time.perf_counter()
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="qdup-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    www = work / "www"
+    www.mkdir(exist_ok=True)
+    _say(f"scratch folder {work}")
+    results: dict[str, Any] = {
+        "command": "python -m bench.run " + shlex.join(argv if argv is not None else sys.argv[1:]),
+        "started": started.isoformat(timespec="seconds"),
+        "quick": args.quick,
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "machine": machine_info(),
+        "datasets": {},
+        "notes": [],
+    }
+    server, base_url = start_http_server(www)
+    skip = set(args.skip)
+    stage_skip = {s for s in skip if s in PIPELINE}
+    if "baseline" in skip:
+        stage_skip.add("baseline")
+    common = {"max_train_batches": args.max_train_batches, "inference_pairs": args.inference_pairs, "latency_calls": args.latency_calls}
+    try:
+        # -- the generated full-scale data set
+        gen_path = www / "generated.tsv"
+        gen_url = f"{base_url}/generated.tsv"
+        if "generated" not in skip:
+            _say(f"generating {args.rows:,} rows with qdup demo-data ...")
+            gen = run_measured(_qdup_command() + ["demo-data", str(gen_path), "--rows", str(args.rows)],
+                               work / "logs" / "demo-data.log", _env(), args.stage_timeout)
+            if gen["rc"] != 0:
+                raise SystemExit(f"qdup demo-data failed: see {work / 'logs' / 'demo-data.log'}")
+            params = {"config": bench_config(gen_url, args.rows, args.epochs, args.seed), **common}
+            data = run_dataset("generated", work / "generated", params, stage_skip, args.stage_timeout)
+            data |= {"rows": args.rows, "bytes": gen_path.stat().st_size, "generate_seconds": gen["wall_seconds"],
+                     "source_note": f"qdup demo-data --rows {args.rows}, served at {gen_url}"}
+            data["split_rows"] = ((data["stages"].get("splits") or {}).get("info") or {}).get("rows")
+            if args.max_train_batches:
+                data["train_cap_note"] = (
+                    f"Training capped to the first {args.max_train_batches} batches "
+                    f"({args.max_train_batches} x batch size pairs) of the train split, for both trainers."
+                )
+            results["datasets"]["generated"] = data
+        # -- the real 10k sample, when it is beside the checkout (served from a link, never copied)
+        if "real" in skip:
+            results["datasets"]["real_10k"] = {"skipped": "--skip real"}
+        elif not SHARED_SAMPLE.is_file():
+            results["datasets"]["real_10k"] = {"skipped": f"{SHARED_SAMPLE} not found"}
+        else:
+            link = www / "real10k.tsv"
+            link.unlink(missing_ok=True)
+            link.symlink_to(SHARED_SAMPLE)
+            url = f"{base_url}/real10k.tsv"
+            rows = sum(1 for _ in open(SHARED_SAMPLE, "rb")) - 1
+            params = {"config": bench_config(url, rows, args.epochs, args.seed), **common,
+                      "inference_pairs": min(args.inference_pairs, rows)}
+            data = run_dataset("real_10k", work / "real_10k", params, stage_skip, args.stage_timeout)
+            data |= {"rows": rows, "bytes": SHARED_SAMPLE.stat().st_size, "source_note": f"{SHARED_SAMPLE} via {url}"}
+            data["split_rows"] = ((data["stages"].get("splits") or {}).get("info") or {}).get("rows")
+            results["datasets"]["real_10k"] = data
+        # -- the warm re-run of the real command
+        if "warm" in skip or "generated" in skip:
+            results["warm_rerun"] = {"skipped": "--skip"}
+        else:
+            results["warm_rerun"] = warm_rerun(work / "rerun", gen_url, args.rows, args.seed, args.stage_timeout)
+    finally:
+        server.shutdown()
+        results["machine"]["loadavg_end"] = _loadavg()
+        results["total_seconds"] = time.perf_counter() - t_start
+        results["targets"] = evaluate_targets(results)
+        results["notes"] += notes(results, args)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+        (args.out / "results.md").write_text(render_markdown(results))
+        _say(f"wrote {args.out / 'results.json'} and {args.out / 'results.md'} ({results['total_seconds']:.0f}s in all)")
+        if not args.keep and not args.work:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            _say(f"kept scratch folder {work}")
+    return 0
+
+
+def notes(results: dict[str, Any], args: argparse.Namespace) -> list[str]:
+    out = [
+        "Each stage runs in its own `python -m bench.stage` process calling the plain functions of tasks/*.py "
+        "(no Prefect, no stage cache); `work s` excludes interpreter start-up and imports, which a `qdup run` pays once.",
+        "Peak RSS = max(VmHWM read by the stage process at its end, ru_maxrss from wait4).",
+        "Training throughput = training pairs / epoch seconds, an epoch timed from Keras's on_epoch_begin to on_epoch_end "
+        "(the validation pass included) for both trainers; qdup's comes from train_model's history.",
+        "Baseline: keras TextVectorization inside the model on raw strings, tf.data shuffled and batched at the same batch "
+        "size (partial last batch dropped), each batch padded to its longest question, no masking, no truncation; "
+        "Embedding -> LSTM -> GlobalAveragePooling1D -> UnitNormalization; tasks.model.TripletLoss; Adam; same vocabulary, "
+        "epochs, learning rate and seed. Its threshold is chosen on the calibration split with tasks.evaluate.choose_threshold.",
+        "`val loss, same file-order batches for both`: both encoders' val encodings cut into the same consecutive batches "
+        "and scored with tasks.model.TripletLoss, since each trainer's own val_loss uses different batch compositions.",
+        f"Warm re-run: `qdup run` with a small model ({RERUN_MODEL}, 1 epoch), PREFECT_API_URL unset (Prefect starts "
+        "its temporary server, as on a machine without a Prefect server), source = the bench's local HTTP URL.",
+    ]
+    loads = [
+        st.get("loadavg_1min_before")
+        for data in (results.get("datasets") or {}).values()
+        for st in ((data.get("stages") or {}) | {"baseline": data.get("baseline_stage") or {}}).values()
+        if isinstance(st, dict) and st.get("loadavg_1min_before") is not None
+    ]
+    cores = (results.get("machine") or {}).get("usable_cores") or 1
+    if loads and max(loads) > 0.75 * cores:
+        out.append(
+            f"The machine was shared during this run: the 1-minute load average before a stage reached {max(loads):.1f} "
+            f"on {cores} usable cores (see `CPU s / load` per stage), so wall times are pessimistic."
+        )
+    if args.max_train_batches:
+        out.append(f"Training was capped at {args.max_train_batches} batches per epoch for both trainers.")
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())
