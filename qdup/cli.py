@@ -28,6 +28,12 @@ def _quiet_environment() -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # Without a Prefect server, `qdup run` starts a temporary one; its first start on a fresh
+    # PREFECT_HOME creates the database, which on a busy 2-core machine exceeds Prefect's 20 s.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    # Prefect creates PREFECT_HOME without its parents, then fails to open its database there.
+    if os.environ.get("PREFECT_HOME"):
+        Path(os.environ["PREFECT_HOME"]).expanduser().mkdir(parents=True, exist_ok=True)
 
 
 def cmd_demo_data(args: argparse.Namespace) -> int:
