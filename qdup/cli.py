@@ -117,7 +117,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise QdupError(f"give exactly two questions (got {len(args.questions)}), or --pairs FILE.tsv --out FILE.parquet")
     predictor = load_inference(resolve_model_path(args.model, args.store))
     if args.pairs:
-        info = score_file(predictor, Path(args.pairs), Path(args.out), batch_size=args.batch_size, progress=_progress_bar)
+        info = score_file(predictor, Path(args.pairs), Path(args.out), chunk_size=args.chunk_size, progress=_progress_bar)
         if args.json:
             print(json.dumps(info, default=str))
         else:
@@ -239,7 +239,7 @@ def make_parser() -> argparse.ArgumentParser:
     predict.add_argument("questions", nargs="*", help="two questions")
     predict.add_argument("--pairs", help="TSV with columns question1, question2 and optional id")
     predict.add_argument("--out", help="Parquet output for --pairs")
-    predict.add_argument("--batch-size", type=int, default=4096)
+    predict.add_argument("--chunk-size", type=int, default=16384, help="pairs per scoring chunk (--pairs)")
     predict.add_argument("--json", action="store_true", help="machine-readable output")
     predict.set_defaults(func=cmd_predict)
 

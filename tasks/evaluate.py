@@ -34,7 +34,7 @@ LABEL_CONVENTION = (
 THRESHOLD_OBJECTIVE = "accuracy"
 
 
-def _encoder_fn(encoder: keras.Model):
+def encoder_fn(encoder: keras.Model):
     """The encoder as one graph function over any (batch, time) shape, traced once.
 
     Batches differ in padded length; Keras's own predict would retrace for new shapes.
@@ -47,7 +47,8 @@ def _encoder_fn(encoder: keras.Model):
     return run
 
 
-def _encode(run, encoder: keras.Model, vectorizer, texts: Sequence[str], max_length: int, batch_size: int) -> np.ndarray:
+def encode_with(run, encoder: keras.Model, vectorizer, texts: Sequence[str], max_length: int, batch_size: int) -> np.ndarray:
+    """`encode` with a compiled `run = encoder_fn(encoder)` that callers keep across calls."""
     if batch_size < 1:
         raise QdupError(f"batch_size must be >= 1, got {batch_size}")
     ids, lengths = vectorize_padded(vectorizer, texts, max_length)
@@ -75,7 +76,7 @@ def encode(
     Texts are encoded in length order so each batch is padded only to its own longest text;
     an encoder that does not mask padding gets every text padded to max_length, as in training.
     """
-    return _encode(_encoder_fn(encoder), encoder, vectorizer, texts, max_length, batch_size)
+    return encode_with(encoder_fn(encoder), encoder, vectorizer, texts, max_length, batch_size)
 
 
 def similarities(
@@ -89,9 +90,9 @@ def similarities(
     """Cosine similarity (float32, in [-1, 1]) of each pair (q1[i], q2[i])."""
     if len(q1) != len(q2):
         raise QdupError(f"question lists differ in length: {len(q1)} question1 vs {len(q2)} question2")
-    run = _encoder_fn(encoder)
-    e1 = _encode(run, encoder, vectorizer, q1, max_length, batch_size)
-    e2 = _encode(run, encoder, vectorizer, q2, max_length, batch_size)
+    run = encoder_fn(encoder)
+    e1 = encode_with(run, encoder, vectorizer, q1, max_length, batch_size)
+    e2 = encode_with(run, encoder, vectorizer, q2, max_length, batch_size)
     # Unit vectors in float32 can give a dot product a rounding step past 1; a cosine cannot.
     return np.clip(np.sum(e1 * e2, axis=1), -1.0, 1.0).astype(np.float32)
 

@@ -28,7 +28,7 @@ from qdup.fileio import (
     read_json,
     sha256_file,
 )
-from tasks.evaluate import LABEL_CONVENTION, similarities
+from tasks.evaluate import LABEL_CONVENTION, encode_with, encoder_fn, similarities
 
 # Importing tasks.model registers the custom layers that the saved models name.
 from tasks.model import build_inference_model
@@ -46,6 +46,8 @@ PROBE_PAIRS = (
     ("word " * 200, "word"),
 )
 PROBE_ATOL = 1e-5
+# Predictor.similarity's single-call path (latency) up to this many pairs; above, the batch path.
+SMALL_BATCH = 64
 
 
 def _first_invalid(values: Sequence[Any]) -> tuple[int, Any, str] | None:
@@ -85,11 +87,22 @@ class Predictor:
             return model([q1, q2], training=False)
 
         self._run = run
+        # The batch path runs the same encoder and vectorizer, taken out of the saved model.
+        self._encoder = model.get_layer("encoder")
+        vectorizers = [layer for layer in model.layers if isinstance(layer, keras.layers.TextVectorization)]
+        if len(vectorizers) != 1:
+            raise QdupError(f"the inference model should hold one TextVectorization layer, found {len(vectorizers)}")
+        self._vectorizer = vectorizers[0]
+        self._encode_run = encoder_fn(self._encoder)
 
     def similarity(self, q1s: Sequence[str], q2s: Sequence[str], batch_size: int = 1024) -> np.ndarray:
         """Cosine similarity (float32) of each pair; questions over max_length tokens are truncated.
 
         Every question must be a non-blank str; otherwise QdupError names its index and value.
+        Up to SMALL_BATCH pairs go through the saved model's graph in one call (lowest latency).
+        Larger inputs encode each distinct question once, in length order so that each batch is
+        padded only to its own longest question, then take the cosines; the encodings do not
+        depend on the padding, so both paths agree to float rounding.
         """
         a = check_questions(q1s, "question1")
         b = check_questions(q2s, "question2")
@@ -97,13 +110,16 @@ class Predictor:
             raise QdupError(f"question lists differ in length: {len(a)} question1 vs {len(b)} question2")
         if batch_size < 1:
             raise QdupError(f"batch_size must be >= 1, got {batch_size}")
-        out = np.zeros(len(a), dtype=np.float32)
-        for start in range(0, len(a), batch_size):
-            x1 = tf.constant(a[start : start + batch_size], dtype=tf.string)
-            x2 = tf.constant(b[start : start + batch_size], dtype=tf.string)
-            out[start : start + len(a[start : start + batch_size])] = self._run(x1, x2).numpy()
+        if len(a) <= SMALL_BATCH:
+            out = self._run(tf.constant(a, dtype=tf.string), tf.constant(b, dtype=tf.string)).numpy()
+        else:
+            slot: dict[str, int] = {}
+            i1 = np.fromiter((slot.setdefault(q, len(slot)) for q in a), dtype=np.int64, count=len(a))
+            i2 = np.fromiter((slot.setdefault(q, len(slot)) for q in b), dtype=np.int64, count=len(b))
+            enc = encode_with(self._encode_run, self._encoder, self._vectorizer, list(slot), self.max_length, batch_size)
+            out = np.einsum("ij,ij->i", enc[i1], enc[i2])
         # As in evaluation: float32 rounding can step a cosine just past +-1.
-        return np.clip(out, -1.0, 1.0)
+        return np.clip(out, -1.0, 1.0).astype(np.float32)
 
     def predict(self, q1s: Sequence[str], q2s: Sequence[str], batch_size: int = 1024) -> np.ndarray:
         """True where a pair is predicted to be a duplicate (similarity >= threshold)."""
@@ -195,14 +211,15 @@ def score_file(
     predictor: Predictor,
     pairs_tsv: Path,
     out_parquet: Path,
-    batch_size: int = 4096,
+    chunk_size: int = 16384,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Score a TSV of pairs (columns question1, question2, optional id) into Parquet, atomically.
 
     Output columns: id (when the input has one), similarity (float32), duplicate (bool,
     similarity >= predictor.threshold). Every row is validated before anything is scored.
-    `progress(done, total)` is called after each batch.
+    Pairs are scored in chunks of `chunk_size` (large, so that `Predictor.similarity` can sort
+    and deduplicate the questions of many pairs); `progress(done, total)` is called after each.
     """
     pairs_tsv = Path(pairs_tsv)
     out_parquet = Path(out_parquet)
@@ -228,8 +245,10 @@ def score_file(
     total = len(df)
     sim = np.zeros(total, dtype=np.float32)
     q1, q2 = df["question1"].tolist(), df["question2"].tolist()
-    for start in range(0, total, batch_size):
-        end = min(start + batch_size, total)
+    if chunk_size < 1:
+        raise QdupError(f"chunk_size must be >= 1, got {chunk_size}")
+    for start in range(0, total, chunk_size):
+        end = min(start + chunk_size, total)
         sim[start:end] = predictor.similarity(q1[start:end], q2[start:end])
         if progress is not None:
             progress(end, total)

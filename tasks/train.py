@@ -33,7 +33,7 @@ STATE_FILE = "state.json"
 ENCODER_FILE = "encoder.keras"
 # Pairs are sorted by length inside windows of this many batches: batches hold similar lengths
 # (little padding) while the order across windows stays random.
-SORT_WINDOW_BATCHES = 32
+SORT_WINDOW_BATCHES = 128
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,12 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+import tensorflow as tf
 
 from qdup.config import ModelConfig, VocabConfig
 from qdup.errors import QdupError
 from tasks.evaluate import similarities
-from tasks.export import export_models, load_inference, score_file
+from tasks.export import SMALL_BATCH, export_models, load_inference, score_file
 from tasks.model import build_encoder
 from tasks.vocab import fit_vectorizer
 
@@ -133,7 +134,7 @@ def test_score_file(bundle, tmp_path, with_id):
     tsv = tmp_path / "pairs.tsv"
     frame.to_csv(tsv, sep="\t", index=False)
     calls: list[tuple[int, int]] = []
-    info = score_file(p, tsv, tmp_path / "scores.parquet", batch_size=2, progress=lambda d, t: calls.append((d, t)))
+    info = score_file(p, tsv, tmp_path / "scores.parquet", chunk_size=2, progress=lambda d, t: calls.append((d, t)))
     table = pq.read_table(tmp_path / "scores.parquet")
     expected_cols = (["id"] if with_id else []) + ["similarity", "duplicate"]
     assert table.column_names == expected_cols
@@ -161,3 +162,20 @@ def test_score_file_names_the_file_and_the_problem(bundle, tmp_path):
     with pytest.raises(QdupError, match="not found"):
         score_file(p, tmp_path / "nope.tsv", tmp_path / "out.parquet")
     assert not (tmp_path / "out.parquet").exists()
+
+
+def test_batch_path_deduplicates_sorts_and_agrees_with_the_single_graph(bundle):
+    p = load_inference(bundle[0] / "export")
+    # Repeated questions of very different lengths, more pairs than the single-call path takes.
+    rng = np.random.default_rng(0)
+    words = ["how", "do", "i", "learn", "python", "best", "way", "capital", "france", "sky", "blue"]
+    pool = [" ".join(rng.choice(words, size=n)) for n in rng.integers(1, 90, size=40)]
+    q1 = [pool[i] for i in rng.integers(0, len(pool), size=SMALL_BATCH * 3)]
+    q2 = [pool[i] for i in rng.integers(0, len(pool), size=SMALL_BATCH * 3)]
+    got = p.similarity(q1, q2, batch_size=16)
+    want = p._run(tf.constant(q1), tf.constant(q2)).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    # Identical questions give cosine 1 on either path.
+    assert p.similarity(pool[:1] * (SMALL_BATCH + 1), pool[:1] * (SMALL_BATCH + 1)) == pytest.approx(1.0, abs=1e-5)
+    with pytest.raises(QdupError, match="batch_size must be >= 1"):
+        p.similarity(q1, q2, batch_size=0)
