@@ -136,35 +136,17 @@ def evaluate_targets(results: dict[str, Any], dataset: str = "generated") -> lis
 
     prep = prep_seconds(stages)
     rows.append(
-        _row(
-            f"validate + splits + vocab ({data.get('rows', 0):,} rows)",
-            "<= 60 s",
-            "not measured" if prep is None else f"{prep:.1f} s",
-            None if prep is None else prep <= TARGETS["prep_seconds"],
-            None if prep is None else _over("s", prep, TARGETS["prep_seconds"]),
-        )
+        _limit_row(f"validate + splits + vocab ({data.get('rows', 0):,} rows)", "<= 60 s", prep, f"{prep or 0:.1f} s", TARGETS["prep_seconds"], "s")
     )
-
     warm = _get(results, "warm_rerun", "warm_seconds")
     rows.append(
-        _row(
-            "warm re-run (`qdup run`, nothing changed)",
-            "<= 20 s end to end",
-            "not measured" if warm is None else f"{warm:.1f} s",
-            None if warm is None else warm <= TARGETS["warm_rerun_seconds"],
-            None if warm is None else _over("s", warm, TARGETS["warm_rerun_seconds"]),
-        )
+        _limit_row("warm re-run (`qdup run`, nothing changed)", "<= 20 s end to end", warm, f"{warm or 0:.1f} s", TARGETS["warm_rerun_seconds"], "s")
     )
-
     p50 = _get(data, "stages", "inference", "info", "single_pair", "p50_ms")
     p99 = _get(data, "stages", "inference", "info", "single_pair", "p99_ms")
     rows.append(
-        _row(
-            "single-pair predict latency p50",
-            "<= 5 ms",
-            "not measured" if p50 is None else f"p50 {p50:.2f} ms (p99 {p99:.2f} ms)",
-            None if p50 is None else p50 <= TARGETS["predict_p50_ms"],
-            None if p50 is None else _over("ms", p50, TARGETS["predict_p50_ms"]),
+        _limit_row(
+            "single-pair predict latency p50", "<= 5 ms", p50, f"p50 {p50 or 0:.2f} ms (p99 {p99 or 0:.2f} ms)", TARGETS["predict_p50_ms"], "ms"
         )
     )
 
@@ -199,6 +181,13 @@ def _over(unit: str, value: float, limit: float) -> str:
     if value <= limit:
         return f"{limit - value:.1f} {unit} to spare"
     return f"{value - limit:.1f} {unit} over ({value / limit:.1f}x the target)"
+
+
+def _limit_row(name: str, target: str, value: float | None, measured: str, limit: float, unit: str) -> dict[str, Any]:
+    """A row for an upper limit; `measured` is shown only when `value` was measured."""
+    if value is None:
+        return _row(name, target, "not measured", None)
+    return _row(name, target, measured, value <= limit, _over(unit, value, limit))
 
 
 def _row(name: str, target: str, measured: str, met: bool | None, margin: str | None = None) -> dict[str, Any]:
@@ -291,12 +280,19 @@ def _cpu_load(st: dict[str, Any]) -> str:
     return f"{cpu:,.1f}" + ("" if load is None else f" / {load:.1f}")
 
 
+def _threads(value: Any) -> str:
+    if not isinstance(value, dict):
+        return _fmt(value)
+    return " / ".join(str(value.get(k, "?")) for k in ("TF_NUM_INTEROP_THREADS", "TF_NUM_INTRAOP_THREADS"))
+
+
 def training_rows(training: dict[str, Any]) -> list[list[str]]:
     q, b = training.get("qdup") or {}, training.get("baseline") or {}
     keys = [
         ("training pairs per epoch", "train_pairs", 0),
         ("batches per epoch", "steps_per_epoch", 0),
         ("epochs", "epochs", 0),
+        ("TensorFlow threads (inter-op / intra-op)", "tf_threads", 0),
         ("mean padded batch width (tokens)", "mean_batch_width", 1),
         ("epoch seconds (train + val pass), per epoch", "epoch_seconds", 1),
         ("throughput, pairs/s (all epochs)", "pairs_per_s", 0),
@@ -314,6 +310,9 @@ def training_rows(training: dict[str, Any]) -> list[list[str]]:
     rows = []
     for label, key, digits in keys:
         qv, bv = q.get(key), b.get(key)
+        if isinstance(qv, dict) or isinstance(bv, dict):
+            rows.append([label, _threads(qv), _threads(bv)])
+            continue
         if isinstance(qv, list):
             qv = ", ".join(_fmt(x, digits) for x in qv)
         else:

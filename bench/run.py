@@ -239,6 +239,7 @@ def training_comparison(stages: dict[str, Any], base: dict[str, Any]) -> dict[st
             q["cpu_seconds_last_epoch"] = cpu[-1]
             q["pairs_per_cpu_s_last_epoch"] = throughput(info["train_pairs"], cpu[-1])
         q["total_seconds"] = tr["seconds"] - tr["parts"].get("batch_widths (bench only)", 0.0)
+        q["tf_threads"] = tr.get("tf_threads")
         widths = info.get("mean_batch_width") or {}
         if "question1" in widths:
             q["mean_batch_width"] = (widths["question1"] + widths["question2"]) / 2
@@ -259,6 +260,7 @@ def training_comparison(stages: dict[str, Any], base: dict[str, Any]) -> dict[st
             b["cpu_seconds_last_epoch"] = info["history"][-1]["cpu_seconds"]
             b["pairs_per_cpu_s_last_epoch"] = throughput(info["train_pairs"], b["cpu_seconds_last_epoch"])
         b["total_seconds"] = base["parts"].get("fit")
+        b["tf_threads"] = base.get("tf_threads")
         b["mean_batch_width"] = info.get("mean_padded_width_first_batches")
         out["baseline"] = b
     elif base:
@@ -397,6 +399,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="leave out a part (repeatable)")
     p.add_argument("--work", type=Path, default=None, help="scratch folder (default: a new temporary one, removed unless --keep)")
     p.add_argument("--keep", action="store_true", help="keep the scratch folder")
+    p.add_argument("--baseline-threads", choices=["tensorflow", "qdup"], default="tensorflow",
+                   help="TensorFlow threads of the baseline: TensorFlow's defaults, as a notebook runs (default), "
+                   "or qdup's (like for like)")
     p.add_argument("--stage-timeout", type=float, default=3600.0, help="seconds before a stage process is killed")
     args = p.parse_args(argv)
     if args.rows is None:
@@ -426,6 +431,8 @@ def main(argv: list[str] | None = None) -> int:
         "datasets": {},
         "notes": [],
     }
+    if args.baseline_threads == "qdup":
+        os.environ["QDUP_BENCH_BASELINE_THREADS"] = "qdup"
     server, base_url = start_http_server(www)
     skip = set(args.skip)
     stage_skip = {s for s in skip if s in PIPELINE}

@@ -23,6 +23,7 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 from bench.report import capped_rows, latency_summary, throughput  # noqa: E402
+from qdup.runtime import INTER, INTRA, apply_tf_thread_defaults  # noqa: E402
 
 
 def cpu_seconds() -> float:
@@ -496,6 +497,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     probe = Probe()
     record: dict[str, Any] = {"stage": args.stage, "pid": os.getpid()}
+    # qdup's stages run with qdup's TensorFlow thread defaults, as `qdup run` does; the baseline
+    # keeps TensorFlow's own unless bench.run passed QDUP_BENCH_BASELINE_THREADS=qdup.
+    if args.stage != "baseline" or os.environ.get("QDUP_BENCH_BASELINE_THREADS") == "qdup":
+        apply_tf_thread_defaults()
+    record["tf_threads"] = {k: os.environ.get(k, "tensorflow default") for k in (INTER, INTRA)}
     rc = 0
     try:
         STAGES[args.stage](probe, Ctx(args.work))

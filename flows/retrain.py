@@ -6,6 +6,7 @@ from prefect import flow
 
 from qdup.config import RetrainConfig
 from qdup.runs import new_run_dir, write_run_record
+from qdup.runtime import apply_tf_thread_defaults
 from qdup.store import new_version_id
 from qdup.stagecache import StageResult, params
 from tasks.stages import (
@@ -23,6 +24,8 @@ from tasks.stages import (
 @flow(name="qdup-retrain", log_prints=True, validate_parameters=True)
 def retrain(config: RetrainConfig = RetrainConfig()) -> dict[str, str]:
     """Run the pipeline up to `config.until`; returns each finished stage's output folder."""
+    # Before the first TensorFlow op of a worker's process; a no-op where TF already started.
+    apply_tf_thread_defaults()
     run_dir = new_run_dir()
     done: dict[str, StageResult] = {}
     done["fetch"] = fetch_task(config)

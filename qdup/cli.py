@@ -7,6 +7,8 @@ import json
 import os
 import sys
 from pathlib import Path
+
+from qdup.runtime import apply_tf_thread_defaults
 from typing import Any
 
 from qdup.config import STAGES, RetrainConfig
@@ -28,6 +30,7 @@ def _quiet_environment() -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    apply_tf_thread_defaults()
     # Without a Prefect server, `qdup run` starts a temporary one; its first start on a fresh
     # PREFECT_HOME creates the database, which on a busy 2-core machine exceeds Prefect's 20 s.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")

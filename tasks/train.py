@@ -11,7 +11,7 @@ import importlib.util
 import math
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -121,23 +121,6 @@ def batch_plan(lengths: np.ndarray, batch_size: int, rng: np.random.Generator | 
     return batches
 
 
-def _batch(pairs: PairArrays, idx: np.ndarray, fixed_width: bool):
-    if fixed_width:
-        a, b = pairs.q1[idx], pairs.q2[idx]
-    else:
-        # Each batch is padded only to its own longest question.
-        a = pairs.q1[idx, : int(pairs.len1[idx].max())]
-        b = pairs.q2[idx, : int(pairs.len2[idx].max())]
-    # y is a placeholder: the triplet loss takes its targets from the batch structure.
-    return (a, b), np.zeros(len(idx), dtype=np.float32)
-
-
-_SIGNATURE = (
-    (tf.TensorSpec((None, None), tf.int32), tf.TensorSpec((None, None), tf.int32)),
-    tf.TensorSpec((None,), tf.float32),
-)
-
-
 def epoch_seed(seed: int, epoch: int) -> np.random.Generator:
     """The shuffle of epoch `epoch` (1-based) depends only on (seed, epoch): a resumed run sees
     the same order an uninterrupted one would have."""
@@ -157,32 +140,41 @@ def reseed_random_layers(model: keras.Model, seed: int, epoch: int) -> int:
     return len(states)
 
 
+def _batches(pairs: PairArrays, plan: list[np.ndarray], fixed_width: bool) -> tf.data.Dataset:
+    """The batches of `plan` (row indices of each), gathered and trimmed inside tf.data.
+
+    All graph ops, no Python generator: a generator-fed pipeline holds the GIL against the
+    training loop and blocks for seconds when Keras drops its iterator at the end of fit.
+    """
+    q1, q2 = tf.constant(pairs.q1), tf.constant(pairs.q2)
+    len1, len2 = tf.constant(pairs.len1), tf.constant(pairs.len2)
+    rows = tf.RaggedTensor.from_row_lengths(
+        np.concatenate(plan).astype(np.int32), np.array([len(b) for b in plan], dtype=np.int64)
+    )
+
+    def gather(idx):
+        a, b = tf.gather(q1, idx), tf.gather(q2, idx)
+        if not fixed_width:
+            # Each batch is padded only to its own longest question.
+            a = a[:, : tf.reduce_max(tf.gather(len1, idx))]
+            b = b[:, : tf.reduce_max(tf.gather(len2, idx))]
+        # y is a placeholder: the triplet loss takes its targets from the batch structure.
+        return (a, b), tf.zeros(tf.shape(idx)[0], dtype=tf.float32)
+
+    ds = tf.data.Dataset.from_tensor_slices(rows).map(gather, num_parallel_calls=1, deterministic=True)
+    return ds.prefetch(2)
+
+
 def train_dataset(pairs: PairArrays, batch_size: int, seed: int, epochs: range, fixed_width: bool) -> tf.data.Dataset:
     """All batches of the given epochs in order, as one stream (fit runs it with steps_per_epoch)."""
     lengths = np.maximum(pairs.len1, pairs.len2)
-    per_epoch = len(batch_plan(lengths, batch_size, None))
-
-    def gen() -> Iterator:
-        for epoch in epochs:
-            for idx in batch_plan(lengths, batch_size, epoch_seed(seed, epoch)):
-                yield _batch(pairs, idx, fixed_width)
-
-    ds = tf.data.Dataset.from_generator(gen, output_signature=_SIGNATURE)
-    # A known length lets Keras tell the end of the data from a failure to produce it.
-    ds = ds.apply(tf.data.experimental.assert_cardinality(per_epoch * len(epochs)))
-    return ds.prefetch(tf.data.AUTOTUNE)
+    plan = [idx for epoch in epochs for idx in batch_plan(lengths, batch_size, epoch_seed(seed, epoch))]
+    return _batches(pairs, plan, fixed_width)
 
 
 def eval_dataset(pairs: PairArrays, batch_size: int, fixed_width: bool) -> tf.data.Dataset:
     """The same batches every epoch (file order, length-sorted in windows), so val_loss is comparable."""
-    plan = batch_plan(np.maximum(pairs.len1, pairs.len2), batch_size, None)
-
-    def gen() -> Iterator:
-        for idx in plan:
-            yield _batch(pairs, idx, fixed_width)
-
-    ds = tf.data.Dataset.from_generator(gen, output_signature=_SIGNATURE)
-    return ds.apply(tf.data.experimental.assert_cardinality(len(plan))).prefetch(tf.data.AUTOTUNE)
+    return _batches(pairs, batch_plan(np.maximum(pairs.len1, pairs.len2), batch_size, None), fixed_width)
 
 
 def _save_keras_atomic(model: keras.Model, path: Path) -> None:
