@@ -79,6 +79,23 @@ def encode(
     return encode_with(encoder_fn(encoder), encoder, vectorizer, texts, max_length, batch_size)
 
 
+def pair_cosines(
+    run, encoder: keras.Model, vectorizer, q1: Sequence[str], q2: Sequence[str], max_length: int, batch_size: int
+) -> np.ndarray:
+    """Cosine similarity (float32, in [-1, 1]) of each pair, with `run = encoder_fn(encoder)`.
+
+    Each distinct question is encoded once (questions recur across pairs), in length order.
+    """
+    if len(q1) != len(q2):
+        raise QdupError(f"question lists differ in length: {len(q1)} question1 vs {len(q2)} question2")
+    slot: dict[str, int] = {}
+    i1 = np.fromiter((slot.setdefault(q, len(slot)) for q in q1), dtype=np.int64, count=len(q1))
+    i2 = np.fromiter((slot.setdefault(q, len(slot)) for q in q2), dtype=np.int64, count=len(q2))
+    enc = encode_with(run, encoder, vectorizer, list(slot), max_length, batch_size)
+    # Unit vectors in float32 can give a dot product a rounding step past 1; a cosine cannot.
+    return np.clip(np.einsum("ij,ij->i", enc[i1], enc[i2]), -1.0, 1.0).astype(np.float32)
+
+
 def similarities(
     encoder: keras.Model,
     vectorizer: keras.layers.TextVectorization,
@@ -88,13 +105,7 @@ def similarities(
     batch_size: int = 1024,
 ) -> np.ndarray:
     """Cosine similarity (float32, in [-1, 1]) of each pair (q1[i], q2[i])."""
-    if len(q1) != len(q2):
-        raise QdupError(f"question lists differ in length: {len(q1)} question1 vs {len(q2)} question2")
-    run = encoder_fn(encoder)
-    e1 = encode_with(run, encoder, vectorizer, q1, max_length, batch_size)
-    e2 = encode_with(run, encoder, vectorizer, q2, max_length, batch_size)
-    # Unit vectors in float32 can give a dot product a rounding step past 1; a cosine cannot.
-    return np.clip(np.sum(e1 * e2, axis=1), -1.0, 1.0).astype(np.float32)
+    return pair_cosines(encoder_fn(encoder), encoder, vectorizer, q1, q2, max_length, batch_size)
 
 
 def _check(y_true: Any, sim: Any) -> tuple[np.ndarray, np.ndarray]:

@@ -28,7 +28,7 @@ from qdup.fileio import (
     read_json,
     sha256_file,
 )
-from tasks.evaluate import LABEL_CONVENTION, encode_with, encoder_fn, similarities
+from tasks.evaluate import LABEL_CONVENTION, encoder_fn, pair_cosines, similarities
 
 # Importing tasks.model registers the custom layers that the saved models name.
 from tasks.model import build_inference_model
@@ -110,14 +110,9 @@ class Predictor:
             raise QdupError(f"question lists differ in length: {len(a)} question1 vs {len(b)} question2")
         if batch_size < 1:
             raise QdupError(f"batch_size must be >= 1, got {batch_size}")
-        if len(a) <= SMALL_BATCH:
-            out = self._run(tf.constant(a, dtype=tf.string), tf.constant(b, dtype=tf.string)).numpy()
-        else:
-            slot: dict[str, int] = {}
-            i1 = np.fromiter((slot.setdefault(q, len(slot)) for q in a), dtype=np.int64, count=len(a))
-            i2 = np.fromiter((slot.setdefault(q, len(slot)) for q in b), dtype=np.int64, count=len(b))
-            enc = encode_with(self._encode_run, self._encoder, self._vectorizer, list(slot), self.max_length, batch_size)
-            out = np.einsum("ij,ij->i", enc[i1], enc[i2])
+        if len(a) > SMALL_BATCH:
+            return pair_cosines(self._encode_run, self._encoder, self._vectorizer, a, b, self.max_length, batch_size)
+        out = self._run(tf.constant(a, dtype=tf.string), tf.constant(b, dtype=tf.string)).numpy()
         # As in evaluation: float32 rounding can step a cosine just past +-1.
         return np.clip(out, -1.0, 1.0).astype(np.float32)
 
