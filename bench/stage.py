@@ -11,8 +11,6 @@ T0 = time.perf_counter()
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
-import importlib  # noqa: E402
-import importlib.util  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import shutil  # noqa: E402
@@ -328,30 +326,9 @@ def stage_export(p: Probe, ctx: Ctx) -> None:
     p.info.update(threshold=info["threshold"], bytes={Path(f).name: Path(f).stat().st_size for f in info["files"].values()})
 
 
-STORE_MODULES = ("qdup.store", "tasks.store")
-
-
-def find_store() -> tuple[str, Any] | None:
-    """(module name, store class) of the artifact store with a `publish` method, if one is implemented."""
-    for name in STORE_MODULES:
-        try:
-            if importlib.util.find_spec(name) is None:
-                continue
-        except ModuleNotFoundError:
-            continue
-        mod = importlib.import_module(name)
-        cls = getattr(mod, "ArtifactStore", None)
-        if cls is not None and callable(getattr(cls, "publish", None)):
-            return name, cls
-    return None
-
-
 def stage_publish(p: Probe, ctx: Ctx) -> None:
-    found = find_store()
-    if found is None:
-        raise NotImplementedError("n/a (store not implemented)")
-    module, Store = found
-    mod = importlib.import_module(module)
+    from qdup.store import ArtifactStore, new_version_id
+
     p.imported()
     root = ctx.fresh_dir("publish") / "store"
     files: dict[str, Path] = {}
@@ -364,19 +341,17 @@ def stage_publish(p: Probe, ctx: Ctx) -> None:
     for f in sorted((ctx.work / "splits").glob("validation-*")):
         files[f"validation/{f.name}"] = f
     manifest = {"bench": True, "content_key": ctx.state("fetch")["sha256"]}
-    store = Store(str(root))
-    new_id = getattr(mod, "new_version_id", None)
+    store = ArtifactStore(str(root))
     who = "qdup-bench"
     with p.part("publish"):
-        version = store.publish(files, manifest, version=new_id() if callable(new_id) else None)
+        version = store.publish(files, manifest, version=new_version_id())
     with p.part("aliases"):
-        if callable(getattr(store, "lock", None)) and callable(getattr(store, "move_alias", None)):
-            with store.lock():
-                store.move_alias("latest", version, "bench publish", who, "publish")
-                store.move_alias("production", version, "bench publish", who, "publish")
+        with store.lock():
+            store.move_alias("latest", version, "bench publish", who, "publish")
+            store.move_alias("production", version, "bench publish", who, "publish")
     with p.part("list_versions"):
         store.versions()
-    p.info.update(module=module, version=version, files=len(files), bytes=sum(f.stat().st_size for f in files.values()))
+    p.info.update(version=version, files=len(files), bytes=sum(f.stat().st_size for f in files.values()))
 
 
 def _inference_pairs(ctx: Ctx, n: int) -> tuple[list[str], list[str]]:
@@ -506,8 +481,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         STAGES[args.stage](probe, Ctx(args.work))
         record["ok"] = True
-    except NotImplementedError as exc:
-        record.update(ok=False, status=str(exc))
     except BaseException as exc:  # noqa: BLE001 - reported to the orchestrator, which carries on
         record.update(ok=False, error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
         traceback.print_exc()
