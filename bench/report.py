@@ -417,14 +417,10 @@ def render_markdown(results: dict[str, Any]) -> str:
             ]
             for key, label in (
                 ("batch_similarity", "`Predictor.similarity`"),
-                ("batch_similarity_length_sorted", "`Predictor.similarity` on pairs pre-sorted by length (what-if)"),
                 ("score_file", "`score_file` (TSV -> Parquet)"),
             ):
                 b = inf.get(key) or {}
                 rows.append([f"batch, {label}", f"{_fmt(b.get('pairs_per_s'), 0)} pairs/s", f"{_fmt(b.get('seconds'))} s", f"{_fmt(b.get('pairs'))} pairs"])
-            if inf.get("mean_padded_width_unsorted_1024") is not None:
-                rows.append(["padded width of `Predictor.similarity`'s 1024-pair batches (unsorted)",
-                             f"{inf['mean_padded_width_unsorted_1024']:.1f} tokens", "", ""])
             out.append(table(["what", "", "", ""], rows))
     warm = results.get("warm_rerun") or {}
     if warm:

@@ -412,30 +412,6 @@ def stage_inference(p: Probe, ctx: Ctx) -> None:
         predictor.similarity(q1, q2)
         secs = time.perf_counter() - t
     p.info["batch_similarity"] = {"pairs": len(q1), "seconds": secs, "pairs_per_s": throughput(len(q1), secs)}
-    # What-if: the same call on pairs ordered by length, so each batch is padded only to similar
-    # lengths. The exported encoder masks padding, so the similarities are the same.
-    order = np.argsort([max(len(a), len(b)) for a, b in zip(q1, q2, strict=True)], kind="stable")
-    s1, s2 = [q1[i] for i in order], [q2[i] for i in order]
-    with p.part("batch_similarity_length_sorted"):
-        t = time.perf_counter()
-        sorted_sim = predictor.similarity(s1, s2)
-        secs = time.perf_counter() - t
-    unsorted_sim = predictor.similarity(q1[:2000], q2[:2000])
-    back = np.empty_like(sorted_sim)
-    back[order] = sorted_sim
-    p.info["batch_similarity_length_sorted"] = {
-        "pairs": len(q1), "seconds": secs, "pairs_per_s": throughput(len(q1), secs),
-        "max_abs_diff_vs_unsorted": float(np.max(np.abs(back[:2000] - unsorted_sim))),
-    }
-    try:  # diagnostic only: the layer name belongs to tasks.vocab
-        vectorize = predictor.model.get_layer("vectorizer")
-        widths = [
-            min(predictor.max_length, int(vectorize(tf.constant(q1[s : s + 1024])).shape[1]))
-            for s in range(0, min(len(q1), 20 * 1024), 1024)
-        ]
-        p.info["mean_padded_width_unsorted_1024"] = float(np.mean(widths))
-    except (ValueError, AttributeError):
-        pass
     with p.part("score_file"):
         t = time.perf_counter()
         info = score_file(predictor, tsv, out / "scores.parquet")

@@ -7,12 +7,11 @@ import json
 import os
 import sys
 from pathlib import Path
-
-from qdup.runtime import apply_tf_thread_defaults
 from typing import Any
 
 from qdup.config import STAGES, RetrainConfig
 from qdup.errors import QdupError
+from qdup.runtime import apply_tf_thread_defaults
 
 
 def _count_or_fraction(text: str) -> float:
