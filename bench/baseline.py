@@ -1,7 +1,7 @@
 """The notebook-style baseline trainer: TextVectorization inside the model on string pairs, no masking."""
 
 # Same architecture as qdup's encoder (Embedding -> LSTM -> mean over time -> unit length), same
-# `tasks.model.TripletLoss`, Adam, batch size, epochs, vocabulary and training pairs; the difference
+# `qdup.model.network.TripletLoss`, Adam, batch size, epochs, vocabulary and training pairs; the difference
 # is the plain notebook input pipeline: a tf.data of raw string pairs, shuffled and batched, each
 # batch vectorised inside the model and padded to its longest question (no truncation, no masking,
 # no length bucketing), GlobalAveragePooling1D over all (padded) steps.
@@ -65,8 +65,8 @@ def encode_in_order(encoder, texts: list[str], batch_size: int) -> np.ndarray:
 
 
 def common_val_loss(e1: np.ndarray, e2: np.ndarray, batch_size: int, margin: float) -> float:
-    """Mean over consecutive file-order batches of the batch's summed `tasks.model.TripletLoss`."""
-    from tasks.model import TripletLoss
+    """Mean over consecutive file-order batches of the batch's summed `qdup.model.network.TripletLoss`."""
+    from qdup.model.network import TripletLoss
 
     loss = TripletLoss(margin=margin)
     values = []
@@ -84,7 +84,7 @@ def _similarity(run_encode, q1: list[str], q2: list[str]) -> np.ndarray:
 
 
 def _metrics(y_cal, s_cal, y_test, s_test, reference: float) -> dict[str, Any]:
-    from tasks.evaluate import binary_metrics, choose_threshold, ranking_metrics
+    from qdup.evaluation.metrics import binary_metrics, choose_threshold, ranking_metrics
 
     thr = choose_threshold(y_cal, s_cal)["accuracy_threshold"]
     return {
@@ -101,9 +101,10 @@ def run(p, ctx) -> None:
     import tensorflow as tf
 
     from bench.stage import _load_encoder, _split_path, cpu_seconds, train_frame
-    from tasks import evaluate, splits
-    from tasks.model import TripletLoss
-    from tasks.vocab import read_vocabulary
+    from qdup.data import splits
+    from qdup.evaluation import metrics as evaluate
+    from qdup.model.network import TripletLoss
+    from qdup.model.vocab import read_vocabulary
 
     p.imported()
     cfg = ctx.cfg
@@ -159,7 +160,7 @@ def run(p, ctx) -> None:
         qdup_encoder_path = ctx.work / "train" / "encoder.keras"
         if qdup_encoder_path.is_file():
             qenc = _load_encoder(qdup_encoder_path)
-            from tasks.vocab import load_vectorizer
+            from qdup.model.vocab import load_vectorizer
 
             vec = load_vectorizer(ctx.work / "vocab" / "vocabulary.txt")
             e1 = evaluate.encode(qenc, vec, vq1, cfg.model.max_length)

@@ -396,7 +396,7 @@ def render_markdown(results: dict[str, Any]) -> str:
             if training.get("note"):
                 out.append(training["note"])
                 out.append("")
-            out.append(table(["", "qdup (`tasks.train.train_model`)", "baseline (TextVectorization in the model)"], training_rows(training)))
+            out.append(table(["", "qdup (`qdup.model.train.train_model`)", "baseline (TextVectorization in the model)"], training_rows(training)))
             c = training.get("comparison") or {}
             if c.get("speedup") is not None:
                 out.append("")

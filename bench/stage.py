@@ -119,7 +119,7 @@ def train_frame(ctx: Ctx, train_df):
 
 
 def stage_fetch(p: Probe, ctx: Ctx) -> None:
-    from tasks.fetch import fetch_dataset
+    from qdup.data.fetch import fetch_dataset
 
     p.imported()
     cache = ctx.fresh_dir("fetch") / "cache"
@@ -134,7 +134,7 @@ def stage_validate(p: Probe, ctx: Ctx) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from tasks import contracts
+    from qdup.data import contracts
 
     p.imported()
     out = ctx.fresh_dir("validate")
@@ -162,7 +162,7 @@ def stage_validate(p: Probe, ctx: Ctx) -> None:
 def stage_splits(p: Probe, ctx: Ctx) -> None:
     import pyarrow.parquet as pq
 
-    from tasks import contracts, splits
+    from qdup.data import contracts, splits
 
     p.imported()
     out = ctx.fresh_dir("splits")
@@ -274,14 +274,14 @@ def _mean_batch_width(train, train_df, vectorizer, ctx: Ctx) -> dict[str, float]
         w2 = [pairs.q2.shape[1] if fixed else int(pairs.len2[b].max()) for b in plan]
         return {"question1": float(np.mean(w1)), "question2": float(np.mean(w2)),
                 "mean_tokens": float((pairs.len1.mean() + pairs.len2.mean()) / 2)}
-    except Exception as exc:  # noqa: BLE001 - internals of tasks.train may change; this is only a diagnostic
+    except Exception as exc:  # noqa: BLE001 - internals of qdup.model.train may change; this is only a diagnostic
         return {"error": f"{type(exc).__name__}: {exc}"}
 
 
 def _load_encoder(path: Path):
     import keras
 
-    import tasks.model  # noqa: F401  (registers the custom layers)
+    import qdup.model.network  # noqa: F401  (registers the custom layers)
 
     return keras.saving.load_model(path, safe_mode=True, compile=False)
 
@@ -327,7 +327,7 @@ def stage_export(p: Probe, ctx: Ctx) -> None:
 
 
 def stage_publish(p: Probe, ctx: Ctx) -> None:
-    from qdup.store import ArtifactStore, new_version_id
+    from qdup.registry.store import ArtifactStore, new_version_id
 
     p.imported()
     root = ctx.fresh_dir("publish") / "store"
@@ -370,7 +370,7 @@ def stage_inference(p: Probe, ctx: Ctx) -> None:
     import pandas as pd
     import tensorflow as tf
 
-    from tasks.export import load_inference, score_file
+    from qdup.serving.predictor import load_inference, score_file
 
     p.imported()
     out = ctx.fresh_dir("inference")

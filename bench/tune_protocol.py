@@ -57,7 +57,7 @@ def load_configs(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
 def prepare(data_path: Path, n_train: int, n_test: int):
     """Read the TSV and split it as the flow does (typed frame, positional splits)."""
     from qdup.config import SplitConfig
-    from tasks import contracts, splits
+    from qdup.data import contracts, splits
 
     _, typed = contracts.read_tsv(data_path)
     frame = contracts.to_int_frame(typed)
@@ -67,7 +67,8 @@ def prepare(data_path: Path, n_train: int, n_test: int):
 
 def run_one(parts, name: str, overrides: dict[str, Any], seed: int, ref_threshold: float) -> dict[str, Any]:
     from qdup.config import EvalConfig, ModelConfig, TrainConfig, VocabConfig
-    from tasks import evaluate, train, vocab
+    from qdup.evaluation import metrics as evaluate
+    from qdup.model import train, vocab
 
     model_cfg = ModelConfig(**overrides.get("model", {}))
     train_cfg = TrainConfig(**overrides.get("train", {}))

@@ -7,7 +7,7 @@ from prefect import flow
 from qdup.config import RetrainConfig
 from qdup.runs import new_run_dir, write_run_record
 from qdup.runtime import apply_tf_thread_defaults
-from qdup.store import new_version_id
+from qdup.registry.store import new_version_id
 from qdup.stagecache import StageResult, params
 from tasks.stages import (
     evaluate_task,

@@ -39,7 +39,7 @@ def _quiet_environment() -> None:
 
 
 def cmd_demo_data(args: argparse.Namespace) -> int:
-    from tasks.demo_data import write_demo_tsv
+    from qdup.data.demo import write_demo_tsv
 
     info = write_demo_tsv(Path(args.out), rows=args.rows, seed=args.seed)
     print(f"wrote {info['rows']:,} pairs ({info['duplicates']:,} duplicates) to {info['path']} sha256={info['sha256']}")
@@ -93,7 +93,7 @@ def resolve_model_path(text: str, store_url: str | None = None) -> Path:
     if path.exists():
         return path
     if "/" not in text:
-        from qdup.store import ArtifactStore
+        from qdup.registry.store import ArtifactStore
 
         store = ArtifactStore(store_url)
         return store.local_path(store.resolve(text)) / "model"
@@ -108,7 +108,7 @@ def _progress_bar(done: int, total: int) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from tasks.export import load_inference, score_file
+    from qdup.serving.predictor import load_inference, score_file
 
     if args.pairs:
         if args.questions:
@@ -136,7 +136,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _store(args: argparse.Namespace):
-    from qdup.store import ArtifactStore
+    from qdup.registry.store import ArtifactStore
 
     return ArtifactStore(args.store)
 
@@ -146,7 +146,7 @@ def _print_json(obj: Any) -> None:
 
 
 def cmd_versions(args: argparse.Namespace) -> int:
-    from tasks import lineage
+    from qdup.registry import lineage
 
     rows = lineage.version_rows(_store(args))
     if args.json:
@@ -163,14 +163,14 @@ def cmd_show(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(manifest)
     else:
-        from tasks import lineage
+        from qdup.registry import lineage
 
         print(lineage.show_text(manifest))
     return 0
 
 
 def cmd_lineage(args: argparse.Namespace) -> int:
-    from tasks import lineage
+    from qdup.registry import lineage
 
     store = _store(args)
     if args.dataset:
@@ -192,7 +192,7 @@ def cmd_lineage(args: argparse.Namespace) -> int:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    from qdup.store import actor
+    from qdup.registry.store import actor
 
     entry = _store(args).promote(args.ref, actor(), why=args.why)
     print(f"production: {entry['from']} -> {entry['to']}")
@@ -200,7 +200,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    from qdup.store import actor
+    from qdup.registry.store import actor
 
     entry = _store(args).rollback(actor())
     print(f"production rolled back: {entry['from']} -> {entry['to']}")

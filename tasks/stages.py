@@ -19,7 +19,7 @@ from qdup.fileio import atomic_write_text, read_json, sha256_file, sha256_json
 from qdup.log import get_log
 from qdup.paths import cache_dir
 from qdup.stagecache import StageResult, code_fingerprint, params, run_stage, stage_dir, stage_key
-from tasks import contracts, fetch, splits
+from qdup.data import contracts, fetch, splits
 
 # Stages cache their outputs by content (qdup.stagecache), so Prefect's own input-hash
 # cache is off: it would key on paths and replay stale files.
@@ -143,7 +143,7 @@ def _read(splits_result: StageResult, name: str):
 @task(name="vocabulary", **_TASK)
 def vocab_task(split_result: StageResult, cfg: RetrainConfig) -> StageResult:
     """Adapt TextVectorization on the train split's questions only; record OOV rates."""
-    from tasks import vocab
+    from qdup.model import vocab
 
     log = get_log()
     inputs = {
@@ -181,7 +181,7 @@ def train_task(split_result: StageResult, vocab_result: StageResult, cfg: Retrai
     """Train the Siamese encoder; checkpoints live beside the stage folder so a killed run resumes."""
     from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
-    from tasks import model, train, vocab
+    from qdup.model import network as model, train, vocab
 
     log = get_log()
     inputs = {
@@ -238,7 +238,8 @@ def evaluate_task(split_result: StageResult, vocab_result: StageResult, train_re
     """Threshold on calibration, metrics on test; a failure fails the flow (no default metrics)."""
     import keras
 
-    from tasks import evaluate, model, vocab  # noqa: F401  (model registers the custom layers)
+    from qdup.evaluation import metrics as evaluate
+    from qdup.model import vocab
 
     log = get_log()
     inputs = {
@@ -300,7 +301,8 @@ def metrics_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
 @task(name="export", **_TASK)
 def export_task(vocab_result: StageResult, train_result: StageResult, eval_result: StageResult, cfg: RetrainConfig) -> StageResult:
     """The serving bundle: raw strings in, similarity out, threshold beside it; safe_mode loadable."""
-    from tasks import export, vocab
+    from qdup.model import vocab
+    from qdup.serving import export
 
     log = get_log()
     threshold = eval_result.manifest["metrics"]["threshold"]["value"]
@@ -346,9 +348,9 @@ def publish_task(stages: dict[str, StageResult], cfg: RetrainConfig, version: st
     from prefect.artifacts import create_link_artifact
 
     from qdup.runs import flow_run_info
-    from qdup.store import ArtifactStore, actor
-    from tasks import publish
-    from tasks.export import load_inference
+    from qdup.registry.store import ArtifactStore, actor
+    from qdup.registry import publish
+    from qdup.serving.predictor import load_inference
 
     log = get_log()
     store = ArtifactStore(cfg.publish.store_url)

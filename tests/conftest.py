@@ -50,7 +50,7 @@ def prefect_harness():
 @pytest.fixture(scope="session")
 def demo_tsv(tmp_path_factory) -> Path:
     """A small generated dataset in the Quora TSV format (600 rows, seed 7)."""
-    from tasks.demo_data import write_demo_tsv
+    from qdup.data.demo import write_demo_tsv
 
     path = tmp_path_factory.mktemp("demo") / "demo.tsv"
     write_demo_tsv(path, rows=600, seed=7)

@@ -71,7 +71,7 @@ def _run(env: dict[str, str], *args: str, timeout: int = 300) -> subprocess.Comp
 
 
 def test_register_trigger_and_run_the_manual_deployment(server, tmp_path):
-    from tasks.demo_data import write_demo_tsv
+    from qdup.data.demo import write_demo_tsv
 
     env = {**server, "QDUP_HOME": str(tmp_path / "home")}
     data = tmp_path / "demo.tsv"

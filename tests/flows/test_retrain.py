@@ -100,7 +100,7 @@ SMALL_MODEL = {"model": {"embedding_dim": 32, "lstm_units": 32}, "train": {"epoc
 def trained(tmp_path_factory, prefect_harness):
     """The whole flow, every stage, on 4,000 generated rows with a small model."""
     from flows.retrain import retrain
-    from tasks.demo_data import write_demo_tsv
+    from qdup.data.demo import write_demo_tsv
 
     root = tmp_path_factory.mktemp("full")
     data = root / "demo.tsv"
@@ -139,7 +139,7 @@ def test_full_flow_trains_evaluates_and_exports(trained):
 
 @pytest.mark.slow
 def test_exported_model_ranks_a_paraphrase_above_an_unrelated_question(trained):
-    from tasks.export import load_inference
+    from qdup.serving.predictor import load_inference
 
     predictor = load_inference(Path(trained["outputs"]["export"]) / "model")
     sim = predictor.similarity(

@@ -1,4 +1,4 @@
-"""Tests for tasks.fetch against a local HTTP server and local files."""
+"""Tests for qdup.data.fetch against a local HTTP server and local files."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import pytest
 from qdup.config import FetchConfig
 from qdup.errors import FetchError
 from qdup.fileio import read_json
-from tasks.fetch import CachedDataset, TransientFetchError, fetch_dataset
+from qdup.data.fetch import CachedDataset, TransientFetchError, fetch_dataset
 
 HEADER = "id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n"
 
@@ -295,7 +295,7 @@ def test_server_errors_exhaust_retries_with_transient_error(server: Server, cach
 
 def test_backoff_grows_exponentially(server: Server, cache_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     sleeps: list[float] = []
-    monkeypatch.setattr("tasks.fetch.time.sleep", sleeps.append)
+    monkeypatch.setattr("qdup.data.fetch.time.sleep", sleeps.append)
     with pytest.raises(TransientFetchError):
         fetch_dataset(cfg(server.url("/always-500.tsv"), retries=3, backoff_s=0.5), cache_root, log=lambda _: None)
     assert sleeps == [0.5, 1.0, 2.0]

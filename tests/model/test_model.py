@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from qdup.config import ModelConfig, VocabConfig
-from tasks.model import (
+from qdup.model.network import (
     CosineSimilarity,
     MaskedMeanPooling,
     TokenDropout,
@@ -18,7 +18,7 @@ from tasks.model import (
     build_inference_model,
     build_siamese,
 )
-from tasks.vocab import fit_vectorizer
+from qdup.model.vocab import fit_vectorizer
 
 V1 = np.array([[0.26726124, 0.53452248, 0.80178373], [0.5178918, 0.57543534, 0.63297887]])
 V2 = np.array([[0.26726124, 0.53452248, 0.80178373], [-0.5178918, -0.57543534, -0.63297887]])
@@ -202,7 +202,7 @@ def test_encoder_needs_a_vocabulary():
 
 @pytest.mark.parametrize("mask_padding", [True, False])
 def test_inference_model_agrees_with_the_training_time_path(mask_padding):
-    from tasks.evaluate import similarities
+    from qdup.model.encode import similarities
 
     keras.utils.set_random_seed(4)
     vec = fit_vectorizer(["how do i learn python", "what is the capital of france", "why"], VocabConfig())

@@ -7,7 +7,7 @@ import pytest
 
 from qdup.config import VocabConfig
 from qdup.errors import QdupError
-from tasks.vocab import (
+from qdup.model.vocab import (
     OOV_ID,
     fit_vectorizer,
     load_vectorizer,
@@ -73,9 +73,9 @@ def test_vectorize_truncates_and_marks_empty_as_oov(vectorizer):
 
 
 def test_vectorize_spans_several_internal_batches(vectorizer, monkeypatch):
-    import tasks.vocab
+    import qdup.model.vocab
 
-    monkeypatch.setattr(tasks.vocab, "VECTORIZE_BATCH", 3)
+    monkeypatch.setattr(qdup.model.vocab, "VECTORIZE_BATCH", 3)
     texts = ["the"] * 4 + ["the cat sat the"] + ["cat"] * 2
     ids, lengths = vectorize_padded(vectorizer, texts, max_length=8)
     assert lengths.tolist() == [1, 1, 1, 1, 4, 1, 1]

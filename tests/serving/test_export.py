@@ -17,10 +17,11 @@ import tensorflow as tf
 
 from qdup.config import ModelConfig, VocabConfig
 from qdup.errors import QdupError
-from tasks.evaluate import similarities
-from tasks.export import SMALL_BATCH, export_models, load_inference, score_file
-from tasks.model import build_encoder
-from tasks.vocab import fit_vectorizer
+from qdup.model.encode import similarities
+from qdup.serving.export import export_models
+from qdup.serving.predictor import SMALL_BATCH, load_inference, score_file
+from qdup.model.network import build_encoder
+from qdup.model.vocab import fit_vectorizer
 
 ROOT = Path(__file__).resolve().parents[2]
 CFG = ModelConfig(embedding_dim=8, lstm_units=8, max_length=5)
@@ -63,8 +64,8 @@ def test_fresh_process_loads_with_safe_mode_and_agrees(bundle):
     expected = similarities(encoder, vec, Q1, Q2, CFG.max_length)
     code = (
         "import json, sys, keras, tensorflow as tf\n"
-        "import tasks.model\n"
-        "from tasks.export import load_inference\n"
+        "import qdup.model.network\n"
+        "from qdup.serving.predictor import load_inference\n"
         "d = sys.argv[1]; q1, q2 = json.loads(sys.argv[2])\n"
         "m = keras.saving.load_model(d + '/inference.keras', safe_mode=True)\n"
         "raw = m([tf.constant(q1), tf.constant(q2)]).numpy().tolist()\n"

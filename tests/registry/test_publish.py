@@ -12,8 +12,8 @@ import pytest
 
 from qdup.config import RetrainConfig
 from qdup.errors import ConfigError
-from qdup.store import ArtifactStore
-from tasks import lineage, publish
+from qdup.registry.store import ArtifactStore
+from qdup.registry import lineage, publish
 
 
 @pytest.mark.parametrize(
@@ -50,7 +50,7 @@ TINY = {"model": {"embedding_dim": 16, "lstm_units": 16}, "train": {"epochs": 3,
 def three_runs(tmp_path_factory, prefect_harness):
     """Run A on dataset 1, run B on dataset 2, run C on dataset 1 with a crippled trainer."""
     from flows.retrain import retrain
-    from tasks.demo_data import write_demo_tsv
+    from qdup.data.demo import write_demo_tsv
 
     root = tmp_path_factory.mktemp("lineage")
     d1, d2 = root / "d1.tsv", root / "d2.tsv"

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from qdup.errors import ConfigError
-from qdup.store import ArtifactStore, StoreError, new_version_id, validate_alias, validate_version_id
+from qdup.registry.store import ArtifactStore, StoreError, new_version_id, validate_alias, validate_version_id
 
 
 def _manifest(auc: float, dataset: str = "ab" * 32) -> dict:

@@ -1,4 +1,4 @@
-"""Export the trained model for serving (raw strings in, similarity out), load it back, score files.
+"""Load an exported model (raw strings in, similarity out) and score pairs and files with it.
 
 Label convention: is_duplicate 1 = same intent; similarity = cosine of the two L2-normalised
 encodings in [-1, 1]; a pair is predicted to be a duplicate iff similarity >= threshold.
@@ -6,8 +6,6 @@ encodings in [-1, 1]; a pair is predicted to be a duplicate iff similarity >= th
 
 from __future__ import annotations
 
-import math
-import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,33 +17,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import tensorflow as tf
 
-from qdup.config import ModelConfig
 from qdup.errors import QdupError
-from qdup.fileio import (
-    atomic_dir,
-    atomic_write_bytes,
-    atomic_write_json,
-    read_json,
-    sha256_file,
-)
-from tasks.evaluate import LABEL_CONVENTION, encoder_fn, pair_cosines, similarities
-
-# Importing tasks.model registers the custom layers that the saved models name.
-from tasks.model import build_inference_model
-from tasks.vocab import write_vocabulary
+from qdup.fileio import atomic_write_bytes, read_json
+# Importing qdup.model.encode imports qdup.model.network, which registers the custom layers that saved models name.
+from qdup.model.encode import encoder_fn, pair_cosines
 
 INFERENCE_FILE = "inference.keras"
 ENCODER_FILE = "encoder.keras"
 THRESHOLD_FILE = "threshold.json"
 VOCAB_FILE = "vocabulary.txt"
-# Pairs the export checks itself on: the saved model must agree with the training-time path.
-PROBE_PAIRS = (
-    ("How do I learn Python?", "What is the best way to learn Python?"),
-    ("What is the capital of France?", "How do I learn Python?"),
-    ("???", "an unseen zyxwv token"),
-    ("word " * 200, "word"),
-)
-PROBE_ATOL = 1e-5
 # Predictor.similarity's single-call path (latency) up to this many pairs; above, the batch path.
 SMALL_BATCH = 64
 
@@ -119,71 +99,6 @@ class Predictor:
     def predict(self, q1s: Sequence[str], q2s: Sequence[str], batch_size: int = 1024) -> np.ndarray:
         """True where a pair is predicted to be a duplicate (similarity >= threshold)."""
         return self.similarity(q1s, q2s, batch_size) >= self.threshold
-
-
-def export_models(
-    encoder_path: Path,
-    vectorizer: keras.layers.TextVectorization,
-    model_cfg: ModelConfig,
-    threshold: float,
-    out_dir: Path,
-) -> dict[str, Any]:
-    """Write the serving bundle to out_dir in one atomic step (temporary sibling, then rename).
-
-    out_dir/inference.keras: two string inputs -> similarity, vectorizer and truncation inside;
-    out_dir/encoder.keras: the trained encoder (token ids -> unit vectors);
-    out_dir/vocabulary.txt: the vocabulary, line i = token id i;
-    out_dir/threshold.json: the threshold (chosen on the calibration split) and what it means.
-    Before the rename, the saved inference model is reloaded with safe_mode=True and must
-    reproduce the encoder's similarities on probe pairs.
-    """
-    encoder_path = Path(encoder_path)
-    out_dir = Path(out_dir)
-    if not (isinstance(threshold, (int, float)) and math.isfinite(threshold) and -1.0 <= threshold <= 1.0):
-        raise QdupError(f"threshold must be a finite cosine in [-1, 1], got {threshold!r}")
-    if not encoder_path.is_file():
-        raise QdupError(f"encoder file not found: {encoder_path}")
-    encoder = keras.saving.load_model(encoder_path, safe_mode=True, compile=False)
-    inference = build_inference_model(encoder, vectorizer, model_cfg.max_length)
-
-    with atomic_dir(out_dir) as tmp:
-        inference.save(tmp / INFERENCE_FILE)
-        shutil.copyfile(encoder_path, tmp / ENCODER_FILE)
-        vocab_size = write_vocabulary(vectorizer, tmp / VOCAB_FILE)
-
-        reloaded = keras.saving.load_model(tmp / INFERENCE_FILE, safe_mode=True, compile=False)
-        p1 = [a for a, _ in PROBE_PAIRS]
-        p2 = [b for _, b in PROBE_PAIRS]
-        got = Predictor(reloaded, float(threshold), model_cfg.max_length).similarity(p1, p2)
-        want = similarities(encoder, vectorizer, p1, p2, model_cfg.max_length)
-        if not np.allclose(got, want, atol=PROBE_ATOL):
-            raise QdupError(
-                f"the saved inference model disagrees with the encoder on probe pairs: {got.tolist()} vs {want.tolist()}"
-            )
-
-        files = {name: sha256_file(tmp / name) for name in (INFERENCE_FILE, ENCODER_FILE, VOCAB_FILE)}
-        atomic_write_json(
-            tmp / THRESHOLD_FILE,
-            {
-                "threshold": float(threshold),
-                "chosen_on": "calibration",
-                "similarity": "cosine",
-                "label_convention": LABEL_CONVENTION,
-                "max_length": model_cfg.max_length,
-                "vocab_size": vocab_size,
-                "model": model_cfg.model_dump(mode="json"),
-                "sha256": files,
-                "keras": keras.__version__,
-                "tensorflow": tf.__version__,
-            },
-        )
-    meta = read_json(out_dir / THRESHOLD_FILE)
-    return {
-        "dir": str(out_dir),
-        "threshold": meta["threshold"],
-        "files": {name: str(out_dir / name) for name in (INFERENCE_FILE, ENCODER_FILE, VOCAB_FILE, THRESHOLD_FILE)},
-        "sha256": meta["sha256"],
-    }
 
 
 def load_inference(path: Path) -> Predictor:

@@ -8,7 +8,7 @@ import pytest
 
 from qdup.config import SplitConfig
 from qdup.errors import ConfigError
-from tasks import contracts, splits
+from qdup.data import contracts, splits
 
 
 def _frame(labels: list[int]) -> pd.DataFrame:

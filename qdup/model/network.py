@@ -15,7 +15,7 @@ import keras
 from keras import ops
 
 from qdup.config import ModelConfig
-from tasks.vocab import OOV_ID
+from qdup.model.vocab import OOV_ID
 
 PACKAGE = "qdup"
 
@@ -54,7 +54,7 @@ class MaskedMeanPooling(keras.layers.Layer):
 class TruncateTokens(keras.layers.Layer):
     """Cut token ids (batch, time) to `max_length` and make every row hold at least one token.
 
-    A row with no tokens gets the OOV id at step 0 (as `tasks.vocab.vectorize_padded` does),
+    A row with no tokens gets the OOV id at step 0 (as `qdup.model.vocab.vectorize_padded` does),
     because a fully masked sequence is rejected by the cuDNN LSTM kernel. With
     `pad_to_max_length` the output is always exactly `max_length` wide, for encoders that do
     not mask padding (whose encodings then depend on the padded width).

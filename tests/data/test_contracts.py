@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from qdup.errors import DataContractError
-from tasks import contracts
+from qdup.data import contracts
 from tests.bad_inputs import BAD_INPUTS
 
 

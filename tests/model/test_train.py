@@ -12,9 +12,9 @@ import pytest
 
 from qdup.config import ModelConfig, TrainConfig, VocabConfig
 from qdup.errors import QdupError
-from tasks.evaluate import similarities
-from tasks.train import batch_plan, epoch_seed, make_optimizer, reseed_random_layers, train_model
-from tasks.vocab import fit_vectorizer
+from qdup.model.encode import similarities
+from qdup.model.train import batch_plan, epoch_seed, make_optimizer, reseed_random_layers, train_model
+from qdup.model.vocab import fit_vectorizer
 
 pytestmark = pytest.mark.slow
 
@@ -239,7 +239,7 @@ def test_regularised_training_with_cosine_schedule_and_clipping_learns(data, tmp
 
 
 def test_reseeding_makes_dropout_masks_a_function_of_seed_and_epoch(tmp_path):
-    from tasks.model import build_encoder
+    from qdup.model.network import build_encoder
 
     cfg = TINY.model_copy(update={"dropout": 0.5, "token_dropout": 0.3})
     x = np.tile(np.array([[3, 4, 5, 6, 7]], dtype="int32"), (4, 1))

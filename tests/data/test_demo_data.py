@@ -12,7 +12,7 @@ import pytest
 
 from qdup.errors import ConfigError
 from qdup.fileio import sha256_file
-from tasks.demo_data import COLUMNS, _CATEGORIES, _INTENTS, generate_pairs, write_demo_tsv
+from qdup.data.demo import COLUMNS, _CATEGORIES, _INTENTS, generate_pairs, write_demo_tsv
 
 ROWS = 20_000
 HEADER = b"id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n"

@@ -100,7 +100,7 @@ def decide(
 
 def rescore_on(predictor: Any, test_df: Any, metric: str) -> float:
     """Measure an exported model on another test split (when production's differs)."""
-    from tasks.evaluate import binary_metrics, ranking_metrics
+    from qdup.evaluation.metrics import binary_metrics, ranking_metrics
 
     y = test_df["is_duplicate"].to_numpy().astype(np.int64)
     sim = predictor.similarity(test_df["question1"].tolist(), test_df["question2"].tolist())

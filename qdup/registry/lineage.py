@@ -7,7 +7,7 @@ import re
 from typing import Any
 
 from qdup.errors import ConfigError
-from qdup.store import ArtifactStore
+from qdup.registry.store import ArtifactStore
 
 _HEX = re.compile(r"^[0-9a-f]{4,64}$")
 

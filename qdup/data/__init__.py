@@ -1,0 +1,1 @@
+"""Data: fetching, contracts, splits and the demo generator."""

@@ -1,0 +1,1 @@
+"""Evaluation: pair metrics, thresholds and curves."""

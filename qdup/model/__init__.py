@@ -1,0 +1,1 @@
+"""Model: vocabulary, the Siamese encoder, training, encoding and export."""

@@ -1,0 +1,92 @@
+"""Encoding questions with a trained encoder, and cosine similarity of pairs (shared by evaluation and serving)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from qdup.errors import QdupError
+from qdup.model.network import encoder_masks_padding
+from qdup.model.vocab import vectorize_padded
+
+LABEL_CONVENTION = (
+    "is_duplicate 1 = same intent; similarity = cosine of the L2-normalised encodings in [-1, 1]; "
+    "predicted duplicate iff similarity >= threshold"
+)
+
+
+def encoder_fn(encoder: keras.Model):
+    """The encoder as one graph function over any (batch, time) shape, traced once.
+
+    Batches differ in padded length; Keras's own predict would retrace for new shapes.
+    """
+
+    @tf.function(input_signature=[tf.TensorSpec((None, None), tf.int32)])
+    def run(ids):
+        return encoder(ids, training=False)
+
+    return run
+
+
+def encode_with(run, encoder: keras.Model, vectorizer, texts: Sequence[str], max_length: int, batch_size: int) -> np.ndarray:
+    """`encode` with a compiled `run = encoder_fn(encoder)` that callers keep across calls."""
+    if batch_size < 1:
+        raise QdupError(f"batch_size must be >= 1, got {batch_size}")
+    ids, lengths = vectorize_padded(vectorizer, texts, max_length)
+    fixed = not encoder_masks_padding(encoder)
+    if fixed and ids.shape[1] < max_length:
+        ids = np.pad(ids, ((0, 0), (0, max_length - ids.shape[1])))
+    out = np.zeros((len(ids), encoder.output_shape[-1]), dtype=np.float32)
+    order = np.argsort(lengths, kind="stable")
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        batch = ids[idx] if fixed else ids[idx, : int(lengths[idx].max())]
+        out[idx] = run(tf.constant(batch)).numpy()
+    return out
+
+
+def encode(
+    encoder: keras.Model,
+    vectorizer: keras.layers.TextVectorization,
+    texts: Sequence[str],
+    max_length: int,
+    batch_size: int = 1024,
+) -> np.ndarray:
+    """Unit-length encodings (n, d) float32 of `texts`, truncated to max_length tokens.
+
+    Texts are encoded in length order so each batch is padded only to its own longest text;
+    an encoder that does not mask padding gets every text padded to max_length, as in training.
+    """
+    return encode_with(encoder_fn(encoder), encoder, vectorizer, texts, max_length, batch_size)
+
+
+def pair_cosines(
+    run, encoder: keras.Model, vectorizer, q1: Sequence[str], q2: Sequence[str], max_length: int, batch_size: int
+) -> np.ndarray:
+    """Cosine similarity (float32, in [-1, 1]) of each pair, with `run = encoder_fn(encoder)`.
+
+    Each distinct question is encoded once (questions recur across pairs), in length order.
+    """
+    if len(q1) != len(q2):
+        raise QdupError(f"question lists differ in length: {len(q1)} question1 vs {len(q2)} question2")
+    slot: dict[str, int] = {}
+    i1 = np.fromiter((slot.setdefault(q, len(slot)) for q in q1), dtype=np.int64, count=len(q1))
+    i2 = np.fromiter((slot.setdefault(q, len(slot)) for q in q2), dtype=np.int64, count=len(q2))
+    enc = encode_with(run, encoder, vectorizer, list(slot), max_length, batch_size)
+    # Unit vectors in float32 can give a dot product a rounding step past 1; a cosine cannot.
+    return np.clip(np.einsum("ij,ij->i", enc[i1], enc[i2]), -1.0, 1.0).astype(np.float32)
+
+
+def similarities(
+    encoder: keras.Model,
+    vectorizer: keras.layers.TextVectorization,
+    q1: Sequence[str],
+    q2: Sequence[str],
+    max_length: int,
+    batch_size: int = 1024,
+) -> np.ndarray:
+    """Cosine similarity (float32, in [-1, 1]) of each pair (q1[i], q2[i])."""
+    return pair_cosines(encoder_fn(encoder), encoder, vectorizer, q1, q2, max_length, batch_size)

@@ -1,0 +1,1 @@
+"""Registry: the artifact store, publishing with its gate, lineage."""

@@ -1,0 +1,1 @@
+"""Serving: loading an exported model and scoring questions with it."""

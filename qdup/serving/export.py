@@ -1,0 +1,93 @@
+"""Export the trained model as a serving bundle: raw strings in, similarity out, threshold beside it."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from qdup.config import ModelConfig
+from qdup.errors import QdupError
+from qdup.fileio import atomic_dir, atomic_write_json, read_json, sha256_file
+from qdup.model.encode import LABEL_CONVENTION, similarities
+from qdup.model.network import build_inference_model
+from qdup.model.vocab import write_vocabulary
+from qdup.serving.predictor import ENCODER_FILE, INFERENCE_FILE, THRESHOLD_FILE, VOCAB_FILE, Predictor
+
+# Pairs the export checks itself on: the saved model must agree with the training-time path.
+PROBE_PAIRS = (
+    ("How do I learn Python?", "What is the best way to learn Python?"),
+    ("What is the capital of France?", "How do I learn Python?"),
+    ("???", "an unseen zyxwv token"),
+    ("word " * 200, "word"),
+)
+PROBE_ATOL = 1e-5
+
+def export_models(
+    encoder_path: Path,
+    vectorizer: keras.layers.TextVectorization,
+    model_cfg: ModelConfig,
+    threshold: float,
+    out_dir: Path,
+) -> dict[str, Any]:
+    """Write the serving bundle to out_dir in one atomic step (temporary sibling, then rename).
+
+    out_dir/inference.keras: two string inputs -> similarity, vectorizer and truncation inside;
+    out_dir/encoder.keras: the trained encoder (token ids -> unit vectors);
+    out_dir/vocabulary.txt: the vocabulary, line i = token id i;
+    out_dir/threshold.json: the threshold (chosen on the calibration split) and what it means.
+    Before the rename, the saved inference model is reloaded with safe_mode=True and must
+    reproduce the encoder's similarities on probe pairs.
+    """
+    encoder_path = Path(encoder_path)
+    out_dir = Path(out_dir)
+    if not (isinstance(threshold, (int, float)) and math.isfinite(threshold) and -1.0 <= threshold <= 1.0):
+        raise QdupError(f"threshold must be a finite cosine in [-1, 1], got {threshold!r}")
+    if not encoder_path.is_file():
+        raise QdupError(f"encoder file not found: {encoder_path}")
+    encoder = keras.saving.load_model(encoder_path, safe_mode=True, compile=False)
+    inference = build_inference_model(encoder, vectorizer, model_cfg.max_length)
+
+    with atomic_dir(out_dir) as tmp:
+        inference.save(tmp / INFERENCE_FILE)
+        shutil.copyfile(encoder_path, tmp / ENCODER_FILE)
+        vocab_size = write_vocabulary(vectorizer, tmp / VOCAB_FILE)
+
+        reloaded = keras.saving.load_model(tmp / INFERENCE_FILE, safe_mode=True, compile=False)
+        p1 = [a for a, _ in PROBE_PAIRS]
+        p2 = [b for _, b in PROBE_PAIRS]
+        got = Predictor(reloaded, float(threshold), model_cfg.max_length).similarity(p1, p2)
+        want = similarities(encoder, vectorizer, p1, p2, model_cfg.max_length)
+        if not np.allclose(got, want, atol=PROBE_ATOL):
+            raise QdupError(
+                f"the saved inference model disagrees with the encoder on probe pairs: {got.tolist()} vs {want.tolist()}"
+            )
+
+        files = {name: sha256_file(tmp / name) for name in (INFERENCE_FILE, ENCODER_FILE, VOCAB_FILE)}
+        atomic_write_json(
+            tmp / THRESHOLD_FILE,
+            {
+                "threshold": float(threshold),
+                "chosen_on": "calibration",
+                "similarity": "cosine",
+                "label_convention": LABEL_CONVENTION,
+                "max_length": model_cfg.max_length,
+                "vocab_size": vocab_size,
+                "model": model_cfg.model_dump(mode="json"),
+                "sha256": files,
+                "keras": keras.__version__,
+                "tensorflow": tf.__version__,
+            },
+        )
+    meta = read_json(out_dir / THRESHOLD_FILE)
+    return {
+        "dir": str(out_dir),
+        "threshold": meta["threshold"],
+        "files": {name: str(out_dir / name) for name in (INFERENCE_FILE, ENCODER_FILE, VOCAB_FILE, THRESHOLD_FILE)},
+        "sha256": meta["sha256"],
+    }
