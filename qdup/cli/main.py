@@ -1,8 +1,9 @@
-"""The `qdup` command line: demo-data, run, predict."""
+"""The `qdup` parser and the pipeline commands (demo-data, run, predict, versions, ...)."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -12,6 +13,9 @@ from typing import Any
 from qdup.config import STAGES, RetrainConfig
 from qdup.errors import QdupError
 from qdup.runtime import apply_tf_thread_defaults
+
+# Modules with a `register(subparsers)` function adding their commands.
+COMMAND_MODULES: tuple[str, ...] = ()
 
 
 def _count_or_fraction(text: str) -> float:
@@ -266,6 +270,9 @@ def make_parser() -> argparse.ArgumentParser:
     store_command("rollback", "point production back at the previous production", cmd_rollback)
     serve = sub.add_parser("serve", help="serve the retrain flow with its weekly schedule (no work pool needed)")
     serve.set_defaults(func=cmd_serve)
+    # Each area's commands live in their own module and add themselves here.
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
     return parser
 
 
