@@ -10,6 +10,12 @@ CANONICAL_URL = "http://qim.fs.quoracdn.net/quora_duplicate_questions.tsv"
 # As published by torchtext's QQP loader (404,290 rows).
 CANONICAL_MD5 = "b6d5672bd9dc1e66ab2bb020ebeafb8d"
 
+# Everywhere in qdup: labels, similarities and decisions mean this.
+LABEL_CONVENTION = (
+    "is_duplicate 1 = same intent; similarity = cosine of the L2-normalised encodings in [-1, 1]; "
+    "predicted duplicate iff similarity >= threshold"
+)
+
 Stage = Literal["fetch", "validate", "splits", "vocab", "train", "evaluate", "export", "publish"]
 STAGES: tuple[str, ...] = ("fetch", "validate", "splits", "vocab", "train", "evaluate", "export", "publish")
 

@@ -11,6 +11,8 @@ Lambda layers, so nothing needs unsafe deserialisation.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import keras
 from keras import ops
 
@@ -243,3 +245,8 @@ def build_inference_model(
     v2 = encoder(truncate(vectorizer(q2)))
     sim = CosineSimilarity(name="cosine")([v1, v2])
     return keras.Model([q1, q2], sim, name="inference")
+
+
+def load_encoder(path: Path) -> keras.Model:
+    """Load a saved encoder with safe_mode=True (importing this module registered its custom layers)."""
+    return keras.saving.load_model(path, safe_mode=True, compile=False)

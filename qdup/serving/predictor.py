@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from qdup.errors import QdupError
 from qdup.fileio import atomic_write_bytes, read_json
+
 # Importing qdup.model.encode imports qdup.model.network, which registers the custom layers that saved models name.
 from qdup.model.encode import encoder_fn, pair_cosines
 

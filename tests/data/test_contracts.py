@@ -7,8 +7,8 @@ import json
 import pandas as pd
 import pytest
 
-from qdup.errors import DataContractError
 from qdup.data import contracts
+from qdup.errors import DataContractError
 from tests.bad_inputs import BAD_INPUTS
 
 

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from qdup.data.demo import _CATEGORIES, _INTENTS, COLUMNS, generate_pairs, write_demo_tsv
 from qdup.errors import ConfigError
 from qdup.fileio import sha256_file
-from qdup.data.demo import COLUMNS, _CATEGORIES, _INTENTS, generate_pairs, write_demo_tsv
 
 ROWS = 20_000
 HEADER = b"id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n"
