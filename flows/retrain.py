@@ -8,16 +8,28 @@ from qdup.config import RetrainConfig
 from qdup.registry.store import new_version_id
 from qdup.runs import new_run_dir, write_run_record
 from qdup.runtime import apply_tf_thread_defaults
-from qdup.stagecache import StageResult, params
+from qdup.stagecache import StageResult, params, stage_key
 from tasks.common import flow_run_info
-from tasks.evaluate import evaluate_task
-from tasks.export import export_task
+from tasks.evaluate import evaluate_inputs, evaluate_task
+from tasks.export import export_inputs, export_task
 from tasks.fetch import fetch_task
 from tasks.publish import publish_task
-from tasks.splits import splits_task
-from tasks.train import train_task
-from tasks.validate import validate_task
-from tasks.vocab import vocab_task
+from tasks.splits import splits_inputs, splits_task
+from tasks.train import train_inputs, train_task
+from tasks.validate import validate_inputs, validate_task
+from tasks.vocab import vocab_inputs, vocab_task
+
+
+def stage_keys(config: RetrainConfig, dataset_sha256: str) -> dict[str, str]:
+    """The key of every stage for a dataset, without running anything (what a run would reuse or build)."""
+    keys = {"fetch": dataset_sha256}
+    keys["validate"] = stage_key("validate", validate_inputs(dataset_sha256, config))
+    keys["splits"] = stage_key("splits", splits_inputs(keys["validate"], config))
+    keys["vocab"] = stage_key("vocab", vocab_inputs(keys["splits"], config))
+    keys["train"] = stage_key("train", train_inputs(keys["splits"], keys["vocab"], config))
+    keys["evaluate"] = stage_key("evaluate", evaluate_inputs(keys["splits"], keys["vocab"], keys["train"], config))
+    keys["export"] = stage_key("export", export_inputs(keys["vocab"], keys["train"], keys["evaluate"], config))
+    return keys
 
 
 @flow(name="qdup-retrain", log_prints=True, validate_parameters=True)

@@ -10,6 +10,7 @@ from prefect import task
 from prefect.artifacts import create_table_artifact
 
 from qdup.config import RetrainConfig
+from qdup.runtime import import_tensorflow_quietly
 from qdup.stagecache import StageResult, code_fingerprint, params, run_stage
 from tasks.common import TASK_OPTIONS, artifact, run_log
 
@@ -37,21 +38,27 @@ def metrics_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-@task(name="evaluate", **TASK_OPTIONS)
-def evaluate_task(splits: StageResult, vocab: StageResult, train: StageResult, cfg: RetrainConfig) -> StageResult:
-    """Threshold on calibration, metrics on test; a failure fails the flow (no default metrics)."""
-    log = run_log()
-    inputs = {
-        "splits": splits.key,
-        "vocab": vocab.key,
-        "train": train.key,
+def evaluate_inputs(splits_key: str, vocab_key: str, train_key: str, cfg: RetrainConfig) -> dict[str, Any]:
+    """What the evaluate stage's key hashes."""
+    return {
+        "splits": splits_key,
+        "vocab": vocab_key,
+        "train": train_key,
         "max_length": cfg.model.max_length,
         "evaluate": params(cfg.evaluate),
         "code": code_fingerprint("qdup.stages.evaluate", "tasks.evaluate"),
     }
 
+
+@task(name="evaluate", **TASK_OPTIONS)
+def evaluate_task(splits: StageResult, vocab: StageResult, train: StageResult, cfg: RetrainConfig) -> StageResult:
+    """Threshold on calibration, metrics on test; a failure fails the flow (no default metrics)."""
+    log = run_log()
+    inputs = evaluate_inputs(splits.key, vocab.key, train.key, cfg)
+
     def build(out: Path) -> dict:
         # Imported here: TensorFlow loads only when the stage really runs.
+        import_tensorflow_quietly()
         from qdup.stages.evaluate import build_evaluate
 
         return build_evaluate(splits.path, vocab.file("vocabulary.txt"), train.file("encoder.keras"), cfg.model, cfg.evaluate, out)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from prefect import task
 from prefect.artifacts import create_table_artifact
@@ -14,18 +15,23 @@ from qdup.stagecache import StageResult, code_fingerprint, params, run_stage
 from tasks.common import TASK_OPTIONS, fail_with_report, run_log
 
 
+def splits_inputs(validate_key: str, cfg: RetrainConfig) -> dict[str, Any]:
+    """What the splits stage's key hashes: the validated data, the split plan, the suites, the code."""
+    return {
+        "validated": validate_key,
+        "split": params(cfg.split),
+        "suites": {name: sha256_file(suite_path(s)) for name, s in cfg.validate_.split_suites.items()},
+        "code": code_fingerprint("qdup.stages.splits", "tasks.splits"),
+    }
+
+
 @task(name="splits", **TASK_OPTIONS)
 def splits_task(validated: StageResult, cfg: RetrainConfig, run_dir: Path) -> StageResult:
     """Positional splits as Parquet, each gated by its data contract."""
     from qdup.stages.splits import build_splits
 
     log = run_log()
-    inputs = {
-        "validated": validated.key,
-        "split": params(cfg.split),
-        "suites": {name: sha256_file(suite_path(s)) for name, s in cfg.validate_.split_suites.items()},
-        "code": code_fingerprint("qdup.stages.splits", "tasks.splits"),
-    }
+    inputs = splits_inputs(validated.key, cfg)
 
     def build(out: Path) -> dict:
         try:

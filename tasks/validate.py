@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from prefect import task
 
@@ -13,6 +14,18 @@ from qdup.stagecache import StageResult, code_fingerprint, run_stage
 from tasks.common import TASK_OPTIONS, artifact, fail_with_report, run_log
 
 
+def validate_inputs(dataset_sha256: str, cfg: RetrainConfig) -> dict[str, Any]:
+    """What the validate stage's key hashes: the dataset, the suite, the code, the report size."""
+    suite = cfg.validate_.raw_suite
+    return {
+        "dataset_sha256": dataset_sha256,
+        "suite": suite,
+        "suite_sha256": sha256_file(suite_path(suite)),
+        "code": code_fingerprint("qdup.stages.validate", "tasks.validate"),
+        "shown": cfg.validate_.failed_rows_shown,
+    }
+
+
 @task(name="validate", **TASK_OPTIONS)
 def validate_task(fetched: StageResult, cfg: RetrainConfig, run_dir: Path) -> StageResult:
     """Blocking raw data contract; on success the typed data set is kept as Parquet."""
@@ -20,13 +33,7 @@ def validate_task(fetched: StageResult, cfg: RetrainConfig, run_dir: Path) -> St
 
     log = run_log()
     suite = cfg.validate_.raw_suite
-    inputs = {
-        "dataset_sha256": fetched.manifest["sha256"],
-        "suite": suite,
-        "suite_sha256": sha256_file(suite_path(suite)),
-        "code": code_fingerprint("qdup.stages.validate", "tasks.validate"),
-        "shown": cfg.validate_.failed_rows_shown,
-    }
+    inputs = validate_inputs(fetched.manifest["sha256"], cfg)
 
     def build(out: Path) -> dict:
         try:
