@@ -465,7 +465,7 @@ class ArtifactStore:
         try:
             files = json.loads(raw)["files"]
             if not isinstance(files, dict):
-                raise ValueError("'files' is not an object")
+                raise TypeError("'files' is not an object")
         except (ValueError, KeyError, TypeError) as exc:
             return problems + [f"{MANIFEST}: unreadable ({exc})"]
         return problems + check_tree(self.fs, folder, files)

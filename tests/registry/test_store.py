@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import itertools
 import json
 import multiprocessing
 import os
+import pwd
+import random
+import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -292,7 +299,7 @@ def test_a_store_written_before_the_registry_is_imported_once(tmp_path, files):
 
 def _qdup(home, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "QDUP_HOME": str(home), "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "qdup.cli", *args], env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
+    return subprocess.run([sys.executable, "-m", "qdup.cli", *args], env=env, check=False, capture_output=True, text=True, timeout=300, cwd=REPO)
 
 
 def test_qdup_verify_exit_codes_and_predict_refusing_a_tampered_version(tmp_path):
@@ -320,3 +327,150 @@ def test_qdup_verify_exit_codes_and_predict_refusing_a_tampered_version(tmp_path
     assert predict.returncode == 2 and predict.stdout == ""
     assert f"version {v1} is damaged and was not used: model/threshold.json: sha256" in predict.stderr
     assert "Traceback" not in predict.stderr
+
+
+# ---------------------------------------------------------------- several processes, one store
+
+N_WORKERS, N_OPS = 4, 10
+
+
+def _race_worker(url: str, registry_url: str | None, src: str, worker: int, out: str) -> None:
+    store = ArtifactStore(url, registry_url=registry_url)
+    rng = random.Random(worker)
+    src_dir = Path(src) / f"w{worker}"
+    src_dir.mkdir(parents=True)
+    moves, published = 0, []
+    for i in range(N_OPS):
+        (src_dir / "weights.bin").write_bytes(rng.randbytes(32 * 1024))
+        (src_dir / "threshold.json").write_text(json.dumps({"threshold": rng.random(), "worker": worker, "op": i}))
+        files = {"model/weights.bin": src_dir / "weights.bin", "model/threshold.json": src_dir / "threshold.json"}
+        version = store.publish(files, _manifest(rng.random()))
+        published.append(version)
+        who = f"worker {worker}"
+        with store.lock():  # the flow's pattern: read production, decide, move latest and maybe production
+            current = store.aliases().get("production")
+            store.move_alias("latest", version, "every publish", who, "publish")
+            moves += 1
+            if current is None or rng.random() < 0.5:
+                store.move_alias("production", version, "gate passed", who, "publish")
+                moves += 1
+        action = rng.choice(["promote", "rollback", "none"])
+        if action == "promote":
+            store.promote(published[rng.randrange(len(published))], who)
+            moves += 1
+        elif action == "rollback":
+            try:
+                store.rollback(who)
+                moves += 1
+            except StoreError as exc:
+                assert "no previous version" in str(exc)
+    Path(out).write_text(json.dumps({"moves": moves, "published": published}))
+
+
+def _race_reader(url: str, registry_url: str | None, stop: str, out: str) -> None:
+    # Polls until the writers are done; bounded so a broken writer cannot hang the test.
+    store = ArtifactStore(url, registry_url=registry_url)
+    polls, productions, violations = 0, set(), []
+    while not Path(stop).exists() and polls < 5000:
+        polls += 1
+        for version in store.versions()[-3:]:
+            problems = store.verify(version)
+            if problems:
+                violations.append(f"listed {version}: {problems}")
+        production = store.aliases().get("production")
+        if production is not None:
+            productions.add(production)
+            problems = store.verify(production)
+            if problems:
+                violations.append(f"production {production}: {problems}")
+    Path(out).write_text(json.dumps({"polls": polls, "productions": sorted(productions), "violations": violations}))
+
+
+def _race(tmp_path, registry_url: str | None) -> None:
+    url = str(tmp_path / "store")
+    ArtifactStore(url, registry_url=registry_url).versions()  # the schema exists before the race starts
+    ctx = multiprocessing.get_context("spawn")
+    stop = tmp_path / "writers-done"
+    reader = ctx.Process(target=_race_reader, args=(url, registry_url, str(stop), str(tmp_path / "reader.json")))
+    reader.start()
+    writers = [
+        ctx.Process(target=_race_worker, args=(url, registry_url, str(tmp_path / "src"), w, str(tmp_path / f"w{w}.json")))
+        for w in range(N_WORKERS)
+    ]
+    for p in writers:
+        p.start()
+    for p in writers:
+        p.join(300)
+    stop.touch()
+    reader.join(120)
+    assert [p.exitcode for p in writers] == [0] * N_WORKERS and reader.exitcode == 0
+    results = [json.loads((tmp_path / f"w{w}.json").read_text()) for w in range(N_WORKERS)]
+    seen = json.loads((tmp_path / "reader.json").read_text())
+
+    store = ArtifactStore(url, registry_url=registry_url)
+    published = sorted(v for r in results for v in r["published"])
+    assert store.versions() == published and len(published) == N_WORKERS * N_OPS
+    history = store.history()
+    assert len(history) == sum(r["moves"] for r in results)  # no lost history entry
+    for alias in ("latest", "production"):
+        moves = [h for h in history if h["alias"] == alias]
+        # Each move starts where the previous one ended: no lost update, no interleaving.
+        assert moves[0]["from"] is None and all(h["from"] == prev["to"] for prev, h in itertools.pairwise(moves))
+        assert store.resolve(alias) == moves[-1]["to"]
+    assert store.production_stack()[-1] == store.resolve("production")
+    assert seen["violations"] == [] and seen["polls"] >= 1 and set(seen["productions"]) <= set(published)
+    assert all(store.verify(v) == [] for v in published)
+
+
+def test_concurrent_publishers_and_promoters_on_sqlite_lose_nothing(tmp_path):
+    _race(tmp_path, None)
+
+
+def _postgres_bin() -> Path | None:
+    found = shutil.which("initdb")
+    candidates = [Path(found).resolve().parent] if found else []
+    candidates += sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+    return next((c for c in candidates if (c / "initdb").is_file() and (c / "pg_ctl").is_file()), None)
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    """A throw-away PostgreSQL server on 127.0.0.1, started from the Debian binaries."""
+    bindir = _postgres_bin()
+    if bindir is None:
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not installed: apt-get install postgresql")
+    psycopg = pytest.importorskip("psycopg", reason="the psycopg driver is not installed")
+    run_as: list[str] = []
+    base = Path(tempfile.mkdtemp(prefix="qdup-pg-"))
+    if os.geteuid() == 0:  # postgres refuses to run as root
+        try:
+            owner = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and there is no 'postgres' user to run the server as")
+        if shutil.which("runuser") is None:
+            pytest.skip("running as root and runuser is missing")
+        os.chown(base, owner.pw_uid, owner.pw_gid)
+        run_as = ["runuser", "-u", "postgres", "--"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = base / "data"
+    subprocess.run([*run_as, str(bindir / "initdb"), "-D", str(data), "-U", "qdup", "-A", "trust", "-E", "UTF8", "--no-sync"],
+                   check=True, capture_output=True, timeout=120)
+    options = f"-k {base} -h 127.0.0.1 -p {port} -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+    subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(base / "server.log"), "-w", "-t", "120",
+                    "-o", options, "start"], check=True, capture_output=True, timeout=180)
+    try:
+        with psycopg.connect(f"host=127.0.0.1 port={port} user=qdup dbname=postgres", autocommit=True) as conn:
+            conn.execute("CREATE DATABASE qdup_registry")
+        yield f"postgresql+psycopg://qdup@127.0.0.1:{port}/qdup_registry"
+    finally:
+        subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], check=False, capture_output=True, timeout=120)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_concurrent_publishers_and_promoters_on_postgresql_lose_nothing(tmp_path, postgres_url):
+    _race(tmp_path, postgres_url)
+    # Another host sees the same registry; a second store on it starts from what the first wrote.
+    store = ArtifactStore(str(tmp_path / "store"), registry_url=postgres_url)
+    assert len(store.versions()) == N_WORKERS * N_OPS
