@@ -115,6 +115,8 @@ _ENGINES_LOCK = threading.Lock()
 # The write transaction a thread holds inside `lock()`, per registry: every store object of
 # that registry in that thread joins it instead of waiting for itself.
 _HELD = threading.local()
+# Registries whose schema this process has checked: (registry URL, pid).
+_READY: set[tuple[str, int]] = set()
 
 
 def _make_engine(url: str) -> sa.Engine:
@@ -223,7 +225,6 @@ class ArtifactStore:
             registry_url = f"sqlite:///{self._p(REGISTRY_FILE)}"
         self.registry_url = registry_url
         self._is_pg = sa.engine.make_url(registry_url).get_backend_name() == "postgresql"
-        self._ready_pid: int | None = None
 
     # ------------------------------------------------------------ registry plumbing
 
@@ -238,29 +239,41 @@ class ArtifactStore:
             yield held
             return
         self._ensure_schema()
-        with _engine(self.registry_url).connect() as conn:
-            conn = conn.execution_options(qdup_write=write)
-            with conn.begin():
-                if write and self._is_pg:
-                    conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_LOCK_KEY)))
-                yield conn
-
-    def _ensure_schema(self) -> None:
-        if self._ready_pid == os.getpid():
-            return
         try:
             with _engine(self.registry_url).connect() as conn:
-                conn = conn.execution_options(qdup_write=True)
+                conn = conn.execution_options(qdup_write=write)
                 with conn.begin():
-                    if self._is_pg:
+                    if write and self._is_pg:
                         conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_LOCK_KEY)))
-                    _META.create_all(conn, checkfirst=True)
-                    if conn.execute(sa.select(_T_META.c.value).where(_T_META.c.key == "schema")).first() is None:
-                        self._import_legacy(conn)
-                        conn.execute(sa.insert(_T_META).values(key="schema", value="1"))
+                    yield conn
+        except sa.exc.OperationalError as exc:  # unreachable server, SQLite busy past its timeout, ...
+            raise StoreError(f"registry {_redacted(self.registry_url)} of store {self.url}: {exc.orig or exc}") from exc
+
+    def _ensure_schema(self) -> None:
+        key = (self.registry_url, os.getpid())
+        if key in _READY:
+            return
+        engine = _engine(self.registry_url)
+        try:
+            # Usually the schema is there: check without the write lock, so readers never wait.
+            with engine.connect() as conn, conn.begin():
+                ready = conn.execute(sa.select(_T_META.c.value).where(_T_META.c.key == "schema")).first() is not None
+        except sa.exc.DBAPIError:
+            ready = False
+        try:
+            if not ready:
+                with engine.connect() as conn:
+                    conn = conn.execution_options(qdup_write=True)
+                    with conn.begin():
+                        if self._is_pg:
+                            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_LOCK_KEY)))
+                        _META.create_all(conn, checkfirst=True)
+                        if conn.execute(sa.select(_T_META.c.value).where(_T_META.c.key == "schema")).first() is None:
+                            self._import_legacy(conn)
+                            conn.execute(sa.insert(_T_META).values(key="schema", value="1"))
         except sa.exc.SQLAlchemyError as exc:
             raise StoreError(f"registry {_redacted(self.registry_url)} of store {self.url} cannot be used: {exc}") from exc
-        self._ready_pid = os.getpid()
+        _READY.add(key)
 
     def _import_legacy(self, conn: sa.Connection) -> None:
         # Stores written before the registry existed: their versions, alias files and

@@ -388,7 +388,6 @@ def _race_reader(url: str, registry_url: str | None, stop: str, out: str) -> Non
 
 def _race(tmp_path, registry_url: str | None) -> None:
     url = str(tmp_path / "store")
-    ArtifactStore(url, registry_url=registry_url).versions()  # the schema exists before the race starts
     ctx = multiprocessing.get_context("spawn")
     stop = tmp_path / "writers-done"
     reader = ctx.Process(target=_race_reader, args=(url, registry_url, str(stop), str(tmp_path / "reader.json")))
