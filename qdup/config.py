@@ -121,6 +121,11 @@ class PublishConfig(_Section):
     """Where versions go and when `production` moves."""
 
     store_url: str | None = Field(default=None, description="fsspec URL; None: $QDUP_HOME/store")
+    registry_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the registry of versions and aliases; None: $QDUP_REGISTRY_URL, else a SQLite file "
+        "in a local store. A store shared by several hosts needs a server, e.g. postgresql+psycopg://user@host/qdup",
+    )
     gate_metric: Literal["roc_auc", "pr_auc", "accuracy", "f1"] = "roc_auc"
     tolerance: float = Field(default=0.0, ge=0, le=1, description="challenger may be this much worse than production")
     promote: bool = Field(default=True, description="False: publish only, never move production")

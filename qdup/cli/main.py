@@ -17,7 +17,7 @@ from qdup.errors import QdupError
 from qdup.runtime import VERBOSE, apply_tf_thread_defaults, import_tensorflow_quietly
 
 # Modules with a `register(subparsers)` function adding their commands.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("qdup.cli.registry",)
 
 
 def _count_or_fraction(text: str) -> float:
@@ -101,8 +101,7 @@ def resolve_model_path(text: str, store_url: str | None = None) -> Path:
     if "/" not in text:
         from qdup.registry.store import ArtifactStore
 
-        store = ArtifactStore(store_url)
-        return store.local_path(store.resolve(text)) / "model"
+        return ArtifactStore(store_url).open_version(text) / "model"
     raise QdupError(f"--model {text}: no such export folder")
 
 
