@@ -43,7 +43,7 @@ def lineage_markdown(m: dict[str, Any], promoted: bool, why: str) -> str:
 @task(name="publish", retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=retry_on_io, **TASK_OPTIONS)
 def publish_task(stages: dict[str, StageResult], cfg: RetrainConfig, version: str) -> dict[str, Any]:
     """Publish the exact outputs handed in as `version`; move `latest`, and `production` if it passes the gate."""
-    store = ArtifactStore(cfg.publish.store_url)
+    store = ArtifactStore(cfg.publish.store_url, registry_url=cfg.publish.registry_url)
     info = flow_run_info()
     outcome = publish_version(
         store, cfg, stages, version, run_info=info, actor=f"{actor()} via flow run {info.get('flow_run_name')}", log=run_log()

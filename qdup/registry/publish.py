@@ -223,7 +223,7 @@ def measure_production(
         return float(prod["metrics"]["test"][metric]), "stored metrics"
     from qdup.serving.predictor import load_inference
 
-    predictor = load_inference(store.local_path(production) / "model")
+    predictor = load_inference(store.open_version(production) / "model")
     test_df = read_split(stages["splits"].file("test.parquet"))
     return rescore_on(predictor, test_df, metric), "re-scored on the challenger's test split"
 
