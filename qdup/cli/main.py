@@ -34,7 +34,8 @@ def _quiet_environment() -> None:
     # The closed network makes telemetry fail noisily; TensorFlow's C++ banner is noise too.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # 3: also TensorFlow's C++ ERROR lines about optional CPU paths; its real errors reach Python as exceptions.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     apply_tf_thread_defaults()
     # Without a Prefect server, `qdup run` starts a temporary one; its first start on a fresh
     # PREFECT_HOME creates the database, which on a busy 2-core machine exceeds Prefect's 20 s.
@@ -298,6 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     if args.verbose:
         os.environ[VERBOSE] = "1"
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
     try:
         return args.func(args)
     except Exception as exc:
