@@ -251,9 +251,11 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    # The file is checked before Prefect is imported, so that a typo fails in a moment.
+    config = RetrainConfig.model_validate(load_config_file(args.config)) if args.config else None
     from deployments.retrain import serve
 
-    serve(RetrainConfig.model_validate(load_config_file(args.config)) if args.config else None)
+    serve(config)
     return 0
 
 
