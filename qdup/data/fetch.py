@@ -204,7 +204,7 @@ def _entry_dataset(cache_root: Path, sha256: str, source: str, outcome: Outcome)
 
 
 def _damage(cache_root: Path, sha256: str) -> str | None:
-    """Why the entry `cache_root/<sha256>` cannot be trusted, or None when its file hashes to its name.
+    """Why the data file of entry `cache_root/<sha256>` cannot be trusted, or None when it hashes to its name.
 
     Re-hashing costs a fraction of parsing the file, and is the only way to notice an edit on disk.
     """
@@ -223,11 +223,11 @@ def _damage(cache_root: Path, sha256: str) -> str | None:
         actual_size = data.stat().st_size
         actual = _file_digest(data, "sha256") if actual_size == size else None
     except OSError as e:
-        return f"{data} cannot be read ({type(e).__name__}: {e})"
+        return f"it cannot be read ({type(e).__name__}: {e})"
     if actual_size != size:
-        return f"{data} has {actual_size} bytes, its record says {size}"
+        return f"it has {actual_size} bytes, its record says {size}: edited or truncated on disk"
     if actual != sha256:
-        return f"{data} hashes to sha256 {actual}, not {sha256}: it was edited or corrupted on disk"
+        return f"it hashes to sha256 {actual}, not {sha256}: edited or corrupted on disk"
     return None
 
 
