@@ -85,7 +85,8 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
 
 
 def build_config(args: argparse.Namespace) -> RetrainConfig:
-    overrides: dict[str, Any] = {"seed": args.seed, "until": args.until}
+    # Flags override the config file only when given; unset, the file's (or the default) value stands.
+    overrides: dict[str, Any] = {k: v for k, v in (("seed", args.seed), ("until", args.until)) if v is not None}
     fetch: dict[str, Any] = {}
     if args.source:
         source = args.source
@@ -112,9 +113,9 @@ def build_config(args: argparse.Namespace) -> RetrainConfig:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    config = build_config(args)  # before the slow imports: a bad config fails at once
     from flows.retrain import retrain
 
-    config = build_config(args)
     outputs = retrain(config)
     print("outputs:")
     for name, path in outputs.items():
@@ -275,11 +276,11 @@ def make_parser() -> argparse.ArgumentParser:
     run.add_argument("--source", help="http(s):// or file:// URL, or a local path (default: the canonical Quora URL)")
     run.add_argument("--sha256", help="expected sha256 of the source file")
     run.add_argument("--refresh", action="store_true", help="download the source even if the cache holds it")
-    run.add_argument("--until", choices=STAGES, default="publish", help="stop after this stage")
+    run.add_argument("--until", choices=STAGES, help="stop after this stage (default: publish)")
     run.add_argument("--n-train", type=_count_or_fraction, help="training-range rows: a count, or a fraction of all rows")
     run.add_argument("--n-test", type=_count_or_fraction, help="test rows: a count, or a fraction of all rows")
     run.add_argument("--epochs", type=int)
-    run.add_argument("--seed", type=int, default=42)
+    run.add_argument("--seed", type=int, help="seed of every random choice (default 42)")
     run.add_argument("--config", help="JSON file with RetrainConfig fields; flags override it")
     run.set_defaults(func=cmd_run)
 
