@@ -15,7 +15,7 @@ from qdup.errors import QdupError
 from qdup.runtime import apply_tf_thread_defaults
 
 # Modules with a `register(subparsers)` function adding their commands.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("qdup.cli.serve",)
 
 
 def _count_or_fraction(text: str) -> float:
