@@ -29,7 +29,8 @@ def cmd_serve_model(args: argparse.Namespace) -> int:
     follower = ModelFollower(ArtifactStore(cfg.store), cfg.model, cfg.poll_s)
     # Load before listening: a reference that cannot be served is one clear error, not a server that never gets ready.
     served = follower.load_initial()
-    print(f"serving {cfg.model} = {served.version} (threshold {served.threshold:.4f}) on http://{cfg.host}:{cfg.port}/", flush=True)
+    where = f"http://{cfg.host}:{cfg.port}/"
+    print(f"serving {cfg.model} = {served.version} (threshold {served.threshold:.4f}) on {where}", flush=True)
     uvicorn.run(create_app(cfg, follower), host=cfg.host, port=cfg.port, log_level="info", access_log=args.access_log)
     return 0
 
@@ -39,13 +40,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     d = ServeConfig()
     p = subparsers.add_parser("serve-model", help="serve the model over HTTP (API, docs at /docs, web page at /)")
-    p.add_argument("--model", default=d.model, help="alias to follow (e.g. production) or version id to pin (default: %(default)s)")
+    p.add_argument("--model", default=d.model,
+                   help="alias to follow (e.g. production) or version id to pin (default: %(default)s)")
     p.add_argument("--store", help="store URL (default $QDUP_HOME/store)")
     p.add_argument("--host", default=d.host, help="address to listen on (default: %(default)s)")
     p.add_argument("--port", type=int, default=d.port, help="port (default: %(default)s)")
     p.add_argument("--max-batch-pairs", type=int, default=d.max_batch_pairs, help="pairs per request (default: %(default)s)")
     p.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes, help="bytes per request body (default: %(default)s)")
-    p.add_argument("--max-question-chars", type=int, default=d.max_question_chars, help="characters per question (default: %(default)s)")
+    p.add_argument("--max-question-chars", type=int, default=d.max_question_chars,
+                   help="characters per question (default: %(default)s)")
     p.add_argument("--batch-wait-ms", type=float, default=d.batch_wait_ms,
                    help="how long a request waits for others to share a model call (default: %(default)s)")
     p.add_argument("--poll-s", type=float, default=d.poll_s, help="seconds between checks of the alias (default: %(default)s)")

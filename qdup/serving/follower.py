@@ -16,7 +16,7 @@ import numpy as np
 from qdup.errors import QdupError
 from qdup.registry.store import ArtifactStore
 from qdup.serving.export import PROBE_PAIRS
-from qdup.serving.predictor import Predictor, load_inference
+from qdup.serving.predictor import SMALL_BATCH, Predictor, load_inference
 from qdup.serving.searcher import Searcher, load_searcher
 
 log = logging.getLogger("qdup.serving")
@@ -49,17 +49,23 @@ class ServedModel:
 
 
 def verify(predictor: Predictor, manifest: dict[str, Any]) -> None:
-    """Refuse a loaded model whose probe answers are not cosines or whose threshold is not its manifest's."""
+    """Refuse a loaded model whose probe answers are not cosines or whose threshold is not its manifest's.
+
+    The probes go through both of the predictor's paths (one graph call for small inputs, the
+    deduplicating batch path above SMALL_BATCH pairs), which also traces both before the first
+    request arrives.
+    """
     if not (math.isfinite(predictor.threshold) and -1.0 <= predictor.threshold <= 1.0):
         raise QdupError(f"threshold {predictor.threshold!r} is not a cosine in [-1, 1]")
     published = manifest.get("threshold")
     if published is not None and abs(float(published) - predictor.threshold) > 1e-9:
         raise QdupError(f"model threshold {predictor.threshold} differs from the manifest's {published}")
-    q1 = [a for a, _ in PROBE_PAIRS]
-    q2 = [b for _, b in PROBE_PAIRS]
-    sims = predictor.similarity(q1, q2)
-    if sims.shape != (len(q1),) or not np.all(np.isfinite(sims)) or np.any(np.abs(sims) > 1.0):
-        raise QdupError(f"probe pairs gave {sims.tolist()}, not {len(q1)} cosines")
+    small = ([a for a, _ in PROBE_PAIRS], [b for _, b in PROBE_PAIRS])
+    large = ([f"{a} {i}" for i in range(SMALL_BATCH + 1) for a in small[0][:1]], [small[1][0]] * (SMALL_BATCH + 1))
+    for q1, q2 in (small, large):
+        sims = predictor.similarity(q1, q2)
+        if sims.shape != (len(q1),) or not np.all(np.isfinite(sims)) or np.any(np.abs(sims) > 1.0):
+            raise QdupError(f"probe pairs gave {sims.tolist()[:8]}..., not {len(q1)} cosines")
 
 
 def load_served(store: ArtifactStore, version: str) -> ServedModel:

@@ -19,7 +19,9 @@ class ServeConfig(BaseModel):
     max_k: int = Field(default=100, ge=1, description="largest k a /v1/search request may ask for")
     max_question_chars: int = Field(default=2000, ge=1, description="characters in one question")
     max_body_bytes: int = Field(default=2_000_000, ge=1024, description="bytes in one request body")
-    batch_wait_ms: float = Field(default=2.0, ge=0, le=1000, description="how long a request waits for others to share its model call")
+    batch_wait_ms: float = Field(
+        default=2.0, ge=0, le=1000, description="how long a request waits for others to share its model call"
+    )
     max_microbatch_pairs: int = Field(default=1024, ge=1, description="pairs the micro-batcher puts into one model call")
     poll_s: float = Field(default=5.0, gt=0, description="how often the alias is checked for a move")
     probe_timeout_s: float = Field(default=10.0, gt=0, description="/readyz's limit for its probe pair")

@@ -136,9 +136,8 @@ def test_the_page_compares_two_questions_and_names_the_version(tmp_path, tiny_ex
         browser.type("#question2", "What is the best way to learn Python?")
         browser.click("#compare")
         similarity = float(browser.wait_text("#similarity"))
-        expected = httpx.post(
-            f"{url}/v1/similarity", json={"question1": "How do I learn Python?", "question2": "What is the best way to learn Python?"}
-        ).json()
+        pair = {"question1": "How do I learn Python?", "question2": "What is the best way to learn Python?"}
+        expected = httpx.post(f"{url}/v1/similarity", json=pair).json()
         assert similarity == pytest.approx(expected["similarity"], abs=1e-4)
         assert float(browser.text("#threshold")) == pytest.approx(0.3)
         assert browser.text("#version") == v1

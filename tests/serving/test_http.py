@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import subprocess
 import sys
@@ -15,11 +16,11 @@ import pytest
 
 from qdup.cli.main import main as cli_main
 from qdup.registry.store import ArtifactStore
-from qdup.serving.follower import ModelFollower
+from qdup.serving.follower import ModelFollower, ServedModel, load_served
 from qdup.serving.http import create_app
 from qdup.serving.predictor import load_inference
 from qdup.serving.settings import ServeConfig
-from tests.serving.conftest import THRESHOLDS, free_port, live_server, make_store, publish_export, wait_for
+from tests.serving.conftest import TEXTS, THRESHOLDS, free_port, live_server, make_store, publish_export, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 LIMITS = {"max_batch_pairs": 5, "max_question_chars": 200, "max_body_bytes": 4096, "max_search_queries": 3, "max_k": 20}
@@ -103,6 +104,45 @@ def test_search_without_an_index_is_501_naming_the_version_and_the_fix(shared):
         }
 
 
+class BruteForceSearcher:
+    """A real (small) Searcher: every indexed question compared with each query by the served model."""
+
+    def __init__(self, predictor, questions: list[str]):
+        self.predictor, self.questions = predictor, questions
+
+    def search(self, queries: list[str], k: int) -> list[list[dict]]:
+        out = []
+        for q in queries:
+            sims = self.predictor.similarity([q] * len(self.questions), self.questions)
+            order = np.argsort(-sims, kind="stable")[:k]
+            out.append([{"id": f"q{i}", "question": self.questions[i], "similarity": float(sims[i])} for i in order])
+        return out
+
+
+def test_search_answers_from_the_versions_index(store_v1_v2):
+    store, v1, _ = store_v1_v2
+
+    def with_index(store: ArtifactStore, version: str) -> ServedModel:
+        served = load_served(store, version)
+        return dataclasses.replace(served, searcher=BruteForceSearcher(served.predictor, TEXTS))
+
+    follower = ModelFollower(store, "production", poll_s=0.1, loader=with_index)
+    app = create_app(_cfg(store), follower)
+    with live_server(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+        r = client.post("/v1/search", json={"question": TEXTS[2], "k": 3})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["version"] == v1 and len(body["results"]) == 3
+        top = body["results"][0]
+        assert top["id"] == "q2" and top["question"] == TEXTS[2] and top["similarity"] == pytest.approx(1.0, abs=1e-5)
+        sims = [h["similarity"] for h in body["results"]]
+        assert sims == sorted(sims, reverse=True)
+        many = client.post("/v1/search", json={"questions": [TEXTS[0], TEXTS[4]], "k": 20}).json()
+        assert many["version"] == v1 and [len(hits) for hits in many["results"]] == [len(TEXTS), len(TEXTS)]
+        assert [hits[0]["id"] for hits in many["results"]] == ["q0", "q4"]
+        assert client.get("/v1/model").json()["search_index"] is True
+
+
 BAD_SIMILARITY = [
     ({}, "question1", "missing"),
     ({"question1": "a"}, "question2", "missing"),
@@ -155,7 +195,7 @@ def test_bad_search_requests_are_422_naming_the_field(shared, body, field, kind)
 def test_not_json_and_oversized_bodies_are_refused_before_parsing(shared):
     client = shared[0]
     r = client.post("/v1/similarity", content=b'{"question1": "a",', headers={"content-type": "application/json"})
-    assert r.status_code == 422 and r.json()["detail"][0]["type"] == "json_invalid"
+    assert r.status_code == 422 and r.json()["detail"][0]["type"] == "json_invalid" and r.json()["detail"][0]["field"] == "body"
     # Each question is within its limit; the body (about 5 kB) is over max_body_bytes = 4096.
     big = {"pairs": [{"question1": "q" * 190, "question2": "r" * 190}] * 13}
     r = client.post("/v1/similarity", json=big)
@@ -172,7 +212,12 @@ def test_not_json_and_oversized_bodies_are_refused_before_parsing(shared):
 
 def test_nothing_a_client_sends_opens_another_file(shared):
     client, _, _, v1, _ = shared
-    for path in ("/static/../pyproject.toml", "/static/%2e%2e/%2e%2e/pyproject.toml", "/static/..%2f..%2fpyproject.toml", "/static//etc/passwd"):
+    for path in (
+        "/static/../pyproject.toml",
+        "/static/%2e%2e/%2e%2e/pyproject.toml",
+        "/static/..%2f..%2fpyproject.toml",
+        "/static//etc/passwd",
+    ):
         assert client.get(path).status_code == 404, path
     assert client.get("/v1/model", params={"model": "/etc/passwd", "version": "x"}).json()["version"] == v1
     r = client.post("/v1/similarity", params={"model": "../x"}, json={"question1": "a", "question2": "b"})
