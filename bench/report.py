@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 from typing import Any
+
+import numpy as np
 
 FULL_ROWS = 404_290
 GIB = 1024**3
@@ -19,7 +20,8 @@ ACCURACY_TOLERANCE = 0.005
 TARGETS = {
     "train_speedup": 3.0,
     "prep_seconds": 60.0,
-    "warm_rerun_seconds": 20.0,
+    "warm_rerun_seconds": 15.0,
+    "warm_rerun_served_seconds": 8.0,
     "predict_p50_ms": 5.0,
     "batch_pairs_per_s": 10_000.0,
     "peak_rss_bytes": 4 * GIB,
@@ -30,16 +32,12 @@ TARGETS = {
 
 
 def percentile(values: Sequence[float], q: float) -> float:
-    """The q-th percentile (0..100) with linear interpolation between order statistics (numpy's default)."""
+    """The q-th percentile (0..100), linear interpolation (numpy's default), with the errors named."""
     if not values:
         raise ValueError("percentile of no values")
     if not 0 <= q <= 100:
         raise ValueError(f"q must be in [0, 100], got {q}")
-    s = sorted(values)
-    pos = (len(s) - 1) * q / 100.0
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+    return float(np.percentile(np.asarray(values, dtype=float), q))
 
 
 def latency_summary(seconds: Sequence[float]) -> dict[str, float]:
@@ -140,7 +138,13 @@ def evaluate_targets(results: dict[str, Any], dataset: str = "generated") -> lis
     )
     warm = _get(results, "warm_rerun", "warm_seconds")
     rows.append(
-        _limit_row("warm re-run (`qdup run`, nothing changed)", "<= 20 s end to end", warm, f"{warm or 0:.1f} s", TARGETS["warm_rerun_seconds"], "s")
+        _limit_row("warm re-run (`qdup run`, nothing changed), temporary Prefect server", "<= 15 s end to end", warm, f"{warm or 0:.1f} s",
+                   TARGETS["warm_rerun_seconds"], "s")
+    )
+    served = _get(results, "warm_rerun", "served_seconds")
+    rows.append(
+        _limit_row("warm re-run against a running Prefect server (`PREFECT_API_URL`)", "<= 8 s end to end", served, f"{served or 0:.1f} s",
+                   TARGETS["warm_rerun_served_seconds"], "s")
     )
     p50 = _get(data, "stages", "inference", "info", "single_pair", "p50_ms")
     p99 = _get(data, "stages", "inference", "info", "single_pair", "p99_ms")

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import os
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from qdup.config import STAGES, RetrainConfig
-from qdup.errors import QdupError
-from qdup.runtime import apply_tf_thread_defaults
+from qdup.errors import ConfigError, QdupError
+from qdup.runtime import VERBOSE, apply_tf_thread_defaults, import_tensorflow_quietly
 
 # Modules with a `register(subparsers)` function adding their commands.
-COMMAND_MODULES: tuple[str, ...] = ("qdup.cli.serve",)
+COMMAND_MODULES: tuple[str, ...] = ("qdup.cli.registry", "qdup.cli.serve")
 
 
 def _count_or_fraction(text: str) -> float:
@@ -32,7 +34,8 @@ def _quiet_environment() -> None:
     # The closed network makes telemetry fail noisily; TensorFlow's C++ banner is noise too.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # 3: also TensorFlow's C++ ERROR lines about optional CPU paths; its real errors reach Python as exceptions.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     apply_tf_thread_defaults()
     # Without a Prefect server, `qdup run` starts a temporary one; its first start on a fresh
     # PREFECT_HOME creates the database, which on a busy 2-core machine exceeds Prefect's 20 s.
@@ -50,8 +53,40 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """The RetrainConfig fields in a JSON file, checked; QdupError naming the file and the problem otherwise."""
+    from pydantic import ValidationError
+
+    name = str(path)
+    try:
+        text = Path(path).expanduser().read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{name}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{name}: cannot read it ({exc})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{name}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{name}: expected a JSON object of RetrainConfig fields, got {type(data).__name__}")
+    try:
+        RetrainConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            where = ".".join(str(part) for part in err["loc"])
+            if err["type"] == "extra_forbidden":
+                problems.append(f"unknown field '{where}'")
+            else:
+                problems.append(f"{where}: {err['msg']}")
+        raise ConfigError(f"{name}: {'; '.join(problems)}") from None
+    return data
+
+
 def build_config(args: argparse.Namespace) -> RetrainConfig:
-    overrides: dict[str, Any] = {"seed": args.seed, "until": args.until}
+    # Flags override the config file only when given; unset, the file's (or the default) value stands.
+    overrides: dict[str, Any] = {k: v for k, v in (("seed", args.seed), ("until", args.until)) if v is not None}
     fetch: dict[str, Any] = {}
     if args.source:
         source = args.source
@@ -60,6 +95,8 @@ def build_config(args: argparse.Namespace) -> RetrainConfig:
         fetch["source"] = source
     if args.sha256:
         fetch["sha256"] = args.sha256
+    if args.refresh:
+        fetch["refresh"] = True
     split: dict[str, Any] = {}
     if args.n_train is not None:
         split["n_train"] = args.n_train
@@ -68,10 +105,7 @@ def build_config(args: argparse.Namespace) -> RetrainConfig:
     train: dict[str, Any] = {}
     if args.epochs is not None:
         train["epochs"] = args.epochs
-    if args.config:
-        base = json.loads(Path(args.config).read_text())
-    else:
-        base = {}
+    base = load_config_file(args.config) if args.config else {}
     for section, values in (("fetch", fetch), ("split", split), ("train", train)):
         if values:
             base[section] = {**base.get(section, {}), **values}
@@ -79,9 +113,9 @@ def build_config(args: argparse.Namespace) -> RetrainConfig:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    config = build_config(args)  # before the slow imports: a bad config fails at once
     from flows.retrain import retrain
 
-    config = build_config(args)
     outputs = retrain(config)
     print("outputs:")
     for name, path in outputs.items():
@@ -99,19 +133,24 @@ def resolve_model_path(text: str, store_url: str | None = None) -> Path:
     if "/" not in text:
         from qdup.registry.store import ArtifactStore
 
-        store = ArtifactStore(store_url)
-        return store.local_path(store.resolve(text)) / "model"
+        return ArtifactStore(store_url).open_version(text) / "model"
     raise QdupError(f"--model {text}: no such export folder")
 
 
-def _progress_bar(done: int, total: int) -> None:
-    width = 30
-    filled = width * done // max(total, 1)
-    end = "\n" if done >= total else ""
-    print(f"\rscoring [{'#' * filled}{'.' * (width - filled)}] {done:,}/{total:,}", end=end, file=sys.stderr, flush=True)
+@contextlib.contextmanager
+def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
+    """A rich progress bar on stderr; yields `update(done, total)`."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True)) as progress:
+        task = progress.add_task(description, total=None)
+        yield lambda done, total: progress.update(task, completed=done, total=total)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    import_tensorflow_quietly()
     from qdup.serving.predictor import load_inference, score_file
 
     if args.pairs:
@@ -123,7 +162,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise QdupError(f"give exactly two questions (got {len(args.questions)}), or --pairs FILE.tsv --out FILE.parquet")
     predictor = load_inference(resolve_model_path(args.model, args.store))
     if args.pairs:
-        info = score_file(predictor, Path(args.pairs), Path(args.out), chunk_size=args.chunk_size, progress=_progress_bar)
+        with progress_bar("scoring") as update:
+            info = score_file(predictor, Path(args.pairs), Path(args.out), chunk_size=args.chunk_size, progress=update)
         if args.json:
             print(json.dumps(info, default=str))
         else:
@@ -212,14 +252,18 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    # The file is checked before Prefect is imported, so that a typo fails in a moment.
+    config = RetrainConfig.model_validate(load_config_file(args.config)) if args.config else None
     from deployments.retrain import serve
 
-    serve()
+    serve(config)
     return 0
 
 
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qdup", description="Duplicate-question detection retraining pipeline.")
+    parser.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
+    parser.add_argument("--verbose", action="store_true", help="show TensorFlow's start-up messages too")
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo-data", help="write a synthetic dataset in the Quora TSV format")
@@ -231,11 +275,12 @@ def make_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the retrain flow")
     run.add_argument("--source", help="http(s):// or file:// URL, or a local path (default: the canonical Quora URL)")
     run.add_argument("--sha256", help="expected sha256 of the source file")
-    run.add_argument("--until", choices=STAGES, default="publish", help="stop after this stage")
+    run.add_argument("--refresh", action="store_true", help="download the source even if the cache holds it")
+    run.add_argument("--until", choices=STAGES, help="stop after this stage (default: publish)")
     run.add_argument("--n-train", type=_count_or_fraction, help="training-range rows: a count, or a fraction of all rows")
     run.add_argument("--n-test", type=_count_or_fraction, help="test rows: a count, or a fraction of all rows")
     run.add_argument("--epochs", type=int)
-    run.add_argument("--seed", type=int, default=42)
+    run.add_argument("--seed", type=int, help="seed of every random choice (default 42)")
     run.add_argument("--config", help="JSON file with RetrainConfig fields; flags override it")
     run.set_defaults(func=cmd_run)
 
@@ -269,6 +314,7 @@ def make_parser() -> argparse.ArgumentParser:
     promote.add_argument("--why", default="manual promotion")
     store_command("rollback", "point production back at the previous production", cmd_rollback)
     serve = sub.add_parser("serve", help="serve the retrain flow with its weekly schedule (no work pool needed)")
+    serve.add_argument("--config", help="JSON file with the RetrainConfig fields the schedule sets; the rest stay code defaults")
     serve.set_defaults(func=cmd_serve)
     # Each area's commands live in their own module and add themselves here.
     for name in COMMAND_MODULES:
@@ -276,21 +322,34 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def validation_message(exc: Exception) -> str:
+    """A pydantic ValidationError as one line naming each field and its problem."""
+    errors = exc.errors()  # type: ignore[attr-defined]
+    parts = [f"{'.'.join(str(x) for x in e['loc']) or '<root>'}: {e['msg']}" for e in errors]
+    return f"invalid configuration: {'; '.join(parts)}"
+
+
 def main(argv: list[str] | None = None) -> int:
     _quiet_environment()
     args = make_parser().parse_args(argv)
+    if args.verbose:
+        os.environ[VERBOSE] = "1"
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
     try:
         return args.func(args)
-    except QdupError as exc:
-        print(f"qdup: error: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:  # pydantic.ValidationError and anything else: name it, exit non-zero
+    except Exception as exc:
         from pydantic import ValidationError
 
-        if isinstance(exc, ValidationError):
-            print(f"qdup: invalid configuration: {exc}", file=sys.stderr)
-            return 2
-        raise
+        if args.debug:
+            raise
+        if isinstance(exc, QdupError):
+            message, status = str(exc), 2
+        elif isinstance(exc, ValidationError):
+            message, status = validation_message(exc), 2
+        else:  # a bug or an environment failure: name it; --debug shows where
+            message, status = f"{type(exc).__name__}: {exc} (run with --debug for the traceback)", 1
+        print(f"qdup: error: {message}", file=sys.stderr)
+        return status
 
 
 if __name__ == "__main__":

@@ -27,13 +27,9 @@ def _now() -> str:
 
 
 def version_dir(store: ArtifactStore, version: str) -> Path:
-    """The local folder of a version, ready to load from (the one place the server opens the store).
-
-    Once the store verifies versions on open (`ArtifactStore.open_version`), this becomes
-    `store.open_version(version)`: then a version whose files do not match its manifest's hashes
-    is refused here, before anything is loaded.
-    """
-    return store.local_path(store.resolve(version))
+    """The local folder of a version, every file checked against its manifest's sha256 (the one
+    place the server opens the store): a damaged version is refused before anything is loaded."""
+    return store.open_version(version)
 
 
 @dataclass(frozen=True)

@@ -286,19 +286,26 @@ def test_promotion_and_rollback_are_followed_without_failed_requests(served):
     assert v2 in changes and changes[-1] == v1
 
 
-@pytest.mark.parametrize("damage", ["tampered", "missing"])
+@pytest.mark.parametrize("damage", ["garbage model", "missing file", "altered vocabulary"])
 def test_a_broken_version_is_not_switched_to_and_model_says_so(served, tiny_exports, damage):
     client, app, store, v1, v2 = served
     broken = publish_export(store, tiny_exports["v2"], THRESHOLDS["v2"])
     model_dir = store.local_path(broken) / "model"
-    if damage == "tampered":
+    if damage == "garbage model":
         (model_dir / "inference.keras").write_bytes(b"not a keras file")
-    else:
+    elif damage == "missing file":
         (model_dir / "threshold.json").unlink()
-    store.promote(broken, "test", why="bad")
+    else:  # the model would load and answer: only the manifest's hashes tell
+        with (model_dir / "vocabulary.txt").open("a") as handle:
+            handle.write("extra\n")
+    # `promote` refuses a damaged version; the alias is moved as a damaged store or a careless hand would.
+    with store.lock():
+        store.move_alias("production", broken, "damaged", "test", "promote")
     facts = wait_for(lambda: (f := client.get("/v1/model").json())["last_error"] and f)
     assert facts["version"] == v1 and facts["last_error"]["version"] == broken
     assert facts["last_error"]["still_serving"] == v1 and facts["last_error"]["error"]
+    if damage == "altered vocabulary":
+        assert "model/vocabulary.txt" in facts["last_error"]["error"]
     assert _version_of(client) == v1 and client.get("/readyz").json()["version"] == v1
     # A good version afterwards is switched to, and the error is cleared.
     store.promote(v2, "test", why="fixed")
