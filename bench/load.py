@@ -62,7 +62,7 @@ def shared_dir() -> Path:
 
 def _publish(store, export: Path, threshold: float, manifest: dict[str, Any]) -> str:
     files = {f"model/{p.name}": p for p in sorted(export.iterdir())}
-    return store.publish(files, manifest | {"threshold": threshold})
+    return store.publish(files, manifest | {"threshold": {"value": threshold, "chosen_on": "test rows (load test only)"}})
 
 
 def build_store(root: Path, source_store: str | None, epochs: int, seed: int) -> tuple[str, str, str, dict[str, Any]]:

@@ -44,6 +44,18 @@ class ServedModel:
     loaded_at: str = field(default_factory=_now)
 
 
+def manifest_threshold(manifest: dict[str, Any]) -> float | None:
+    """The threshold a version's manifest records (`{"value": ...}` as the pipeline publishes it), if any."""
+    recorded = manifest.get("threshold")
+    if isinstance(recorded, dict):
+        recorded = recorded.get("value")
+    if recorded is None:
+        return None
+    if isinstance(recorded, bool) or not isinstance(recorded, (int, float)):
+        raise QdupError(f"manifest threshold {recorded!r} is not a number")
+    return float(recorded)
+
+
 def verify(predictor: Predictor, manifest: dict[str, Any]) -> None:
     """Refuse a loaded model whose probe answers are not cosines or whose threshold is not its manifest's.
 
@@ -53,8 +65,8 @@ def verify(predictor: Predictor, manifest: dict[str, Any]) -> None:
     """
     if not (math.isfinite(predictor.threshold) and -1.0 <= predictor.threshold <= 1.0):
         raise QdupError(f"threshold {predictor.threshold!r} is not a cosine in [-1, 1]")
-    published = manifest.get("threshold")
-    if published is not None and abs(float(published) - predictor.threshold) > 1e-9:
+    published = manifest_threshold(manifest)
+    if published is not None and abs(published - predictor.threshold) > 1e-9:
         raise QdupError(f"model threshold {predictor.threshold} differs from the manifest's {published}")
     small = ([a for a, _ in PROBE_PAIRS], [b for _, b in PROBE_PAIRS])
     large = ([f"{a} {i}" for i in range(SMALL_BATCH + 1) for a in small[0][:1]], [small[1][0]] * (SMALL_BATCH + 1))

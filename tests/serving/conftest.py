@@ -46,7 +46,7 @@ def publish_export(store: ArtifactStore, export: Path, threshold: float, auc: fl
     files = {f"model/{p.name}": p for p in sorted(export.iterdir())}
     manifest = {
         "dataset": {"sha256": DATASET_SHA},
-        "threshold": threshold,
+        "threshold": {"value": threshold, "chosen_on": "calibration"},  # as the pipeline publishes it
         "metrics": {"test": {"roc_auc": auc, "f1": 0.5}},
     }
     return store.publish(files, manifest)
