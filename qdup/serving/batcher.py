@@ -1,0 +1,153 @@
+"""Micro-batching: concurrent requests share one model call, run off the event loop in one worker thread."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import numpy as np
+
+from qdup.serving.follower import ServedModel
+
+T = TypeVar("T")
+
+
+@dataclass
+class _Item:
+    served: ServedModel
+    q1: list[str]
+    q2: list[str]
+    future: asyncio.Future
+    arrived: float
+
+
+@dataclass
+class BatchStats:
+    """What the batcher did: model calls, requests and pairs, and how many requests shared a call."""
+
+    calls: int = 0
+    requests: int = 0
+    pairs: int = 0
+    max_requests_per_call: int = 0
+    requests_per_call: Counter = field(default_factory=Counter)
+
+    def record(self, requests: int, pairs: int) -> None:
+        self.calls += 1
+        self.requests += requests
+        self.pairs += pairs
+        self.max_requests_per_call = max(self.max_requests_per_call, requests)
+        self.requests_per_call[requests] += 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "model_calls": self.calls,
+            "requests": self.requests,
+            "pairs": self.pairs,
+            "mean_requests_per_call": round(self.requests / self.calls, 3) if self.calls else None,
+            "max_requests_per_call": self.max_requests_per_call,
+            "requests_per_call": {str(k): v for k, v in sorted(self.requests_per_call.items())},
+        }
+
+
+class MicroBatcher:
+    """Queue pair requests; one collector gathers them for up to `wait_ms` (or `max_pairs` pairs) into one call.
+
+    The model runs in a single worker thread, so the event loop keeps accepting requests while
+    it computes; requests that queue up meanwhile form the next call. Requests are grouped by
+    the ServedModel they started with, so each is answered by the version it names.
+    """
+
+    def __init__(self, wait_ms: float = 2.0, max_pairs: int = 1024):
+        self.wait_s = wait_ms / 1000.0
+        self.max_pairs = max_pairs
+        self.stats = BatchStats()
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qdup-model")
+        self._queue: asyncio.Queue[_Item] | None = None
+        self._task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        self._queue = asyncio.Queue()
+        self._task = asyncio.create_task(self._collect(), name="qdup-batcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        while self._queue is not None and not self._queue.empty():
+            item = self._queue.get_nowait()
+            if not item.future.done():
+                item.future.set_exception(RuntimeError("the server is shutting down"))
+        self.executor.shutdown(wait=True)
+
+    async def similarity(self, served: ServedModel, q1: list[str], q2: list[str]) -> np.ndarray:
+        """Similarities of the pairs, computed by `served` together with whatever else is queued."""
+        if self._queue is None:
+            raise RuntimeError("the batcher is not started")
+        loop = asyncio.get_running_loop()
+        item = _Item(served, q1, q2, loop.create_future(), loop.time())
+        self._queue.put_nowait(item)
+        return await item.future
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run another model computation (e.g. a search) on the model thread, in turn with the batches."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    async def _collect(self) -> None:
+        assert self._queue is not None
+        queue = self._queue
+        loop = asyncio.get_running_loop()
+        while True:
+            first = await queue.get()
+            batch = [first]
+            pairs = len(first.q1)
+            # Wait from the first request's arrival: one that queued during the previous call has
+            # already waited, so a busy server dispatches at once with everything queued.
+            deadline = first.arrived + self.wait_s
+            while pairs < self.max_pairs:
+                try:
+                    item = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        break
+                    try:
+                        item = await asyncio.wait_for(queue.get(), remaining)
+                    except TimeoutError:
+                        break
+                batch.append(item)
+                pairs += len(item.q1)
+            await self._run_batch(loop, batch)
+
+    async def _run_batch(self, loop: asyncio.AbstractEventLoop, batch: list[_Item]) -> None:
+        groups: dict[int, list[_Item]] = {}
+        for item in batch:
+            groups.setdefault(id(item.served), []).append(item)
+        for items in groups.values():
+            items = [it for it in items if not it.future.done()]  # the client went away
+            if not items:
+                continue
+            q1 = [q for it in items for q in it.q1]
+            q2 = [q for it in items for q in it.q2]
+            predictor = items[0].served.predictor
+            try:
+                sims = await loop.run_in_executor(self.executor, predictor.similarity, q1, q2)
+            except Exception as exc:
+                for it in items:
+                    if not it.future.done():
+                        it.future.set_exception(exc)
+                continue
+            self.stats.record(len(items), len(q1))
+            start = 0
+            for it in items:
+                end = start + len(it.q1)
+                if not it.future.done():
+                    it.future.set_result(sims[start:end])
+                start = end

@@ -1,0 +1,351 @@
+"""The HTTP API and web page of `qdup serve-model`: similarity, search, model facts, health, readiness."""
+
+# No `from __future__ import annotations`: the endpoints' body types are local to create_app, and
+# FastAPI must see them as objects, not as names it would look up in this module.
+import asyncio
+import contextlib
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, StringConstraints, Tag
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from qdup.registry.store import ArtifactStore
+from qdup.serving.batcher import MicroBatcher
+from qdup.serving.follower import ModelFollower, ServedModel
+from qdup.serving.settings import ServeConfig
+
+STATIC_DIR = Path(str(resources.files("qdup.serving") / "static"))
+# Tags of the request forms (one pair or a batch; one question or several); not field names, so
+# they are left out of the field path that errors name.
+_FORM_TAGS = {"one_pair_form", "pairs_form", "one_question_form", "questions_form"}
+
+
+def _error_body(field: str, msg: str, kind: str) -> dict[str, Any]:
+    return {"error": f"{field}: {msg}", "detail": [{"loc": ["body"], "field": field, "msg": msg, "type": kind}]}
+
+
+class BodyLimit:
+    """Refuse a request body over `limit` bytes before anything parses it: by Content-Length, and while streaming."""
+
+    def __init__(self, app: ASGIApp, limit: int):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_large = JSONResponse(_error_body("body", f"request body is over {self.limit:,} bytes", "too_large"), status_code=413)
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = self.limit + 1
+                if declared > self.limit:
+                    await too_large(scope, receive, send)
+                    return
+        received = 0
+        started = False
+        refused = False
+
+        async def limited_receive() -> Message:
+            # Over the limit mid-stream: answer 413 ourselves and tell the app the client left,
+            # so that nothing parses the body and nothing the app says afterwards is sent.
+            nonlocal received, refused
+            if refused:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    refused = True
+                    if not started:
+                        await too_large(scope, receive, send)
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if refused:
+                return
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except Exception:
+            if not refused:
+                raise
+
+
+def _field_path(loc: tuple[Any, ...] | list[Any]) -> str:
+    parts = [str(p) for p in loc if p != "body" and p not in _FORM_TAGS]
+    return ".".join(parts) or "body"
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """422 naming each offending field (dotted path), without echoing the input back."""
+    details = []
+    for e in exc.errors():
+        loc = e.get("loc", ())
+        field = "body" if e.get("type") == "json_invalid" else _field_path(loc)
+        details.append({"loc": list(loc), "field": field, "msg": e.get("msg"), "type": e.get("type")})
+    first = details[0] if details else {"field": "body", "msg": "invalid request"}
+    return JSONResponse({"error": f"{first['field']}: {first['msg']}", "detail": details}, status_code=422)
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty or whitespace-only")
+    return value
+
+
+def _form(many_key: str) -> Discriminator:
+    """Choose the request form by the key present: a body is validated against one form only, and
+    its errors name that form's fields (not every branch of a union)."""
+
+    def tag(value: Any) -> str | None:
+        if not isinstance(value, dict):
+            return None
+        return f"{many_key}_form" if many_key in value else f"one_{many_key.removesuffix('s')}_form"
+
+    return Discriminator(tag)
+
+
+def request_models(cfg: ServeConfig) -> dict[str, Any]:
+    """The request and response models, with this configuration's limits in them (and in /docs)."""
+    Question = Annotated[
+        str,
+        StringConstraints(strict=True, min_length=1, max_length=cfg.max_question_chars),
+        AfterValidator(_not_blank),
+        Field(description=f"a question: a non-blank string of at most {cfg.max_question_chars:,} characters"),
+    ]
+    strict = ConfigDict(extra="forbid")
+
+    class PairRequest(BaseModel):
+        model_config = strict
+        question1: Question
+        question2: Question
+
+    class Pair(BaseModel):
+        model_config = strict
+        question1: Question
+        question2: Question
+
+    class PairsRequest(BaseModel):
+        model_config = strict
+        pairs: list[Pair] = Field(min_length=1, max_length=cfg.max_batch_pairs)
+
+    class QuestionRequest(BaseModel):
+        model_config = strict
+        question: Question
+        k: int = Field(default=10, ge=1, le=cfg.max_k, strict=True)
+
+    class QuestionsRequest(BaseModel):
+        model_config = strict
+        questions: list[Question] = Field(min_length=1, max_length=cfg.max_search_queries)
+        k: int = Field(default=10, ge=1, le=cfg.max_k, strict=True)
+
+    SimilarityBody = Annotated[
+        Annotated[PairRequest, Tag("one_pair_form")] | Annotated[PairsRequest, Tag("pairs_form")], _form("pairs")
+    ]
+    SearchBody = Annotated[
+        Annotated[QuestionRequest, Tag("one_question_form")] | Annotated[QuestionsRequest, Tag("questions_form")],
+        _form("questions"),
+    ]
+    return {
+        "SimilarityBody": SimilarityBody,
+        "SearchBody": SearchBody,
+        "PairsRequest": PairsRequest,
+        "QuestionsRequest": QuestionsRequest,
+    }
+
+
+class Score(BaseModel):
+    similarity: float = Field(description="cosine of the two questions' encodings, in [-1, 1]")
+    duplicate: bool = Field(description="similarity >= threshold")
+
+
+class SimilarityAnswer(Score):
+    version: str
+    threshold: float
+
+
+class PairsAnswer(BaseModel):
+    version: str
+    threshold: float
+    results: list[Score]
+
+
+class HitOut(BaseModel):
+    id: str | int
+    question: str
+    similarity: float
+
+
+class SearchAnswer(BaseModel):
+    version: str
+    results: list[HitOut]
+
+
+class SearchManyAnswer(BaseModel):
+    version: str
+    results: list[list[HitOut]]
+
+
+class Problem(BaseModel):
+    error: str
+    version: str | None = None
+
+
+def no_index_message(version: str) -> str:
+    return f"no question index for version {version}; build one with `qdup index build --model {version}`"
+
+
+def _no_model(follower: ModelFollower) -> JSONResponse:
+    reason = follower.last_error["error"] if follower.last_error else "still loading"
+    return JSONResponse({"error": f"no model is loaded for {follower.ref!r}: {reason}", "version": None}, status_code=503)
+
+
+def create_app(cfg: ServeConfig, follower: ModelFollower | None = None) -> FastAPI:
+    """The ASGI app. Without a follower, one is made for cfg.model and loads in the background at startup."""
+    follower = follower or ModelFollower(ArtifactStore(cfg.store), cfg.model, cfg.poll_s)
+    batcher = MicroBatcher(cfg.batch_wait_ms, cfg.max_microbatch_pairs)
+    models = request_models(cfg)
+    SimilarityBody, SearchBody = models["SimilarityBody"], models["SearchBody"]
+    PairsRequest, QuestionsRequest = models["PairsRequest"], models["QuestionsRequest"]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await batcher.start()
+        follower.start()
+        try:
+            yield
+        finally:
+            follower.stop()
+            await batcher.stop()
+
+    app = FastAPI(
+        title="qdup",
+        summary="Is this question a duplicate? Answered by the store's current version of the model.",
+        version="1",
+        lifespan=lifespan,
+    )
+    app.state.cfg = cfg
+    app.state.follower = follower
+    app.state.batcher = batcher
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_middleware(BodyLimit, limit=cfg.max_body_bytes)
+
+    @app.post(
+        "/v1/similarity",
+        response_model=SimilarityAnswer | PairsAnswer,
+        responses={422: {"model": Problem}, 413: {"model": Problem}, 503: {"model": Problem}},
+        summary="Similarity and duplicate decision for one pair, or a batch of pairs",
+    )
+    async def similarity(body: SimilarityBody):
+        served = follower.current  # this request finishes on this version, whatever switches meanwhile
+        if served is None:
+            return _no_model(follower)
+        if isinstance(body, PairsRequest):
+            q1 = [p.question1 for p in body.pairs]
+            q2 = [p.question2 for p in body.pairs]
+        else:
+            q1, q2 = [body.question1], [body.question2]
+        sims = await batcher.similarity(served, q1, q2)
+        # Plain dicts straight to JSON: re-validating a thousand results against the response
+        # model would cost more than computing them (the model still documents the answer in /docs).
+        threshold = served.threshold
+        scores = [{"similarity": s, "duplicate": s >= threshold} for s in sims.tolist()]
+        if isinstance(body, PairsRequest):
+            return JSONResponse({"version": served.version, "threshold": threshold, "results": scores})
+        return JSONResponse({"version": served.version, "threshold": threshold, **scores[0]})
+
+    @app.post(
+        "/v1/search",
+        response_model=SearchAnswer | SearchManyAnswer,
+        responses={422: {"model": Problem}, 501: {"model": Problem}, 503: {"model": Problem}},
+        summary="The indexed questions most similar to a question (or to each of several)",
+    )
+    async def search(body: SearchBody):
+        served = follower.current
+        if served is None:
+            return _no_model(follower)
+        if served.searcher is None:
+            return JSONResponse({"error": no_index_message(served.version), "version": served.version}, status_code=501)
+        many = isinstance(body, QuestionsRequest)
+        queries = body.questions if many else [body.question]
+        hits = await batcher.run(served.searcher.search, queries, body.k)
+        if many:
+            return SearchManyAnswer(version=served.version, results=hits)
+        return SearchAnswer(version=served.version, results=hits[0])
+
+    @app.get("/v1/model", summary="The served version: id, aliases, threshold, test metrics, dataset, switches")
+    async def model() -> dict[str, Any]:
+        served = follower.current
+        return await run_in_threadpool(model_facts, follower, served, batcher, cfg)
+
+    @app.get("/healthz", summary="The process is up")
+    async def healthz() -> dict[str, Any]:
+        served = follower.current
+        return {"status": "ok", "version": served.version if served else None}
+
+    @app.get("/readyz", summary="A model is loaded and answers a probe pair", responses={503: {"model": Problem}})
+    async def readyz():
+        served = follower.current
+        if served is None:
+            return _no_model(follower)
+        try:
+            sims = await asyncio.wait_for(
+                batcher.similarity(served, ["How do I learn Python?"], ["What is the best way to learn Python?"]),
+                cfg.probe_timeout_s,
+            )
+        except Exception as exc:  # a stuck or failing model thread means not ready, whatever the cause
+            problem = {"error": f"probe failed: {type(exc).__name__}: {exc}", "version": served.version}
+            return JSONResponse(problem, status_code=503)
+        return {"status": "ready", "version": served.version, "probe_similarity": float(sims[0])}
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app
+
+
+def model_facts(follower: ModelFollower, served: ServedModel | None, batcher: MicroBatcher, cfg: ServeConfig) -> dict[str, Any]:
+    """What /v1/model answers (reads the store's aliases, so it runs off the event loop)."""
+    facts: dict[str, Any] = {"ref": follower.ref, "version": None, "last_error": follower.last_error}
+    if served is not None:
+        manifest = served.manifest
+        try:
+            aliases = follower.store.aliases_of(served.version)
+        except Exception as exc:  # the store is unreadable right now; the model still answers
+            aliases = None
+            facts["aliases_error"] = f"{type(exc).__name__}: {exc}"
+        test = (manifest.get("metrics") or {}).get("test")
+        facts |= {
+            "version": served.version,
+            "aliases": aliases,
+            "threshold": served.threshold,
+            "metrics": {"test": test},
+            "dataset_sha256": (manifest.get("dataset") or {}).get("sha256"),
+            "created": manifest.get("created"),
+            "loaded_at": served.loaded_at,
+            "search_index": served.searcher is not None,
+        }
+    facts["switches"] = follower.switches[-20:]
+    facts["batching"] = batcher.stats.as_dict()
+    limits = {"max_batch_pairs", "max_search_queries", "max_k", "max_question_chars", "max_body_bytes"}
+    facts["limits"] = cfg.model_dump(include=limits)
+    facts["batch_wait_ms"] = cfg.batch_wait_ms
+    return facts
+

@@ -1,0 +1,27 @@
+"""Settings of the HTTP model server (`qdup serve-model`): one frozen, validated object."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ServeConfig(BaseModel):
+    """What the server serves, where it listens, and the limits every request is held to."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str = Field(default="production", min_length=1, description="an alias (followed) or a version id (pinned)")
+    store: str | None = Field(default=None, description="store URL (default $QDUP_HOME/store)")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    max_batch_pairs: int = Field(default=1000, ge=1, description="pairs in one /v1/similarity request")
+    max_search_queries: int = Field(default=100, ge=1, description="questions in one /v1/search request")
+    max_k: int = Field(default=100, ge=1, description="largest k a /v1/search request may ask for")
+    max_question_chars: int = Field(default=2000, ge=1, description="characters in one question")
+    max_body_bytes: int = Field(default=2_000_000, ge=1024, description="bytes in one request body")
+    batch_wait_ms: float = Field(
+        default=2.0, ge=0, le=1000, description="how long a request waits for others to share its model call"
+    )
+    max_microbatch_pairs: int = Field(default=1024, ge=1, description="pairs the micro-batcher puts into one model call")
+    poll_s: float = Field(default=5.0, gt=0, description="how often the alias is checked for a move")
+    probe_timeout_s: float = Field(default=10.0, gt=0, description="/readyz's limit for its probe pair")

@@ -1,0 +1,153 @@
+"""The web page in a real headless Chromium: two questions in, similarity, decision, threshold and version out."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from qdup.serving.http import create_app
+from qdup.serving.settings import ServeConfig
+from tests.serving.conftest import free_port, live_server, make_store
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+# Root in a container, no network: no sandbox, no GPU, nothing that phones home.
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--disable-dev-shm-usage", "--window-size=1000,1150",
+]
+ELEMENT = "element-6066-11e4-a52e-4f735466cecf"  # the W3C WebDriver key of an element reference
+
+pytestmark = pytest.mark.skipif(
+    not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()),
+    reason=f"needs Debian's chromium and chromium-driver ({CHROMIUM}, {CHROMEDRIVER})",
+)
+
+
+def artifacts_dir() -> Path:
+    path = Path(os.environ.get("QDUP_TEST_ARTIFACTS") or ROOT / "tests" / "artifacts")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+class WebDriver:
+    """The few W3C WebDriver commands the test needs, spoken over HTTP to chromedriver.
+
+    Hand-written instead of Selenium: six commands do not justify Selenium's six extra packages.
+    """
+
+    def __init__(self, url: str, user_data_dir: Path):
+        self.http = httpx.Client(base_url=url, timeout=60)
+        options = {"binary": str(CHROMIUM), "args": [*CHROMIUM_FLAGS, f"--user-data-dir={user_data_dir}"]}
+        caps = {"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": options}}}
+        self.session = self._call("POST", "/session", caps)["sessionId"]
+
+    def _call(self, method: str, path: str, body: dict | None = None):
+        r = self.http.request(method, path, json=body)
+        value = r.json().get("value")
+        if r.status_code != 200:
+            raise RuntimeError(f"WebDriver {method} {path}: HTTP {r.status_code}: {value}")
+        return value
+
+    def _s(self, method: str, path: str, body: dict | None = None):
+        return self._call(method, f"/session/{self.session}{path}", body)
+
+    def get(self, url: str) -> None:
+        self._s("POST", "/url", {"url": url})
+
+    def find(self, css: str) -> str:
+        return self._s("POST", "/element", {"using": "css selector", "value": css})[ELEMENT]
+
+    def type(self, css: str, text: str) -> None:
+        self._s("POST", f"/element/{self.find(css)}/value", {"text": text})
+
+    def click(self, css: str) -> None:
+        self._s("POST", f"/element/{self.find(css)}/click", {})
+
+    def text(self, css: str) -> str:
+        return self._s("GET", f"/element/{self.find(css)}/text")
+
+    def wait_text(self, css: str, timeout_s: float = 30.0) -> str:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            text = self.text(css)
+            if text.strip():
+                return text
+            time.sleep(0.1)
+        raise TimeoutError(f"{css} shows no text after {timeout_s} s")
+
+    def screenshot(self, path: Path) -> None:
+        path.write_bytes(base64.b64decode(self._s("GET", "/screenshot")))
+
+    def quit(self) -> None:
+        with contextlib.suppress(Exception):
+            self._s("DELETE", "")
+        self.http.close()
+
+
+@pytest.fixture
+def browser() -> Iterator[WebDriver]:
+    port = free_port()
+    profile = Path(tempfile.mkdtemp(prefix="qdup-chromium-"))
+    log = artifacts_dir() / "chromedriver.log"
+    proc = subprocess.Popen(
+        [str(CHROMEDRIVER), f"--port={port}", "--allowed-ips=127.0.0.1", f"--log-path={log}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    driver = None
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"http://127.0.0.1:{port}/status", timeout=2).json()["value"]["ready"]:
+                    break
+            if time.monotonic() > deadline:
+                pytest.fail("chromedriver did not start within 30 s")
+            time.sleep(0.1)
+        driver = WebDriver(f"http://127.0.0.1:{port}", profile)
+        yield driver
+    finally:
+        if driver is not None:
+            driver.quit()
+        proc.terminate()
+        proc.wait(timeout=30)
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def test_the_page_compares_two_questions_and_names_the_version(tmp_path, tiny_exports, browser):
+    store, v1, _ = make_store(tmp_path / "store", tiny_exports)
+    app = create_app(ServeConfig(store=store.url, poll_s=1.0))
+    with live_server(app) as url:
+        browser.get(url + "/")
+        assert browser.wait_text("#model-version") == v1
+        browser.type("#question1", "How do I learn Python?")
+        browser.type("#question2", "What is the best way to learn Python?")
+        browser.click("#compare")
+        similarity = float(browser.wait_text("#similarity"))
+        pair = {"question1": "How do I learn Python?", "question2": "What is the best way to learn Python?"}
+        expected = httpx.post(f"{url}/v1/similarity", json=pair).json()
+        assert similarity == pytest.approx(expected["similarity"], abs=1e-4)
+        assert float(browser.text("#threshold")) == pytest.approx(0.3)
+        assert browser.text("#version") == v1
+        duplicate = expected["duplicate"]
+        assert browser.text("#verdict") == ("Duplicate" if duplicate else "Not a duplicate")
+        assert browser.text("#decision").startswith("duplicate" if duplicate else "not a duplicate")
+
+        browser.type("#query", "How can I learn to code?")
+        browser.click("#search")
+        note = browser.wait_text("#search-note")
+        assert note == f"no question index for version {v1}; build one with `qdup index build --model {v1}`"
+        browser.screenshot(artifacts_dir() / "serve-page.png")
+    assert (artifacts_dir() / "serve-page.png").stat().st_size > 10_000
