@@ -31,7 +31,9 @@ def cmd_serve_model(args: argparse.Namespace) -> int:
     served = follower.load_initial()
     where = f"http://{cfg.host}:{cfg.port}/"
     print(f"serving {cfg.model} = {served.version} (threshold {served.threshold:.4f}) on {where}", flush=True)
-    uvicorn.run(create_app(cfg, follower), host=cfg.host, port=cfg.port, log_level="info", access_log=args.access_log)
+    uvicorn.run(
+        create_app(cfg, follower), host=cfg.host, port=cfg.port, log_level="info", access_log=args.access_log, loop="uvloop", http="httptools"
+    )
     return 0
 
 
