@@ -176,12 +176,12 @@ def profile_dataset(df: pd.DataFrame, vocabulary_tokens: list[str] | None = None
         "rows": len(df),
         "duplicate_share": float(y.mean()),
         "questions": {
-            "occurrences": int(len(lengths)),
-            "distinct": int(len(np.unique(q.hashes))),
+            "occurrences": len(lengths),
+            "distinct": len(np.unique(q.hashes)),
             "hash": HASH_DESCRIPTION,
             "file": QUESTION_HASHES_FILE,
         },
-        "pairs": {"distinct": int(len(np.unique(pairs[:, 0]))), "with_both_labels": conflicting, "file": PAIR_LABELS_FILE},
+        "pairs": {"distinct": len(np.unique(pairs[:, 0])), "with_both_labels": conflicting, "file": PAIR_LABELS_FILE},
         "length_tokens": {
             "mean": float(lengths.mean()),
             "quantiles": _quantiles(lengths),

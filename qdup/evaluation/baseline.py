@@ -102,7 +102,7 @@ def lexical_scores(
         "lowercase": True,
         "fitted_on": "train",
         "train_questions": len(_train_docs(train_df)),
-        "features": int(len(vectorizer.idf_)),
+        "features": len(vectorizer.idf_),
     }
     return BaselineScores(cal, test, params)
 

@@ -129,9 +129,12 @@ def _data(manifest: dict[str, Any]) -> list[str]:
             lines.append(f"| {name} | {_f(s.get('rows'))} | {_f(s.get('duplicates'))} | `{s.get('content_sha256', '—')}` |")
         plan = (manifest.get("splits") or {}).get("_plan")
         if plan:
-            lines += ["", f"Positional split of {_f(plan.get('n_rows'))} rows: the first {_f(plan.get('n_train'))} for "
-                      f"training (train/val are their duplicates, calibration their pairs from row "
-                      f"{_f(plan.get('val_start_row'))} on), the next {_f(plan.get('n_test'))} for test."]
+            text = (
+                f"Positional split of {_f(plan.get('n_rows'))} rows: the first {_f(plan.get('n_train'))} for "
+                f"training (train/val are their duplicates, calibration their pairs from row "
+                f"{_f(plan.get('val_start_row'))} on), the next {_f(plan.get('n_test'))} for test."
+            )
+            lines += ["", text]
     return lines + [""]
 
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, average_precision_score, f1_score, roc_auc_score
 
-import qdup.evaluation.bootstrap as bootstrap
 from qdup.errors import QdupError
+from qdup.evaluation import bootstrap
 from qdup.evaluation.bootstrap import bootstrap_intervals, paired_difference, point_metrics, resample_counts
 
 
