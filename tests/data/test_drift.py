@@ -162,7 +162,7 @@ def test_same_distribution_passes(generated, tmp_path):
 
 
 def test_fewer_duplicates_and_longer_questions_fail_by_name(generated):
-    production, vocab, prof = generated
+    _, vocab, prof = generated
     new = generate_pairs(3000, seed=2)
     keep = (new["is_duplicate"] == 0) | (np.arange(len(new)) % 4 == 0)  # a quarter of the duplicates
     new = new[keep].reset_index(drop=True)
