@@ -100,20 +100,22 @@ def run(p, ctx) -> None:
     import keras
     import tensorflow as tf
 
-    from bench.stage import _load_encoder, _split_path, cpu_seconds, train_frame
+    from bench.stage import capped_splits, cpu_seconds
     from qdup.data import splits
-    from qdup.evaluation import metrics as evaluate
-    from qdup.model.network import TripletLoss
+    from qdup.model.encode import encode
+    from qdup.model.network import TripletLoss, load_encoder
     from qdup.model.vocab import read_vocabulary
 
     p.imported()
     cfg = ctx.cfg
     bs, epochs, seed = cfg.train.batch_size, cfg.train.epochs, cfg.seed
     with p.part("read"):
-        train = train_frame(ctx, splits.read_split(_split_path(ctx, "train")))
-        val = splits.read_split(_split_path(ctx, "val"))
-        cal = splits.read_split(_split_path(ctx, "calibration"))
-        test = splits.read_split(_split_path(ctx, "test"))
+        # The same (possibly capped) train split that qdup's train stage read.
+        folder = capped_splits(ctx)
+        train = splits.read_split(folder / "train.parquet")
+        val = splits.read_split(folder / "val.parquet")
+        cal = splits.read_split(folder / "calibration.parquet")
+        test = splits.read_split(folder / "test.parquet")
         vocabulary = read_vocabulary(ctx.work / "vocab" / "vocabulary.txt")
 
     keras.utils.set_random_seed(seed)
@@ -159,12 +161,12 @@ def run(p, ctx) -> None:
         qdup_common = None
         qdup_encoder_path = ctx.work / "train" / "encoder.keras"
         if qdup_encoder_path.is_file():
-            qenc = _load_encoder(qdup_encoder_path)
+            qenc = load_encoder(qdup_encoder_path)
             from qdup.model.vocab import load_vectorizer
 
             vec = load_vectorizer(ctx.work / "vocab" / "vocabulary.txt")
-            e1 = evaluate.encode(qenc, vec, vq1, cfg.model.max_length)
-            e2 = evaluate.encode(qenc, vec, vq2, cfg.model.max_length)
+            e1 = encode(qenc, vec, vq1, cfg.model.max_length)
+            e2 = encode(qenc, vec, vq2, cfg.model.max_length)
             qdup_common = common_val_loss(e1, e2, bs, cfg.train.margin)
 
     # Padding the baseline pays for: each batch is as wide as its longest question.

@@ -5,23 +5,23 @@
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import sys
 import time
+import traceback
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
+from bench.report import capped_rows, latency_summary, throughput
+from qdup.runtime import INTER, INTRA, apply_tf_thread_defaults
+
+# Import time is measured from here: the modules above are the standard library and two small ones.
 T0 = time.perf_counter()
-
-import argparse  # noqa: E402
-import contextlib  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import shutil  # noqa: E402
-import sys  # noqa: E402
-import traceback  # noqa: E402
-from collections.abc import Callable, Iterator  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
-
-from bench.report import capped_rows, latency_summary, throughput  # noqa: E402
-from qdup.runtime import INTER, INTRA, apply_tf_thread_defaults  # noqa: E402
 
 
 def cpu_seconds() -> float:
@@ -119,106 +119,75 @@ def train_frame(ctx: Ctx, train_df):
 
 
 def stage_fetch(p: Probe, ctx: Ctx) -> None:
-    from qdup.data.fetch import fetch_dataset
+    from qdup.stages.fetch import build_fetch
 
     p.imported()
     cache = ctx.fresh_dir("fetch") / "cache"
-    with p.part("fetch_dataset"):
-        got = fetch_dataset(ctx.cfg.fetch, cache, log=_log)
-    p.info.update(source=got.source, bytes=got.size, sha256=got.sha256, from_cache=got.from_cache)
-    p.info["mb_per_s"] = got.size / 1e6 / p.parts["fetch_dataset"]
-    ctx.save_state("fetch", {"path": str(got.path), "sha256": got.sha256, "md5": got.md5, "size": got.size})
+    with p.part("build_fetch"):
+        manifest, from_cache = build_fetch(ctx.cfg.fetch, cache, log=_log)
+    p.info.update(source=manifest["source"], bytes=manifest["size"], sha256=manifest["sha256"], from_cache=from_cache)
+    p.info["mb_per_s"] = manifest["size"] / 1e6 / p.parts["build_fetch"]
+    ctx.save_state("fetch", manifest)
 
 
 def stage_validate(p: Probe, ctx: Ctx) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from qdup.data import contracts
+    from qdup.stages.validate import build_validate
 
     p.imported()
     out = ctx.fresh_dir("validate")
-    data_path = Path(ctx.state("fetch")["path"])
-    suite = ctx.cfg.validate_.raw_suite
-    shown = ctx.cfg.validate_.failed_rows_shown
-    with p.part("read_tsv"):
-        raw, typed = contracts.read_tsv(data_path)
-    ge_context = getattr(contracts, "_context", None)
-    if callable(ge_context):
-        with p.part("ge_context"):
-            ge_context()  # GE's ephemeral context: a one-off cost per process, shown apart
-    with p.part("ge_validate"):
-        report = contracts.validate_frame(typed, suite, "raw", raw=raw, shown=shown)
-    if not report.success:
-        raise RuntimeError(report.error_message(str(data_path)))
-    with p.part("write_report"):
-        report.write(out, "validation")
-    with p.part("to_parquet"):
-        frame = contracts.to_int_frame(typed)
-        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), out / "validated.parquet", compression="zstd")
-    p.info.update(rows=len(frame), expectations=report.evaluated, duplicates=int(frame["is_duplicate"].sum()))
+    with p.part("build_validate"):
+        manifest = build_validate(Path(ctx.state("fetch")["path"]), ctx.cfg.validate_, out)
+    ctx.save_state("validate", manifest)
+    p.info.update(rows=manifest["rows"], expectations=manifest["expectations"], duplicates=manifest["duplicates"])
 
 
 def stage_splits(p: Probe, ctx: Ctx) -> None:
-    import pyarrow.parquet as pq
-
-    from qdup.data import contracts, splits
+    from qdup.stages.splits import build_splits
 
     p.imported()
     out = ctx.fresh_dir("splits")
-    suites = ctx.cfg.validate_.split_suites
-    with p.part("read_parquet"):
-        frame = pq.read_table(ctx.work / "validate" / "validated.parquet").to_pandas()
-    with p.part("make_splits"):
-        parts, facts = splits.make_splits(frame, ctx.cfg.split)
-    ge_context = getattr(contracts, "_context", None)
-    if callable(ge_context):
-        with p.part("ge_context"):
-            ge_context()
-    rows = {}
-    for name, part in parts.items():
-        with p.part("ge_validate"):
-            report = contracts.validate_frame(part, suites[name], name, shown=ctx.cfg.validate_.failed_rows_shown)
-        if not report.success:
-            raise RuntimeError(report.error_message(f"split {name!r}"))
-        report.write(out, f"validation-{name}")
-        with p.part("write_split"):
-            entry = splits.write_split(part, out / f"{name}.parquet")
-        rows[name] = entry["rows"]
-    p.info.update(rows=rows, facts=facts)
+    with p.part("build_splits"):
+        manifest = build_splits(ctx.work / "validate" / "validated.parquet", ctx.cfg.split, ctx.cfg.validate_, out)
+    ctx.save_state("splits", manifest)
+    facts = {k: v for k, v in manifest.items() if k != "splits"}
+    p.info.update(rows={n: e["rows"] for n, e in manifest["splits"].items()}, facts=facts)
 
 
 def stage_vocab(p: Probe, ctx: Ctx) -> None:
-    from tasks import splits, vocab
+    from qdup.stages.vocab import build_vocab
 
     p.imported()
     out = ctx.fresh_dir("vocab")
-    with p.part("read_splits"):
-        train = splits.read_split(_split_path(ctx, "train"))
-        others = {n: splits.read_split(_split_path(ctx, n)) for n in ("val", "test")}
-    texts = list(train["question1"]) + list(train["question2"])
-    with p.part("adapt"):
-        vectorizer = vocab.fit_vectorizer(texts, ctx.cfg.vocab)
-    with p.part("write_vocabulary"):
-        size = vocab.write_vocabulary(vectorizer, out / "vocabulary.txt")
-    oov = {}
-    with p.part("oov_rates"):
-        for name, part in others.items():
-            oov[name] = vocab.oov_rate(vectorizer, list(part["question1"]) + list(part["question2"]))
-    p.info.update(size=size, oov_rate=oov, texts=len(texts))
+    with p.part("build_vocab"):
+        manifest = build_vocab(ctx.work / "splits", ctx.cfg.vocab, out)
+    ctx.save_state("vocab", manifest)
+    p.info.update(size=manifest["size"], oov_rate=manifest["oov_rate"])
+
+
+def capped_splits(ctx: Ctx) -> Path:
+    """The splits folder the train stage reads: the real one, or a copy whose train split is capped."""
+    from qdup.data.splits import read_split, write_split
+
+    cap = ctx.params.get("max_train_batches")
+    if not cap:
+        return ctx.work / "splits"
+    capped = ctx.fresh_dir("splits-capped")
+    for f in (ctx.work / "splits").glob("*.parquet"):
+        shutil.copyfile(f, capped / f.name)
+    train_df = read_split(capped / "train.parquet")
+    n = capped_rows(len(train_df), cap, ctx.cfg.train.batch_size)
+    write_split(train_df.iloc[:n].reset_index(drop=True), capped / "train.parquet")
+    return capped
 
 
 def stage_train(p: Probe, ctx: Ctx) -> None:
-    from tasks import splits, train, vocab
+    from qdup.stages.train import build_train
 
     p.imported()
     out = ctx.fresh_dir("train")
     work = ctx.work / "train-work"
     shutil.rmtree(work, ignore_errors=True)
-    with p.part("read"):
-        train_df = train_frame(ctx, splits.read_split(_split_path(ctx, "train")))
-        val_df = splits.read_split(_split_path(ctx, "val"))
-        vectorizer = vocab.load_vectorizer(ctx.work / "vocab" / "vocabulary.txt")
+    splits_dir = capped_splits(ctx)
     t_start = time.perf_counter()
     events: list[tuple[float, str]] = []
 
@@ -232,78 +201,68 @@ def stage_train(p: Probe, ctx: Ctx) -> None:
         events.append((time.perf_counter() - t_start, f"hook epoch {epoch}/{total}"))
         cpu_at.append(cpu_seconds())
 
-    with p.part("train_model"):
-        result = train.train_model(
-            train_df, val_df, vectorizer, ctx.cfg.model, ctx.cfg.train, ctx.cfg.seed, work, on_epoch_end=on_epoch_end, log=log
+    with p.part("build_train"):
+        m = build_train(
+            splits_dir, ctx.work / "vocab" / "vocabulary.txt", ctx.cfg.model, ctx.cfg.train, ctx.cfg.seed, work, out,
+            on_epoch_end=on_epoch_end, log=log,
         )
-    shutil.copyfile(result.encoder_path, out / "encoder.keras")
+    ctx.save_state("train", m)
     with p.part("batch_widths (bench only)"):
-        p.info["mean_batch_width"] = _mean_batch_width(train, train_df, vectorizer, ctx)
-    first_epoch_line = next((t for t, m in events if m.startswith("epoch ")), None)
-    epoch_total = sum(h["seconds"] for h in result.history)
+        p.info["mean_batch_width"] = mean_batch_width(splits_dir, ctx)
+    first_epoch_line = next((t for t, msg in events if msg.startswith("epoch ")), None)
+    epoch_total = sum(h["seconds"] for h in m["history"])
     p.info.update(
-        train_pairs=len(train_df),
-        val_pairs=len(val_df),
-        steps_per_epoch=result.steps_per_epoch,
-        epochs=result.epochs_run,
-        history=result.history,
-        best_epoch=result.best_epoch,
-        best_val_loss=result.best_val_loss,
-        facts=result.facts,
-        events=[[round(t, 3), m] for t, m in events],
+        steps_per_epoch=m["steps_per_epoch"],
+        epochs=m["epochs_run"],
+        history=m["history"],
+        best_epoch=m["best_epoch"],
+        best_val_loss=m["best_val_loss"],
+        events=[[round(t, 3), msg] for t, msg in events],
         # CPU seconds between epoch hooks: epoch i's training, validation and checkpoint save
         # (the first one also holds vectorising and model building).
-        epoch_cpu_seconds=[b - a for a, b in zip(cpu_at, cpu_at[1:])],
+        epoch_cpu_seconds=[b - a for a, b in zip(cpu_at, cpu_at[1:], strict=False)],
         # Time before the first epoch began: vectorising the splits, building and compiling the model.
-        seconds_before_first_epoch=None if first_epoch_line is None else first_epoch_line - result.history[0]["seconds"],
+        seconds_before_first_epoch=None if first_epoch_line is None else first_epoch_line - m["history"][0]["seconds"],
         epoch_seconds_total=epoch_total,
-        # Everything in train_model that is not an epoch: prep, checkpoints between epochs, final save.
-        seconds_outside_epochs=p.parts["train_model"] - epoch_total,
+        # Everything in the stage that is not an epoch: prep, checkpoints between epochs, final save.
+        seconds_outside_epochs=p.parts["build_train"] - epoch_total,
     )
 
 
-def _mean_batch_width(train, train_df, vectorizer, ctx: Ctx) -> dict[str, float] | None:
+def mean_batch_width(splits_dir: Path, ctx: Ctx) -> dict[str, float]:
     """Mean padded width of qdup's training batches (question1 and question2), from its own batch plan."""
-    try:
-        import numpy as np
+    import numpy as np
 
-        pairs = train.pair_arrays(train_df, vectorizer, ctx.cfg.model, "train")
-        plan = train.batch_plan(np.maximum(pairs.len1, pairs.len2), ctx.cfg.train.batch_size, train.epoch_seed(ctx.cfg.seed, 1))
-        fixed = not ctx.cfg.model.mask_padding
-        w1 = [pairs.q1.shape[1] if fixed else int(pairs.len1[b].max()) for b in plan]
-        w2 = [pairs.q2.shape[1] if fixed else int(pairs.len2[b].max()) for b in plan]
-        return {"question1": float(np.mean(w1)), "question2": float(np.mean(w2)),
-                "mean_tokens": float((pairs.len1.mean() + pairs.len2.mean()) / 2)}
-    except Exception as exc:  # noqa: BLE001 - internals of qdup.model.train may change; this is only a diagnostic
-        return {"error": f"{type(exc).__name__}: {exc}"}
+    from qdup.data.splits import read_split
+    from qdup.model import train, vocab
 
-
-def _load_encoder(path: Path):
-    import keras
-
-    import qdup.model.network  # noqa: F401  (registers the custom layers)
-
-    return keras.saving.load_model(path, safe_mode=True, compile=False)
+    train_df = read_split(splits_dir / "train.parquet")
+    vectorizer = vocab.load_vectorizer(ctx.work / "vocab" / "vocabulary.txt")
+    pairs = train.pair_arrays(train_df, vectorizer, ctx.cfg.model, "train")
+    plan = train.batch_plan(np.maximum(pairs.len1, pairs.len2), ctx.cfg.train.batch_size, train.epoch_seed(ctx.cfg.seed, 1))
+    fixed = not ctx.cfg.model.mask_padding
+    w1 = [pairs.q1.shape[1] if fixed else int(pairs.len1[b].max()) for b in plan]
+    w2 = [pairs.q2.shape[1] if fixed else int(pairs.len2[b].max()) for b in plan]
+    return {"question1": float(np.mean(w1)), "question2": float(np.mean(w2)),
+            "mean_tokens": float((pairs.len1.mean() + pairs.len2.mean()) / 2), "train_pairs": len(train_df)}
 
 
 def stage_evaluate(p: Probe, ctx: Ctx) -> None:
-    import keras  # noqa: F401
-
-    from tasks import evaluate, splits, vocab
+    from qdup.stages.evaluate import build_evaluate
 
     p.imported()
     out = ctx.fresh_dir("evaluate")
-    with p.part("load"):
-        encoder = _load_encoder(ctx.work / "train" / "encoder.keras")
-        vectorizer = vocab.load_vectorizer(ctx.work / "vocab" / "vocabulary.txt")
-        cal = splits.read_split(_split_path(ctx, "calibration"))
-        test = splits.read_split(_split_path(ctx, "test"))
-    with p.part("evaluate_model"):
-        metrics = evaluate.evaluate_model(encoder, vectorizer, cal, test, ctx.cfg.model, ctx.cfg.evaluate, out)
+    with p.part("build_evaluate"):
+        manifest = build_evaluate(
+            ctx.work / "splits", ctx.work / "vocab" / "vocabulary.txt", ctx.work / "train" / "encoder.keras",
+            ctx.cfg.model, ctx.cfg.evaluate, out,
+        )
+    ctx.save_state("evaluate", manifest)
+    metrics = manifest["metrics"]
     t = metrics["test"]
     p.info.update(
-        calibration_pairs=len(cal),
-        test_pairs=len(test),
+        calibration_pairs=metrics["calibration"]["rows"],
+        test_pairs=t["rows"],
         threshold=metrics["threshold"]["value"],
         test_accuracy=t["at_threshold"]["accuracy"],
         reference_threshold=metrics["threshold"]["reference"],
@@ -314,44 +273,37 @@ def stage_evaluate(p: Probe, ctx: Ctx) -> None:
 
 
 def stage_export(p: Probe, ctx: Ctx) -> None:
-    from tasks import export, vocab
+    from qdup.stages.export import build_export
 
     p.imported()
     out = ctx.fresh_dir("export")
     threshold = json.loads((ctx.work / "evaluate" / "metrics.json").read_text())["threshold"]["value"]
-    with p.part("load_vectorizer"):
-        vectorizer = vocab.load_vectorizer(ctx.work / "vocab" / "vocabulary.txt")
-    with p.part("export_models"):
-        info = export.export_models(ctx.work / "train" / "encoder.keras", vectorizer, ctx.cfg.model, threshold, out / "model")
-    p.info.update(threshold=info["threshold"], bytes={Path(f).name: Path(f).stat().st_size for f in info["files"].values()})
+    with p.part("build_export"):
+        m = build_export(ctx.work / "vocab" / "vocabulary.txt", ctx.work / "train" / "encoder.keras", ctx.cfg.model, threshold, out)
+    ctx.save_state("export", m)
+    p.info.update(threshold=m["threshold"], bytes={f.name: f.stat().st_size for f in (out / "model").iterdir()})
 
 
 def stage_publish(p: Probe, ctx: Ctx) -> None:
+    """The registry's publish (gate, manifest, aliases) on the stage outputs of this benchmark run."""
+    from qdup.registry.publish import publish_version
     from qdup.registry.store import ArtifactStore, new_version_id
+    from qdup.stagecache import StageResult
 
     p.imported()
     root = ctx.fresh_dir("publish") / "store"
-    files: dict[str, Path] = {}
-    for f in sorted((ctx.work / "export" / "model").iterdir()):
-        files[f"model/{f.name}"] = f
-    files["vocabulary.txt"] = ctx.work / "vocab" / "vocabulary.txt"
-    for name in ("metrics.json", "threshold_sweep.json", "roc_curve.png"):
-        if (ctx.work / "evaluate" / name).is_file():
-            files[f"evaluation/{name}"] = ctx.work / "evaluate" / name
-    for f in sorted((ctx.work / "splits").glob("validation-*")):
-        files[f"validation/{f.name}"] = f
-    manifest = {"bench": True, "content_key": ctx.state("fetch")["sha256"]}
+    stages = {}
+    for name in ("fetch", "validate", "splits", "vocab", "train", "evaluate", "export"):
+        folder = ctx.work / name if name != "fetch" else Path(ctx.state("fetch")["path"]).parent
+        stages[name] = StageResult(stage=name, key=f"bench-{name}", path=folder, cached=False, manifest=ctx.state(name))
+    # The flow's stage cache writes stage.json; the version keeps the splits' one.
+    (ctx.work / "splits" / "stage.json").write_text(json.dumps({"manifest": stages["splits"].manifest}))
     store = ArtifactStore(str(root))
-    who = "qdup-bench"
-    with p.part("publish"):
-        version = store.publish(files, manifest, version=new_version_id())
-    with p.part("aliases"):
-        with store.lock():
-            store.move_alias("latest", version, "bench publish", who, "publish")
-            store.move_alias("production", version, "bench publish", who, "publish")
+    with p.part("publish_version"):
+        outcome = publish_version(store, ctx.cfg, stages, new_version_id(), run_info={"bench": True}, actor="qdup-bench", log=_log)
     with p.part("list_versions"):
         store.versions()
-    p.info.update(version=version, files=len(files), bytes=sum(f.stat().st_size for f in files.values()))
+    p.info.update(version=outcome.version, promoted=outcome.promoted, files=len(store.manifest(outcome.version)["files"]))
 
 
 def _inference_pairs(ctx: Ctx, n: int) -> tuple[list[str], list[str]]:
@@ -368,7 +320,6 @@ def _inference_pairs(ctx: Ctx, n: int) -> tuple[list[str], list[str]]:
 def stage_inference(p: Probe, ctx: Ctx) -> None:
     import numpy as np
     import pandas as pd
-    import tensorflow as tf
 
     from qdup.serving.predictor import load_inference, score_file
 
@@ -393,19 +344,6 @@ def stage_inference(p: Probe, ctx: Ctx) -> None:
             predictor.similarity([a], [b])
             times.append(time.perf_counter() - t)
     p.info["single_pair"] = latency_summary(times)
-    run = getattr(predictor, "_run", None)
-    if callable(run):
-        # The compiled graph alone, without the Python around it (validation, tf.constant, numpy copy).
-        with p.part("single_pair_graph_only"):
-            for a, b in singles[:warmup]:
-                run(tf.constant([a]), tf.constant([b]))
-            times = []
-            for a, b in singles[warmup:]:
-                t = time.perf_counter()
-                x1, x2 = tf.constant([a]), tf.constant([b])
-                run(x1, x2).numpy()
-                times.append(time.perf_counter() - t)
-        p.info["single_pair_graph_only"] = latency_summary(times)
     with p.part("batch_similarity"):
         predictor.similarity(q1[:256], q2[:256])  # warm the batch shapes
         t = time.perf_counter()
@@ -457,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         STAGES[args.stage](probe, Ctx(args.work))
         record["ok"] = True
-    except BaseException as exc:  # noqa: BLE001 - reported to the orchestrator, which carries on
+    except BaseException as exc:  # reported to the orchestrator, which carries on with the next stage
         record.update(ok=False, error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
         traceback.print_exc()
         rc = 1

@@ -67,7 +67,7 @@ def prepare(data_path: Path, n_train: int, n_test: int):
 
 def run_one(parts, name: str, overrides: dict[str, Any], seed: int, ref_threshold: float) -> dict[str, Any]:
     from qdup.config import EvalConfig, ModelConfig, TrainConfig, VocabConfig
-    from qdup.evaluation import metrics as evaluate
+    from qdup.evaluation.pairs import evaluate_model
     from qdup.model import train, vocab
 
     model_cfg = ModelConfig(**overrides.get("model", {}))
@@ -85,7 +85,7 @@ def run_one(parts, name: str, overrides: dict[str, Any], seed: int, ref_threshol
 
         encoder = keras.saving.load_model(result.encoder_path, safe_mode=True)
         (work / "eval").mkdir()
-        metrics = evaluate.evaluate_model(
+        metrics = evaluate_model(
             encoder, vectorizer, parts["calibration"], parts["test"], model_cfg,
             EvalConfig(reference_threshold=ref_threshold), work / "eval",
         )

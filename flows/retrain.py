@@ -1,24 +1,35 @@
-"""The `retrain` flow: fetch -> validate -> splits -> vocabulary -> train -> evaluate -> export."""
+"""The `retrain` flow: fetch -> validate -> splits -> vocabulary -> train -> evaluate -> export -> publish."""
 
 from __future__ import annotations
 
 from prefect import flow
 
 from qdup.config import RetrainConfig
+from qdup.registry.store import new_version_id
 from qdup.runs import new_run_dir, write_run_record
 from qdup.runtime import apply_tf_thread_defaults
-from qdup.registry.store import new_version_id
-from qdup.stagecache import StageResult, params
-from tasks.stages import (
-    evaluate_task,
-    export_task,
-    fetch_task,
-    publish_task,
-    splits_task,
-    train_task,
-    validate_task,
-    vocab_task,
-)
+from qdup.stagecache import StageResult, params, stage_key
+from tasks.common import flow_run_info
+from tasks.evaluate import evaluate_inputs, evaluate_task
+from tasks.export import export_inputs, export_task
+from tasks.fetch import fetch_task
+from tasks.publish import publish_task
+from tasks.splits import splits_inputs, splits_task
+from tasks.train import train_inputs, train_task
+from tasks.validate import validate_inputs, validate_task
+from tasks.vocab import vocab_inputs, vocab_task
+
+
+def stage_keys(config: RetrainConfig, dataset_sha256: str) -> dict[str, str]:
+    """The key of every stage for a dataset, without running anything (what a run would reuse or build)."""
+    keys = {"fetch": dataset_sha256}
+    keys["validate"] = stage_key("validate", validate_inputs(dataset_sha256, config))
+    keys["splits"] = stage_key("splits", splits_inputs(keys["validate"], config))
+    keys["vocab"] = stage_key("vocab", vocab_inputs(keys["splits"], config))
+    keys["train"] = stage_key("train", train_inputs(keys["splits"], keys["vocab"], config))
+    keys["evaluate"] = stage_key("evaluate", evaluate_inputs(keys["splits"], keys["vocab"], keys["train"], config))
+    keys["export"] = stage_key("export", export_inputs(keys["vocab"], keys["train"], keys["evaluate"], config))
+    return keys
 
 
 @flow(name="qdup-retrain", log_prints=True, validate_parameters=True)
@@ -28,24 +39,29 @@ def retrain(config: RetrainConfig = RetrainConfig()) -> dict[str, str]:
     apply_tf_thread_defaults()
     run_dir = new_run_dir()
     done: dict[str, StageResult] = {}
-    done["fetch"] = fetch_task(config)
-    if config.runs_through("validate"):
-        done["validate"] = validate_task(done["fetch"], config, run_dir)
-    if config.runs_through("splits"):
-        done["splits"] = splits_task(done["validate"], config, run_dir)
-    if config.runs_through("vocab"):
-        done["vocab"] = vocab_task(done["splits"], config)
-    if config.runs_through("train"):
-        done["train"] = train_task(done["splits"], done["vocab"], config)
-    if config.runs_through("evaluate"):
-        done["evaluate"] = evaluate_task(done["splits"], done["vocab"], done["train"], config)
-    if config.runs_through("export"):
-        done["export"] = export_task(done["vocab"], done["train"], done["evaluate"], config)
     published: dict[str, str] = {}
-    if config.runs_through("publish"):
-        # The id is fixed before the task so that a retried publish cannot publish twice.
-        published = publish_task(done, config, new_version_id())
-    record = write_run_record(run_dir, params(config), done, published)
+    try:
+        done["fetch"] = fetch_task(config)
+        if config.runs_through("validate"):
+            done["validate"] = validate_task(done["fetch"], config, run_dir)
+        if config.runs_through("splits"):
+            done["splits"] = splits_task(done["validate"], config, run_dir)
+        if config.runs_through("vocab"):
+            done["vocab"] = vocab_task(done["splits"], config)
+        if config.runs_through("train"):
+            done["train"] = train_task(done["splits"], done["vocab"], config)
+        if config.runs_through("evaluate"):
+            done["evaluate"] = evaluate_task(done["splits"], done["vocab"], done["train"], config)
+        if config.runs_through("export"):
+            done["export"] = export_task(done["vocab"], done["train"], done["evaluate"], config)
+        if config.runs_through("publish"):
+            # The id is fixed before the task so that a retried publish cannot publish twice.
+            published = publish_task(done, config, new_version_id())
+    except BaseException as error:
+        # A failed run leaves its record too: status, the error, the stages done and their folders.
+        write_run_record(run_dir, params(config), done, published, prefect=flow_run_info(), error=error)
+        raise
+    record = write_run_record(run_dir, params(config), done, published, prefect=flow_run_info())
     outputs = {"run_record": str(record), **{name: str(r.path) for name, r in done.items()}}
     if published:
         outputs["version"] = published["version"]

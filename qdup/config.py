@@ -10,6 +10,12 @@ CANONICAL_URL = "http://qim.fs.quoracdn.net/quora_duplicate_questions.tsv"
 # As published by torchtext's QQP loader (404,290 rows).
 CANONICAL_MD5 = "b6d5672bd9dc1e66ab2bb020ebeafb8d"
 
+# Everywhere in qdup: labels, similarities and decisions mean this.
+LABEL_CONVENTION = (
+    "is_duplicate 1 = same intent; similarity = cosine of the L2-normalised encodings in [-1, 1]; "
+    "predicted duplicate iff similarity >= threshold"
+)
+
 Stage = Literal["fetch", "validate", "splits", "vocab", "train", "evaluate", "export", "publish"]
 STAGES: tuple[str, ...] = ("fetch", "validate", "splits", "vocab", "train", "evaluate", "export", "publish")
 
@@ -153,6 +159,11 @@ class PublishConfig(_Section):
     """Where versions go and when `production` moves."""
 
     store_url: str | None = Field(default=None, description="fsspec URL; None: $QDUP_HOME/store")
+    registry_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the registry of versions and aliases; None: $QDUP_REGISTRY_URL, else a SQLite file "
+        "in a local store. A store shared by several hosts needs a server, e.g. postgresql+psycopg://user@host/qdup",
+    )
     gate_metric: Literal["roc_auc", "pr_auc", "accuracy", "f1"] = "roc_auc"
     tolerance: float = Field(default=0.0, ge=0, le=1, description="challenger may be this much worse than production")
     promote: bool = Field(default=True, description="False: publish only, never move production")

@@ -1,4 +1,4 @@
-"""A logger that goes to the Prefect run log inside a flow and to stderr outside one."""
+"""Plain logging for domain code: stages take a `log(msg)` callable, stderr by default."""
 
 from __future__ import annotations
 
@@ -9,17 +9,8 @@ from collections.abc import Callable
 LogFn = Callable[[str], None]
 
 
-def get_log(name: str = "qdup") -> LogFn:
-    """Return `log(msg)`: Prefect's run logger when a run is active, else a stderr logger."""
-    try:
-        from prefect.context import TaskRunContext, FlowRunContext
-        from prefect.logging import get_run_logger
-
-        if TaskRunContext.get() or FlowRunContext.get():
-            logger = get_run_logger()
-            return logger.info
-    except ImportError:  # prefect is a hard dependency; this only guards partial installs
-        pass
+def get_logger(name: str = "qdup") -> logging.Logger:
+    """A stderr logger with qdup's format (handlers added once)."""
     logger = logging.getLogger(name)
     if not logger.handlers:
         handler = logging.StreamHandler(sys.stderr)
@@ -27,4 +18,9 @@ def get_log(name: str = "qdup") -> LogFn:
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
         logger.propagate = False
-    return logger.info
+    return logger
+
+
+def stderr_log(message: str) -> None:
+    """The default `log` of domain functions outside a flow."""
+    get_logger().info(message)

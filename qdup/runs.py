@@ -20,26 +20,25 @@ def new_run_dir(home: Path | None = None) -> Path:
     return path
 
 
-def flow_run_info() -> dict[str, Any]:
-    """The Prefect flow run this code runs in, if any (for lineage)."""
-    from prefect.runtime import deployment, flow_run
-
-    return {
-        "flow_run_id": flow_run.get_id(),
-        "flow_run_name": flow_run.get_name(),
-        "deployment": deployment.get_name(),
-    }
-
-
 def write_run_record(
-    run_dir: Path, config: dict[str, Any], stages: dict[str, StageResult], published: dict[str, Any] | None = None
+    run_dir: Path,
+    config: dict[str, Any],
+    stages: dict[str, StageResult],
+    published: dict[str, Any] | None = None,
+    *,
+    prefect: dict[str, Any] | None = None,
+    error: BaseException | None = None,
 ) -> Path:
+    """`run_dir/run.json`: status, the error of a failed run, every stage done with its folder, what was published."""
     record = {
         "run_dir": str(run_dir),
+        "status": "failed" if error is not None else "completed",
+        "error": None if error is None else {"type": type(error).__name__, "message": str(error)},
         "finished": dt.datetime.now(dt.UTC).isoformat(),
-        "prefect": flow_run_info(),
+        "prefect": prefect or {},
         "config": config,
         "published": published or None,
+        "stages_done": list(stages),
         "stages": {
             name: {"path": str(r.path), "key": r.key, "cached": r.cached, "seconds": r.seconds, "manifest": r.manifest}
             for name, r in stages.items()

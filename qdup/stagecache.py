@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import datetime as dt
 import hashlib
-import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from pydantic import BaseModel
@@ -35,11 +33,69 @@ class StageResult(BaseModel):
         return self.path / name
 
 
-def code_fingerprint(*modules: ModuleType) -> str:
-    """Hash of the source of the modules that implement a stage, so code changes invalidate it."""
+# Packages whose modules count as the code a stage runs (third-party code is pinned by constraints.txt
+# and recorded in each version's manifest instead).
+PROJECT_PACKAGES = ("qdup", "tasks", "flows")
+
+
+# The folder holding the project's packages; modules are found there by name, never imported,
+# so fingerprinting a stage does not load TensorFlow for a stage that will be skipped.
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _module_file(name: str) -> Path | None:
+    base = PROJECT_ROOT.joinpath(*name.split("."))
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def _imported_names(tree: ast.AST, package: str) -> set[str]:
+    """Every module an AST imports, at top level or inside functions, as absolute dotted names."""
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{parent}.{base}" if base else parent
+            names.add(base)
+            # `from qdup.model import vocab` imports the submodule qdup.model.vocab.
+            names.update(f"{base}.{alias.name}" for alias in node.names)
+    return names
+
+
+def module_closure(*roots: str) -> dict[str, Path]:
+    """The project modules that `roots` import, transitively (found in the source, without importing)."""
+    seen: dict[str, Path] = {}
+    todo = list(roots)
+    while todo:
+        name = todo.pop()
+        if name in seen or name.split(".")[0] not in PROJECT_PACKAGES:
+            continue
+        path = _module_file(name)
+        if path is None:  # `from qdup.x import function`: a name, not a module
+            continue
+        seen[name] = path
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        # Importing a submodule runs its packages' __init__ too.
+        todo.extend(".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 1))
+        todo.extend(_imported_names(ast.parse(path.read_text(), str(path)), package))
+    return dict(sorted(seen.items()))
+
+
+def code_fingerprint(*roots: str) -> str:
+    """Hash of the source of every project module the stage's code runs, found from its imports.
+
+    A stage's roots are its stage module and its Prefect task module; any edit to them, or to
+    a helper they import, changes the key, so a stale stage output is never reused.
+    """
     h = hashlib.sha256(__version__.encode())
-    for m in modules:
-        h.update(inspect.getsource(m).encode())
+    for name, path in module_closure(*roots).items():
+        h.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()
 
 

@@ -20,7 +20,7 @@ def _set_field(lines: list[str], row: int, col: int, value: str) -> list[str]:
 
 
 def missing_column(good: Path, out: Path) -> Path:
-    return _rewrite_lines(good, out, lambda ls: ["\t".join(l.split("\t")[:2] + l.split("\t")[3:]) if l else l for l in ls])
+    return _rewrite_lines(good, out, lambda ls: ["\t".join(line.split("\t")[:2] + line.split("\t")[3:]) if line else line for line in ls])
 
 
 def non_integer_label(good: Path, out: Path) -> Path:

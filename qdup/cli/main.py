@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import os
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from qdup.config import STAGES, RetrainConfig
 from qdup.errors import QdupError
-from qdup.runtime import apply_tf_thread_defaults
+from qdup.runtime import VERBOSE, apply_tf_thread_defaults, import_tensorflow_quietly
 
 # Modules with a `register(subparsers)` function adding their commands.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("qdup.cli.registry",)
 
 
 def _count_or_fraction(text: str) -> float:
@@ -99,19 +101,24 @@ def resolve_model_path(text: str, store_url: str | None = None) -> Path:
     if "/" not in text:
         from qdup.registry.store import ArtifactStore
 
-        store = ArtifactStore(store_url)
-        return store.local_path(store.resolve(text)) / "model"
+        return ArtifactStore(store_url).open_version(text) / "model"
     raise QdupError(f"--model {text}: no such export folder")
 
 
-def _progress_bar(done: int, total: int) -> None:
-    width = 30
-    filled = width * done // max(total, 1)
-    end = "\n" if done >= total else ""
-    print(f"\rscoring [{'#' * filled}{'.' * (width - filled)}] {done:,}/{total:,}", end=end, file=sys.stderr, flush=True)
+@contextlib.contextmanager
+def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
+    """A rich progress bar on stderr; yields `update(done, total)`."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True)) as progress:
+        task = progress.add_task(description, total=None)
+        yield lambda done, total: progress.update(task, completed=done, total=total)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    import_tensorflow_quietly()
     from qdup.serving.predictor import load_inference, score_file
 
     if args.pairs:
@@ -123,7 +130,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise QdupError(f"give exactly two questions (got {len(args.questions)}), or --pairs FILE.tsv --out FILE.parquet")
     predictor = load_inference(resolve_model_path(args.model, args.store))
     if args.pairs:
-        info = score_file(predictor, Path(args.pairs), Path(args.out), chunk_size=args.chunk_size, progress=_progress_bar)
+        with progress_bar("scoring") as update:
+            info = score_file(predictor, Path(args.pairs), Path(args.out), chunk_size=args.chunk_size, progress=update)
         if args.json:
             print(json.dumps(info, default=str))
         else:
@@ -220,6 +228,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qdup", description="Duplicate-question detection retraining pipeline.")
+    parser.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
+    parser.add_argument("--verbose", action="store_true", help="show TensorFlow's start-up messages too")
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo-data", help="write a synthetic dataset in the Quora TSV format")
@@ -276,21 +286,33 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def validation_message(exc: Exception) -> str:
+    """A pydantic ValidationError as one line naming each field and its problem."""
+    errors = exc.errors()  # type: ignore[attr-defined]
+    parts = [f"{'.'.join(str(x) for x in e['loc']) or '<root>'}: {e['msg']}" for e in errors]
+    return f"invalid configuration: {'; '.join(parts)}"
+
+
 def main(argv: list[str] | None = None) -> int:
     _quiet_environment()
     args = make_parser().parse_args(argv)
+    if args.verbose:
+        os.environ[VERBOSE] = "1"
     try:
         return args.func(args)
-    except QdupError as exc:
-        print(f"qdup: error: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:  # pydantic.ValidationError and anything else: name it, exit non-zero
+    except Exception as exc:
         from pydantic import ValidationError
 
-        if isinstance(exc, ValidationError):
-            print(f"qdup: invalid configuration: {exc}", file=sys.stderr)
-            return 2
-        raise
+        if args.debug:
+            raise
+        if isinstance(exc, QdupError):
+            message, status = str(exc), 2
+        elif isinstance(exc, ValidationError):
+            message, status = validation_message(exc), 2
+        else:  # a bug or an environment failure: name it; --debug shows where
+            message, status = f"{type(exc).__name__}: {exc} (run with --debug for the traceback)", 1
+        print(f"qdup: error: {message}", file=sys.stderr)
+        return status
 
 
 if __name__ == "__main__":

@@ -194,6 +194,16 @@ class ContractReport:
         return json_path, md_path
 
 
+class ContractViolation(DataContractError):
+    """A data contract failed; carries the report so that the caller can keep it with the run."""
+
+    def __init__(self, report: ContractReport, file: str, stem: str = "validation-raw"):
+        super().__init__(report.error_message(file))
+        self.report = report
+        self.file = file
+        self.stem = stem
+
+
 def _describe(value: Any) -> str:
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return "<missing>"

@@ -12,11 +12,6 @@ from qdup.errors import QdupError
 from qdup.model.network import encoder_masks_padding
 from qdup.model.vocab import vectorize_padded
 
-LABEL_CONVENTION = (
-    "is_duplicate 1 = same intent; similarity = cosine of the L2-normalised encodings in [-1, 1]; "
-    "predicted duplicate iff similarity >= threshold"
-)
-
 
 def encoder_fn(encoder: keras.Model):
     """The encoder as one graph function over any (batch, time) shape, traced once.

@@ -11,10 +11,13 @@ Lambda layers, so nothing needs unsafe deserialisation.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import keras
 from keras import ops
 
 from qdup.config import ModelConfig
+from qdup.errors import QdupError
 from qdup.model.vocab import OOV_ID
 
 PACKAGE = "qdup"
@@ -24,7 +27,8 @@ PACKAGE = "qdup"
 class MaskedMeanPooling(keras.layers.Layer):
     """Mean over the time axis of (batch, time, features) that ignores masked (padding) steps.
 
-    Without a mask it is the plain mean. A fully masked row gives zeros rather than 0/0.
+    Without a mask it is the plain mean. A fully masked row gives zeros rather than 0/0: kept
+    instead of keras.layers.GlobalAveragePooling1D, which returns NaN there (tests/model/test_model.py).
     """
 
     def __init__(self, **kwargs):
@@ -243,3 +247,20 @@ def build_inference_model(
     v2 = encoder(truncate(vectorizer(q2)))
     sim = CosineSimilarity(name="cosine")([v1, v2])
     return keras.Model([q1, q2], sim, name="inference")
+
+
+def load_saved_model(path: Path) -> keras.Model:
+    """Load a qdup Keras file with safe_mode=True; a file that is unsafe or not a model is refused in one line.
+
+    Importing this module registered qdup's custom layers, which saved models name.
+    """
+    try:
+        return keras.saving.load_model(path, safe_mode=True, compile=False)
+    except (ValueError, TypeError, KeyError, OSError) as exc:
+        first = str(exc).strip().split(". ")[0].splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise QdupError(f"{path}: refused to load the model (safe_mode=True): {first}") from exc
+
+
+def load_encoder(path: Path) -> keras.Model:
+    """Load a saved encoder (see `load_saved_model`)."""
+    return load_saved_model(path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from typing import Any
@@ -52,8 +53,20 @@ def versions_table(rows: list[dict[str, Any]]) -> str:
         lines.append(
             [r["id"], r["created"][:19], r["dataset_sha256"][:12], _fmt(m["roc_auc"]), _fmt(m["accuracy"]), _fmt(m["f1"]), ",".join(r["aliases"])]
         )
-    widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in lines)
+    return render_table(lines[0], lines[1:])
+
+
+def render_table(header: list[str], rows: list[list[str]]) -> str:
+    """A plain-text table drawn by rich (no colour codes, so it pipes and greps cleanly)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(*header, box=None, pad_edge=False, show_edge=False, header_style="bold")
+    for row in rows:
+        table.add_row(*row)
+    console = Console(width=400, no_color=True, color_system=None, force_terminal=False, record=True, file=io.StringIO())
+    console.print(table)
+    return "\n".join(line.rstrip() for line in console.export_text().splitlines())
 
 
 def lineage_dict(manifest: dict[str, Any]) -> dict[str, Any]:

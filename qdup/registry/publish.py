@@ -13,6 +13,11 @@ import numpy as np
 
 from qdup import __version__
 from qdup.config import RetrainConfig
+from qdup.data.splits import read_split
+from qdup.evaluation.metrics import binary_metrics, ranking_metrics
+from qdup.fileio import sha256_json
+from qdup.log import LogFn, stderr_log
+from qdup.registry.store import ArtifactStore, StoreError
 from qdup.stagecache import StageResult, params
 
 LIBRARIES = ("tensorflow", "keras", "prefect", "great-expectations", "pandas", "pyarrow", "numpy", "pydantic", "fsspec")
@@ -100,7 +105,6 @@ def decide(
 
 def rescore_on(predictor: Any, test_df: Any, metric: str) -> float:
     """Measure an exported model on another test split (when production's differs)."""
-    from qdup.evaluation.metrics import binary_metrics, ranking_metrics
 
     y = test_df["is_duplicate"].to_numpy().astype(np.int64)
     sim = predictor.similarity(test_df["question1"].tolist(), test_df["question2"].tolist())
@@ -171,7 +175,7 @@ def lineage_manifest(
                 "pr_auc": metrics["test"]["ranking"]["pr_auc"],
                 **{k: metrics["test"]["at_threshold"][k] for k in ("accuracy", "precision", "recall", "f1")},
                 "at_reference_threshold": metrics["test"]["at_reference_threshold"],
-                "confusion": metrics["test"]["at_threshold"].get("confusion"),
+                "confusion_matrix": metrics["test"]["at_threshold"]["confusion_matrix"],
             },
             "calibration": metrics["calibration"]["ranking"],
         },
@@ -185,3 +189,86 @@ def lineage_manifest(
             for name, r in stages.items()
         },
     }
+
+
+@dataclass(frozen=True)
+class PublishOutcome:
+    """What `publish_version` did: the version handed in (or the identical one), and whether production moved."""
+
+    version: str
+    store: str
+    published: bool
+    promoted: bool
+    reason: str
+    decision: GateDecision | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"version": self.version, "store": self.store, "published": self.published,
+                "promoted": self.promoted, "reason": self.reason}
+
+
+def content_key(stages: dict[str, StageResult]) -> str:
+    """Stage keys hash inputs, parameters and code, so equal keys mean an identical model."""
+    return sha256_json({name: r.key for name, r in sorted(stages.items())})
+
+
+def measure_production(
+    store: ArtifactStore, production: str | None, stages: dict[str, StageResult], metric: str
+) -> tuple[float | None, str | None]:
+    """Production's gate metric on the challenger's test rows: stored when the rows are the same, else re-scored."""
+    if production is None:
+        return None, None
+    prod = store.manifest(production)
+    if prod["splits"]["test"]["content_sha256"] == stages["splits"].manifest["splits"]["test"]["content_sha256"]:
+        return float(prod["metrics"]["test"][metric]), "stored metrics"
+    from qdup.serving.predictor import load_inference
+
+    predictor = load_inference(store.open_version(production) / "model")
+    test_df = read_split(stages["splits"].file("test.parquet"))
+    return rescore_on(predictor, test_df, metric), "re-scored on the challenger's test split"
+
+
+def publish_version(
+    store: ArtifactStore,
+    cfg: RetrainConfig,
+    stages: dict[str, StageResult],
+    version: str,
+    *,
+    run_info: dict[str, Any],
+    actor: str,
+    log: LogFn = stderr_log,
+    max_attempts: int = 3,
+) -> PublishOutcome:
+    """Publish the exact stage outputs handed in as `version`; move `latest`, and `production` if the gate passes.
+
+    An unchanged pipeline publishes nothing (it names the identical version). Production is
+    re-scored before the store lock is taken (it loads a model); if production moved while it
+    was measured, it is measured again, at most `max_attempts` times.
+    """
+    metric, tolerance = cfg.publish.gate_metric, cfg.publish.tolerance
+    key = content_key(stages)
+    for existing in reversed(store.versions()):
+        if store.manifest(existing).get("content_key") == key:
+            log(f"[publish] identical to version {existing} (same data, parameters and code): nothing new to publish")
+            return PublishOutcome(existing, store.url, False, False, f"identical to {existing}", None)
+    challenger = gate_value(stages["evaluate"].manifest["metrics"], metric)
+    for _ in range(max_attempts):
+        current = store.aliases().get("production")
+        production_value, measured_on = measure_production(store, current, stages, metric)
+        with store.lock():
+            if store.aliases().get("production") != current:
+                continue  # production moved while it was being measured: measure the new one
+            decision = decide(metric, tolerance, challenger, current, production_value, measured_on)
+            if version not in store.versions():  # a retried publish after a committed one must not publish twice
+                manifest = lineage_manifest(cfg, stages, run_info, decision) | {"content_key": key}
+                store.publish(version_files(stages), manifest, version=version)
+            store.move_alias("latest", version, "every publish moves latest", actor, "publish")
+            promoted = decision.promote and cfg.publish.promote
+            if promoted:
+                store.move_alias("production", version, decision.reason, actor, "publish")
+            break
+    else:
+        raise StoreError(f"production kept moving while version {version} was being gated ({max_attempts} attempts)")
+    why = decision.reason if cfg.publish.promote else "promotion disabled (publish.promote=false)"
+    log(f"[publish] version {version} -> {store.url}; production {'moved' if promoted else 'NOT moved'}: {why}")
+    return PublishOutcome(version, store.url, True, promoted, why, decision)

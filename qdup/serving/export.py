@@ -11,10 +11,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from qdup.config import ModelConfig
+from qdup.config import LABEL_CONVENTION, ModelConfig
 from qdup.errors import QdupError
 from qdup.fileio import atomic_dir, atomic_write_json, read_json, sha256_file
-from qdup.model.encode import LABEL_CONVENTION, similarities
+from qdup.model.encode import similarities
 from qdup.model.network import build_inference_model
 from qdup.model.vocab import write_vocabulary
 from qdup.serving.predictor import ENCODER_FILE, INFERENCE_FILE, THRESHOLD_FILE, VOCAB_FILE, Predictor

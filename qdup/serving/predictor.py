@@ -19,8 +19,10 @@ import tensorflow as tf
 
 from qdup.errors import QdupError
 from qdup.fileio import atomic_write_bytes, read_json
+
 # Importing qdup.model.encode imports qdup.model.network, which registers the custom layers that saved models name.
 from qdup.model.encode import encoder_fn, pair_cosines
+from qdup.model.network import load_saved_model
 
 INFERENCE_FILE = "inference.keras"
 ENCODER_FILE = "encoder.keras"
@@ -113,7 +115,7 @@ def load_inference(path: Path) -> Predictor:
     for key in ("threshold", "max_length"):
         if key not in meta:
             raise QdupError(f"{meta_path} has no {key!r}")
-    model = keras.saving.load_model(model_path, safe_mode=True, compile=False)
+    model = load_saved_model(model_path)
     return Predictor(model=model, threshold=float(meta["threshold"]), max_length=int(meta["max_length"]), meta=meta)
 
 

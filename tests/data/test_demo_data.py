@@ -3,19 +3,29 @@
 from __future__ import annotations
 
 import csv
+import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from qdup.data.demo import COLUMNS, generate_pairs, write_demo_tsv
+from qdup.data.demo_vocabulary import load_vocabulary, resource_dir
 from qdup.errors import ConfigError
 from qdup.fileio import sha256_file
-from qdup.data.demo import COLUMNS, _CATEGORIES, _INTENTS, generate_pairs, write_demo_tsv
 
 ROWS = 20_000
 HEADER = b"id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n"
+# sha256 of today's output: any change to the generator or its vocabulary files changes these.
+PINNED_SHA256 = {
+    (600, 7): "28b5c37590bb548cf4b7522042e7a16a71d622944b715fb53974688a5c7c5489",
+    (2000, 1): "c3762e24827d7460782adffec9237c53848a8fcc4bc97f415aa5eefb277fffe9",
+}
+# A field holding a double quote, as the release writes it: wrapped in quotes, inner quotes doubled.
+QUOTED_FIELD = re.compile(r'"(?:[^"]|"")*"')
 # Function words; what is left is a question's content words.
 STOPWORDS = frozenset(
     "a an the is are am was were be been being do does did i me my you your we our it its of to "
@@ -80,17 +90,23 @@ def test_reads_back_to_the_same_rows(written, pairs):
 
 def test_quotes_are_doubled_and_wrapped(written, pairs):
     path, _ = written
-    lines = path.read_text(encoding="utf-8").split("\n")
-    quoted = pairs[pairs["question1"].str.contains('"', regex=False)]
+    lines = path.read_bytes().decode("utf-8").split("\n")[1:-1]
+    assert len(lines) == ROWS
+    quoted = 0
+    for line, q1, q2 in zip(lines, pairs["question1"], pairs["question2"]):
+        fields = line.split("\t")  # no question holds a tab, so a tab always separates fields
+        assert len(fields) == len(COLUMNS), line
+        for raw, text in ((fields[3], q1), (fields[4], q2)):
+            if '"' in text:
+                # Wrapped and doubled, exactly: undoing that by hand gives the text back.
+                assert QUOTED_FIELD.fullmatch(raw), raw
+                assert raw[1:-1].replace('""', '"') == text
+                quoted += 1
+            else:
+                # QUOTE_MINIMAL: everything else is written bare, apostrophes included.
+                assert raw == text
     # About 1-2% of questions carry double quotes, as in the release.
-    assert 0.005 * ROWS < len(quoted) < 0.05 * ROWS
-    for row in quoted.head(20).itertuples():
-        line = lines[row.id + 1]
-        expected = '"' + row.question1.replace('"', '""') + '"'
-        assert f"{row.id}\t{row.qid1}\t{row.qid2}\t{expected}\t" in line
-    # Fields without quotes, tabs or newlines are written bare (QUOTE_MINIMAL).
-    plain = pairs[~pairs["question1"].str.contains('"', regex=False)].iloc[0]
-    assert lines[plain["id"] + 1].split("\t")[3] == plain["question1"]
+    assert 0.01 * ROWS < quoted < 0.1 * ROWS
     # The csv module with the release's dialect reads the same fields back.
     with open(path, newline="", encoding="utf-8") as f:
         parsed = list(csv.reader(f, delimiter="\t"))
@@ -99,14 +115,30 @@ def test_quotes_are_doubled_and_wrapped(written, pairs):
     assert [r[4] for r in parsed[1:]] == pairs["question2"].tolist()
 
 
-def test_quoting_example_round_trips(written, pairs):
-    # The release's own example form: "When do you use ""&"" instead of ""and""?"
+def test_quoting_matches_the_release_byte_for_byte(written):
+    # The release's form, e.g. "When do you use ""&"" instead of ""and""?"; this row is fixed by the
+    # pinned output, so the bytes below are what write_demo_tsv writes, not what the test computes.
     path, _ = written
-    hits = pairs[pairs["question1"].str.contains(r'use "[^"]+" instead of "', regex=True)]
-    assert len(hits) > 0
-    text = hits["question1"].iloc[0]
-    assert '"' + text.replace('"', '""') + '"' in path.read_text(encoding="utf-8")
-    assert '""' in text.replace('"', '""')
+    line = (
+        b'1454\t2538\t2539\t"When do you use ""its"" instead of ""it\'s"" in formal writing?"\t'
+        b'"I am a beginner. How do I decide between ""principal"" and ""principle"" in formal writing?"\t0\n'
+    )
+    assert line in path.read_bytes()
+    back = pd.read_csv(path, sep="\t", keep_default_na=False)
+    assert back.loc[1454, "question1"] == 'When do you use "its" instead of "it\'s" in formal writing?'
+    assert back.loc[1454, "question2"] == (
+        'I am a beginner. How do I decide between "principal" and "principle" in formal writing?'
+    )
+    with open(path, newline="", encoding="utf-8") as f:
+        row = next(r for r in csv.reader(f, delimiter="\t") if r[0] == "1454")
+    assert row[3:5] == back.loc[1454, ["question1", "question2"]].tolist()
+
+
+@pytest.mark.parametrize(("rows", "seed"), sorted(PINNED_SHA256))
+def test_output_is_pinned(tmp_path, rows, seed):
+    info = write_demo_tsv(tmp_path / "demo.tsv", rows=rows, seed=seed)
+    assert sha256_file(tmp_path / "demo.tsv") == PINNED_SHA256[(rows, seed)]
+    assert info["sha256"] == PINNED_SHA256[(rows, seed)]
 
 
 def test_ids_and_qid_numbering(pairs):
@@ -203,16 +235,59 @@ def test_paraphrases_keep_the_filler(pairs):
 
 
 def test_learn_python_and_capital_of_france_are_in_the_vocabulary():
-    by_name = {it.name: it for it in _INTENTS}
-    learn = by_name["learn_lang"]
+    vocab = load_vocabulary()
+    learn = vocab.intent("learn_lang")
     assert {"How do I learn {a}?", "What is the best way to learn {a}?",
             "How can I start learning {a}?"} <= set(learn.templates)
-    assert "Python" in _CATEGORIES[learn.cat_a]
-    capital = by_name["capital"]
+    assert "Python" in vocab.categories[learn.slot_a]
+    capital = vocab.intent("capital")
     assert "What is the capital of {a}?" in capital.templates
-    assert "France" in _CATEGORIES[capital.cat_a]
-    fillers = sum(len(v) for v in _CATEGORIES.values())
-    assert fillers >= 500
+    assert "France" in vocab.categories[capital.slot_a]
+    assert sum(len(v) for v in vocab.categories.values()) >= 500
+
+
+def test_vocabulary_comes_from_the_resource_files_and_is_loaded_once():
+    vocab = load_vocabulary()
+    assert load_vocabulary() is vocab
+    intents = json.loads((resource_dir() / "intents.json").read_text(encoding="utf-8"))["intents"]
+    assert [it.name for it in vocab.intents] == [it["name"] for it in intents]
+    assert vocab.intent("learn_lang").templates == tuple(intents[0]["templates"])
+    categories = json.loads((resource_dir() / "categories.json").read_text(encoding="utf-8"))["categories"]
+    assert vocab.categories["confusable"][0] == tuple(categories["confusable"][0]) == ("affect", "effect")
+    assert vocab.is_paired("confusable") and not vocab.is_paired("lang")
+
+
+def _edited_copy(tmp_path: Path, name: str, edit) -> Path:
+    root = tmp_path / "vocab"
+    shutil.copytree(Path(str(resource_dir())), root)
+    doc = json.loads((root / name).read_text(encoding="utf-8"))
+    edit(doc)
+    (root / name).write_text(json.dumps(doc), encoding="utf-8")
+    return root
+
+
+@pytest.mark.parametrize(("name", "edit", "message"), [
+    ("categories.json", lambda d: d["categories"]["hlang"].append("Python"),
+     "categories.hlang: 'Python' is also in categories.lang"),
+    ("categories.json", lambda d: d["categories"].update(lang=["C", "Go"]), "categories.lang: needs at least 3 items"),
+    ("intents.json", lambda d: d["intents"][0]["templates"].append("Learn {a} how"), "must end with '?'"),
+    ("intents.json", lambda d: d["intents"][0]["templates"].append("How do I learn {b}?"), "exactly the slots ['a']"),
+    ("intents.json", lambda d: d["intents"][0].update(slot_a="langs"), "unknown category 'langs'"),
+    ("intents.json", lambda d: d["intents"][0].pop("group"), "intents.0.group: Field required"),
+    ("modifiers.json", lambda d: d["modifiers"].pop("learn"), "unknown modifier list 'learn'"),
+    ("contexts.json", lambda d: d["short_families"][0].update(weight=0.5), "weights must sum to 1"),
+])
+def test_broken_vocabulary_is_refused_naming_file_and_field(tmp_path, name, edit, message):
+    root = _edited_copy(tmp_path, name, edit)
+    with pytest.raises(ConfigError, match=re.escape(message)) as err:
+        load_vocabulary(root)
+    blamed = "intents.json" if name == "modifiers.json" else name
+    assert str(err.value).startswith(str(root / blamed) + ": ")
+
+
+def test_unedited_copy_of_the_vocabulary_loads_equal(tmp_path):
+    root = _edited_copy(tmp_path, "intents.json", lambda d: None)
+    assert load_vocabulary(root) == load_vocabulary()
 
 
 def test_vocabulary_is_realistic(questions):
@@ -245,6 +320,10 @@ def test_bad_seed_raises_config_error(seed):
 def test_overwrite_is_atomic_and_leaves_no_temp_files(tmp_path):
     path = tmp_path / "out" / "demo.tsv"
     write_demo_tsv(path, rows=300, seed=1)
+    first = path.read_bytes()
+    with pytest.raises(ConfigError):
+        write_demo_tsv(path, rows=300, seed=-1)
+    assert path.read_bytes() == first  # a failed write leaves the previous file whole
     second = write_demo_tsv(path, rows=500, seed=2)
     assert [p.name for p in path.parent.iterdir()] == ["demo.tsv"]
     assert second["rows"] == 500

@@ -10,16 +10,16 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from qdup.config import FetchConfig
+from qdup.data.fetch import CachedDataset, TransientFetchError, fetch_dataset
 from qdup.errors import FetchError
 from qdup.fileio import read_json
-from qdup.data.fetch import CachedDataset, TransientFetchError, fetch_dataset
 
 HEADER = "id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n"
 
@@ -188,8 +188,8 @@ def test_download_success_caches_file_record_and_index(server: Server, cache_roo
     assert record["md5"] == TSV_MD5
     assert record["content_type"] == "text/tab-separated-values"
     fetched_at = datetime.fromisoformat(record["fetched_at"])
-    assert fetched_at.utcoffset() == timezone.utc.utcoffset(None)
-    assert abs((datetime.now(timezone.utc) - fetched_at).total_seconds()) < 60
+    assert fetched_at.utcoffset() == UTC.utcoffset(None)
+    assert abs((datetime.now(UTC) - fetched_at).total_seconds()) < 60
 
     assert read_json(source_index(cache_root, url)) == {"source": url, "sha256": TSV_SHA256}
     assert not list(cache_root.rglob("*.tmp"))

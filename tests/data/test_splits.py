@@ -7,8 +7,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from qdup.config import SplitConfig
-from qdup.errors import ConfigError
 from qdup.data import contracts, splits
+from qdup.errors import ConfigError
 
 
 def _frame(labels: list[int]) -> pd.DataFrame:

@@ -8,19 +8,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import qdup.evaluation.metrics
+import qdup.evaluation.pairs
 from qdup.config import EvalConfig, ModelConfig
 from qdup.errors import QdupError
 from qdup.evaluation.metrics import (
     binary_metrics,
     choose_threshold,
-    evaluate_model,
     ranking_metrics,
     roc_curve_png,
     roc_points,
     sweep_markdown,
     threshold_sweep,
 )
+from qdup.evaluation.pairs import evaluate_model
 
 # Ties: 0.9 (one duplicate, one not) and 0.5 (one of each).
 Y = [1, 0, 1, 0, 1, 0]
@@ -154,7 +154,7 @@ def test_threshold_is_chosen_on_calibration_not_test(tmp_path, monkeypatch):
     def fake_similarities(encoder, vectorizer, q1, q2, max_length, batch_size=1024):
         return np.array([float(q) for q in q1], dtype=np.float32)
 
-    monkeypatch.setattr(qdup.evaluation.metrics, "similarities", fake_similarities)
+    monkeypatch.setattr(qdup.evaluation.pairs, "similarities", fake_similarities)
     # Calibration separates perfectly at 0.3; test at 0.8 (where 0.3 gets only 4 of 6 right).
     calibration = _frame([(0.1, 0), (0.2, 0), (0.3, 1), (0.4, 1), (0.9, 1), (0.25, 0)])
     test = _frame([(0.3, 0), (0.5, 0), (0.8, 1), (0.9, 1), (0.1, 0), (0.95, 1)])

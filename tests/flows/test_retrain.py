@@ -64,6 +64,12 @@ def test_bad_input_fails_the_flow_and_writes_no_split(case, demo_tsv, qdup_home,
     if isinstance(err.value, DataContractError) and "expect_" in str(err.value):
         reports = list((qdup_home / "runs" / "history").glob("*/validation-raw.md"))
         assert len(reports) == 1 and "FAILED" in reports[0].read_text()
+    # A failed run leaves its record: status, the error, the stages done and their folders.
+    records = list((qdup_home / "runs" / "history").glob("*/run.json"))
+    assert len(records) == 1
+    record = json.loads(records[0].read_text())
+    assert record["status"] == "failed" and record["error"]["message"] == str(err.value)
+    assert record["stages_done"] == ["fetch"] and Path(record["stages"]["fetch"]["path"]).is_dir()
 
 
 def _qdup(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
@@ -135,6 +141,28 @@ def test_full_flow_trains_evaluates_and_exports(trained):
     assert history[-1]["loss"] < history[0]["loss"]
     record = json.loads(Path(trained["again"]["run_record"]).read_text())
     assert all(stage["cached"] for stage in record["stages"].values())
+    assert record["status"] == "completed" and record["error"] is None
+
+
+@pytest.mark.slow
+def test_an_unchanged_rerun_publishes_nothing(trained):
+    from qdup.registry.store import ArtifactStore
+
+    first, again = trained["outputs"], trained["again"]
+    assert first["published"] == "true" and again["published"] == "false"
+    assert again["version"] == first["version"]
+    assert ArtifactStore(str(trained["root"] / "home" / "store")).versions() == [first["version"]]
+
+
+@pytest.mark.slow
+def test_the_manifest_confusion_matrix_is_the_evaluations(trained):
+    from qdup.registry.store import ArtifactStore
+
+    outputs = trained["outputs"]
+    manifest = ArtifactStore(str(trained["root"] / "home" / "store")).manifest(outputs["version"])
+    evaluated = json.loads((Path(outputs["evaluate"]) / "metrics.json").read_text())["test"]["at_threshold"]["confusion_matrix"]
+    assert manifest["metrics"]["test"]["confusion_matrix"] == evaluated
+    assert sum(evaluated.values()) == manifest["splits"]["test"]["rows"]
 
 
 @pytest.mark.slow

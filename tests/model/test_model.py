@@ -262,3 +262,16 @@ def test_zero_rates_add_no_layers():
                                                     "output_dropout": 0.0, "l2": 0.0}))
     assert not any("dropout" in layer.name for layer in enc.layers)
     assert not enc.losses
+
+
+def test_masked_mean_pooling_is_kept_because_keras_global_average_gives_nan_for_an_all_padding_question():
+    """Keras's GlobalAveragePooling1D honours masks but divides 0 by 0 for a question with no tokens
+    ("???" strips to nothing); qdup's pooling returns zeros there and equals Keras's everywhere else."""
+    x = np.arange(2 * 3 * 2, dtype="float32").reshape(2, 3, 2)
+    mask = np.array([[True, True, False], [False, False, False]])
+    ours = np.asarray(MaskedMeanPooling()(x, mask=mask))
+    keras_gap = np.asarray(keras.layers.GlobalAveragePooling1D()(x, mask=mask))
+    np.testing.assert_allclose(ours[0], keras_gap[0])
+    np.testing.assert_allclose(ours[0], x[0, :2].mean(axis=0))
+    assert np.isnan(keras_gap[1]).all()
+    np.testing.assert_array_equal(ours[1], [0.0, 0.0])

@@ -12,8 +12,8 @@ import pytest
 
 from qdup.config import RetrainConfig
 from qdup.errors import ConfigError
-from qdup.registry.store import ArtifactStore
 from qdup.registry import lineage, publish
+from qdup.registry.store import ArtifactStore
 
 
 @pytest.mark.parametrize(

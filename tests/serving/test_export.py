@@ -18,10 +18,10 @@ import tensorflow as tf
 from qdup.config import ModelConfig, VocabConfig
 from qdup.errors import QdupError
 from qdup.model.encode import similarities
-from qdup.serving.export import export_models
-from qdup.serving.predictor import SMALL_BATCH, load_inference, score_file
 from qdup.model.network import build_encoder
 from qdup.model.vocab import fit_vectorizer
+from qdup.serving.export import export_models
+from qdup.serving.predictor import SMALL_BATCH, load_inference, score_file
 
 ROOT = Path(__file__).resolve().parents[2]
 CFG = ModelConfig(embedding_dim=8, lstm_units=8, max_length=5)

@@ -1,0 +1,19 @@
+"""Stage `export`: the serving bundle (raw strings in, similarity out, threshold beside it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from qdup.config import ModelConfig
+from qdup.model import vocab
+from qdup.serving.export import export_models
+
+MODEL_DIR = "model"
+
+
+def build_export(vocab_file: Path, encoder_file: Path, model_cfg: ModelConfig, threshold: float, out_dir: Path) -> dict[str, Any]:
+    """Write `out_dir/model/`, checked to load with safe_mode=True and to agree with the encoder."""
+    vectorizer = vocab.load_vectorizer(vocab_file)
+    info = export_models(encoder_file, vectorizer, model_cfg, threshold, out_dir / MODEL_DIR)
+    return {"model_dir": MODEL_DIR, "threshold": info["threshold"], "sha256": info["sha256"]}

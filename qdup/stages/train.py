@@ -1,0 +1,50 @@
+"""Stage `train`: the Siamese encoder trained with triplet loss; resumable from its work folder."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from qdup.config import ModelConfig, TrainConfig
+from qdup.data.splits import read_split
+from qdup.fileio import sha256_file
+from qdup.log import LogFn, stderr_log
+from qdup.model import train, vocab
+
+ENCODER_FILE = "encoder.keras"
+
+
+def build_train(
+    splits_dir: Path,
+    vocab_file: Path,
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    seed: int,
+    work_dir: Path,
+    out_dir: Path,
+    on_epoch_end: Callable[[int, int, dict[str, float]], None] | None = None,
+    log: LogFn = stderr_log,
+) -> dict[str, Any]:
+    """Train on `splits_dir`'s train/val splits; checkpoints go to `work_dir` (kept on a crash, removed after)."""
+    vectorizer = vocab.load_vectorizer(vocab_file)
+    result = train.train_model(
+        read_split(splits_dir / "train.parquet"), read_split(splits_dir / "val.parquet"), vectorizer,
+        model_cfg, train_cfg, seed, work_dir, on_epoch_end=on_epoch_end, log=log,
+    )
+    shutil.copyfile(result.encoder_path, out_dir / ENCODER_FILE)
+    shutil.copytree(result.tensorboard_dir, out_dir / "tensorboard")
+    manifest = {
+        "encoder": ENCODER_FILE,
+        "encoder_sha256": sha256_file(out_dir / ENCODER_FILE),
+        "history": result.history,
+        "best_epoch": result.best_epoch,
+        "best_val_loss": result.best_val_loss,
+        "epochs_run": result.epochs_run,
+        "resumed_from_epoch": result.resumed_from_epoch,
+        "stopped_early": result.stopped_early,
+        "steps_per_epoch": result.steps_per_epoch,
+    }
+    shutil.rmtree(work_dir, ignore_errors=True)
+    return manifest

@@ -1,0 +1,49 @@
+"""Prefect task around `qdup.stages.splits.build_splits`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.artifacts import create_table_artifact
+
+from qdup.config import RetrainConfig
+from qdup.data.contracts import ContractViolation, suite_path
+from qdup.fileio import sha256_file
+from qdup.stagecache import StageResult, code_fingerprint, params, run_stage
+from tasks.common import TASK_OPTIONS, fail_with_report, run_log
+
+
+def splits_inputs(validate_key: str, cfg: RetrainConfig) -> dict[str, Any]:
+    """What the splits stage's key hashes: the validated data, the split plan, the suites, the code."""
+    return {
+        "validated": validate_key,
+        "split": params(cfg.split),
+        "suites": {name: sha256_file(suite_path(s)) for name, s in cfg.validate_.split_suites.items()},
+        "code": code_fingerprint("qdup.stages.splits", "tasks.splits"),
+    }
+
+
+@task(name="splits", **TASK_OPTIONS)
+def splits_task(validated: StageResult, cfg: RetrainConfig, run_dir: Path) -> StageResult:
+    """Positional splits as Parquet, each gated by its data contract."""
+    from qdup.stages.splits import build_splits
+
+    log = run_log()
+    inputs = splits_inputs(validated.key, cfg)
+
+    def build(out: Path) -> dict:
+        try:
+            return build_splits(validated.file("validated.parquet"), cfg.split, cfg.validate_, out)
+        except ContractViolation as error:
+            fail_with_report(error, run_dir)
+            raise
+
+    result = run_stage("splits", inputs, build, log)
+    rows = [{"split": n, **{k: e[k] for k in ("rows", "duplicates", "content_sha256")}} for n, e in result.manifest["splits"].items()]
+    for r in rows:
+        r["content_sha256"] = r["content_sha256"][:16]
+        log(f"[splits] {r['split']}: {r['rows']:,} rows, {r['duplicates']:,} duplicates")
+    create_table_artifact(key="qdup-splits", table=rows, description="split sizes and content hashes")
+    return result

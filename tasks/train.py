@@ -1,0 +1,59 @@
+"""Prefect task around `qdup.stages.train.build_train` (progress artifact, resumable work folder)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
+
+from qdup.config import RetrainConfig
+from qdup.runtime import import_tensorflow_quietly
+from qdup.stagecache import StageResult, code_fingerprint, params, run_stage, stage_dir, stage_key
+from tasks.common import TASK_OPTIONS, run_log
+
+
+def train_inputs(splits_key: str, vocab_key: str, cfg: RetrainConfig) -> dict[str, Any]:
+    """What the train stage's key hashes."""
+    return {
+        "splits": splits_key,
+        "vocab": vocab_key,
+        "model": params(cfg.model),
+        "train_params": params(cfg.train),
+        "seed": cfg.seed,
+        "code": code_fingerprint("qdup.stages.train", "tasks.train"),
+    }
+
+
+@task(name="train", **TASK_OPTIONS)
+def train_task(splits: StageResult, vocab: StageResult, cfg: RetrainConfig) -> StageResult:
+    """Train the Siamese encoder; checkpoints live beside the stage folder so a killed run resumes."""
+    log = run_log()
+    inputs = train_inputs(splits.key, vocab.key, cfg)
+    # A stable work folder beside the stage folder (not inside its temporary one), named by
+    # the stage key, so that checkpoints survive a crash and the retry of this stage finds them.
+    work = stage_dir("train", stage_key("train", inputs)).with_suffix(".work")
+
+    def build(out: Path) -> dict:
+        # Imported here: TensorFlow loads only when the stage really runs.
+        import_tensorflow_quietly()
+        from qdup.stages.train import build_train
+
+        progress_id = create_progress_artifact(progress=0.0, key="qdup-training", description="training epochs")
+
+        def on_epoch_end(epoch: int, total: int, logs: dict[str, float]) -> None:
+            update_progress_artifact(artifact_id=progress_id, progress=100.0 * epoch / total)
+
+        manifest = build_train(
+            splits.path, vocab.file("vocabulary.txt"), cfg.model, cfg.train, cfg.seed, work, out,
+            on_epoch_end=on_epoch_end, log=log,
+        )
+        update_progress_artifact(artifact_id=progress_id, progress=100.0)
+        return manifest
+
+    result = run_stage("train", inputs, build, log)
+    m = result.manifest
+    rows = [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in h.items()} for h in m["history"]]
+    create_table_artifact(key="qdup-training-history", table=rows, description=f"best epoch {m['best_epoch']}")
+    return result

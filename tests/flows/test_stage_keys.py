@@ -1,0 +1,68 @@
+"""Stage keys cover the code a stage runs: editing a stage changes its key and its descendants' keys only."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+DATASET = "ab" * 32
+KEYS = "import json; from flows.retrain import stage_keys; from qdup.config import RetrainConfig; " \
+       f"print(json.dumps(stage_keys(RetrainConfig(), {DATASET!r})))"
+
+
+@pytest.fixture(scope="module")
+def project_copy(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("project")
+    for name in ("qdup", "tasks", "flows", "data_contracts"):
+        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+    return root
+
+
+def keys_of(root: Path) -> dict[str, str]:
+    # The copy comes first on the path, so its modules (not the installed ones) are fingerprinted.
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    out = subprocess.run([sys.executable, "-c", KEYS], cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def edited(root: Path, module: str, old: str, new: str):
+    path = root / module
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {module}"
+    path.write_text(text.replace(old, new))
+    return lambda: path.write_text(text)
+
+
+@pytest.mark.parametrize(
+    ("module", "old", "new", "changed"),
+    [
+        # The issue's example: which texts the vocabulary is fitted on.
+        ("qdup/stages/vocab.py", "return list(part[\"question1\"]) + list(part[\"question2\"])",
+         "return list(part[\"question1\"])", {"vocab", "train", "evaluate", "export"}),
+        # The Prefect task module of a stage counts too.
+        ("tasks/splits.py", "log(f\"[splits] {r['split']}", "log(f\"[splits]  {r['split']}", {"splits", "vocab", "train", "evaluate", "export"}),
+        # A helper the stage body calls, found through its imports.
+        ("qdup/model/train.py", "def epoch_seed(", "def epoch_seed(  ", {"train", "evaluate", "export"}),
+    ],
+)
+def test_editing_a_stage_changes_its_key_and_its_descendants_only(project_copy, module, old, new, changed):
+    before = keys_of(project_copy)
+    restore = edited(project_copy, module, old, new)
+    try:
+        after = keys_of(project_copy)
+    finally:
+        restore()
+    assert {stage for stage in before if before[stage] != after[stage]} == changed
+    assert keys_of(project_copy) == before  # restoring the code restores the keys
+
+
+def test_the_repository_and_its_copy_agree(project_copy):
+    assert keys_of(project_copy) == keys_of(REPO)
