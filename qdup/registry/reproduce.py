@@ -11,8 +11,37 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from pydantic import ValidationError
+
+from qdup.config import RetrainConfig
+from qdup.errors import ConfigError
+
 # Per-epoch wall time differs between any two runs; it is not a result.
 TIMING_KEYS = frozenset({"seconds"})
+
+
+def reproduction_config(manifest: dict[str, Any]) -> RetrainConfig:
+    """The version's recorded configuration, pinned to its dataset (sha256) and never promoting.
+
+    Re-running it must not be served from the stage cache (every stage would trivially "match"):
+    run it in a fresh QDUP_HOME or with caching off.
+    """
+    version = manifest.get("id", "the version")
+    params = manifest.get("parameters")
+    if not isinstance(params, dict):
+        raise ConfigError(f"{version}: the manifest records no parameters; it cannot be reproduced")
+    sha = (manifest.get("dataset") or {}).get("sha256")
+    if not sha:
+        raise ConfigError(f"{version}: the manifest records no dataset sha256; it cannot be reproduced")
+    try:
+        cfg = RetrainConfig.model_validate(params)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(x) for x in first["loc"])
+        raise ConfigError(f"{version}: recorded parameter {where}: {first['msg']} (recorded by another qdup version?)") from None
+    fetch = cfg.fetch.model_copy(update={"sha256": sha})
+    publish = cfg.publish.model_copy(update={"promote": False})
+    return cfg.model_copy(update={"fetch": fetch, "publish": publish})
 
 
 def _leaves(obj: Any, prefix: str = "") -> dict[str, Any]:

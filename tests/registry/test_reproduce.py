@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 
+import pytest
+
 from qdup.registry.reproduce import compare_reproduction, reproduction_text
 from tests.registry.manifests import full_manifest
 
@@ -56,3 +58,32 @@ def test_booleans_are_not_numbers(tmp_path):
     rerun["metrics"]["test"]["at_reference_threshold"]["n"] = True
     original["metrics"]["test"]["at_reference_threshold"]["n"] = 1
     assert not compare_reproduction(original, rerun)["checks"]["metrics"]["match"]
+
+
+def test_reproduction_config_is_the_recorded_one_pinned_and_not_promoting(tmp_path):
+    from qdup.config import RetrainConfig
+    from qdup.registry.reproduce import reproduction_config
+
+    m = full_manifest(tmp_path)
+    m["parameters"]["train"]["epochs"] = 7
+    cfg = reproduction_config(m)
+    assert cfg.train.epochs == 7 and cfg.fetch.sha256 == "a" * 64 and cfg.publish.promote is False
+    assert cfg.fetch.source == RetrainConfig().fetch.source and cfg.seed == 42
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (lambda m: m.pop("parameters"), "records no parameters"),
+        (lambda m: m["dataset"].pop("sha256"), "no dataset sha256"),
+        (lambda m: m["parameters"]["train"].update(retired_option=1), r"recorded parameter train.retired_option"),
+    ],
+)
+def test_unreproducible_manifests_are_refused_in_one_line(tmp_path, change, match):
+    from qdup.errors import ConfigError
+    from qdup.registry.reproduce import reproduction_config
+
+    m = full_manifest(tmp_path)
+    change(m)
+    with pytest.raises(ConfigError, match=match):
+        reproduction_config(m)
