@@ -30,8 +30,8 @@ import numpy as np
 import pandas as pd
 
 from qdup.config import DriftTolerances
-from qdup.data.contracts import ContractReport, validate_frame_with_suite
-from qdup.errors import DataContractError, QdupError
+from qdup.data.contracts import ContractReport, ContractViolation, validate_frame_with_suite
+from qdup.errors import QdupError
 from qdup.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 
 PROFILE_VERSION = 1
@@ -402,8 +402,9 @@ class DriftReport:
         return f"{file}: drift against production {self.production_version} (validate.drift = \"block\"):\n{body}"
 
     def raise_if_blocking(self, file: str) -> None:
+        """Raise `DriftViolation` when drift was found and validate.drift is "block"."""
         if self.blocking:
-            raise DataContractError(self.error_message(file))
+            raise DriftViolation(self, file)
 
     def write(self, out_dir: Path, stem: str = "drift") -> tuple[Path, Path]:
         """{stem}.json (the GE result, or the summary when nothing was compared) and {stem}.md."""
@@ -412,6 +413,16 @@ class DriftReport:
         atomic_write_json(json_path, self.contract.result if self.contract is not None else self.as_dict())
         atomic_write_text(md_path, self.markdown())
         return json_path, md_path
+
+
+class DriftViolation(ContractViolation):
+    """Blocking drift: a ContractViolation (so failure handling keeps its GE report) naming the failing expectations."""
+
+    def __init__(self, report: DriftReport, file: str):
+        assert report.contract is not None
+        super().__init__(report.contract, file, stem="drift")
+        self.args = (report.error_message(file),)
+        self.drift = report
 
 
 def check_drift(

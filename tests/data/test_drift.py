@@ -209,3 +209,36 @@ def test_config_section_defaults_and_validation():
         RetrainConfig.model_validate({"validate": {"drift": "sometimes"}})
     with pytest.raises(ValueError, match="extra"):
         RetrainConfig.model_validate({"validate": {"drift_tolerances": {"unknown": 1}}})
+
+
+def test_drift_stage_first_run_then_against_the_recorded_profile(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from qdup.config import ValidateConfig
+    from qdup.data.drift import DriftViolation
+    from qdup.stages.drift import build_drift, build_profile
+
+    def parquet(df: pd.DataFrame, name: str):
+        path = tmp_path / name
+        pq.write_table(pa.Table.from_pandas(df, preserve_index=False), path)
+        return path
+
+    prod_file, new_file = parquet(PRODUCTION, "prod.parquet"), parquet(NEW, "new.parquet")
+    vocab_file = tmp_path / "vocabulary.txt"
+    vocab_file.write_text("\n".join(vocabulary_of(PRODUCTION)) + "\n")
+    (tmp_path / "first").mkdir()
+    first = build_drift(prod_file, ValidateConfig(), tmp_path / "first", production_version=None)
+    assert first["status"] == "no production" and (tmp_path / "first" / "drift.md").read_text().count(NO_PRODUCTION) == 1
+    profile = build_profile(prod_file, vocab_file, tmp_path / "v1-drift")
+    assert profile["rows"] == 4 and profile["files"] == ["pair_labels.npy", "profile.json", "question_hashes.npy"]
+
+    cfg = ValidateConfig(drift="block", drift_tolerances=DriftTolerances(length_kl_divergence=10.0, unseen_question_share=0.5))
+    (tmp_path / "second").mkdir()
+    with pytest.raises(DriftViolation) as exc:
+        build_drift(new_file, cfg, tmp_path / "second", "v1", tmp_path / "v1-drift", vocab_file)
+    assert "label_flip" in str(exc.value) and exc.value.stem == "drift" and exc.value.report.suite == "qqp_drift.v1"
+    assert "**FAILED**" in (tmp_path / "second" / "drift.md").read_text()  # the report is written before the refusal
+    (tmp_path / "third").mkdir()
+    warned = build_drift(new_file, cfg.model_copy(update={"drift": "warn"}), tmp_path / "third", "v1", tmp_path / "v1-drift", vocab_file)
+    assert warned["status"] == "drifted" and len(warned["failing"]) == 3
