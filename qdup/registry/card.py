@@ -5,6 +5,7 @@ Beyond `qdup.registry.publish.lineage_manifest`'s keys it uses, when present:
 - manifest["metrics"]["intervals"]: `qdup.evaluation.bootstrap.bootstrap_intervals` of the model on test;
 - manifest["metrics"]["baseline"]: the lexical baseline block (`qdup.evaluation.baseline.baseline_metrics`,
   or the same flattened like manifest["metrics"]["test"]), with its own optional "intervals";
+- manifest["metrics"]["lift_over_baseline"]: `paired_difference` model - baseline (see `qdup.evaluation.trust`);
 - manifest["drift"]: `qdup.data.drift.DriftReport.as_dict()`;
 - manifest["compared_against"]["baseline"] / ["paired_difference"]: `qdup.registry.gate.gate_record`;
 - manifest["dataset"]["fetched_at"].
@@ -191,6 +192,9 @@ def _metrics(manifest: dict[str, Any], texts: dict[str, Any], v: _Values) -> lis
         lines.append(texts["baseline_description"].format_map(v) + _baseline_params(baseline))
     else:
         lines.append(f"Lexical baseline {NOT_RECORDED}.")
+    if metrics.get("lift_over_baseline"):
+        lift = format_paired_difference(metrics["lift_over_baseline"], a="model", b="lexical baseline")
+        lines.append(f"Paired on the same resamples: {lift}.")
     cal = metrics.get("calibration") or {}
     if cal.get("roc_auc") is not None:
         lines.append(f"On the calibration split: ROC AUC {_f(cal.get('roc_auc'))}, PR AUC {_f(cal.get('pr_auc'))}.")

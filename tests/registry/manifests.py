@@ -81,6 +81,7 @@ def full_manifest(tmp: Path) -> dict[str, Any]:
                                "production's 0.3700): observed 0.45")]}
     # Stands in for production's scores on the same test pairs.
     paired = paired_difference(Y_TEST, MODEL_TEST, 0.55, BASELINE_TEST, 0.5, "roc_auc", resamples=200, seed=42)
+    m["metrics"]["lift_over_baseline"] = paired
     m["compared_against"] = {
         **m["compared_against"], "version": "20251201T000000000Z-012345", "production": 0.85, "paired_difference": paired,
         "reason": "challenger roc_auc=0.9 is at least as good as production 20251201T000000000Z-012345 roc_auc=0.85",

@@ -36,6 +36,8 @@ def test_full_card_has_every_section_in_order_with_the_recorded_numbers(tmp_path
     assert "95% percentile bootstrap intervals over the test pairs (200 resamples, seed 42)" in card
     assert 'ngram_range=[2, 5]' in card and "features=4321" in card
     assert "Against production 20251201T000000000Z-012345: challenger - production roc_auc:" in card
+    lift = m["metrics"]["lift_over_baseline"]
+    assert f"Paired on the same resamples: model - lexical baseline roc_auc: {lift['difference']:+.4f} (95% CI" in card
     # Threshold and how it was chosen.
     assert "**0.5500**, chosen on the calibration split to maximise accuracy (calibration accuracy 0.8100)" in card
     assert "The lexical baseline's own threshold, chosen the same way: 0.5000." in card
