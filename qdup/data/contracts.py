@@ -205,6 +205,8 @@ class ContractViolation(DataContractError):
 
 
 def _describe(value: Any) -> str:
+    if isinstance(value, np.generic):
+        value = value.item()  # 1, not np.int64(1)
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return "<missing>"
     text = repr(value)
