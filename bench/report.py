@@ -20,7 +20,8 @@ ACCURACY_TOLERANCE = 0.005
 TARGETS = {
     "train_speedup": 3.0,
     "prep_seconds": 60.0,
-    "warm_rerun_seconds": 20.0,
+    "warm_rerun_seconds": 15.0,
+    "warm_rerun_served_seconds": 8.0,
     "predict_p50_ms": 5.0,
     "batch_pairs_per_s": 10_000.0,
     "peak_rss_bytes": 4 * GIB,
@@ -137,7 +138,13 @@ def evaluate_targets(results: dict[str, Any], dataset: str = "generated") -> lis
     )
     warm = _get(results, "warm_rerun", "warm_seconds")
     rows.append(
-        _limit_row("warm re-run (`qdup run`, nothing changed)", "<= 20 s end to end", warm, f"{warm or 0:.1f} s", TARGETS["warm_rerun_seconds"], "s")
+        _limit_row("warm re-run (`qdup run`, nothing changed), temporary Prefect server", "<= 15 s end to end", warm, f"{warm or 0:.1f} s",
+                   TARGETS["warm_rerun_seconds"], "s")
+    )
+    served = _get(results, "warm_rerun", "served_seconds")
+    rows.append(
+        _limit_row("warm re-run against a running Prefect server (`PREFECT_API_URL`)", "<= 8 s end to end", served, f"{served or 0:.1f} s",
+                   TARGETS["warm_rerun_served_seconds"], "s")
     )
     p50 = _get(data, "stages", "inference", "info", "single_pair", "p50_ms")
     p99 = _get(data, "stages", "inference", "info", "single_pair", "p99_ms")

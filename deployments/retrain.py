@@ -1,18 +1,22 @@
-"""Deployments of the retrain flow: weekly on a schedule, and manual; both on a process work pool."""
+"""Deployments of the retrain flow, weekly on a schedule and manual, on a process or a container work pool."""
 
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 from pathlib import Path
 from typing import Any
 
 from prefect.schedules import Cron
 
 from qdup.config import RetrainConfig
+from qdup.errors import ConfigError, QdupError
 
 ROOT = Path(__file__).resolve().parents[1]
+# A file path inside a checkout (this one, or a git clone made by the worker).
 ENTRYPOINT = "flows/retrain.py:retrain"
+# A module path, importable wherever qdup is installed (the image built from the Dockerfile).
+MODULE_ENTRYPOINT = "flows.retrain.retrain"
 FLOW_NAME = "qdup-retrain"
 WORK_POOL = "qdup-process"
 SCHEDULED = "weekly"
@@ -27,23 +31,84 @@ def schedule() -> Cron:
 
 
 def parameters(config: RetrainConfig | None = None) -> dict[str, Any]:
-    """The flow's one parameter, spelled out so the UI shows every value the schedule uses."""
-    return {"config": (config or RetrainConfig()).model_dump(mode="json", by_alias=True)}
+    """Only the fields the user set; every other value stays with the code, so a changed default reaches the schedule."""
+    if config is None:
+        return {}
+    return {"config": config.model_dump(mode="json", by_alias=True, exclude_unset=True)}
 
 
-def register(work_pool: str = WORK_POOL, config: RetrainConfig | None = None, source: Path = ROOT) -> dict[str, str]:
-    """Create or update both deployments on the server at PREFECT_API_URL; returns name -> id."""
+def runs_in_containers(base_job_template: dict[str, Any]) -> bool:
+    """True for a pool whose jobs take an image (docker, kubernetes, ...): the worker cannot see this machine's files."""
+    return "image" in base_job_template.get("variables", {}).get("properties", {})
+
+
+def _work_pool(name: str):
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        with get_client(sync_client=True) as client:
+            return client.read_work_pool(name)
+    except ObjectNotFound:
+        raise ConfigError(
+            f"work pool {name!r} does not exist on the Prefect server: create it first "
+            f"(prefect work-pool create {name} --type process|docker|kubernetes)"
+        ) from None
+
+
+def register(
+    work_pool: str = WORK_POOL,
+    config: RetrainConfig | None = None,
+    *,
+    image: str | None = None,
+    git_source: str | None = None,
+    git_branch: str | None = None,
+    source: Path = ROOT,
+) -> dict[str, str]:
+    """Create or update both deployments on the server at PREFECT_API_URL; returns name -> id.
+
+    Where the worker finds the code:
+    - `image`: the image's installed qdup (a container pool; built from the repository's Dockerfile);
+    - `git_source`: a clone of that repository made by the worker at run time (any pool);
+    - neither: the checkout at `source` on this machine (a process pool only).
+    """
+    from prefect.flows import EntrypointType
+    from prefect.runner.storage import GitRepository
+
     from flows.retrain import retrain
 
-    flow = retrain.from_source(source=str(source), entrypoint=ENTRYPOINT)
-    common = dict(
-        work_pool_name=work_pool,
-        parameters=parameters(config),
-        build=False,
-        push=False,
-        print_next_steps=False,
-        tags=["qdup", "retrain"],
-    )
+    pool = _work_pool(work_pool)
+    containers = runs_in_containers(pool.base_job_template)
+    if containers and not image:
+        raise ConfigError(
+            f"work pool {work_pool!r} (type {pool.type}) runs flows in containers: give --image REGISTRY/qdup:TAG "
+            "(built from the repository's Dockerfile), optionally with --git-source URL; "
+            "a path on this machine cannot be pulled there"
+        )
+    if image and not containers:
+        raise ConfigError(
+            f"work pool {work_pool!r} (type {pool.type}) does not run containers, so --image has no effect: "
+            "drop it, or use a docker or kubernetes pool"
+        )
+    entrypoint_type = EntrypointType.FILE_PATH
+    if git_source:
+        flow = retrain.from_source(source=GitRepository(url=git_source, branch=git_branch), entrypoint=ENTRYPOINT)
+    elif image:
+        flow, entrypoint_type = retrain, EntrypointType.MODULE_PATH
+    else:
+        flow = retrain.from_source(source=str(source), entrypoint=ENTRYPOINT)
+    common: dict[str, Any] = {
+        "work_pool_name": work_pool,
+        "image": image,
+        # The image is built by `docker build` from the Dockerfile and pushed by the release process.
+        "build": False,
+        "push": False,
+        "parameters": parameters(config),
+        "entrypoint_type": entrypoint_type,
+        "print_next_steps": False,
+        "ignore_warnings": True,
+        "tags": ["qdup", "retrain"],
+    }
     ids = {
         SCHEDULED: flow.deploy(
             name=SCHEDULED, schedules=[schedule()], description=f"Weekly retraining ({CRON}, {TIMEZONE}).", **common
@@ -61,12 +126,29 @@ def serve(config: RetrainConfig | None = None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Register qdup's deployments with the Prefect server at PREFECT_API_URL.")
+    parser = argparse.ArgumentParser(
+        prog="python -m deployments.retrain",
+        description="Register qdup's deployments with the Prefect server at PREFECT_API_URL.",
+    )
     parser.add_argument("--work-pool", default=WORK_POOL)
-    parser.add_argument("--config", help="JSON file with RetrainConfig fields for the deployments' parameters")
+    parser.add_argument("--image", metavar="REGISTRY/qdup:TAG", help="image for a container pool (docker, kubernetes)")
+    parser.add_argument("--git-source", metavar="URL", help="git repository the worker clones the flow code from")
+    parser.add_argument("--git-branch", help="branch of --git-source (default: the repository's default branch)")
+    parser.add_argument("--config", help="JSON file with the RetrainConfig fields to set; the rest stay code defaults")
     args = parser.parse_args(argv)
-    config = RetrainConfig.model_validate(json.loads(Path(args.config).read_text())) if args.config else None
-    for name, deployment_id in register(args.work_pool, config).items():
+    from qdup.cli.main import load_config_file
+
+    try:
+        config = RetrainConfig.model_validate(load_config_file(args.config)) if args.config else None
+        if args.git_branch and not args.git_source:
+            raise ConfigError("--git-branch needs --git-source")
+        registered = register(
+            args.work_pool, config, image=args.image, git_source=args.git_source, git_branch=args.git_branch
+        )
+    except QdupError as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 2
+    for name, deployment_id in registered.items():
         print(f"{name}: {deployment_id}")
     return 0
 

@@ -34,6 +34,9 @@ class FetchConfig(_Section):
     retries: int = Field(default=3, ge=0)
     backoff_s: float = Field(default=1.0, ge=0)
     timeout_s: float = Field(default=60.0, gt=0)
+    refresh: bool = Field(
+        default=False, description="download even when the cache holds the file (a pinned checksum skips the network otherwise)"
+    )
 
     def expected_md5(self) -> str | None:
         if self.md5:

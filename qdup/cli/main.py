@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from qdup.config import STAGES, RetrainConfig
-from qdup.errors import QdupError
+from qdup.errors import ConfigError, QdupError
 from qdup.runtime import VERBOSE, apply_tf_thread_defaults, import_tensorflow_quietly
 
 # Modules with a `register(subparsers)` function adding their commands.
@@ -34,7 +34,8 @@ def _quiet_environment() -> None:
     # The closed network makes telemetry fail noisily; TensorFlow's C++ banner is noise too.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # 3: also TensorFlow's C++ ERROR lines about optional CPU paths; its real errors reach Python as exceptions.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     apply_tf_thread_defaults()
     # Without a Prefect server, `qdup run` starts a temporary one; its first start on a fresh
     # PREFECT_HOME creates the database, which on a busy 2-core machine exceeds Prefect's 20 s.
@@ -52,8 +53,40 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """The RetrainConfig fields in a JSON file, checked; QdupError naming the file and the problem otherwise."""
+    from pydantic import ValidationError
+
+    name = str(path)
+    try:
+        text = Path(path).expanduser().read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{name}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{name}: cannot read it ({exc})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{name}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{name}: expected a JSON object of RetrainConfig fields, got {type(data).__name__}")
+    try:
+        RetrainConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            where = ".".join(str(part) for part in err["loc"])
+            if err["type"] == "extra_forbidden":
+                problems.append(f"unknown field '{where}'")
+            else:
+                problems.append(f"{where}: {err['msg']}")
+        raise ConfigError(f"{name}: {'; '.join(problems)}") from None
+    return data
+
+
 def build_config(args: argparse.Namespace) -> RetrainConfig:
-    overrides: dict[str, Any] = {"seed": args.seed, "until": args.until}
+    # Flags override the config file only when given; unset, the file's (or the default) value stands.
+    overrides: dict[str, Any] = {k: v for k, v in (("seed", args.seed), ("until", args.until)) if v is not None}
     fetch: dict[str, Any] = {}
     if args.source:
         source = args.source
@@ -62,6 +95,8 @@ def build_config(args: argparse.Namespace) -> RetrainConfig:
         fetch["source"] = source
     if args.sha256:
         fetch["sha256"] = args.sha256
+    if args.refresh:
+        fetch["refresh"] = True
     split: dict[str, Any] = {}
     if args.n_train is not None:
         split["n_train"] = args.n_train
@@ -70,10 +105,7 @@ def build_config(args: argparse.Namespace) -> RetrainConfig:
     train: dict[str, Any] = {}
     if args.epochs is not None:
         train["epochs"] = args.epochs
-    if args.config:
-        base = json.loads(Path(args.config).read_text())
-    else:
-        base = {}
+    base = load_config_file(args.config) if args.config else {}
     for section, values in (("fetch", fetch), ("split", split), ("train", train)):
         if values:
             base[section] = {**base.get(section, {}), **values}
@@ -81,9 +113,9 @@ def build_config(args: argparse.Namespace) -> RetrainConfig:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    config = build_config(args)  # before the slow imports: a bad config fails at once
     from flows.retrain import retrain
 
-    config = build_config(args)
     outputs = retrain(config)
     print("outputs:")
     for name, path in outputs.items():
@@ -220,9 +252,11 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    # The file is checked before Prefect is imported, so that a typo fails in a moment.
+    config = RetrainConfig.model_validate(load_config_file(args.config)) if args.config else None
     from deployments.retrain import serve
 
-    serve()
+    serve(config)
     return 0
 
 
@@ -241,11 +275,12 @@ def make_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the retrain flow")
     run.add_argument("--source", help="http(s):// or file:// URL, or a local path (default: the canonical Quora URL)")
     run.add_argument("--sha256", help="expected sha256 of the source file")
-    run.add_argument("--until", choices=STAGES, default="publish", help="stop after this stage")
+    run.add_argument("--refresh", action="store_true", help="download the source even if the cache holds it")
+    run.add_argument("--until", choices=STAGES, help="stop after this stage (default: publish)")
     run.add_argument("--n-train", type=_count_or_fraction, help="training-range rows: a count, or a fraction of all rows")
     run.add_argument("--n-test", type=_count_or_fraction, help="test rows: a count, or a fraction of all rows")
     run.add_argument("--epochs", type=int)
-    run.add_argument("--seed", type=int, default=42)
+    run.add_argument("--seed", type=int, help="seed of every random choice (default 42)")
     run.add_argument("--config", help="JSON file with RetrainConfig fields; flags override it")
     run.set_defaults(func=cmd_run)
 
@@ -279,6 +314,7 @@ def make_parser() -> argparse.ArgumentParser:
     promote.add_argument("--why", default="manual promotion")
     store_command("rollback", "point production back at the previous production", cmd_rollback)
     serve = sub.add_parser("serve", help="serve the retrain flow with its weekly schedule (no work pool needed)")
+    serve.add_argument("--config", help="JSON file with the RetrainConfig fields the schedule sets; the rest stay code defaults")
     serve.set_defaults(func=cmd_serve)
     # Each area's commands live in their own module and add themselves here.
     for name in COMMAND_MODULES:
@@ -298,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     if args.verbose:
         os.environ[VERBOSE] = "1"
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
     try:
         return args.func(args)
     except Exception as exc:

@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email.utils import formatdate, parsedate_to_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import pytest
 
 from qdup.config import FetchConfig
 from qdup.data.fetch import CachedDataset, TransientFetchError, fetch_dataset
-from qdup.errors import FetchError
+from qdup.errors import FetchError, QdupError
 from qdup.fileio import read_json
 
 HEADER = "id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n"
@@ -42,15 +43,26 @@ HTML = b"<!DOCTYPE html>\n<html><head><title>Sign in</title></head><body>Please 
 class Server:
     base: str
     counts: Counter  # requests per path, shared with the handler threads
+    state: _State
 
     def url(self, path: str) -> str:
         return f"{self.base}{path}"
+
+    def publish(self, path: str, body: bytes) -> None:
+        """Change what a versioned path serves (a new ETag and a Last-Modified one minute later)."""
+        with self.state.lock:
+            self.state.bodies[path] = body
+            self.state.mtimes[path] = self.state.mtimes.get(path, 1_700_000_000) + 60
+
+    def conditional_headers(self, path: str) -> list[dict[str, str]]:
+        """If-None-Match / If-Modified-Since of each request to `path`, in order."""
+        return [dict(h) for p, h in self.state.requests if p == path]
 
 
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - signature of the base class
+    def log_message(self, format: str, *args: object) -> None:
         pass  # keep pytest output clean
 
     def _send(self, status: int, body: bytes, content_type: str = "text/tab-separated-values",
@@ -66,12 +78,52 @@ class _Handler(BaseHTTPRequestHandler):
         """Promise the whole body, send half, then close (HTTP/1.0 closes after the handler returns)."""
         self._send(200, TSV[: len(TSV) // 2], length=len(TSV))
 
-    def do_GET(self) -> None:  # noqa: N802 - name required by BaseHTTPRequestHandler
+    def _versioned(self, etag: bool, last_modified: bool) -> None:
+        """Serve the path's current body with the validators asked for, answering 304 when they match."""
+        state = self.server.state
+        with state.lock:
+            body = state.bodies.get(self.path, TSV)
+            mtime = state.mtimes.get(self.path, 1_700_000_000)
+        tag = f'"{hashlib.sha256(body).hexdigest()[:16]}"'
+        stamp = formatdate(mtime, usegmt=True)
+        if etag and self.headers.get("If-None-Match"):
+            fresh = self.headers["If-None-Match"] == tag
+        elif last_modified and self.headers.get("If-Modified-Since"):
+            fresh = parsedate_to_datetime(self.headers["If-Modified-Since"]).timestamp() >= mtime
+        else:
+            fresh = False
+        self.send_response(304 if fresh else 200)
+        if etag:
+            self.send_header("ETag", tag)
+        if last_modified:
+            self.send_header("Last-Modified", stamp)
+        if fresh:
+            self.end_headers()
+            return
+        self.send_header("Content-Type", "text/tab-separated-values")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
         state = self.server.state
         with state.lock:
             state.counts[self.path] += 1
             n = state.counts[self.path]
-        if self.path == "/data.tsv":
+            wanted = ("If-None-Match", "If-Modified-Since")
+            state.requests.append((self.path, [(k, self.headers[k]) for k in wanted if k in self.headers]))
+        if self.path == "/etag.tsv":
+            self._versioned(etag=True, last_modified=False)
+        elif self.path == "/lastmod.tsv":
+            self._versioned(etag=False, last_modified=True)
+        elif self.path == "/plain.tsv":
+            self._versioned(etag=False, last_modified=False)
+        elif self.path == "/once.tsv":
+            if n == 1:
+                self._send(200, TSV)
+            else:
+                self._send(404, b"gone", content_type="text/plain")
+        elif self.path == "/data.tsv":
             self._send(200, TSV)
         elif self.path == "/nolength.tsv":
             self._send(200, TSV, send_length=False)
@@ -117,6 +169,9 @@ class _State:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.counts: Counter = Counter()
+        self.bodies: dict[str, bytes] = {}
+        self.mtimes: dict[str, int] = {}
+        self.requests: list[tuple[str, list[tuple[str, str]]]] = []
 
 
 class _Server(ThreadingHTTPServer):
@@ -132,7 +187,7 @@ def server() -> Iterator[Server]:
     thread.start()
     try:
         host, port = httpd.server_address[:2]
-        yield Server(base=f"http://{host}:{port}", counts=httpd.state.counts)
+        yield Server(base=f"http://{host}:{port}", counts=httpd.state.counts, state=httpd.state)
     finally:
         httpd.shutdown()
         httpd.server_close()
@@ -191,7 +246,7 @@ def test_download_success_caches_file_record_and_index(server: Server, cache_roo
     assert fetched_at.utcoffset() == UTC.utcoffset(None)
     assert abs((datetime.now(UTC) - fetched_at).total_seconds()) < 60
 
-    assert read_json(source_index(cache_root, url)) == {"source": url, "sha256": TSV_SHA256}
+    assert read_json(source_index(cache_root, url)) == {"source": url, "sha256": TSV_SHA256, "etag": None, "last_modified": None}
     assert not list(cache_root.rglob("*.tmp"))
     assert server.counts["/data.tsv"] == 1
     assert any(line.startswith("fetch: downloading") for line in logs)
@@ -201,10 +256,10 @@ def test_download_success_caches_file_record_and_index(server: Server, cache_roo
 
 @pytest.mark.parametrize(
     "checksums",
-    [{}, {"sha256": TSV_SHA256}, {"md5": TSV_MD5}, {"sha256": TSV_SHA256.upper(), "md5": TSV_MD5}],
-    ids=["none", "sha256", "md5", "both"],
+    [{"sha256": TSV_SHA256}, {"md5": TSV_MD5}, {"sha256": TSV_SHA256.upper(), "md5": TSV_MD5}],
+    ids=["sha256", "md5", "both"],
 )
-def test_second_fetch_is_cache_hit_without_requests(
+def test_pinned_second_fetch_is_cache_hit_without_requests(
     server: Server, cache_root: Path, logs: list[str], checksums: dict[str, str]
 ) -> None:
     url = server.url("/data.tsv")
@@ -212,7 +267,7 @@ def test_second_fetch_is_cache_hit_without_requests(
     second = fetch_dataset(cfg(url, **checksums), cache_root, log=logs.append)
 
     assert server.counts["/data.tsv"] == 1
-    assert second.from_cache is True
+    assert second.from_cache is True and second.outcome == "hit"
     assert (second.path, second.sha256, second.md5, second.size) == (first.path, first.sha256, first.md5, first.size)
     assert f"fetch: cache hit for {url} -> {first.path}" in logs
 
@@ -366,7 +421,7 @@ def test_corrupt_source_index_is_ignored_and_rewritten(server: Server, cache_roo
     index.write_text("{not json")
     got = fetch_dataset(cfg(url), cache_root, log=logs.append)
     assert got.from_cache is False
-    assert read_json(index) == {"source": url, "sha256": TSV_SHA256}
+    assert read_json(index) == {"source": url, "sha256": TSV_SHA256, "etag": None, "last_modified": None}
     assert any("unreadable cache index" in line for line in logs)
 
 
@@ -465,3 +520,205 @@ def test_unsupported_scheme(cache_root: Path, source: str) -> None:
     with pytest.raises(FetchError, match=f"unsupported scheme '{scheme}'"):
         fetch_dataset(cfg(source), cache_root, log=lambda _: None)
 
+
+
+# -- revalidation of unpinned http(s) sources ----------------------------------------------------
+
+NEW_TSV = make_tsv(salt="new ")
+NEW_SHA256 = hashlib.sha256(NEW_TSV).hexdigest()
+
+
+def entries(cache_root: Path) -> set[str]:
+    """The content-addressed entries (sha256 folder names) in the cache."""
+    return {p.name for p in cache_root.iterdir() if len(p.name) == 64}
+
+
+def test_etag_server_unchanged_answers_304_and_reuses_the_entry(server: Server, cache_root: Path, logs: list[str]) -> None:
+    url = server.url("/etag.tsv")
+    first = fetch_dataset(cfg(url), cache_root, log=logs.append)
+    etag = read_json(source_index(cache_root, url))["etag"]
+    assert etag == f'"{TSV_SHA256[:16]}"' and read_json(first.record_path)["etag"] == etag
+    logs.clear()
+
+    second = fetch_dataset(cfg(url), cache_root, log=logs.append)
+
+    assert server.counts["/etag.tsv"] == 2
+    assert server.conditional_headers("/etag.tsv") == [{}, {"If-None-Match": etag}]
+    assert (second.path, second.sha256, second.from_cache, second.outcome) == (first.path, TSV_SHA256, True, "not-modified")
+    assert logs == [f"fetch: not modified: {url} (etag {etag}) -> {first.path}"]
+    assert entries(cache_root) == {TSV_SHA256}
+
+
+def test_etag_server_changed_content_gives_a_new_entry(server: Server, cache_root: Path, logs: list[str]) -> None:
+    url = server.url("/etag.tsv")
+    first = fetch_dataset(cfg(url), cache_root, log=logs.append)
+    server.publish("/etag.tsv", NEW_TSV)
+    logs.clear()
+
+    second = fetch_dataset(cfg(url), cache_root, log=logs.append)
+
+    assert (second.sha256, second.from_cache, second.outcome) == (NEW_SHA256, False, "stored")
+    assert second.path.read_bytes() == NEW_TSV and first.path.read_bytes() == TSV
+    assert entries(cache_root) == {TSV_SHA256, NEW_SHA256}
+    assert read_json(source_index(cache_root, url))["etag"] == f'"{NEW_SHA256[:16]}"'
+    assert not any("not modified" in line for line in logs)
+    # The third run revalidates against the new ETag.
+    third = fetch_dataset(cfg(url), cache_root, log=logs.append)
+    assert (third.sha256, third.outcome) == (NEW_SHA256, "not-modified")
+    assert server.conditional_headers("/etag.tsv")[-1] == {"If-None-Match": f'"{NEW_SHA256[:16]}"'}
+
+
+def test_last_modified_only_server_is_revalidated(server: Server, cache_root: Path, logs: list[str]) -> None:
+    url = server.url("/lastmod.tsv")
+    fetch_dataset(cfg(url), cache_root, log=logs.append)
+    stamp = read_json(source_index(cache_root, url))["last_modified"]
+    assert stamp == formatdate(1_700_000_000, usegmt=True)
+    logs.clear()
+
+    same = fetch_dataset(cfg(url), cache_root, log=logs.append)
+    assert same.outcome == "not-modified" and same.sha256 == TSV_SHA256
+    assert logs == [f"fetch: not modified: {url} (last-modified {stamp}) -> {same.path}"]
+    assert server.conditional_headers("/lastmod.tsv")[1] == {"If-Modified-Since": stamp}
+
+    server.publish("/lastmod.tsv", NEW_TSV)
+    changed = fetch_dataset(cfg(url), cache_root, log=logs.append)
+    assert (changed.sha256, changed.outcome) == (NEW_SHA256, "stored")
+    assert read_json(source_index(cache_root, url))["last_modified"] == formatdate(1_700_000_060, usegmt=True)
+    assert server.counts["/lastmod.tsv"] == 3
+
+
+def test_server_without_validators_is_downloaded_again_and_compared(
+    server: Server, cache_root: Path, logs: list[str]
+) -> None:
+    url = server.url("/plain.tsv")
+    first = fetch_dataset(cfg(url), cache_root, log=logs.append)
+    logs.clear()
+
+    same = fetch_dataset(cfg(url), cache_root, log=logs.append)
+    assert server.counts["/plain.tsv"] == 2
+    assert server.conditional_headers("/plain.tsv") == [{}, {}]
+    assert (same.path, same.from_cache, same.outcome) == (first.path, True, "unchanged")
+    assert [line for line in logs if "not modified" in line] == [
+        f"fetch: not modified: {url} (downloaded again, no ETag or Last-Modified; same sha256 {TSV_SHA256[:12]}) -> {first.path}"
+    ]
+    assert entries(cache_root) == {TSV_SHA256}
+
+    server.publish("/plain.tsv", NEW_TSV)
+    changed = fetch_dataset(cfg(url), cache_root, log=logs.append)
+    assert (changed.sha256, changed.from_cache, changed.outcome) == (NEW_SHA256, False, "stored")
+    assert entries(cache_root) == {TSV_SHA256, NEW_SHA256}
+
+
+def test_content_flipping_back_reuses_the_older_entry(server: Server, cache_root: Path) -> None:
+    url = server.url("/etag.tsv")
+    fetch_dataset(cfg(url), cache_root, log=lambda _: None)
+    server.publish("/etag.tsv", NEW_TSV)
+    fetch_dataset(cfg(url), cache_root, log=lambda _: None)
+    server.publish("/etag.tsv", TSV)
+    back = fetch_dataset(cfg(url), cache_root, log=lambda _: None)
+    assert (back.sha256, back.from_cache, back.outcome) == (TSV_SHA256, True, "unchanged")
+    assert read_json(source_index(cache_root, url))["sha256"] == TSV_SHA256
+
+
+def test_refresh_downloads_a_pinned_source(server: Server, cache_root: Path, logs: list[str]) -> None:
+    url = server.url("/etag.tsv")
+    fetch_dataset(cfg(url, sha256=TSV_SHA256), cache_root, log=logs.append)
+    again = fetch_dataset(cfg(url, sha256=TSV_SHA256, refresh=True), cache_root, log=logs.append)
+    assert server.counts["/etag.tsv"] == 2
+    assert server.conditional_headers("/etag.tsv") == [{}, {}]  # refresh sends no validators: a full download
+    assert again.sha256 == TSV_SHA256 and again.outcome == "unchanged"
+
+
+def test_refresh_skips_revalidation_of_an_unpinned_source(server: Server, cache_root: Path) -> None:
+    url = server.url("/etag.tsv")
+    fetch_dataset(cfg(url), cache_root, log=lambda _: None)
+    again = fetch_dataset(cfg(url, refresh=True), cache_root, log=lambda _: None)
+    assert server.conditional_headers("/etag.tsv") == [{}, {}]
+    assert again.outcome == "unchanged" and again.path.read_bytes() == TSV
+
+
+def test_run_refresh_flag_reaches_the_fetch_config() -> None:
+    from qdup.cli.main import build_config, make_parser
+
+    assert build_config(make_parser().parse_args(["run", "--refresh"])).fetch.refresh is True
+    assert build_config(make_parser().parse_args(["run"])).fetch.refresh is False
+
+
+# -- verified reuse: a cache entry edited on disk ------------------------------------------------
+
+
+def _edit(data: Path, how: str) -> None:
+    if how == "appended":
+        with open(data, "ab") as f:
+            f.write(b"999\t1\t2\tinjected?\trow?\t1\n")
+    else:  # same size, one byte changed: only a hash can tell
+        blob = bytearray(data.read_bytes())
+        blob[-3] = ord("X")
+        data.write_bytes(bytes(blob))
+
+
+@pytest.mark.parametrize("how", ["appended", "same-size"])
+@pytest.mark.parametrize(
+    "path, pin",
+    [("/data.tsv", {"sha256": TSV_SHA256}), ("/etag.tsv", {}), ("/plain.tsv", {})],
+    ids=["pinned", "etag", "no-validators"],
+)
+def test_edited_cache_entry_is_fetched_again_with_a_warning(
+    server: Server, cache_root: Path, logs: list[str], how: str, path: str, pin: dict[str, str]
+) -> None:
+    url = server.url(path)
+    first = fetch_dataset(cfg(url, **pin), cache_root, log=logs.append)
+    _edit(first.path, how)
+    logs.clear()
+
+    again = fetch_dataset(cfg(url, **pin), cache_root, log=logs.append)
+
+    assert again.path == first.path and again.path.read_bytes() == TSV
+    assert (again.from_cache, again.outcome) == (False, "stored")
+    warnings = [line for line in logs if "WARNING" in line]
+    assert len(warnings) == 1 and str(first.path) in warnings[0] and "damaged" in warnings[0]
+    # A damaged copy must not be revalidated: a 304 would bless the edited file.
+    assert server.conditional_headers(path)[-1] == {}
+    assert server.counts[path] == 2
+    assert not list(cache_root.rglob("*.tmp"))
+
+
+def test_edited_cache_entry_that_cannot_be_fetched_again_is_a_one_line_error(
+    server: Server, cache_root: Path, logs: list[str]
+) -> None:
+    url = server.url("/once.tsv")
+    first = fetch_dataset(cfg(url), cache_root, log=logs.append)
+    _edit(first.path, "same-size")
+    with pytest.raises(QdupError) as info:
+        fetch_dataset(cfg(url), cache_root, log=logs.append)
+    msg = str(info.value)
+    assert str(first.path) in msg and "damaged" in msg and "404" in msg and "\n" not in msg
+    assert not first.path.exists()  # the damaged copy is never served again
+
+
+@pytest.mark.parametrize("how", ["appended", "same-size"])
+def test_edited_cache_entry_of_a_local_source_is_copied_again(
+    tmp_path: Path, cache_root: Path, logs: list[str], how: str
+) -> None:
+    local = tmp_path / "quora.tsv"
+    local.write_bytes(TSV)
+    first = fetch_dataset(cfg(str(local)), cache_root, log=logs.append)
+    _edit(first.path, how)
+    logs.clear()
+
+    again = fetch_dataset(cfg(str(local)), cache_root, log=logs.append)
+
+    assert again.path == first.path and again.path.read_bytes() == TSV and again.outcome == "stored"
+    warnings = [line for line in logs if "WARNING" in line]
+    assert len(warnings) == 1 and str(first.path) in warnings[0]
+
+
+def test_edited_cache_entry_of_a_vanished_local_source_is_a_one_line_error(tmp_path: Path, cache_root: Path) -> None:
+    local = tmp_path / "quora.tsv"
+    local.write_bytes(TSV)
+    first = fetch_dataset(cfg(str(local)), cache_root, log=lambda _: None)
+    _edit(first.path, "same-size")
+    local.unlink()
+    with pytest.raises(QdupError) as info:
+        fetch_dataset(cfg(str(local)), cache_root, log=lambda _: None)
+    assert str(local) in str(info.value) and "does not exist" in str(info.value) and "\n" not in str(info.value)

@@ -65,7 +65,7 @@ def server(tmp_path_factory):
 
 
 def _run(env: dict[str, str], *args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(list(args), env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(list(args), check=False, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, f"{args}: {done.stdout[-2000:]}\n{done.stderr[-4000:]}"
     return done
 
@@ -107,7 +107,81 @@ def test_register_trigger_and_run_the_manual_deployment(server, tmp_path):
     assert shown["prefect"]["deployment"] == dep.MANUAL and shown["aliases"] == ["latest", "production"]
 
 
-def test_deployment_parameters_are_the_typed_config():
-    params = dep.parameters()
-    assert set(params) == {"config"} and params["config"]["fetch"]["source"].startswith("http://qim.fs.quoracdn.net/")
-    assert dep.schedule().cron == dep.CRON
+def _register(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "deployments.retrain", *args], check=False, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+
+
+def _deployment(env: dict[str, str], name: str) -> dict:
+    return httpx.get(f"{env['PREFECT_API_URL']}/deployments/name/{dep.FLOW_NAME}/{name}").json()
+
+
+def _create_pool(env: dict[str, str], name: str, kind: str) -> None:
+    """A work pool created through the API; a container pool's jobs take an `image` variable, as docker's do."""
+    properties = {"image": {"type": "string", "title": "Image"}} if kind == "docker" else {}
+    template = {"job_configuration": {"image": "{{ image }}"} if properties else {}, "variables": {"type": "object", "properties": properties}}
+    answer = httpx.post(f"{env['PREFECT_API_URL']}/work_pools/", json={"name": name, "type": kind, "base_job_template": template})
+    assert answer.status_code == 201, answer.text
+
+
+USER_SET = {"fetch": {"source": "https://data.example/quora.tsv"}, "train": {"epochs": 3}, "validate": {"failed_rows_shown": 7}}
+
+
+def test_registered_parameters_hold_only_what_the_user_set(server, tmp_path):
+    pool = "qdup-test-params"
+    _run(server, sys.executable, "-m", "prefect", "work-pool", "create", pool, "--type", "process")
+    bare = _register(server, "--work-pool", pool)
+    assert bare.returncode == 0, bare.stderr[-3000:]
+    for name in (dep.SCHEDULED, dep.MANUAL):
+        assert _deployment(server, name)["parameters"] == {}
+
+    (tmp_path / "config.json").write_text(json.dumps(USER_SET))
+    configured = _register(server, "--work-pool", pool, "--config", str(tmp_path / "config.json"))
+    assert configured.returncode == 0, configured.stderr[-3000:]
+    for name in (dep.SCHEDULED, dep.MANUAL):
+        deployment = _deployment(server, name)
+        assert deployment["parameters"] == {"config": USER_SET}
+        # A process pool runs this checkout, in place.
+        assert deployment["work_pool_name"] == pool and str(ROOT) in json.dumps(deployment["pull_steps"])
+
+
+def test_container_pool_refuses_a_registration_without_image(server):
+    pool = "qdup-test-docker-refuse"
+    _create_pool(server, pool, "docker")
+    done = _register(server, "--work-pool", pool)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--image" in lines[0] and pool in lines[0] and "Traceback" not in done.stderr
+    found = httpx.post(f"{server['PREFECT_API_URL']}/deployments/filter", json={"work_pools": {"name": {"any_": [pool]}}})
+    assert found.json() == []
+
+
+def test_container_pool_registration_runs_the_image_code_never_this_checkout(server, tmp_path):
+    pool = "qdup-test-docker"
+    _create_pool(server, pool, "docker")
+    (tmp_path / "config.json").write_text(json.dumps({"train": {"epochs": 2}}))
+    done = _register(server, "--work-pool", pool, "--image", "registry.example/qdup:1.2", "--config", str(tmp_path / "config.json"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    for name in (dep.SCHEDULED, dep.MANUAL):
+        deployment = _deployment(server, name)
+        assert deployment["work_pool_name"] == pool
+        assert deployment["job_variables"] == {"image": "registry.example/qdup:1.2"}
+        assert deployment["entrypoint"] == dep.MODULE_ENTRYPOINT and deployment["path"] is None
+        assert not deployment["pull_steps"]
+        assert deployment["parameters"] == {"config": {"train": {"epochs": 2}}}
+        assert str(ROOT) not in json.dumps(deployment)
+
+
+def test_git_source_registration_clones_the_repository(server, tmp_path):
+    repo = tmp_path / "qdup.git"
+    subprocess.run(["git", "clone", "--quiet", "--bare", str(ROOT), str(repo)], check=True, timeout=120)
+    pool = "qdup-test-git"
+    _run(server, sys.executable, "-m", "prefect", "work-pool", "create", pool, "--type", "process")
+    done = _register(server, "--work-pool", pool, "--git-source", repo.as_uri())
+    assert done.returncode == 0, done.stderr[-3000:]
+    deployment = _deployment(server, dep.MANUAL)
+    assert deployment["path"] is None and deployment["entrypoint"] == dep.ENTRYPOINT
+    [step] = deployment["pull_steps"]
+    assert step["prefect.deployments.steps.git_clone"]["repository"] == repo.as_uri()
+    assert str(ROOT) not in json.dumps(deployment)
