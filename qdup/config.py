@@ -44,6 +44,28 @@ class FetchConfig(_Section):
         return CANONICAL_MD5 if self.source == CANONICAL_URL else None
 
 
+class DriftTolerances(_Section):
+    """How far a new dataset may move from the production version's data before a drift expectation fails."""
+
+    duplicate_share: float = Field(default=0.05, ge=0, le=1, description="absolute change of the share of duplicates")
+    length_kl_divergence: float = Field(
+        default=0.1, ge=0, description="KL divergence of the question-length histogram (tokens) from production's"
+    )
+    median_length_tokens: float = Field(default=2.0, ge=0, description="absolute change of the median question length (tokens)")
+    oov_share: float = Field(
+        default=0.05, ge=0, le=1, description="increase of the mean per-question share of tokens outside production's vocabulary"
+    )
+    unseen_question_share: float = Field(
+        default=0.99,
+        ge=0,
+        le=1,
+        description="at most this share of questions production never saw (two disjoint halves of the real 10k sample: 0.97)",
+    )
+    label_flip_share: float = Field(
+        default=0.0, ge=0, le=1, description="at most this share of pairs production saw with the other label"
+    )
+
+
 class ValidateConfig(_Section):
     """Which data-contract suites gate the data."""
 
@@ -57,6 +79,11 @@ class ValidateConfig(_Section):
         }
     )
     failed_rows_shown: int = Field(default=5, ge=1, le=100)
+    drift: Literal["warn", "block", "off"] = Field(
+        default="warn",
+        description="drift against the production version's data: warn (report only), block (fail the run), off",
+    )
+    drift_tolerances: DriftTolerances = Field(default_factory=lambda: DriftTolerances())
 
 
 class SplitConfig(_Section):
@@ -113,11 +140,25 @@ class TrainConfig(_Section):
     lr_decay_factor: float = Field(default=0.5, gt=0, lt=1)
     lr_decay_patience: int = Field(default=2, ge=1)
     clipnorm: float | None = Field(default=None, gt=0, description="clip each gradient to this L2 norm")
+    deterministic: bool = Field(
+        default=False, description="TensorFlow op determinism: bit-identical reruns on the same machine, slower training"
+    )
 
 
 class EvalConfig(_Section):
     reference_threshold: float = Field(default=0.7, ge=-1, le=1)
     sweep_step: float = Field(default=0.05, gt=0, le=0.5)
+    bootstrap_resamples: int = Field(default=1000, ge=0, le=100_000, description="test resamples for the intervals; 0: none")
+    bootstrap_level: float = Field(default=0.95, gt=0, lt=1, description="coverage of the bootstrap intervals")
+    baseline_ngram_range: tuple[int, int] = Field(default=(2, 5), description="character n-gram sizes of the lexical baseline")
+    baseline_min_df: int = Field(default=1, ge=1, description="n-grams in fewer training questions are dropped")
+
+    @field_validator("baseline_ngram_range")
+    @classmethod
+    def _ngram_range(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if not 1 <= v[0] <= v[1] <= 10:
+            raise ValueError("must be (low, high) with 1 <= low <= high <= 10")
+        return v
 
 
 class PublishConfig(_Section):
@@ -132,6 +173,12 @@ class PublishConfig(_Section):
     gate_metric: Literal["roc_auc", "pr_auc", "accuracy", "f1"] = "roc_auc"
     tolerance: float = Field(default=0.0, ge=0, le=1, description="challenger may be this much worse than production")
     promote: bool = Field(default=True, description="False: publish only, never move production")
+    min_lift_over_baseline: float | None = Field(
+        default=None,
+        ge=-1,
+        le=1,
+        description="refuse promotion unless the model's gate metric beats the lexical baseline's by at least this; None: off",
+    )
 
 
 class RetrainConfig(_Section):

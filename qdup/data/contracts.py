@@ -205,6 +205,8 @@ class ContractViolation(DataContractError):
 
 
 def _describe(value: Any) -> str:
+    if isinstance(value, np.generic):
+        value = value.item()  # 1, not np.int64(1)
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return "<missing>"
     text = repr(value)
@@ -239,7 +241,14 @@ def validate_frame(
     frame: pd.DataFrame, suite_name: str, data_name: str, raw: pd.DataFrame | None = None, shown: int = 5
 ) -> ContractReport:
     """Run a named suite on a frame; `raw` (same index) supplies the original text of offending rows."""
-    suite_dict = load_suite_dict(suite_name)
+    return validate_frame_with_suite(frame, load_suite_dict(suite_name), data_name, raw=raw, shown=shown)
+
+
+def validate_frame_with_suite(
+    frame: pd.DataFrame, suite_dict: dict[str, Any], data_name: str, raw: pd.DataFrame | None = None, shown: int = 5
+) -> ContractReport:
+    """Run a suite given as a dict (the JSON shape of data_contracts/*.json) on a frame, e.g. a generated one."""
+    suite_name = validate_name(str(suite_dict.get("name", "")), "suite name")
     suite = _build_suite(suite_dict)
     ctx = _context()
     source = ctx.data_sources.add_or_update_pandas(f"qdup-{os.getpid()}")

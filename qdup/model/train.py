@@ -333,7 +333,8 @@ def train_model(
       TripletLoss(train_cfg.margin); val_loss on all of `val_df`
       every epoch; training stops after train_cfg.early_stopping_patience epochs without a
       lower val_loss, and the saved encoder is the one of the best epoch.
-    - Dropout masks are drawn from (seed, epoch) too (`reseed_random_layers`).
+    - Dropout masks are drawn from (seed, epoch) too (`reseed_random_layers`); train_cfg.deterministic
+      turns on TensorFlow's op determinism (for the rest of the process) so reruns are bit-identical on GPU too.
     - Every epoch writes work_dir/checkpoints/epoch-NNNN.keras (model and optimizer state) and
       state.json (epoch, early-stopping state, history). Calling again with the same work_dir,
       data and configs after an interruption resumes at the epoch after the last checkpoint;
@@ -375,6 +376,10 @@ def train_model(
     state_path = ckpt_dir / STATE_FILE
 
     keras.utils.set_random_seed(seed)
+    if train_cfg.deterministic:
+        # Process-wide and irreversible: deterministic kernels for every op from here on (on GPU
+        # the cuDNN LSTM and the embedding gradient's scatter-add; CPU training is already bit-identical).
+        tf.config.experimental.enable_op_determinism()
     resumed_from: int | None = None
     if state_path.is_file():
         st = read_json(state_path)

@@ -1,0 +1,114 @@
+"""Gate helpers beside `qdup.registry.publish.decide`: the lift over the lexical baseline, and paired differences.
+
+The metrics dict is an evaluation's metrics.json; its lexical baseline block (from
+`qdup.evaluation.baseline.baseline_metrics`) sits under "baseline" with the same "test" shape as
+the model's, so `publish.gate_value` reads a metric from either side the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from qdup.registry.publish import GateDecision, gate_value
+
+CONFIG_KEY = "publish.min_lift_over_baseline"
+
+
+@dataclass(frozen=True)
+class BaselineCheck:
+    """The model against the lexical baseline on the gate metric; `ok` False refuses promotion."""
+
+    ok: bool
+    reason: str
+    metric: str
+    model: float | None
+    baseline: float | None
+    lift: float | None
+    min_lift: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def lift_over_baseline(metrics: dict[str, Any], metric: str) -> dict[str, Any] | None:
+    """{metric, model, baseline, baseline_name, lift = model - baseline} on test; None without a baseline block."""
+    block = metrics.get("baseline")
+    if not block:
+        return None
+    model = gate_value(metrics, metric)
+    baseline = gate_value(block, metric)
+    return {"metric": metric, "model": model, "baseline": baseline, "baseline_name": block.get("name", "baseline"), "lift": model - baseline}
+
+
+def check_baseline(metrics: dict[str, Any], metric: str, min_lift: float | None) -> BaselineCheck:
+    """Whether the challenger beats the lexical baseline by at least `min_lift` on `metric` (test split).
+
+    `min_lift` None: the requirement is off (always ok; the lift is still reported when measured).
+    With a requirement but no baseline block in the metrics, promotion is refused: a check that
+    was asked for and could not be made must not pass silently.
+    """
+    lift = lift_over_baseline(metrics, metric)
+    if lift is None:
+        if min_lift is None:
+            return BaselineCheck(True, "no lexical baseline measured; no lift required", metric, None, None, None, None)
+        return BaselineCheck(
+            False,
+            f"{CONFIG_KEY}={min_lift} requires a lexical baseline, but this evaluation has none",
+            metric, None, None, None, min_lift,
+        )
+    name, model, base, diff = lift["baseline_name"], lift["model"], lift["baseline"], lift["lift"]
+    measured = f"challenger {metric}={model:.4f} vs lexical baseline ({name}) {metric}={base:.4f}: lift {diff:+.4f}"
+    if min_lift is None:
+        return BaselineCheck(True, f"{measured} (no minimum lift required)", metric, model, base, diff, None)
+    if diff >= min_lift:
+        return BaselineCheck(True, f"{measured} >= {CONFIG_KEY}={min_lift}", metric, model, base, diff, min_lift)
+    return BaselineCheck(
+        False,
+        f"{measured} is less than {CONFIG_KEY}={min_lift}: the model does not beat the lexical baseline by enough",
+        metric, model, base, diff, min_lift,
+    )
+
+
+def apply_baseline_check(decision: GateDecision, check: BaselineCheck) -> GateDecision:
+    """The production comparison and the baseline requirement together: both must pass to promote.
+
+    A refused check turns the decision into a refusal whose reason names the baseline first.
+    """
+    if check.ok:
+        return decision
+    return dataclasses.replace(decision, promote=False, reason=f"refused: {check.reason}; {decision.reason}")
+
+
+def format_paired_difference(diff: dict[str, Any], a: str = "challenger", b: str = "production") -> str:
+    """One line: 'challenger - production roc_auc: +0.0123 (95% CI +0.0040 to +0.0210; 1,000 paired resamples of 10,240 pairs)'."""
+    metric = diff["metric"]
+    level = f"{round(100 * diff['level'], 2):g}%"
+    where = f"{diff['resamples']:,} paired resamples of {diff['n']:,} pairs"
+    if diff.get("difference") is None:
+        return f"{a} - {b} {metric}: undefined on these pairs ({where})"
+    if diff.get("low") is None or diff.get("high") is None:
+        return f"{a} - {b} {metric}: {diff['difference']:+.4f} (no {level} interval: undefined on every resample; {where})"
+    if diff["low"] > 0:
+        verdict = f"{a} better"
+    elif diff["high"] < 0:
+        verdict = f"{a} worse"
+    else:
+        verdict = "no clear difference"
+    return (
+        f"{a} - {b} {metric}: {diff['difference']:+.4f} ({level} CI {diff['low']:+.4f} to {diff['high']:+.4f}; "
+        f"{where}; {verdict})"
+    )
+
+
+def gate_record(
+    decision: GateDecision, baseline: BaselineCheck | None = None, paired: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The manifest's `compared_against` entry: `decision.as_dict()` plus the baseline check and the paired difference."""
+    out = decision.as_dict()
+    if baseline is not None:
+        out["baseline"] = baseline.as_dict()
+    if paired is not None:
+        out["paired_difference"] = {**paired, "text": format_paired_difference(paired)}
+    return out

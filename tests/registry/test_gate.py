@@ -1,0 +1,88 @@
+"""Gate helpers: the lift over the lexical baseline (configurable, off by default) and the paired difference's text."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from qdup.config import RetrainConfig
+from qdup.evaluation.bootstrap import paired_difference
+from qdup.registry.gate import (
+    apply_baseline_check,
+    check_baseline,
+    format_paired_difference,
+    gate_record,
+    lift_over_baseline,
+)
+from qdup.registry.publish import decide
+
+
+def metrics(model_auc: float = 0.80, base_auc: float = 0.78, base: bool = True) -> dict:
+    m = {"test": {"ranking": {"roc_auc": model_auc, "pr_auc": 0.7}, "at_threshold": {"accuracy": 0.75, "f1": 0.6}}}
+    if base:
+        m["baseline"] = {"name": "char n-gram TF-IDF cosine",
+                         "test": {"ranking": {"roc_auc": base_auc, "pr_auc": 0.65}, "at_threshold": {"accuracy": 0.7, "f1": None}}}
+    return m
+
+
+def test_off_by_default_but_the_lift_is_reported():
+    assert RetrainConfig().publish.min_lift_over_baseline is None
+    c = check_baseline(metrics(), "roc_auc", None)
+    assert c.ok and c.lift == pytest.approx(0.02) and "no minimum lift required" in c.reason
+    assert "lexical baseline (char n-gram TF-IDF cosine) roc_auc=0.7800: lift +0.0200" in c.reason
+
+
+def test_refuses_when_the_lift_is_below_the_margin_and_names_it():
+    c = check_baseline(metrics(0.80, 0.79), "roc_auc", 0.02)
+    assert not c.ok and c.lift == pytest.approx(0.01) and c.min_lift == 0.02
+    assert c.reason == (
+        "challenger roc_auc=0.8000 vs lexical baseline (char n-gram TF-IDF cosine) roc_auc=0.7900: lift +0.0100 "
+        "is less than publish.min_lift_over_baseline=0.02: the model does not beat the lexical baseline by enough"
+    )
+    assert check_baseline(metrics(0.80, 0.78), "roc_auc", 0.02).ok  # exactly the margin passes
+    # Threshold metrics compare each side at its own calibrated threshold.
+    assert check_baseline(metrics(), "accuracy", 0.06).ok is False and check_baseline(metrics(), "accuracy", 0.05).ok
+
+
+def test_a_required_check_without_a_baseline_refuses():
+    c = check_baseline(metrics(base=False), "roc_auc", 0.0)
+    assert not c.ok and "requires a lexical baseline" in c.reason
+    assert check_baseline(metrics(base=False), "roc_auc", None).ok
+    assert lift_over_baseline(metrics(base=False), "roc_auc") is None
+
+
+def test_undefined_baseline_metric_is_an_error():
+    with pytest.raises(ValueError, match="undefined"):
+        check_baseline(metrics(), "f1", 0.0)
+
+
+def test_a_refused_baseline_check_overrides_a_promoting_decision():
+    decision = decide("roc_auc", 0.0, 0.80, "v-prod", 0.75, "stored metrics")
+    assert decision.promote
+    refused = apply_baseline_check(decision, check_baseline(metrics(0.80, 0.79), "roc_auc", 0.02))
+    assert not refused.promote and refused.reason.startswith("refused: challenger roc_auc=0.8000 vs lexical baseline")
+    assert refused.reason.endswith(decision.reason) and refused.challenger == decision.challenger
+    assert apply_baseline_check(decision, check_baseline(metrics(), "roc_auc", None)) is decision
+
+
+def test_paired_difference_text_and_gate_record():
+    d = {"metric": "roc_auc", "difference": 0.0123, "low": 0.004, "high": 0.021, "level": 0.95, "resamples": 1000, "n": 10240}
+    assert format_paired_difference(d) == (
+        "challenger - production roc_auc: +0.0123 (95% CI +0.0040 to +0.0210; 1,000 paired resamples of 10,240 pairs; "
+        "challenger better)"
+    )
+    assert format_paired_difference({**d, "low": -0.001}).endswith("no clear difference)")
+    assert format_paired_difference({**d, "difference": -0.02, "low": -0.03, "high": -0.01}).endswith("challenger worse)")
+    assert "undefined" in format_paired_difference({**d, "difference": None})
+
+    y = np.array([0, 1] * 50)
+    s = np.linspace(0, 1, 100)
+    same = paired_difference(y, s, 0.5, s, 0.5, "roc_auc", resamples=50, seed=1)
+    decision = decide("roc_auc", 0.0, 0.8, "v-prod", 0.8, "re-scored on this test split")
+    rec = gate_record(decision, check_baseline(metrics(), "roc_auc", None), same)
+    assert rec["promote"] and rec["baseline"]["lift"] == pytest.approx(0.02)
+    assert rec["paired_difference"]["text"].startswith("challenger - production roc_auc: +0.0000 (95% CI +0.0000 to +0.0000")
+    assert json.loads(json.dumps(rec)) == rec
+    assert gate_record(decision) == decision.as_dict()
