@@ -120,6 +120,25 @@ class PublishConfig(_Section):
     promote: bool = Field(default=True, description="False: publish only, never move production")
 
 
+class SearchConfig(_Section):
+    """Question index, nearest-neighbour search, mining and retrieval evaluation (bench/SEARCH.md)."""
+
+    exact_max: int = Field(default=100_000, ge=0, description="ann='auto' searches exactly up to this many questions")
+    block_elements: int = Field(
+        default=16 * 1024 * 1024, gt=0, description="exact search: most query x corpus scores held at once (float32)"
+    )
+    connectivity: int = Field(default=16, ge=2, description="HNSW: links per node")
+    expansion_add: int = Field(default=128, ge=1, description="HNSW: candidate list while building")
+    expansion_search: int = Field(default=64, ge=1, description="HNSW: candidate list while searching")
+    quantization: Literal["f32", "f16", "i8"] = Field(default="i8", description="HNSW: how the graph stores vectors")
+    threads: int = Field(default=0, ge=0, description="HNSW build/search threads; 0: all cores")
+    mine_chunk_size: int = Field(default=8192, gt=0, description="questions per mining unit of work")
+    retrieval_val_fraction: float = Field(default=0.5, gt=0, lt=1, description="share of duplicate clusters for validation")
+    retrieval_k: int = Field(default=100, ge=10, description="ranked list length scored per query")
+    rrf_k: int = Field(default=60, ge=1, description="reciprocal rank fusion constant (Cormack et al. 2009)")
+    hybrid_weight_step: float = Field(default=0.1, gt=0, le=0.5, description="grid step of the dense weight in [0, 1]")
+
+
 class RetrainConfig(_Section):
     """Everything that determines what `qdup run` produces."""
 
