@@ -127,11 +127,10 @@ class SearchConfig(_Section):
     block_elements: int = Field(
         default=16 * 1024 * 1024, gt=0, description="exact search: most query x corpus scores held at once (float32)"
     )
-    connectivity: int = Field(default=16, ge=2, description="HNSW: links per node")
-    expansion_add: int = Field(default=128, ge=1, description="HNSW: candidate list while building")
-    expansion_search: int = Field(default=64, ge=1, description="HNSW: candidate list while searching")
-    quantization: Literal["f32", "f16", "i8"] = Field(default="i8", description="HNSW: how the graph stores vectors")
-    threads: int = Field(default=0, ge=0, description="HNSW build/search threads; 0: all cores")
+    nlist: int = Field(default=0, ge=0, description="IVF: inverted lists (k-means cells); 0: 4 * sqrt(questions)")
+    nprobe: int = Field(default=16, ge=1, description="IVF: cells scanned per query (recall against speed)")
+    train_per_list: int = Field(default=40, ge=1, description="IVF: k-means training vectors per cell (a seeded sample)")
+    threads: int = Field(default=0, ge=0, description="IVF build/search threads (OpenMP); 0: faiss's default (all cores)")
     mine_chunk_size: int = Field(default=8192, gt=0, description="questions per mining unit of work")
     retrieval_val_fraction: float = Field(default=0.5, gt=0, lt=1, description="share of duplicate clusters for validation")
     retrieval_k: int = Field(default=100, ge=10, description="ranked list length scored per query")

@@ -1,4 +1,4 @@
-"""A question index: ids, texts and unit encodings of a corpus, searched exactly or with an HNSW graph (usearch)."""
+"""A question index: ids, texts and unit encodings of a corpus, searched exactly or with a faiss IVF index."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ FORMAT = "qdup-question-index/1"
 MANIFEST = "index.json"
 EMBEDDINGS = "embeddings.npy"
 QUESTIONS = "questions.parquet"
-GRAPH = "graph.usearch"
-BACKENDS = ("exact", "hnsw")
+GRAPH = "ivf.faiss"
+BACKENDS = ("exact", "ivf")
 # A unit vector's float32 norm may differ from 1 by rounding; anything further off was not normalised.
 _NORM_TOLERANCE = 1e-3
 
@@ -96,17 +96,35 @@ def exact_search(
     return idx_out, score_out
 
 
-def _new_graph(dims: int, cfg: SearchConfig):
-    from usearch.index import Index
+def _faiss(threads: int):
+    import faiss
 
-    return Index(
-        ndim=dims,
-        metric="ip",
-        dtype=cfg.quantization,
-        connectivity=cfg.connectivity,
-        expansion_add=cfg.expansion_add,
-        expansion_search=cfg.expansion_search,
-    )
+    if threads:
+        faiss.omp_set_num_threads(threads)
+    return faiss
+
+
+def nlist_for(count: int, cfg: SearchConfig) -> int:
+    """Number of IVF cells: cfg.nlist, or about 4 * sqrt(count) (faiss's guideline), never more than count / 39."""
+    want = cfg.nlist or round(4 * count**0.5)
+    # k-means needs some 39 training points per centroid (faiss warns below that).
+    return max(1, min(want, count // 39))
+
+
+def _build_ivf(vectors: np.ndarray, cfg: SearchConfig, seed: int):
+    """IVF-Flat by inner product: k-means cells trained on a seeded sample, vectors stored unquantised."""
+    faiss = _faiss(cfg.threads)
+    nlist = nlist_for(len(vectors), cfg)
+    quantizer = faiss.IndexFlatIP(vectors.shape[1])
+    ivf = faiss.IndexIVFFlat(quantizer, vectors.shape[1], nlist, faiss.METRIC_INNER_PRODUCT)
+    ivf.cp.seed = seed
+    sample = min(len(vectors), nlist * cfg.train_per_list)
+    ivf.cp.max_points_per_centroid = cfg.train_per_list
+    pick = np.sort(np.random.default_rng(seed).choice(len(vectors), size=sample, replace=False))
+    ivf.train(vectors[pick])
+    ivf.add(vectors)
+    ivf.nprobe = min(cfg.nprobe, nlist)
+    return ivf
 
 
 @dataclass
@@ -134,7 +152,7 @@ class QuestionIndex:
     def search(self, query_vectors: np.ndarray, k: int, *, exact: bool = False, exclude: np.ndarray | None = None):
         """Nearest indexed questions of each query: positions (n, k) int64 (-1: none) and cosine scores (n, k) float32.
 
-        Uses the HNSW graph when the index has one (unless `exact`), else exact blocked search.
+        Uses the IVF index when there is one (unless `exact`), else exact blocked search.
         `exclude[i]` is a position to leave out of query i's results (-1: none).
         """
         if k < 1:
@@ -143,25 +161,20 @@ class QuestionIndex:
         if exact or self.graph is None:
             return exact_search(self.embeddings, queries, k, exclude=exclude, block_elements=self.cfg.block_elements)
         want = min(len(self), k + (1 if exclude is not None else 0))
-        matches = self.graph.search(queries, want, threads=self.cfg.threads)
-        keys = np.asarray(matches.keys, dtype=np.int64).reshape(len(queries), -1)
-        dist = np.asarray(matches.distances, dtype=np.float32).reshape(len(queries), -1)
-        counts = np.asarray(matches.counts).reshape(-1)
-        valid = np.arange(keys.shape[1])[None, :] < counts[:, None]
+        _faiss(self.cfg.threads)
+        # IVF-Flat scores are exact float32 inner products of the vectors it finds; -1 marks too few found.
+        scores, pos = self.graph.search(queries, want)
+        pos = pos.astype(np.int64)
+        valid = pos >= 0
         if exclude is not None:
-            valid &= keys != np.asarray(exclude)[:, None]
-        # usearch's "ip" distance is 1 - dot; exact dot products from the stored float32 vectors replace the
-        # quantised ones so that scores mean the same on both backends.
-        safe = np.where(valid, keys, 0)
-        scores = np.einsum("nkd,nd->nk", self.embeddings[safe], queries)
+            valid &= pos != np.asarray(exclude)[:, None]
         scores = np.where(valid, np.clip(scores, -1.0, 1.0), -np.inf).astype(np.float32)
-        del dist
         idx, top = top_k_rows(scores, min(k, scores.shape[1]))
-        pos = np.take_along_axis(safe, idx, axis=1)
-        pos[~np.isfinite(top)] = -1
+        found = np.take_along_axis(pos, idx, axis=1)
+        found[~np.isfinite(top)] = -1
         out_idx = np.full((len(queries), k), -1, dtype=np.int64)
         out_scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
-        out_idx[:, : pos.shape[1]] = pos
+        out_idx[:, : found.shape[1]] = found
         out_scores[:, : top.shape[1]] = top
         return out_idx, out_scores
 
@@ -176,7 +189,7 @@ class QuestionIndex:
             table = pa.table({"id": pa.array(self.ids.tolist(), type=id_type), "question": pa.array(self.texts, pa.string())})
             pq.write_table(table, tmp / QUESTIONS, compression="zstd")
             if self.graph is not None:
-                self.graph.save(str(tmp / GRAPH))
+                _faiss(self.cfg.threads).write_index(self.graph, str(tmp / GRAPH))
             files = sorted(p.name for p in tmp.iterdir())
             manifest = {
                 "format": FORMAT,
@@ -232,7 +245,7 @@ def build_index(
 ) -> QuestionIndex:
     """Index `texts` (distinct, non-empty) with their unit `embeddings` from `model_version`'s encoder.
 
-    `ann`: "exact", "hnsw", or "auto" (exact up to cfg.exact_max questions, HNSW above).
+    `ann`: "exact", "ivf", or "auto" (exact up to cfg.exact_max questions, IVF above; bench/SEARCH.md says why).
     `corpus` is the lineage of the questions (e.g. the dataset's sha256) recorded in the manifest.
     """
     cfg = cfg or SearchConfig()
@@ -245,12 +258,9 @@ def build_index(
     if off.size:
         raise QdupError(f"embeddings row {int(off[0])}: norm {norms[off[0]]:.4f}, expected unit vectors (as encode returns)")
     if ann not in ("auto", *BACKENDS):
-        raise QdupError(f"ann: expected auto, exact or hnsw, got {ann!r}")
-    backend = ann if ann != "auto" else ("exact" if len(texts) <= cfg.exact_max else "hnsw")
-    graph = None
-    if backend == "hnsw":
-        graph = _new_graph(vectors.shape[1], cfg)
-        graph.add(np.arange(len(vectors), dtype=np.uint64), vectors, threads=cfg.threads)
+        raise QdupError(f"ann: expected auto, exact or ivf, got {ann!r}")
+    backend = ann if ann != "auto" else ("exact" if len(texts) <= cfg.exact_max else "ivf")
+    graph = _build_ivf(vectors, cfg, seed) if backend == "ivf" else None
     return QuestionIndex(ids_arr, texts, vectors, model_version, dict(corpus), backend, seed, cfg, graph)
 
 
@@ -287,11 +297,11 @@ def load_index(directory: Path, expected_model_version: str | None = None) -> Qu
         raise QdupError(f"{directory}: {len(texts)} questions and vectors {embeddings.shape} disagree with the manifest")
     cfg = SearchConfig(**manifest["settings"])
     graph = None
-    if manifest["backend"] == "hnsw":
-        graph = _new_graph(manifest["dims"], cfg)
-        graph.load(str(directory / GRAPH))
-        if len(graph) != manifest["count"]:
-            raise QdupError(f"{directory / GRAPH}: {len(graph)} vectors, the manifest says {manifest['count']}")
+    if manifest["backend"] == "ivf":
+        graph = _faiss(cfg.threads).read_index(str(directory / GRAPH))
+        if graph.ntotal != manifest["count"] or graph.d != manifest["dims"]:
+            raise QdupError(f"{directory / GRAPH}: {graph.ntotal} vectors of {graph.d} dims, the manifest says "
+                            f"{manifest['count']} of {manifest['dims']}")
     return QuestionIndex(
         ids, texts, embeddings, manifest["model_version"], manifest["corpus"], manifest["backend"], manifest["seed"], cfg, graph,
         manifest.get("recall_vs_exact"),
@@ -306,7 +316,7 @@ def recall_against_exact(index: QuestionIndex, sample_queries: np.ndarray, k: in
     """
     queries = _check_vectors(sample_queries, "sample queries", index.dims)
     exact_idx, exact_scores = index.search(queries, k, exact=True)
-    approx_idx, approx_scores = index.search(queries, k)
+    _, approx_scores = index.search(queries, k)
     kth = exact_scores[:, -1:]
     found = np.minimum((approx_scores >= kth - 1e-6).sum(axis=1), (exact_idx >= 0).sum(axis=1))
     expected = (exact_idx >= 0).sum(axis=1)

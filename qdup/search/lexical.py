@@ -10,8 +10,14 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 
 from qdup.config import SearchConfig
 from qdup.errors import QdupError
-from qdup.search.index import top_k_rows, query_block_rows
-from qdup.search.retrieval import METRIC_NAMES, QuerySet, RetrievalSplit, dense_rankings, ranking_metrics
+from qdup.search.index import query_block_rows, top_k_rows
+from qdup.search.retrieval import (
+    METRIC_NAMES,
+    QuerySet,
+    RetrievalSplit,
+    dense_rankings,
+    ranking_metrics,
+)
 
 SELECT_METRIC = "mrr@10"
 
@@ -147,7 +153,7 @@ def evaluate_retrieval(
     lexical = LexicalIndex(split.corpus, block_elements=cfg.block_elements)
     val, test = _runs(split.val, embeddings, lexical, k), _runs(split.test, embeddings, lexical, k)
     options: list[tuple[str, float | None]] = [("rrf", None)]
-    steps = int(round(1.0 / cfg.hybrid_weight_step))
+    steps = round(1.0 / cfg.hybrid_weight_step)
     options += [("weighted", round(i / steps, 6)) for i in range(steps + 1)]
     tried = []
     for method, weight in options:

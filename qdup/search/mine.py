@@ -37,7 +37,7 @@ def _check_mode(k: int | None, threshold: float | None) -> None:
 def mine_chunk(index: QuestionIndex, start: int, stop: int, k: int | None, threshold: float | None) -> pa.Table:
     """Pairs found from the questions at positions [start, stop): columns i < j (positions) and similarity.
 
-    With k: each question's k nearest other questions (the index's backend: HNSW or exact), kept when
+    With k: each question's k nearest other questions (the index's backend: IVF or exact), kept when
     similarity >= threshold if one is given. Without k: every pair (i, j > i) with similarity >= threshold,
     scored exactly in blocks of at most cfg.block_elements scores. A pair may come from both its questions'
     chunks in top-k mode; `merge_mined` keeps it once.

@@ -72,8 +72,13 @@ def test_merge_drops_pairs_found_from_both_sides():
     assert merge_mined(both, index).num_rows == 45
 
 
-def test_hnsw_mining_finds_the_exact_pairs():
-    index = corpus(n=2000, d=16, cfg=SearchConfig(quantization="f32", threads=1), ann="hnsw")
+def test_ivf_mining_finds_the_exact_pairs():
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((40, 16)).astype(np.float32)
+    x = centres[rng.integers(0, 40, 3000)] + 0.3 * rng.standard_normal((3000, 16)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    index = build_index(np.arange(3000) * 10, [f"q{i}?" for i in range(3000)], x, model_version="v", corpus={}, ann="ivf",
+                        seed=0, cfg=SearchConfig(threads=1))
     approx = set(as_pairs(mine(index, k=5)))
     exact = brute_pairs(index, 5, None)
     assert len(approx & exact) / len(exact) >= 0.95

@@ -11,7 +11,13 @@ from sklearn.metrics import ndcg_score
 
 from qdup.config import SearchConfig
 from qdup.errors import QdupError
-from qdup.search.lexical import LexicalIndex, candidate_union, evaluate_retrieval, rank_by, rrf_scores
+from qdup.search.lexical import (
+    LexicalIndex,
+    candidate_union,
+    evaluate_retrieval,
+    rank_by,
+    rrf_scores,
+)
 from qdup.search.retrieval import duplicate_clusters, ranking_metrics, retrieval_split
 
 
@@ -104,8 +110,8 @@ def test_evaluate_retrieval_reports_three_methods_and_chooses_on_validation(demo
     df = pd.read_csv(demo_tsv, sep="\t", keep_default_na=False)
     split = retrieval_split(df, seed=1)
     # Stand-in dense encodings: TF-IDF of words (any fixed unit vectors of the corpus serve to exercise the code).
-    from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.decomposition import TruncatedSVD
+    from sklearn.feature_extraction.text import TfidfVectorizer
 
     words = TfidfVectorizer().fit_transform(split.corpus)
     emb = TruncatedSVD(32, random_state=0).fit_transform(words).astype(np.float32)
