@@ -43,6 +43,12 @@ def _peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def _cpu_s() -> float:
+    """CPU seconds of this process, all threads: beside wall time, a figure that other processes' load does not inflate."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def _encoder(questions: list[str], seed: int):
     """A default-architecture encoder with seeded random weights and a vocabulary fitted on `questions`."""
     import keras
@@ -94,12 +100,12 @@ def step_build(work: Path, n: int, threads: int) -> dict[str, Any]:
     ids, texts = _questions(work)
     t0 = time.perf_counter()
     encoder, vectorizer = _encoder(texts, SEED)
-    t1 = time.perf_counter()
+    t1, c1 = time.perf_counter(), _cpu_s()
     vectors = encode(encoder, vectorizer, texts, max_length=64)
-    t2 = time.perf_counter()
+    t2, c2 = time.perf_counter(), _cpu_s()
     cfg = SearchConfig(threads=threads)
     index = build_index(ids, texts, vectors, model_version="bench-random", corpus={"demo_seed": SEED}, ann="auto", seed=SEED, cfg=cfg)
-    t3 = time.perf_counter()
+    t3, c3 = time.perf_counter(), _cpu_s()
     recall = recall_against_exact(index, sample_queries(index, 1000, SEED), 10)
     t4 = time.perf_counter()
     index.save(work / "index")
@@ -108,6 +114,8 @@ def step_build(work: Path, n: int, threads: int) -> dict[str, Any]:
         "vocab_and_model_s": t1 - t0,
         "encode_s": t2 - t1,
         "encode_qps": len(texts) / (t2 - t1),
+        "encode_cpu_s": c2 - c1,
+        "index_cpu_s": c3 - c2,
         "index_s": t3 - t2,
         "build_s": t3 - t1,
         "recall_measure_s": t4 - t3,
@@ -136,29 +144,32 @@ def step_query(work: Path, n: int, threads: int) -> dict[str, Any]:
     run = encoder_fn(encoder)
     for q in queries[:50]:  # warm: trace the graph function for the shapes single queries use
         index.search(encode_with(run, encoder, vectorizer, [q], 64, 1), 10)
-    encode_lat, search_lat, total_lat = [], [], []
+    encode_lat, search_lat, total_lat, total_cpu = [], [], [], []
     for q in queries[50:1050]:
-        a = time.perf_counter()
+        a, ca = time.perf_counter(), time.process_time()
         vec = encode_with(run, encoder, vectorizer, [q], 64, 1)
         b = time.perf_counter()
         index.search(vec, 10)
-        c = time.perf_counter()
+        c, cc = time.perf_counter(), time.process_time()
         encode_lat.append(b - a)
         search_lat.append(c - b)
         total_lat.append(c - a)
+        total_cpu.append(cc - ca)
     batch = queries[:20_000]
     a = time.perf_counter()
     vecs = encode_with(run, encoder, vectorizer, batch, 64, 1024)
-    b = time.perf_counter()
+    b, cb = time.perf_counter(), _cpu_s()
     for start in range(0, len(vecs), 1000):
         index.search(vecs[start : start + 1000], 10)
-    c = time.perf_counter()
+    c, cc = time.perf_counter(), _cpu_s()
     sample = np.asarray(vecs[:2000])
     return {
         "load_s": load_s,
         "single_total": latency_summary(total_lat),
         "single_encode": latency_summary(encode_lat),
         "single_search": latency_summary(search_lat),
+        "single_total_cpu": latency_summary(total_cpu),
+        "batch_search_cpu_s": cc - cb,
         "batch_queries": len(batch),
         "batch_encode_qps": len(batch) / (b - a),
         "batch_search_qps": len(batch) / (c - b),
@@ -178,10 +189,10 @@ def step_mine(work: Path, n: int, threads: int) -> dict[str, Any]:
     from qdup.search.mine import mine
 
     index = load_index(work / "index", expected_model_version="bench-random")
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _cpu_s()
     table = mine(index, k=10, out=work / "mined.parquet")
     s = time.perf_counter() - t0
-    return {"mine_s": s, "pairs": table.num_rows, "questions": len(index), "backend": index.backend}
+    return {"mine_s": s, "mine_cpu_s": _cpu_s() - c0, "pairs": table.num_rows, "questions": len(index), "backend": index.backend}
 
 
 def step_mine_recall(work: Path, n: int, threads: int) -> dict[str, Any]:
@@ -292,6 +303,11 @@ def render(results: dict[str, Any]) -> str:
     from bench.report import table
 
     lines = ["# Search benchmark", "", f"Machine: {results['machine']}", "", f"Command: `{results['command']}`", ""]
+    lines += [
+        ("Wall times on a shared machine include waiting for the cores; CPU seconds (all threads of the process) "
+        "are given beside them where the two differ much (see search.json: *_cpu_s, single_total_cpu, load_after)."),
+        "",
+    ]
     lines += [table(["measure", "target", "measured", "verdict"], evaluate(results)), ""]
     b = results.get("build", {})
     if b.get("ok"):
@@ -342,6 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.step:
         result = globals()[f"step_{a.step}"](work, a.questions, a.threads)
         result["peak_rss_bytes"] = _peak_rss()
+        result["process_cpu_s"] = _cpu_s()
         (work / f"{a.step}.json").write_text(json.dumps(result, indent=2, default=str))
         return 0
     import shutil
