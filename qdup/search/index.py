@@ -207,7 +207,7 @@ class QuestionIndex:
         return manifest
 
 
-def _check_corpus(ids: Sequence, texts: Sequence[str], embeddings: np.ndarray) -> tuple[np.ndarray, list[str]]:
+def check_corpus(ids: Sequence, texts: Sequence[str], embeddings: np.ndarray) -> tuple[np.ndarray, list[str]]:
     texts = list(texts)
     if not texts:
         raise QdupError("corpus: no questions to index")
@@ -251,7 +251,7 @@ def build_index(
     cfg = cfg or SearchConfig()
     if not model_version:
         raise QdupError("model_version: empty; an index must name the model that encoded it")
-    ids_arr, texts = _check_corpus(ids, texts, embeddings)
+    ids_arr, texts = check_corpus(ids, texts, embeddings)
     vectors = _check_vectors(embeddings, "embeddings")
     norms = np.linalg.norm(vectors, axis=1)
     off = np.flatnonzero(np.abs(norms - 1.0) > _NORM_TOLERANCE)
