@@ -65,7 +65,7 @@ def test_build_search_and_mine(world, capsys):
 
 
 def test_bad_input_is_refused_with_nothing_written(world, tmp_path):
-    tmp, store, versions, tsv, questions = world
+    tmp, store, versions, _, _ = world
     base = ["--model", versions[1], "--store", store.url, "--index", str(tmp_path / "idx")]
     bad = tmp_path / "bad.tsv"
     bad.write_text("text\nhello?\n")
