@@ -131,7 +131,8 @@ def step_query(work: Path, n: int, threads: int) -> dict[str, Any]:
     import pyarrow.parquet as pq
 
     from bench.report import latency_summary
-    from qdup.model.encode import encode_with, encoder_fn
+    from qdup.model.encode import encoder_fn
+    from qdup.search.encoder import QueryEncoder
     from qdup.search.index import load_index
 
     t0 = time.perf_counter()
@@ -141,13 +142,14 @@ def step_query(work: Path, n: int, threads: int) -> dict[str, Any]:
     encoder, vectorizer = _encoder(texts, SEED)
     del texts
     queries = pq.read_table(work / "queries.parquet").column("question").to_pylist()
-    run = encoder_fn(encoder)
+    # The query path of `qdup search "text"`: QueryEncoder.encode_one, then QuestionIndex.search.
+    qe = QueryEncoder(encoder, vectorizer, 64, 0.5, encoder_fn(encoder))
     for q in queries[:50]:  # warm: trace the graph function for the shapes single queries use
-        index.search(encode_with(run, encoder, vectorizer, [q], 64, 1), 10)
+        index.search(qe.encode_one(q), 10)
     encode_lat, search_lat, total_lat, total_cpu = [], [], [], []
     for q in queries[50:1050]:
         a, ca = time.perf_counter(), time.process_time()
-        vec = encode_with(run, encoder, vectorizer, [q], 64, 1)
+        vec = qe.encode_one(q)
         b = time.perf_counter()
         index.search(vec, 10)
         c, cc = time.perf_counter(), time.process_time()
@@ -157,7 +159,7 @@ def step_query(work: Path, n: int, threads: int) -> dict[str, Any]:
         total_cpu.append(cc - ca)
     batch = queries[:20_000]
     a = time.perf_counter()
-    vecs = encode_with(run, encoder, vectorizer, batch, 64, 1024)
+    vecs = qe.encode(batch)
     b, cb = time.perf_counter(), _cpu_s()
     for start in range(0, len(vecs), 1000):
         index.search(vecs[start : start + 1000], 10)

@@ -130,6 +130,7 @@ class SearchConfig(_Section):
     nlist: int = Field(default=0, ge=0, description="IVF: inverted lists (k-means cells); 0: 4 * sqrt(questions)")
     nprobe: int = Field(default=16, ge=1, description="IVF: cells scanned per query (recall against speed)")
     train_per_list: int = Field(default=40, ge=1, description="IVF: k-means training vectors per cell (a seeded sample)")
+    kmeans_iterations: int = Field(default=10, ge=1, description="IVF: k-means iterations (faiss's default 25 doubles build time)")
     threads: int = Field(default=0, ge=0, description="IVF build/search threads (OpenMP); 0: faiss's default (all cores)")
     mine_chunk_size: int = Field(default=8192, gt=0, description="questions per mining unit of work")
     retrieval_val_fraction: float = Field(default=0.5, gt=0, lt=1, description="share of duplicate clusters for validation")

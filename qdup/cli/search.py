@@ -92,7 +92,8 @@ def _load(args: argparse.Namespace):
 
 
 def _rows(index, encoder, queries: list[str], k: int) -> list[dict[str, Any]]:
-    positions, scores = index.search(encoder.encode(queries), k)
+    vectors = encoder.encode_one(queries[0]) if len(queries) == 1 else encoder.encode(queries)
+    positions, scores = index.search(vectors, k)
     rows = []
     for qi, query in enumerate(queries):
         for rank, (p, s) in enumerate(zip(positions[qi], scores[qi], strict=True), start=1):

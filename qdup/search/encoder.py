@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +15,18 @@ import qdup.model.network  # noqa: F401  (registers the custom layers that safe_
 from qdup.errors import QdupError
 from qdup.fileio import read_json
 from qdup.model.encode import encode_with, encoder_fn
-from qdup.model.vocab import load_vectorizer
+from qdup.model.network import encoder_masks_padding
+from qdup.model.vocab import OOV_ID, load_vectorizer
 
 ENCODER_FILE = "encoder.keras"
 VOCABULARY_FILE = "vocabulary.txt"
 THRESHOLD_FILE = "threshold.json"
+# What Keras's TextVectorization does for standardize="lower_and_strip_punctuation", split="whitespace":
+# tf.strings.lower (ASCII letters only, as its encoding is empty), this regex removed, and a split on
+# ASCII whitespace runs. tests/search/test_encoder.py checks the ids against the layer's own.
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+_PUNCTUATION = re.compile(r'[!"#$%&()\*\+,-\./:;<=>?@\[\\\]^_`{|}~\']')
+_WHITESPACE = re.compile(r"[ \t\n\v\f\r]+")
 
 
 @dataclass
@@ -30,6 +38,29 @@ class QueryEncoder:
     max_length: int
     threshold: float
     run: Any
+    _lookup: dict[str, int] | None = field(default=None, repr=False)
+
+    def token_ids(self, text: str) -> np.ndarray:
+        """Token ids of one text, as the vectorizer gives them, in plain Python.
+
+        A single query through the Keras layer costs milliseconds of eager TensorFlow ops (string
+        lower, regex, ragged split, table lookup); the same steps on one string take microseconds.
+        """
+        if self._lookup is None:
+            vocab = self.vectorizer.get_vocabulary(include_special_tokens=True)
+            self._lookup = {token: i for i, token in enumerate(vocab) if i > OOV_ID}
+        words = [w for w in _WHITESPACE.split(_PUNCTUATION.sub("", text.translate(_ASCII_LOWER))) if w]
+        ids = [self._lookup.get(w, OOV_ID) for w in words[: self.max_length]] or [OOV_ID]
+        return np.asarray(ids, dtype=np.int32)
+
+    def encode_one(self, text: str) -> np.ndarray:
+        """(1, d) unit vector of one query: the low-latency path of `encode`."""
+        if not isinstance(text, str) or not text.strip():
+            raise QdupError(f"query: empty question {text!r}")
+        ids = self.token_ids(text)
+        if not encoder_masks_padding(self.encoder):
+            ids = np.pad(ids, (0, self.max_length - len(ids)))
+        return self.run(ids[None, :]).numpy()
 
     def encode(self, texts: Sequence[str], batch_size: int = 1024) -> np.ndarray:
         """(n, d) float32 unit vectors; an empty or blank text is refused with its position."""

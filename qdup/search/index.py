@@ -118,6 +118,7 @@ def _build_ivf(vectors: np.ndarray, cfg: SearchConfig, seed: int):
     quantizer = faiss.IndexFlatIP(vectors.shape[1])
     ivf = faiss.IndexIVFFlat(quantizer, vectors.shape[1], nlist, faiss.METRIC_INNER_PRODUCT)
     ivf.cp.seed = seed
+    ivf.cp.niter = cfg.kmeans_iterations
     sample = min(len(vectors), nlist * cfg.train_per_list)
     ivf.cp.max_points_per_centroid = cfg.train_per_list
     pick = np.sort(np.random.default_rng(seed).choice(len(vectors), size=sample, replace=False))
@@ -299,6 +300,7 @@ def load_index(directory: Path, expected_model_version: str | None = None) -> Qu
     graph = None
     if manifest["backend"] == "ivf":
         graph = _faiss(cfg.threads).read_index(str(directory / GRAPH))
+        graph.nprobe = min(cfg.nprobe, graph.nlist)
         if graph.ntotal != manifest["count"] or graph.d != manifest["dims"]:
             raise QdupError(f"{directory / GRAPH}: {graph.ntotal} vectors of {graph.d} dims, the manifest says "
                             f"{manifest['count']} of {manifest['dims']}")
