@@ -181,6 +181,25 @@ class PublishConfig(_Section):
     )
 
 
+class SearchConfig(_Section):
+    """Question index, nearest-neighbour search, mining and retrieval evaluation (bench/SEARCH.md)."""
+
+    exact_max: int = Field(default=100_000, ge=0, description="ann='auto' searches exactly up to this many questions")
+    block_elements: int = Field(
+        default=16 * 1024 * 1024, gt=0, description="exact search: most query x corpus scores held at once (float32)"
+    )
+    nlist: int = Field(default=0, ge=0, description="IVF: inverted lists (k-means cells); 0: 4 * sqrt(questions)")
+    nprobe: int = Field(default=16, ge=1, description="IVF: cells scanned per query (recall against speed)")
+    train_per_list: int = Field(default=40, ge=1, description="IVF: k-means training vectors per cell (a seeded sample)")
+    kmeans_iterations: int = Field(default=10, ge=1, description="IVF: k-means iterations (faiss's default 25 doubles build time)")
+    threads: int = Field(default=0, ge=0, description="IVF build/search threads (OpenMP); 0: faiss's default (all cores)")
+    mine_chunk_size: int = Field(default=8192, gt=0, description="questions per mining unit of work")
+    retrieval_val_fraction: float = Field(default=0.5, gt=0, lt=1, description="share of duplicate clusters for validation")
+    retrieval_k: int = Field(default=100, ge=10, description="ranked list length scored per query")
+    rrf_k: int = Field(default=60, ge=1, description="reciprocal rank fusion constant (Cormack et al. 2009)")
+    hybrid_weight_step: float = Field(default=0.1, gt=0, le=0.5, description="grid step of the dense weight in [0, 1]")
+
+
 class RetrainConfig(_Section):
     """Everything that determines what `qdup run` produces."""
 

@@ -1,0 +1,395 @@
+"""Search benchmark: python -m bench.search --out bench/results/search [--questions N] [--threads 2] [--skip STEP ...]."""
+
+# Each step runs in its own process (wall times and peak RSS from getrusage): generate a corpus of
+# distinct questions with qdup's demo generator, build the question index (encoding with a
+# randomly initialised encoder of the default architecture: the same work per question as a trained
+# one), single-query latency and batch throughput in a warm process, top-10 mining of the whole
+# corpus, mining recall against exact mining on a subset, and the lexical baseline on the real
+# duplicate pairs of ../shared/data when present. Writes search.json and search.md to --out.
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("QDUP_SHARED", REPO.parent / "shared"))
+if not SHARED.is_dir():
+    SHARED = Path("/work/shared")
+REAL_PAIRS = SHARED / "data" / "quora_real_duplicate_pairs.tsv"
+FULL_QUESTIONS = 537_933  # distinct questions of the full Quora release
+SEED = 20260101
+STEPS = ("corpus", "build", "query", "mine", "mine_recall", "real_lexical")
+TARGETS = {
+    "build_s": 60.0,
+    "query_p50_ms": 5.0,
+    "query_p99_ms": 20.0,
+    "batch_qps": 2000.0,
+    "mine_s": 600.0,
+    "mine_recall": 0.95,
+    "peak_rss_bytes": 4 * 1024**3,
+}
+
+
+def _peak_rss() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _cpu_s() -> float:
+    """CPU seconds of this process, all threads: beside wall time, a figure that other processes' load does not inflate."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _encoder(questions: list[str], seed: int):
+    """A default-architecture encoder with seeded random weights and a vocabulary fitted on `questions`."""
+    import keras
+
+    from qdup.config import ModelConfig, VocabConfig
+    from qdup.model.network import build_encoder
+    from qdup.model.vocab import fit_vectorizer
+
+    keras.utils.set_random_seed(seed)
+    vectorizer = fit_vectorizer(questions, VocabConfig())
+    return build_encoder(vectorizer.vocabulary_size(), ModelConfig()), vectorizer
+
+
+def _questions(work: Path) -> tuple[list[int], list[str]]:
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(work / "questions.parquet")
+    return t.column("id").to_pylist(), t.column("question").to_pylist()
+
+
+def step_corpus(work: Path, n: int, threads: int) -> dict[str, Any]:
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from qdup.data.demo import write_demo_tsv
+
+    rows = int(n * 1.1) + 1000
+    while True:
+        tsv = work / "demo.tsv"
+        write_demo_tsv(tsv, rows=rows, seed=SEED)
+        df = pd.read_csv(tsv, sep="\t", keep_default_na=False)
+        distinct = pd.unique(pd.concat([df.question1, df.question2]).astype(str))
+        distinct = [q for q in distinct if q.strip()]
+        if len(distinct) >= n + 20_000:
+            break
+        rows = int(rows * 1.3)
+    # The first n are the corpus; later ones, never indexed, are the held-out queries.
+    pq.write_table(pa.table({"id": list(range(n)), "question": distinct[:n]}), work / "questions.parquet")
+    pq.write_table(pa.table({"question": distinct[n : n + 20_000]}), work / "queries.parquet")
+    return {"demo_rows": rows, "distinct_questions": len(distinct), "corpus": n}
+
+
+def step_build(work: Path, n: int, threads: int) -> dict[str, Any]:
+    from qdup.config import SearchConfig
+    from qdup.model.encode import encode
+    from qdup.search.index import build_index, recall_against_exact, sample_queries
+
+    ids, texts = _questions(work)
+    t0 = time.perf_counter()
+    encoder, vectorizer = _encoder(texts, SEED)
+    t1, c1 = time.perf_counter(), _cpu_s()
+    vectors = encode(encoder, vectorizer, texts, max_length=64)
+    t2, c2 = time.perf_counter(), _cpu_s()
+    cfg = SearchConfig(threads=threads)
+    index = build_index(ids, texts, vectors, model_version="bench-random", corpus={"demo_seed": SEED}, ann="auto", seed=SEED, cfg=cfg)
+    t3, c3 = time.perf_counter(), _cpu_s()
+    recall = recall_against_exact(index, sample_queries(index, 1000, SEED), 10)
+    t4 = time.perf_counter()
+    index.save(work / "index")
+    t5 = time.perf_counter()
+    return {
+        "vocab_and_model_s": t1 - t0,
+        "encode_s": t2 - t1,
+        "encode_qps": len(texts) / (t2 - t1),
+        "encode_cpu_s": c2 - c1,
+        "index_cpu_s": c3 - c2,
+        "index_s": t3 - t2,
+        "build_s": t3 - t1,
+        "recall_measure_s": t4 - t3,
+        "save_s": t5 - t4,
+        "backend": index.backend,
+        "recall_at_10": recall["recall"],
+        "settings": cfg.model_dump(),
+    }
+
+
+def step_query(work: Path, n: int, threads: int) -> dict[str, Any]:
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from bench.report import latency_summary
+    from qdup.model.encode import encoder_fn
+    from qdup.search.encoder import QueryEncoder
+    from qdup.search.index import load_index
+
+    t0 = time.perf_counter()
+    index = load_index(work / "index", expected_model_version="bench-random")
+    load_s = time.perf_counter() - t0
+    _, texts = _questions(work)
+    encoder, vectorizer = _encoder(texts, SEED)
+    del texts
+    queries = pq.read_table(work / "queries.parquet").column("question").to_pylist()
+    # The query path of `qdup search "text"`: QueryEncoder.encode_one, then QuestionIndex.search.
+    qe = QueryEncoder(encoder, vectorizer, 64, 0.5, encoder_fn(encoder))
+    for q in queries[:50]:  # warm: trace the graph function for the shapes single queries use
+        index.search(qe.encode_one(q), 10)
+    encode_lat, search_lat, total_lat, total_cpu = [], [], [], []
+    for q in queries[50:1050]:
+        a, ca = time.perf_counter(), time.process_time()
+        vec = qe.encode_one(q)
+        b = time.perf_counter()
+        index.search(vec, 10)
+        c, cc = time.perf_counter(), time.process_time()
+        encode_lat.append(b - a)
+        search_lat.append(c - b)
+        total_lat.append(c - a)
+        total_cpu.append(cc - ca)
+    batch = queries[:20_000]
+    a = time.perf_counter()
+    vecs = qe.encode(batch)
+    b, cb = time.perf_counter(), _cpu_s()
+    for start in range(0, len(vecs), 1000):
+        index.search(vecs[start : start + 1000], 10)
+    c, cc = time.perf_counter(), _cpu_s()
+    sample = np.asarray(vecs[:2000])
+    return {
+        "load_s": load_s,
+        "single_total": latency_summary(total_lat),
+        "single_encode": latency_summary(encode_lat),
+        "single_search": latency_summary(search_lat),
+        "single_total_cpu": latency_summary(total_cpu),
+        "batch_search_cpu_s": cc - cb,
+        "batch_queries": len(batch),
+        "batch_encode_qps": len(batch) / (b - a),
+        "batch_search_qps": len(batch) / (c - b),
+        "batch_total_qps": len(batch) / (c - a),
+        "held_out_recall_at_10": _recall(index, sample),
+    }
+
+
+def _recall(index, sample) -> float:
+    from qdup.search.index import recall_against_exact
+
+    return recall_against_exact(index, sample, 10)["recall"]
+
+
+def step_mine(work: Path, n: int, threads: int) -> dict[str, Any]:
+    from qdup.search.index import load_index
+    from qdup.search.mine import mine
+
+    index = load_index(work / "index", expected_model_version="bench-random")
+    t0, c0 = time.perf_counter(), _cpu_s()
+    table = mine(index, k=10, out=work / "mined.parquet")
+    s = time.perf_counter() - t0
+    return {"mine_s": s, "mine_cpu_s": _cpu_s() - c0, "pairs": table.num_rows, "questions": len(index), "backend": index.backend}
+
+
+def step_mine_recall(work: Path, n: int, threads: int) -> dict[str, Any]:
+    import numpy as np
+
+    from qdup.config import SearchConfig
+    from qdup.search.index import build_index, load_index
+    from qdup.search.mine import mine
+
+    full = load_index(work / "index", expected_model_version="bench-random")
+    m = min(50_000, len(full))
+    cfg = full.cfg
+    args = (full.ids[:m], full.texts[:m], full.embeddings[:m])
+    approx = build_index(*args, model_version="bench-random", corpus={}, ann="ivf", seed=SEED, cfg=cfg)
+    exact = build_index(*args, model_version="bench-random", corpus={}, ann="exact", seed=SEED, cfg=SearchConfig(threads=threads))
+    t0 = time.perf_counter()
+    got = mine(approx, k=10)
+    t1 = time.perf_counter()
+    want = mine(exact, k=10)
+    t2 = time.perf_counter()
+
+    def keys(t):
+        return set(zip(t.column("id1").to_pylist(), t.column("id2").to_pylist(), strict=True))
+
+    g, w = keys(got), keys(want)
+    return {
+        "questions": m,
+        "approx_pairs": len(g),
+        "exact_pairs": len(w),
+        "recall": len(g & w) / len(w),
+        "approx_mine_s": t1 - t0,
+        "exact_mine_s": t2 - t1,
+        "approx_similarity_mean": float(np.mean(got.column("similarity").to_numpy())),
+        "exact_similarity_mean": float(np.mean(want.column("similarity").to_numpy())),
+    }
+
+
+def step_real_lexical(work: Path, n: int, threads: int) -> dict[str, Any]:
+    import numpy as np
+    import pandas as pd
+
+    from qdup.search.lexical import LexicalIndex
+    from qdup.search.retrieval import ranking_metrics
+
+    if not REAL_PAIRS.is_file():
+        return {"skipped": f"{REAL_PAIRS} not found"}
+    df = pd.read_csv(REAL_PAIRS, sep="\t", keep_default_na=False, dtype=str)
+    codes, corpus = pd.factorize(pd.concat([df.question1, df.question2]), sort=False)
+    q1, q2 = codes[: len(df)], codes[len(df) :]
+    keep = q1 != q2
+    q1, q2 = q1[keep], q2[keep]
+    t0 = time.perf_counter()
+    lex = LexicalIndex(list(corpus))
+    t1 = time.perf_counter()
+    ranked, _ = lex.search_positions(q1, 100)
+    t2 = time.perf_counter()
+    m = ranking_metrics(ranked, [np.array([b]) for b in q2])
+    return {
+        "pairs": len(q1),
+        "corpus": len(corpus),
+        "fit_s": t1 - t0,
+        "search_s": t2 - t1,
+        "metrics": m,
+        "task": "query = question1, relevant = its question2 only, corpus = every distinct question of the file",
+    }
+
+
+def run_step(step: str, work: Path, n: int, threads: int) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "bench.search", "--step", step, "--work", str(work), "--questions", str(n),
+           "--threads", str(threads)]
+    env = dict(os.environ, PYTHONPATH=str(REPO), CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2")
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - t0
+    out_file = work / f"{step}.json"
+    if proc.returncode != 0 or not out_file.is_file():
+        return {"ok": False, "wall_s": wall, "stderr_tail": proc.stderr[-2000:]}
+    result = json.loads(out_file.read_text())
+    return {"ok": True, "wall_s": wall, **result}
+
+
+def evaluate(results: dict[str, Any]) -> list[list[str]]:
+    rows = []
+
+    def row(name, target, value, limit, higher=False, fmt="{:.2f}"):
+        if value is None:
+            rows.append([name, target, "not measured", "—"])
+            return
+        met = value >= limit if higher else value <= limit
+        miss = "" if met else f" (misses by {abs(value - limit) / limit:.0%})"
+        rows.append([name, target, fmt.format(value), ("met" if met else "MISSED") + miss])
+
+    b, q, m, r = (results.get(s, {}) for s in ("build", "query", "mine", "mine_recall"))
+    row("index build (encode + index)", "<= 60 s", b.get("build_s"), TARGETS["build_s"])
+    row("one query p50 (encode + search)", "<= 5 ms", q.get("single_total", {}).get("p50_ms"), TARGETS["query_p50_ms"])
+    row("one query p99 (encode + search)", "<= 20 ms", q.get("single_total", {}).get("p99_ms"), TARGETS["query_p99_ms"])
+    row("batch search (search only)", ">= 2,000 q/s", q.get("batch_search_qps"), TARGETS["batch_qps"], True, "{:,.0f}")
+    row("batch search (encode + search)", ">= 2,000 q/s", q.get("batch_total_qps"), TARGETS["batch_qps"], True, "{:,.0f}")
+    row("mine top-10, whole corpus", "<= 600 s", m.get("mine_s"), TARGETS["mine_s"])
+    row("mining recall vs exact (50k)", ">= 0.95", r.get("recall"), TARGETS["mine_recall"], True, "{:.4f}")
+    for step in ("build", "query", "mine", "mine_recall"):
+        rss = results.get(step, {}).get("peak_rss_bytes")
+        row(f"peak RSS, {step}", "<= 4 GiB", None if rss is None else rss / 1024**3, 4.0, fmt="{:.2f} GiB")
+    return rows
+
+
+def render(results: dict[str, Any]) -> str:
+    from bench.report import table
+
+    lines = ["# Search benchmark", "", f"Machine: {results['machine']}", "", f"Command: `{results['command']}`", ""]
+    lines += [
+        ("Wall times on a shared machine include waiting for the cores; CPU seconds (all threads of the process) "
+        "are given beside them where the two differ much (see search.json: *_cpu_s, single_total_cpu, load_after)."),
+        "",
+    ]
+    lines += [table(["measure", "target", "measured", "verdict"], evaluate(results)), ""]
+    b = results.get("build", {})
+    if b.get("ok"):
+        lines += [
+            (
+                "Index build breakdown: "
+                f"encode {b['encode_s']:.1f} s ({b['encode_qps']:,.0f} questions/s), index ({b['backend']}) {b['index_s']:.1f} s, "
+                f"save {b['save_s']:.1f} s; recall@10 vs exact on 1,000 indexed questions {b['recall_at_10']:.4f}. "
+                "The encoder has random weights (seeded): encoding costs the same as with trained weights."
+            ),
+            "",
+        ]
+    q = results.get("query", {})
+    if q.get("ok"):
+        lines += [
+            (
+                f"Single query: encode p50 {q['single_encode']['p50_ms']:.2f} ms, search p50 {q['single_search']['p50_ms']:.2f} ms; "
+                f"batch encode {q['batch_encode_qps']:,.0f} q/s; recall@10 of held-out queries {q['held_out_recall_at_10']:.4f}."
+            ),
+            "",
+        ]
+    rl = results.get("real_lexical", {})
+    if rl.get("ok") and "metrics" in rl:
+        mm = rl["metrics"]
+        lines += [
+            (
+                f"Real duplicate pairs ({rl['pairs']:,} queries, corpus {rl['corpus']:,} questions), lexical char n-gram TF-IDF: "
+                f"MRR@10 {mm['mrr@10']:.4f}, recall@1 {mm['recall@1']:.4f}, recall@10 {mm['recall@10']:.4f}, "
+                f"recall@100 {mm['recall@100']:.4f} (fit {rl['fit_s']:.1f} s, search {rl['search_s']:.1f} s)."
+            ),
+            "",
+        ]
+    lines += ["Raw figures: search.json.", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "search")
+    p.add_argument("--work", type=Path, default=None, help="scratch folder (default: <out>/work)")
+    p.add_argument("--questions", type=int, default=FULL_QUESTIONS)
+    p.add_argument("--threads", type=int, default=2, help="faiss threads (the target machine has 2 cores)")
+    p.add_argument("--skip", nargs="*", default=[], choices=STEPS)
+    p.add_argument("--step", choices=STEPS, help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    work = a.work or (a.out / "work")
+    work.mkdir(parents=True, exist_ok=True)
+    if a.step:
+        result = globals()[f"step_{a.step}"](work, a.questions, a.threads)
+        result["peak_rss_bytes"] = _peak_rss()
+        result["process_cpu_s"] = _cpu_s()
+        (work / f"{a.step}.json").write_text(json.dumps(result, indent=2, default=str))
+        return 0
+    import shutil
+
+    for name in ("index", "mined.parquet"):
+        target = work / name
+        if "build" in a.skip:
+            break
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+    results: dict[str, Any] = {
+        "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f} at start",
+        "command": "python -m bench.search " + " ".join(argv if argv is not None else sys.argv[1:]),
+    }
+    for step in STEPS:
+        if step in a.skip:
+            continue
+        print(f"[bench.search] {step} ...", flush=True)
+        results[step] = run_step(step, work, a.questions, a.threads)
+        results[step]["load_after"] = os.getloadavg()[0]
+        print(f"[bench.search] {step}: {json.dumps(results[step], default=str)[:400]}", flush=True)
+    a.out.mkdir(parents=True, exist_ok=True)
+    (a.out / "search.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    (a.out / "search.md").write_text(render(results))
+    print((a.out / "search.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Finding duplicates of questions: a question index, nearest-neighbour search, paraphrase mining, retrieval evaluation."""

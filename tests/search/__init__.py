@@ -1,0 +1,1 @@
+"""Tests of the question index, search, mining and retrieval evaluation (qdup.search)."""

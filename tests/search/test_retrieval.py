@@ -1,0 +1,131 @@
+"""Retrieval evaluation: duplicate clusters, the question-disjoint split, ranking metrics, lexical and hybrid runs."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import ndcg_score
+
+from qdup.config import SearchConfig
+from qdup.errors import QdupError
+from qdup.search.lexical import (
+    LexicalIndex,
+    candidate_union,
+    evaluate_retrieval,
+    rank_by,
+    rrf_scores,
+)
+from qdup.search.retrieval import duplicate_clusters, ranking_metrics, retrieval_split
+
+
+def pairs(rows):
+    return pd.DataFrame(rows, columns=["question1", "question2", "is_duplicate"])
+
+
+def test_clusters_are_the_transitive_closure_of_duplicates():
+    corpus, cluster = duplicate_clusters(
+        pairs([("a", "b", 1), ("b", "c", 1), ("d", "e", 1), ("c", "d", 0), ("f", "a", 0), ("e", "g", 1)])
+    )
+    label = dict(zip(corpus, cluster.tolist(), strict=True))
+    assert sorted(corpus) == list("abcdefg")
+    assert label["a"] == label["b"] == label["c"]
+    assert label["d"] == label["e"] == label["g"]
+    assert len({label["a"], label["d"], label["f"]}) == 3
+
+
+def test_missing_columns_are_named():
+    with pytest.raises(QdupError, match="missing column\\(s\\) \\['is_duplicate'\\]"):
+        duplicate_clusters(pd.DataFrame({"question1": ["a"], "question2": ["b"]}))
+
+
+def test_split_is_question_disjoint_and_relevant_sets_are_the_rest_of_the_cluster(demo_tsv):
+    df = pd.read_csv(demo_tsv, sep="\t", keep_default_na=False)
+    split = retrieval_split(df, val_fraction=0.5, seed=3)
+    assert len(split.val) > 5 and len(split.test) > 5
+    val_members = set(split.val.queries.tolist()).union(*map(set, split.val.relevant))
+    test_members = set(split.test.queries.tolist()).union(*map(set, split.test.relevant))
+    assert not val_members & test_members
+    for q, rel in zip(split.test.queries, split.test.relevant, strict=True):
+        same = set(np.flatnonzero(split.cluster == split.cluster[q]).tolist()) - {int(q)}
+        assert set(rel.tolist()) == same and same
+    # Every question of the pairs is in the corpus, once; same seed, same split.
+    assert len(split.corpus) == len(set(df.question1) | set(df.question2)) == len(set(split.corpus))
+    again = retrieval_split(df, val_fraction=0.5, seed=3)
+    np.testing.assert_array_equal(again.test.queries, split.test.queries)
+    assert not np.array_equal(retrieval_split(df, val_fraction=0.5, seed=4).test.queries, split.test.queries)
+
+
+def test_metrics_on_a_hand_computed_example():
+    rankings = np.array([[5, 3, 9, 7, 0], [1, 2, 4, 6, 8]])
+    m = ranking_metrics(rankings, [np.array([3, 7]), np.array([1])])
+    ndcg_first = (1 / math.log2(3) + 1 / math.log2(5)) / (1 + 1 / math.log2(3))
+    assert m["mrr@10"] == pytest.approx((0.5 + 1) / 2)
+    assert m["ndcg@10"] == pytest.approx((ndcg_first + 1) / 2)
+    assert m["recall@1"] == pytest.approx(0.5)
+    assert m["recall@10"] == m["recall@100"] == pytest.approx(1.0)
+    assert m["map@100"] == pytest.approx(((1 / 2 + 2 / 4) / 2 + 1) / 2)
+    # A relevant document beyond rank 10 counts for recall@100 and MAP only.
+    late = np.concatenate([np.arange(20, 40), [3]])[None, :]
+    m = ranking_metrics(late, [np.array([3])])
+    assert m["mrr@10"] == m["ndcg@10"] == m["recall@10"] == 0 and m["recall@100"] == 1
+    assert m["map@100"] == pytest.approx(1 / 21)
+
+
+def test_ndcg_matches_scikit_learn():
+    rng = np.random.default_rng(0)
+    n_docs = 40
+    for _ in range(20):
+        scores = rng.random(n_docs)
+        relevant = rng.choice(n_docs, size=rng.integers(1, 6), replace=False)
+        truth = np.zeros(n_docs)
+        truth[relevant] = 1
+        ranking = np.argsort(-scores)[None, :]
+        assert ranking_metrics(ranking, [relevant])["ndcg@10"] == pytest.approx(ndcg_score(truth[None], scores[None], k=10))
+
+
+def test_lexical_search_finds_near_spellings_first():
+    lex = LexicalIndex(["How do I learn Python?", "What is the capital of France?", "How can I learn python fast?"])
+    idx, scores = lex.search(["how to learn python"], 3)
+    assert set(idx[0, :2].tolist()) == {0, 2} and idx[0, 2] == 1
+    assert (np.diff(scores[0]) <= 0).all()
+    own, own_scores = lex.search_positions(np.array([0]), 2)
+    assert own[0].tolist() == [2, 1]
+    np.testing.assert_allclose(lex.pair_scores(np.array([0]), own), own_scores, rtol=1e-5)
+
+
+def test_fusion_by_reciprocal_rank():
+    dense = np.array([[4, 2, 9]])
+    lexical = np.array([[2, 7, -1]])
+    cands = candidate_union(dense, lexical)
+    assert sorted(c for c in cands[0].tolist() if c >= 0) == [2, 4, 7, 9]
+    fused = rank_by(cands, rrf_scores(cands, dense, lexical, 60), 4)
+    # 2: 1/62 + 1/61 beats 4: 1/61; 7: 1/62 beats 9: 1/63.
+    assert fused[0].tolist() == [2, 4, 7, 9]
+
+
+def test_evaluate_retrieval_reports_three_methods_and_chooses_on_validation(demo_tsv):
+    df = pd.read_csv(demo_tsv, sep="\t", keep_default_na=False)
+    split = retrieval_split(df, seed=1)
+    # Stand-in dense encodings: TF-IDF of words (any fixed unit vectors of the corpus serve to exercise the code).
+    from sklearn.decomposition import TruncatedSVD
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    words = TfidfVectorizer().fit_transform(split.corpus)
+    emb = TruncatedSVD(32, random_state=0).fit_transform(words).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    result = evaluate_retrieval(split, emb, cfg=SearchConfig(hybrid_weight_step=0.25))
+    assert set(result) >= {"lexical", "dense", "hybrid", "best", "hybrid_grid", "counts"}
+    assert len(result["hybrid_grid"]) == 1 + 5
+    assert result["hybrid"]["method"] in ("rrf", "weighted")
+    best_val = max(t["mrr@10"] for t in result["hybrid_grid"])
+    assert result["hybrid"]["val"]["mrr@10"] == pytest.approx(best_val)
+    for name in ("lexical", "dense", "hybrid"):
+        assert 0 < result[name]["test"]["mrr@10"] <= 1
+        assert result[name]["test"]["recall@1"] <= result[name]["test"]["recall@10"] <= result[name]["test"]["recall@100"]
+    # Weight 1 is dense alone, weight 0 lexical alone (same candidates, so the same validation MRR).
+    grid = {t["weight"]: t["mrr@10"] for t in result["hybrid_grid"] if t["method"] == "weighted"}
+    assert grid[1.0] == pytest.approx(result["dense"]["val"]["mrr@10"], abs=0.02)
+    assert grid[0.0] == pytest.approx(result["lexical"]["val"]["mrr@10"], abs=0.02)
