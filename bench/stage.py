@@ -209,6 +209,7 @@ def stage_train(p: Probe, ctx: Ctx) -> None:
     ctx.save_state("train", m)
     with p.part("batch_widths (bench only)"):
         p.info["mean_batch_width"] = mean_batch_width(splits_dir, ctx)
+    p.info["train_pairs"] = p.info["mean_batch_width"]["train_pairs"]
     first_epoch_line = next((t for t, msg in events if msg.startswith("epoch ")), None)
     epoch_total = sum(h["seconds"] for h in m["history"])
     p.info.update(
