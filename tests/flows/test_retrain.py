@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from qdup.config import RetrainConfig
-from qdup.errors import DataContractError, QdupError
+from qdup.errors import DataContractError, FetchError, QdupError
 from tests.bad_inputs import BAD_INPUTS
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -69,7 +69,10 @@ def test_bad_input_fails_the_flow_and_writes_no_split(case, demo_tsv, qdup_home,
     assert len(records) == 1
     record = json.loads(records[0].read_text())
     assert record["status"] == "failed" and record["error"]["message"] == str(err.value)
-    assert record["stages_done"] == ["fetch"] and Path(record["stages"]["fetch"]["path"]).is_dir()
+    if isinstance(err.value, FetchError):  # refused while fetching: no stage finished
+        assert record["stages_done"] == [] and record["error"]["type"] == "FetchError"
+    else:
+        assert record["stages_done"] == ["fetch"] and Path(record["stages"]["fetch"]["path"]).is_dir()
 
 
 def _qdup(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
