@@ -25,8 +25,8 @@ from qdup.errors import QdupError
 from qdup.model.network import build_encoder
 from qdup.model.vocab import fit_vectorizer
 from qdup.search.batch import search_table
-from qdup.search.encoder import load_query_encoder
-from qdup.search.index import build_index, load_index
+from qdup.search.encoder import load_query_encoder_cached
+from qdup.search.index import build_index, load_index_cached
 from qdup.search.mine import mine
 from qdup.serving.export import export_models
 
@@ -44,52 +44,51 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    """tcp://127.0.0.1:PORT of a scheduler with two single-thread worker processes that import this checkout."""
-    import distributed
-
+def cluster_processes(tmp_path_factory):
+    """A scheduler and two single-thread worker processes that import this checkout, starting (see `cluster`)."""
     tmp = tmp_path_factory.mktemp("dask")
     env = {
         **os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
         "QDUP_HOME": str(tmp / "qdup-home"), "PREFECT_HOME": str(tmp / "prefect-home"), "TF_CPP_MIN_LOG_LEVEL": "3",
     }
     address = f"tcp://127.0.0.1:{free_port()}"
-    dask_cli = [sys.executable, "-m", "dask"]
     procs: list[subprocess.Popen] = []
-    logs = []
-
-    def start(name: str, argv: list[str]) -> None:
-        log = open(tmp / f"{name}.log", "wb")  # noqa: SIM115 (closed at teardown)
-        logs.append(log)
-        procs.append(subprocess.Popen([*dask_cli, *argv], env=env, cwd=tmp, stdout=log, stderr=subprocess.STDOUT))
-
     try:
-        start("scheduler", ["scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1], "--no-dashboard"])
-        for n in (1, 2):
-            start(f"worker{n}", ["worker", address, "--nworkers", "1", "--nthreads", "1", "--no-dashboard", "--host", "127.0.0.1",
-                                 "--name", f"worker{n}"])
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while True:
-            try:
-                client = distributed.Client(address, timeout=5)
-                break
-            except OSError:
-                if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
-                    raise
-        with client:
-            client.wait_for_workers(2, timeout=max(1.0, deadline - time.monotonic()))
-        yield address
+        for name, argv in (
+            ("scheduler", ["scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1], "--no-dashboard"]),
+            # Preloading the task modules imports Prefect and TensorFlow while the test builds its data.
+            *((f"worker{n}", ["worker", address, "--nworkers", "1", "--nthreads", "1", "--no-nanny", "--no-dashboard",
+                              "--host", "127.0.0.1", "--name", f"worker{n}", "--preload", "tasks.mine", "--preload", "tasks.search",
+                              "--preload", "qdup.search.encoder"]) for n in (1, 2)),
+        ):
+            with open(tmp / f"{name}.log", "wb") as log:
+                procs.append(subprocess.Popen([sys.executable, "-m", "dask", *argv], env=env, cwd=tmp, stdout=log,
+                                              stderr=subprocess.STDOUT))
+        yield address, procs
     finally:
-        for p in reversed(procs):
-            p.terminate()
-        for p in reversed(procs):
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(timeout=10)
-        for log in logs:
-            log.close()
+        for p in procs:
+            p.kill()
+        for p in procs:
+            p.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def cluster(cluster_processes, world):
+    """The address of the scheduler once both workers are connected (after `world` is built, meanwhile)."""
+    import distributed
+
+    address, procs = cluster_processes
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while True:
+        try:
+            client = distributed.Client(address, timeout=5)
+            break
+        except OSError:
+            if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+                raise
+    with client:
+        client.wait_for_workers(2, timeout=max(1.0, deadline - time.monotonic()))
+    return address
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +107,7 @@ def world(tmp_path_factory, demo_tsv):
     store = ArtifactStore(str(tmp / "store"))
     store.publish({f"model/{p.name}": p for p in (tmp / "export").iterdir()}, {"note": "test"}, version=VERSION)
     model_dir = store.local_path(VERSION) / "model"
-    encoder = load_query_encoder(model_dir)
+    encoder = load_query_encoder_cached(model_dir)
     index_dir = tmp / "store" / "indexes" / VERSION
     build_index(np.arange(len(questions)) + 1000, questions, encoder.encode(questions), model_version=VERSION, corpus={},
                 ann="exact", seed=0).save(index_dir)
@@ -125,10 +124,10 @@ def pairs(table) -> list[tuple[int, int]]:
     return list(zip(table.column("id1").to_pylist(), table.column("id2").to_pylist()))
 
 
-def test_mining_on_the_cluster_finds_the_local_pairs(cluster, world, tmp_path):
+def test_mining_on_the_cluster_finds_the_local_pairs(cluster_processes, world, cluster, tmp_path):
     import distributed
 
-    index = load_index(world["index_dir"])
+    index = load_index_cached(world["index_dir"], VERSION)
     base = {"index_dir": world["index_dir"], "model_version": VERSION, "chunk_size": 20}
     with distributed.Client(cluster) as client:
         # The first call adds the scheduler's task-stream plugin; later calls read what ran since.
@@ -152,9 +151,10 @@ def test_mining_on_the_cluster_finds_the_local_pairs(cluster, world, tmp_path):
 def test_batch_search_on_the_cluster_gives_the_local_rows(cluster, world, tmp_path):
     import distributed
 
-    index = load_index(world["index_dir"])
+    # The cached loads are the ones the flow's local threads use.
+    index = load_index_cached(world["index_dir"], VERSION)
     queries = pd.read_csv(world["queries"], sep="\t", keep_default_na=False)["question"].tolist()
-    local = search_table(index, load_query_encoder(world["model_dir"]), queries, 4)
+    local = search_table(index, load_query_encoder_cached(world["model_dir"]), queries, 4)
     base = {"index_dir": world["index_dir"], "model_dir": world["model_dir"], "queries": world["queries"], "k": 4,
             "chunk_size": 12, "model_version": VERSION}
     threads = search_queries(BatchSearchConfig(**base, out=tmp_path / "threads.parquet"))
