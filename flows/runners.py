@@ -20,9 +20,39 @@ def task_runner_for(address: str | None) -> TaskRunner:
     """
     if address is None:
         return ThreadPoolTaskRunner()
+    from prefect.settings import get_current_settings
+
+    # Workers report their task runs to the API the flow uses; without a configured server each worker
+    # would start a temporary one of its own (slow, and its records are lost with the worker).
+    if not get_current_settings().api.url:
+        raise QdupError(f"--dask {address}: the workers need a Prefect server to report to: start one (`prefect server start`) "
+                        "and set PREFECT_API_URL to its API (http://HOST:4200/api, reachable from the workers)")
     from prefect_dask import DaskTaskRunner
 
     return DaskTaskRunner(address=address)
+
+
+def check_scheduler(address: str) -> int:
+    """The number of workers of the Dask scheduler at `address`; QdupError when it cannot be reached or has none.
+
+    Waits at most Dask's connect timeout (`distributed.comm.timeouts.connect`) for the scheduler and
+    as long again for a first worker, so a wrong address fails in one line before any flow run starts.
+    """
+    import dask
+    import distributed
+    from dask.utils import parse_timedelta
+
+    timeout = parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"))
+    try:
+        client = distributed.Client(address, timeout=timeout, set_as_default=False)
+    except OSError as exc:
+        raise QdupError(f"--dask {address}: cannot reach the Dask scheduler ({exc})") from None
+    with client:
+        try:
+            client.wait_for_workers(1, timeout=timeout)
+        except TimeoutError:
+            raise QdupError(f"--dask {address}: no worker connected to the scheduler within {timeout:g} s") from None
+        return len(client.scheduler_info()["workers"])
 
 
 def runs_on(address: str | None) -> bool:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pyarrow as pa
 from prefect import task
 
-from tasks.common import TASK_OPTIONS
+from tasks.common import TASK_OPTIONS, shared_folder
 
 
 @task(name="mine-chunk", task_run_name="mine-chunk-{start}-{stop}", **TASK_OPTIONS)
@@ -22,4 +22,4 @@ def mine_chunk_task(
     from qdup.search.index import load_index_cached
     from qdup.search.mine import mine_chunk
 
-    return mine_chunk(load_index_cached(index_dir, model_version), start, stop, k, threshold)
+    return mine_chunk(load_index_cached(shared_folder(index_dir, "index"), model_version), start, stop, k, threshold)

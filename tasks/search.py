@@ -7,7 +7,7 @@ from pathlib import Path
 import pyarrow as pa
 from prefect import task
 
-from tasks.common import TASK_OPTIONS
+from tasks.common import TASK_OPTIONS, shared_folder
 
 
 @task(name="search-chunk", task_run_name="search-chunk-{offset}", **TASK_OPTIONS)
@@ -27,4 +27,5 @@ def search_chunk_task(
     from qdup.search.encoder import load_query_encoder_cached
     from qdup.search.index import load_index_cached
 
+    index_dir, model_dir = shared_folder(index_dir, "index"), shared_folder(model_dir, "model")
     return search_table(load_index_cached(index_dir, model_version), load_query_encoder_cached(model_dir), queries, k)

@@ -108,8 +108,10 @@ def cmd_search(args: argparse.Namespace) -> int:
             "queries": Path(args.queries).resolve(), "out": Path(args.out).resolve(), "k": args.k,
             "chunk_size": args.chunk_size, "model_version": version, "dask": args.dask,
         })
+        from flows.runners import check_scheduler
         from flows.search import run_search_queries
 
+        check_scheduler(args.dask)
         summary = run_search_queries(config)
         print(f"wrote {summary['rows']:,} results for {summary['queries']:,} queries to {args.out} "
               f"({summary['chunks']} chunks on {args.dask})")
@@ -150,7 +152,9 @@ def cmd_mine(args: argparse.Namespace) -> int:
             "threshold": args.threshold, "chunk_size": args.chunk_size, "model_version": version, "dask": args.dask,
         })
         from flows.mine import run_mine_corpus
+        from flows.runners import check_scheduler
 
+        check_scheduler(args.dask)
         summary = run_mine_corpus(config)
         print(f"wrote {summary['pairs']:,} pairs from {summary['questions']:,} questions to {args.out} "
               f"({summary['chunks']} chunks on {args.dask})")

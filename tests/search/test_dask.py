@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from flows.mine import mine_corpus, run_mine_corpus
 from flows.search import run_search_queries, search_queries
@@ -29,6 +30,8 @@ from qdup.search.encoder import load_query_encoder_cached
 from qdup.search.index import build_index, load_index_cached
 from qdup.search.mine import mine
 from qdup.serving.export import export_models
+from tasks.mine import mine_chunk_task
+from tasks.search import search_chunk_task
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -50,6 +53,7 @@ def cluster_processes(tmp_path_factory):
     env = {
         **os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
         "QDUP_HOME": str(tmp / "qdup-home"), "PREFECT_HOME": str(tmp / "prefect-home"), "TF_CPP_MIN_LOG_LEVEL": "3",
+        "DASK_TEMPORARY_DIRECTORY": str(tmp / "scratch"),
     }
     address = f"tcp://127.0.0.1:{free_port()}"
     procs: list[subprocess.Popen] = []
@@ -202,3 +206,13 @@ def test_the_cli_runs_on_the_cluster_and_names_an_unreachable_one(cluster, world
         run_cli(["mine", *base, "-k", "2", "--out", str(tmp_path / "never.parquet"), "--dask", "localhost"])
     with pytest.raises(QdupError, match="one query runs here"):
         run_cli(["search", *base, "python", "--dask", cluster])
+    # Without a configured server each worker would start a temporary Prefect server of its own.
+    with temporary_settings(restore_defaults={PREFECT_API_URL}), pytest.raises(QdupError, match="need a Prefect server"):
+        run_cli(["mine", *base, "-k", "2", "--out", str(tmp_path / "never.parquet"), "--dask", cluster])
+
+
+def test_a_worker_without_the_index_folder_names_shared_storage(tmp_path):
+    with pytest.raises(QdupError, match=f"^{tmp_path / 'nowhere'}: no index folder on .*same path \\(shared storage\\)"):
+        mine_chunk_task.fn(tmp_path / "nowhere", None, 0, 1, 1, None)
+    with pytest.raises(QdupError, match="no model folder"):
+        search_chunk_task.fn(tmp_path, tmp_path / "nowhere", None, ["q?"], 0, 1)
