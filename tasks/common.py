@@ -11,12 +11,22 @@ from prefect.context import FlowRunContext, TaskRunContext
 from prefect.logging import get_run_logger
 
 from qdup.data.contracts import ContractViolation
-from qdup.errors import DataContractError
+from qdup.errors import DataContractError, QdupError
 from qdup.log import LogFn, stderr_log
 
 # Stages cache their outputs by content (qdup.stagecache), so Prefect's own input-hash
 # cache is off: it would key on paths and replay stale files.
 TASK_OPTIONS: dict[str, Any] = dict(cache_policy=NO_CACHE, persist_result=False)
+
+
+def shared_folder(path: Path, what: str) -> Path:
+    """`path` if it is a folder here; else QdupError saying that workers of a cluster need it at the same path."""
+    if not Path(path).is_dir():
+        import socket
+
+        raise QdupError(f"{path}: no {what} folder on {socket.gethostname()}; every worker of a cluster needs it at "
+                        "this same path (shared storage)")
+    return Path(path)
 
 
 def run_log() -> LogFn:

@@ -7,7 +7,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from qdup.errors import QdupError
+from qdup.errors import ConfigError, QdupError
+
+DASK_HELP = ("Dask scheduler whose workers run the chunks, as a Prefect flow; the index (and model) folders must be "
+             "at the same path on every worker (shared storage)")
 
 
 def _version(args: argparse.Namespace):
@@ -25,29 +28,10 @@ def _index_dir(args: argparse.Namespace, store, version: str) -> Path:
     return Path(store.root) / "indexes" / version
 
 
-def _read_questions(path: Path):
-    import pandas as pd
-
-    if not path.is_file():
-        raise QdupError(f"{path}: no such file")
-    try:
-        df = pd.read_csv(path, sep="\t", keep_default_na=False, dtype=str)
-    except (pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise QdupError(f"{path}: not a readable TSV ({e})") from None
-    if "question" not in df.columns:
-        raise QdupError(f"{path}: no 'question' column (columns: {list(df.columns)})")
-    ids: Any = df["id"].tolist() if "id" in df.columns else list(range(len(df)))
-    if "id" in df.columns:
-        try:
-            ids = [int(i) for i in ids]
-        except ValueError:
-            pass  # string ids are kept as strings
-    return ids, df["question"].tolist()
-
-
 def cmd_index_build(args: argparse.Namespace) -> int:
     from qdup.config import SearchConfig
     from qdup.fileio import sha256_file
+    from qdup.search.batch import read_questions
     from qdup.search.encoder import load_query_encoder
     from qdup.search.index import build_index, recall_against_exact, sample_queries
 
@@ -58,7 +42,7 @@ def cmd_index_build(args: argparse.Namespace) -> int:
     if not args.questions:
         raise QdupError("--questions: a TSV with a 'question' column (and optional 'id') is needed")
     questions = Path(args.questions)
-    ids, texts = _read_questions(questions)
+    ids, texts = read_questions(questions)
     encoder = load_query_encoder(store.local_path(version) / "model")
     cfg = SearchConfig()
     corpus = {"questions_file": str(questions.resolve()), "sha256": sha256_file(questions), "count": len(texts)}
@@ -91,19 +75,17 @@ def _load(args: argparse.Namespace):
     return index, load_query_encoder(store.local_path(version) / "model")
 
 
-def _rows(index, encoder, queries: list[str], k: int) -> list[dict[str, Any]]:
-    vectors = encoder.encode_one(queries[0]) if len(queries) == 1 else encoder.encode(queries)
-    positions, scores = index.search(vectors, k)
-    rows = []
-    for qi, query in enumerate(queries):
-        for rank, (p, s) in enumerate(zip(positions[qi], scores[qi], strict=True), start=1):
-            if p < 0:
-                continue
-            rows.append({
-                "query": query, "rank": rank, "id": index.ids[p].item() if hasattr(index.ids[p], "item") else index.ids[p],
-                "question": index.texts[p], "similarity": float(s), "duplicate": bool(s >= encoder.threshold),
-            })
-    return rows
+def _dask_config(cls, values: dict[str, Any]):
+    """A flow's config from the command line; a bad value is one line naming its flag."""
+    from pydantic import ValidationError
+
+    flags = {"dask": "--dask", "chunk_size": "--chunk-size", "threshold": "--threshold", "k": "-k"}
+    try:
+        return cls.model_validate(values)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(part) for part in err["loc"])
+        raise ConfigError(f"{flags.get(where, where or 'arguments')}: {err['msg'].removeprefix('Value error, ')}") from None
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -113,19 +95,40 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise QdupError("give one query text or --queries FILE.tsv, not both or neither")
     if args.queries and not args.out:
         raise QdupError("--queries needs --out FILE.parquet")
+    if args.dask and not args.queries:
+        raise QdupError("--dask spreads batch search (--queries FILE --out FILE) over a cluster; one query runs here")
     if args.query is not None and not args.query.strip():
         raise QdupError("query: empty question")
-    queries = [args.query] if args.query else _read_questions(Path(args.queries))[1]
-    index, encoder = _load(args)
-    rows = _rows(index, encoder, queries, args.k)
-    if args.out:
-        import pyarrow as pa
+    if args.dask:
+        from qdup.config import BatchSearchConfig
 
+        store, version = _version(args)
+        config = _dask_config(BatchSearchConfig, {
+            "index_dir": _index_dir(args, store, version).resolve(), "model_dir": (store.local_path(version) / "model").resolve(),
+            "queries": Path(args.queries).resolve(), "out": Path(args.out).resolve(), "k": args.k,
+            "chunk_size": args.chunk_size, "model_version": version, "dask": args.dask,
+        })
+        from flows.runners import check_scheduler
+        from flows.search import run_search_queries
+
+        check_scheduler(args.dask)
+        summary = run_search_queries(config)
+        print(f"wrote {summary['rows']:,} results for {summary['queries']:,} queries to {args.out} "
+              f"({summary['chunks']} chunks on {args.dask})")
+        return 0
+    from qdup.search.batch import read_questions, search_table
+
+    queries = [args.query] if args.query else read_questions(Path(args.queries))[1]
+    index, encoder = _load(args)
+    table = search_table(index, encoder, queries, args.k)
+    if args.out:
         from qdup.search.mine import write_mined
 
-        write_mined(pa.Table.from_pylist(rows), Path(args.out))
-        print(f"wrote {len(rows):,} results for {len(queries):,} queries to {args.out}")
-    elif args.json:
+        write_mined(table, Path(args.out))
+        print(f"wrote {table.num_rows:,} results for {len(queries):,} queries to {args.out}")
+        return 0
+    rows = table.to_pylist()
+    if args.json:
         print(json.dumps({"threshold": encoder.threshold, "results": rows}, indent=2, default=str))
     else:
         print(f"threshold {encoder.threshold:.4f}")
@@ -140,6 +143,22 @@ def cmd_mine(args: argparse.Namespace) -> int:
 
     if args.k is None and args.threshold is None:
         raise QdupError("give -k (neighbours per question), --threshold, or both")
+    if args.dask:
+        from qdup.config import MineConfig
+
+        store, version = _version(args)
+        config = _dask_config(MineConfig, {
+            "index_dir": _index_dir(args, store, version).resolve(), "out": Path(args.out).resolve(), "k": args.k,
+            "threshold": args.threshold, "chunk_size": args.chunk_size, "model_version": version, "dask": args.dask,
+        })
+        from flows.mine import run_mine_corpus
+        from flows.runners import check_scheduler
+
+        check_scheduler(args.dask)
+        summary = run_mine_corpus(config)
+        print(f"wrote {summary['pairs']:,} pairs from {summary['questions']:,} questions to {args.out} "
+              f"({summary['chunks']} chunks on {args.dask})")
+        return 0
     index, _ = _load(args)
     table = mine(index, k=args.k, threshold=args.threshold, chunk_size=args.chunk_size, out=Path(args.out))
     print(f"wrote {table.num_rows:,} pairs from {len(index):,} questions to {args.out}")
@@ -168,6 +187,8 @@ def register(subparsers) -> None:
     search.add_argument("--json", action="store_true")
     search.add_argument("--queries", help="TSV with a 'question' column (batch mode)")
     search.add_argument("--out", help="Parquet output of batch mode")
+    search.add_argument("--chunk-size", type=int, default=8192, help="queries per task of a --dask run")
+    search.add_argument("--dask", metavar="tcp://HOST:PORT", default=None, help=DASK_HELP)
     search.set_defaults(func=cmd_search)
 
     mine = subparsers.add_parser("mine", help="duplicate pairs inside an indexed corpus (Parquet)")
@@ -176,4 +197,5 @@ def register(subparsers) -> None:
     mine.add_argument("--threshold", type=float, default=None, help="keep pairs with similarity >= this")
     mine.add_argument("--chunk-size", type=int, default=None)
     mine.add_argument("--out", required=True)
+    mine.add_argument("--dask", metavar="tcp://HOST:PORT", default=None, help=DASK_HELP)
     mine.set_defaults(func=cmd_mine)

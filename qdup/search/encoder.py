@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +14,7 @@ import numpy as np
 
 import qdup.model.network  # noqa: F401  (registers the custom layers that safe_mode loading needs)
 from qdup.errors import QdupError
-from qdup.fileio import read_json
+from qdup.fileio import read_json, sha256_file
 from qdup.model.encode import encode_with, encoder_fn
 from qdup.model.network import encoder_masks_padding
 from qdup.model.vocab import OOV_ID, load_vectorizer
@@ -84,3 +85,29 @@ def load_query_encoder(export_dir: Path) -> QueryEncoder:
             raise QdupError(f"{paths[2]} has no {key!r}")
     encoder = keras.saving.load_model(paths[0], safe_mode=True, compile=False)
     return QueryEncoder(encoder, load_vectorizer(paths[1]), int(meta["max_length"]), float(meta["threshold"]), encoder_fn(encoder))
+
+
+# Encoders loaded by this process, by (export folder, sha256 of its files): see load_query_encoder_cached.
+_LOADED: dict[tuple[str, ...], QueryEncoder] = {}
+_LOADED_MAX = 2
+_LOADED_LOCK = threading.Lock()
+
+
+def load_query_encoder_cached(export_dir: Path) -> QueryEncoder:
+    """`load_query_encoder`, once per process for each export folder and content (a Dask worker's many chunks)."""
+    export_dir = Path(export_dir).resolve()
+    digests = []
+    for name in (ENCODER_FILE, VOCABULARY_FILE, THRESHOLD_FILE):
+        try:
+            digests.append(sha256_file(export_dir / name))
+        except FileNotFoundError:
+            raise QdupError(f"{export_dir} is not a qdup export: {name} is missing") from None
+    key = (str(export_dir), *digests)
+    with _LOADED_LOCK:
+        encoder = _LOADED.get(key)
+        if encoder is None:
+            encoder = load_query_encoder(export_dir)
+            while len(_LOADED) >= _LOADED_MAX:
+                _LOADED.pop(next(iter(_LOADED)))
+            _LOADED[key] = encoder
+        return encoder

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -310,6 +311,36 @@ def load_index(directory: Path, expected_model_version: str | None = None) -> Qu
     )
 
 
+# Indexes loaded by this process, by (folder, manifest sha256, expected model): a Dask worker runs many
+# chunks of one index and should read and verify it once. Two entries: one index at a time, plus the next.
+_LOADED: dict[tuple[str, str, str | None], QuestionIndex] = {}
+_LOADED_MAX = 2
+_LOADED_LOCK = threading.Lock()
+
+
+def load_index_cached(directory: Path, expected_model_version: str | None = None) -> QuestionIndex:
+    """`load_index`, once per process for each index folder and manifest content; callers must not modify it.
+
+    The manifest holds every file's sha256, so its own hash names the content: an index rebuilt in the
+    same folder is loaded again.
+    """
+    directory = Path(directory).resolve()
+    try:
+        digest = sha256_file(directory / MANIFEST)
+    except FileNotFoundError:
+        raise QdupError(f"{directory / MANIFEST}: no index manifest; build the index first") from None
+    key = (str(directory), digest, expected_model_version)
+    # One lock for all loads: two threads of a worker asking for the same index load it once.
+    with _LOADED_LOCK:
+        index = _LOADED.get(key)
+        if index is None:
+            index = load_index(directory, expected_model_version)
+            while len(_LOADED) >= _LOADED_MAX:
+                _LOADED.pop(next(iter(_LOADED)))
+            _LOADED[key] = index
+        return index
+
+
 def recall_against_exact(index: QuestionIndex, sample_queries: np.ndarray, k: int) -> dict[str, Any]:
     """Share of the exact top-k neighbours that `index.search` returns for `sample_queries`, recorded on the index.
 
@@ -336,5 +367,5 @@ def sample_queries(index: QuestionIndex, n: int, seed: int) -> np.ndarray:
 
 
 __all__ = [
-    "QuestionIndex", "build_index", "exact_search", "load_index", "query_block_rows", "recall_against_exact", "sample_queries",
+    "QuestionIndex", "build_index", "exact_search", "load_index", "load_index_cached", "query_block_rows", "recall_against_exact", "sample_queries",
 ]
