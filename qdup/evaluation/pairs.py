@@ -8,6 +8,8 @@ from typing import Any
 import keras
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from qdup.config import LABEL_CONVENTION, EvalConfig, ModelConfig
 from qdup.errors import QdupError
@@ -21,6 +23,8 @@ from qdup.evaluation.metrics import (
 )
 from qdup.fileio import atomic_write_json
 from qdup.model.encode import similarities
+
+TEST_SCORES_FILE = "test_scores.parquet"
 
 
 def _labelled(df: pd.DataFrame, name: str) -> tuple[list[str], list[str], np.ndarray]:
@@ -83,11 +87,28 @@ def evaluate_model(
                 "non_duplicates": float(sim_test[y_test == 0].mean()),
             },
         },
-        "files": {"metrics": "metrics.json", "threshold_sweep": "threshold_sweep.json", "roc_curve": "roc_curve.png"},
+        "files": {
+            "metrics": "metrics.json", "threshold_sweep": "threshold_sweep.json", "roc_curve": "roc_curve.png",
+            "test_scores": TEST_SCORES_FILE,
+        },
     }
     roc_curve_png(
         y_test, sim_test, out_dir / "roc_curve.png", "ROC on the test split", threshold=threshold, reference_threshold=reference
     )
     atomic_write_json(out_dir / "threshold_sweep.json", {"split": "test", "step": eval_cfg.sweep_step, "rows": sweep})
+    write_test_scores(out_dir / TEST_SCORES_FILE, sim_test, y_test)
     atomic_write_json(out_dir / "metrics.json", metrics)
     return metrics
+
+
+def write_test_scores(path: Path, similarity: np.ndarray, labels: np.ndarray) -> None:
+    """Per-pair test similarities in the test split's row order, so a later gate can pair two models on the same rows."""
+    table = pa.table({"similarity": np.asarray(similarity, dtype=np.float64), "is_duplicate": np.asarray(labels, dtype=np.int64)})
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(table, tmp)
+    tmp.replace(path)
+
+
+def read_test_scores(path: Path) -> np.ndarray:
+    """The similarities `write_test_scores` wrote, in the test split's row order."""
+    return pq.read_table(path, columns=["similarity"]).column("similarity").to_numpy()
