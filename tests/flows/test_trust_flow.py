@@ -24,9 +24,9 @@ TINY = {
 
 
 def drifted_copy(src: Path, dst: Path) -> None:
-    """The same kind of data with most non-duplicates dropped (duplicate share up) and every question longer."""
+    """The same kind of data with a third of the non-duplicates dropped (duplicate share 38% -> 48%) and every question longer."""
     df = pd.read_csv(src, sep="\t", dtype=str, keep_default_na=False)
-    keep = (df["is_duplicate"] == "1") | (df.index % 5 == 0)
+    keep = (df["is_duplicate"] == "1") | (df.index % 3 != 0)
     df = df[keep].copy()
     for col in ("question1", "question2"):
         df[col] = df[col] + " and what would you say about it if you had to explain it to a friend in some detail"
