@@ -8,13 +8,10 @@ from typing import Any
 from prefect import task
 
 from qdup.config import RetrainConfig
-from qdup.data.drift import DriftViolation
+from qdup.data.drift import VERSION_PROFILE_DIR, DriftViolation
 from qdup.registry.store import ArtifactStore
 from qdup.stagecache import StageResult, code_fingerprint, params, run_stage
 from tasks.common import TASK_OPTIONS, artifact, fail_with_report, run_log
-
-# Where a version keeps its data profile (the next run's drift reference).
-PROFILE_DIR = "profile"
 
 
 def drift_inputs(validate_key: str, production: str | None, cfg: RetrainConfig) -> dict[str, Any]:
@@ -42,7 +39,7 @@ def drift_task(validated: StageResult, cfg: RetrainConfig, production: str | Non
         profile_dir = vocabulary = None
         if production is not None and cfg.validate_.drift != "off":
             root = ArtifactStore(cfg.publish.store_url, registry_url=cfg.publish.registry_url).open_version(production)
-            profile_dir, vocabulary = root / PROFILE_DIR, root / "vocabulary.txt"
+            profile_dir, vocabulary = root / VERSION_PROFILE_DIR, root / "vocabulary.txt"
         try:
             return build_drift(validated.file(VALIDATED_FILE), cfg.validate_, out, production, profile_dir, vocabulary)
         except DriftViolation as error:

@@ -8,8 +8,6 @@ from typing import Any
 import keras
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from qdup.config import LABEL_CONVENTION, EvalConfig, ModelConfig
 from qdup.errors import QdupError
@@ -21,10 +19,9 @@ from qdup.evaluation.metrics import (
     roc_curve_png,
     threshold_sweep,
 )
+from qdup.evaluation.scores import TEST_SCORES_FILE, write_test_scores
 from qdup.fileio import atomic_write_json
 from qdup.model.encode import similarities
-
-TEST_SCORES_FILE = "test_scores.parquet"
 
 
 def _labelled(df: pd.DataFrame, name: str) -> tuple[list[str], list[str], np.ndarray]:
@@ -100,15 +97,3 @@ def evaluate_model(
     atomic_write_json(out_dir / "metrics.json", metrics)
     return metrics
 
-
-def write_test_scores(path: Path, similarity: np.ndarray, labels: np.ndarray) -> None:
-    """Per-pair test similarities in the test split's row order, so a later gate can pair two models on the same rows."""
-    table = pa.table({"similarity": np.asarray(similarity, dtype=np.float64), "is_duplicate": np.asarray(labels, dtype=np.int64)})
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp)
-    tmp.replace(path)
-
-
-def read_test_scores(path: Path) -> np.ndarray:
-    """The similarities `write_test_scores` wrote, in the test split's row order."""
-    return pq.read_table(path, columns=["similarity"]).column("similarity").to_numpy()

@@ -14,16 +14,16 @@ import numpy as np
 
 from qdup import __version__
 from qdup.config import RetrainConfig
+from qdup.data.drift import VERSION_PROFILE_DIR
 from qdup.data.splits import read_split
 from qdup.evaluation.metrics import binary_metrics, ranking_metrics
-from qdup.evaluation.pairs import TEST_SCORES_FILE, read_test_scores
+from qdup.evaluation.scores import TEST_SCORES_FILE, read_test_scores
 from qdup.fileio import atomic_write_text, sha256_json
 from qdup.log import LogFn, stderr_log
 from qdup.registry.store import ArtifactStore, StoreError
 from qdup.stagecache import StageResult, params
 
-# Where a version keeps its data profile (the next run's drift reference) and its model card.
-PROFILE_DIR = "profile"
+# The model card's name in a version.
 CARD_FILE = "card.md"
 LIBRARIES = ("tensorflow", "keras", "prefect", "great-expectations", "pandas", "pyarrow", "numpy", "pydantic", "fsspec")
 
@@ -145,7 +145,7 @@ def profile_files(stages: dict[str, StageResult], out_dir: Path) -> dict[str, Pa
     from qdup.stages.validate import VALIDATED_FILE
 
     build_profile(stages["validate"].file(VALIDATED_FILE), stages["vocab"].file("vocabulary.txt"), out_dir)
-    return {f"{PROFILE_DIR}/{p.name}": p for p in sorted(Path(out_dir).iterdir())}
+    return {f"{VERSION_PROFILE_DIR}/{p.name}": p for p in sorted(Path(out_dir).iterdir())}
 
 
 def lineage_manifest(
@@ -333,7 +333,7 @@ def publish_version(
                 gate = gate_record(decision, baseline, paired)
                 manifest = lineage_manifest(cfg, stages, run_info, decision, gate) | {"content_key": key}
                 with tempfile.TemporaryDirectory(prefix="qdup-publish-") as tmp:
-                    files = version_files(stages) | profile_files(stages, Path(tmp) / PROFILE_DIR)
+                    files = version_files(stages) | profile_files(stages, Path(tmp) / VERSION_PROFILE_DIR)
                     # The card is made from the manifest being published (with the id it will carry).
                     card = Path(tmp) / CARD_FILE
                     atomic_write_text(card, model_card({**manifest, "id": version}))

@@ -8,7 +8,8 @@ from typing import Any
 from qdup.config import EvalConfig, ModelConfig
 from qdup.data.splits import read_split
 from qdup.evaluation.metrics import sweep_markdown
-from qdup.evaluation.pairs import TEST_SCORES_FILE, evaluate_model, read_test_scores
+from qdup.evaluation.pairs import evaluate_model
+from qdup.evaluation.scores import TEST_SCORES_FILE, read_test_scores
 from qdup.evaluation.trust import trust_blocks
 from qdup.fileio import atomic_write_json, atomic_write_text, read_json
 from qdup.model import network, vocab
