@@ -256,7 +256,7 @@ def stage_evaluate(p: Probe, ctx: Ctx) -> None:
     with p.part("build_evaluate"):
         manifest = build_evaluate(
             ctx.work / "splits", ctx.work / "vocab" / "vocabulary.txt", ctx.work / "train" / "encoder.keras",
-            ctx.cfg.model, ctx.cfg.evaluate, out,
+            ctx.cfg.model, ctx.cfg.evaluate, out, seed=ctx.cfg.seed, gate_metric=ctx.cfg.publish.gate_metric,
         )
     ctx.save_state("evaluate", manifest)
     metrics = manifest["metrics"]

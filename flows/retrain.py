@@ -1,15 +1,16 @@
-"""The `retrain` flow: fetch -> validate -> splits -> vocabulary -> train -> evaluate -> export -> publish."""
+"""The `retrain` flow: fetch -> validate -> drift -> splits -> vocabulary -> train -> evaluate -> export -> publish."""
 
 from __future__ import annotations
 
 from prefect import flow
 
 from qdup.config import RetrainConfig
-from qdup.registry.store import new_version_id
+from qdup.registry.store import ArtifactStore, new_version_id
 from qdup.runs import new_run_dir, write_run_record
 from qdup.runtime import apply_tf_thread_defaults
 from qdup.stagecache import StageResult, params, stage_key
 from tasks.common import flow_run_info
+from tasks.drift import drift_inputs, drift_task
 from tasks.evaluate import evaluate_inputs, evaluate_task
 from tasks.export import export_inputs, export_task
 from tasks.fetch import fetch_task
@@ -20,10 +21,16 @@ from tasks.validate import validate_inputs, validate_task
 from tasks.vocab import vocab_inputs, vocab_task
 
 
-def stage_keys(config: RetrainConfig, dataset_sha256: str) -> dict[str, str]:
+def production_version(config: RetrainConfig) -> str | None:
+    """The version `production` names in the configured store now (None: no production yet)."""
+    return ArtifactStore(config.publish.store_url, registry_url=config.publish.registry_url).aliases().get("production")
+
+
+def stage_keys(config: RetrainConfig, dataset_sha256: str, production: str | None = None) -> dict[str, str]:
     """The key of every stage for a dataset, without running anything (what a run would reuse or build)."""
     keys = {"fetch": dataset_sha256}
     keys["validate"] = stage_key("validate", validate_inputs(dataset_sha256, config))
+    keys["drift"] = stage_key("drift", drift_inputs(keys["validate"], production, config))
     keys["splits"] = stage_key("splits", splits_inputs(keys["validate"], config))
     keys["vocab"] = stage_key("vocab", vocab_inputs(keys["splits"], config))
     keys["train"] = stage_key("train", train_inputs(keys["splits"], keys["vocab"], config))
@@ -44,6 +51,9 @@ def retrain(config: RetrainConfig = RetrainConfig()) -> dict[str, str]:
         done["fetch"] = fetch_task(config)
         if config.runs_through("validate"):
             done["validate"] = validate_task(done["fetch"], config, run_dir)
+        if config.runs_through("drift"):
+            # Resolved once: the drift check and its stage key name the same version even if production moves meanwhile.
+            done["drift"] = drift_task(done["validate"], config, production_version(config), run_dir)
         if config.runs_through("splits"):
             done["splits"] = splits_task(done["validate"], config, run_dir)
         if config.runs_through("vocab"):

@@ -18,8 +18,8 @@ LABEL_CONVENTION = (
     "predicted duplicate iff similarity >= threshold"
 )
 
-Stage = Literal["fetch", "validate", "splits", "vocab", "train", "evaluate", "export", "publish"]
-STAGES: tuple[str, ...] = ("fetch", "validate", "splits", "vocab", "train", "evaluate", "export", "publish")
+Stage = Literal["fetch", "validate", "drift", "splits", "vocab", "train", "evaluate", "export", "publish"]
+STAGES: tuple[str, ...] = ("fetch", "validate", "drift", "splits", "vocab", "train", "evaluate", "export", "publish")
 
 
 class _Section(BaseModel):

@@ -21,6 +21,9 @@ def cache_dir(home: Path | None = None) -> Path:
 
 
 def runs_dir(home: Path | None = None) -> Path:
+    """Run records and stage outputs: $QDUP_RUNS_DIR when set (`qdup reproduce` runs in a fresh one), else QDUP_HOME/runs."""
+    if home is None and os.environ.get("QDUP_RUNS_DIR"):
+        return Path(os.environ["QDUP_RUNS_DIR"]).expanduser()
     return (home or qdup_home()) / "runs"
 
 

@@ -38,6 +38,41 @@ def metrics_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def _with_interval(value: float | None, intervals: dict[str, Any] | None, metric: str) -> str:
+    if value is None:
+        return "—"
+    m = ((intervals or {}).get("metrics") or {}).get(metric) or {}
+    if m.get("low") is None or m.get("high") is None:
+        return f"{value:.4f}"
+    return f"{value:.4f} [{m['low']:.4f}, {m['high']:.4f}]"
+
+
+def baseline_markdown(metrics: dict[str, Any]) -> str:
+    """Model vs the lexical baseline on test (each at its own calibrated threshold), with bootstrap intervals; "" without one."""
+    base = metrics.get("baseline")
+    if not base:
+        return ""
+    model_test, base_test = metrics["test"], base["test"]
+    level = (metrics.get("intervals") or {}).get("level")
+    head = f" ({round(100 * level):d}% bootstrap interval)" if level else ""
+    lines = [
+        f"# Model vs lexical baseline on test{head}", "",
+        "| metric | model | lexical baseline |", "|---|---|---|",
+    ]
+    for metric in ("roc_auc", "pr_auc", "accuracy", "f1"):
+        section = "ranking" if metric in ("roc_auc", "pr_auc") else "at_threshold"
+        lines.append(
+            f"| {metric} | {_with_interval(model_test[section].get(metric), metrics.get('intervals'), metric)} "
+            f"| {_with_interval(base_test[section].get(metric), base.get('intervals'), metric)} |"
+        )
+    lift = metrics.get("lift_over_baseline")
+    if lift:
+        from qdup.registry.gate import format_paired_difference
+
+        lines += ["", "- " + format_paired_difference(lift, "model", "baseline")]
+    return "\n".join(lines) + "\n"
+
+
 def evaluate_inputs(splits_key: str, vocab_key: str, train_key: str, cfg: RetrainConfig) -> dict[str, Any]:
     """What the evaluate stage's key hashes."""
     return {
@@ -46,6 +81,8 @@ def evaluate_inputs(splits_key: str, vocab_key: str, train_key: str, cfg: Retrai
         "train": train_key,
         "max_length": cfg.model.max_length,
         "evaluate": params(cfg.evaluate),
+        "seed": cfg.seed,
+        "gate_metric": cfg.publish.gate_metric,
         "code": code_fingerprint("qdup.stages.evaluate", "tasks.evaluate"),
     }
 
@@ -61,13 +98,22 @@ def evaluate_task(splits: StageResult, vocab: StageResult, train: StageResult, c
         import_tensorflow_quietly()
         from qdup.stages.evaluate import build_evaluate
 
-        return build_evaluate(splits.path, vocab.file("vocabulary.txt"), train.file("encoder.keras"), cfg.model, cfg.evaluate, out)
+        return build_evaluate(
+            splits.path, vocab.file("vocabulary.txt"), train.file("encoder.keras"), cfg.model, cfg.evaluate, out,
+            seed=cfg.seed, gate_metric=cfg.publish.gate_metric,
+        )
 
     result = run_stage("evaluate", inputs, build, log)
     summary = metrics_rows(result.manifest["metrics"])
     for row in summary:
         log("[evaluate] " + ", ".join(f"{k}={v}" for k, v in row.items()))
     create_table_artifact(key="qdup-test-metrics", table=summary, description="test metrics (threshold from calibration)")
+    comparison = baseline_markdown(result.manifest["metrics"])
+    if comparison:
+        for line in comparison.splitlines()[4:]:
+            if line.strip():
+                log("[evaluate] " + line)
+        artifact("qdup-baseline", comparison, "model vs lexical baseline on test, with bootstrap intervals")
     artifact("qdup-threshold-sweep", result.file("threshold_sweep.md").read_text(), "threshold sweep on test")
     # Embedded, so the UI shows the curve without access to this machine's disk.
     png = base64.b64encode(result.file("roc_curve.png").read_bytes()).decode()

@@ -8,7 +8,7 @@ from prefect import task
 from prefect.artifacts import create_link_artifact
 
 from qdup.config import RetrainConfig
-from qdup.registry.publish import publish_version
+from qdup.registry.publish import CARD_FILE, publish_version
 from qdup.registry.store import ArtifactStore, actor
 from qdup.stagecache import StageResult
 from tasks.common import TASK_OPTIONS, artifact, flow_run_info, run_log
@@ -52,4 +52,5 @@ def publish_task(stages: dict[str, StageResult], cfg: RetrainConfig, version: st
         link = f"{store.url.rstrip('/')}/versions/{version}" if "://" in store.url else f"file://{store.local_path(version)}"
         create_link_artifact(key="qdup-version", link=link, link_text=f"qdup version {version}", description="the version this run published")
         artifact("qdup-lineage", lineage_markdown(store.manifest(version), outcome.promoted, outcome.reason), f"lineage of {version}")
+        artifact("qdup-model-card", (store.open_version(version) / CARD_FILE).read_text(), f"model card of {version}")
     return outcome.as_dict()

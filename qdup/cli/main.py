@@ -17,7 +17,7 @@ from qdup.errors import ConfigError, QdupError
 from qdup.runtime import VERBOSE, apply_tf_thread_defaults, import_tensorflow_quietly
 
 # Modules with a `register(subparsers)` function adding their commands.
-COMMAND_MODULES: tuple[str, ...] = ("qdup.cli.registry", "qdup.cli.serve", "qdup.cli.search")
+COMMAND_MODULES: tuple[str, ...] = ("qdup.cli.registry", "qdup.cli.serve", "qdup.cli.search", "qdup.cli.release")
 
 
 def _count_or_fraction(text: str) -> float:

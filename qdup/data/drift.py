@@ -36,6 +36,8 @@ from qdup.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 PROFILE_VERSION = 1
 PROFILE_FILE = "profile.json"
+# The folder of a published version that holds its profile (the next run's drift reference).
+VERSION_PROFILE_DIR = "profile"
 QUESTION_HASHES_FILE = "question_hashes.npy"
 PAIR_LABELS_FILE = "pair_labels.npy"
 HASH_DESCRIPTION = "blake2b, 8 bytes little-endian, of the standardised question (tokens joined by one space)"

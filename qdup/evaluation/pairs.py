@@ -19,6 +19,7 @@ from qdup.evaluation.metrics import (
     roc_curve_png,
     threshold_sweep,
 )
+from qdup.evaluation.scores import TEST_SCORES_FILE, write_test_scores
 from qdup.fileio import atomic_write_json
 from qdup.model.encode import similarities
 
@@ -83,11 +84,16 @@ def evaluate_model(
                 "non_duplicates": float(sim_test[y_test == 0].mean()),
             },
         },
-        "files": {"metrics": "metrics.json", "threshold_sweep": "threshold_sweep.json", "roc_curve": "roc_curve.png"},
+        "files": {
+            "metrics": "metrics.json", "threshold_sweep": "threshold_sweep.json", "roc_curve": "roc_curve.png",
+            "test_scores": TEST_SCORES_FILE,
+        },
     }
     roc_curve_png(
         y_test, sim_test, out_dir / "roc_curve.png", "ROC on the test split", threshold=threshold, reference_threshold=reference
     )
     atomic_write_json(out_dir / "threshold_sweep.json", {"split": "test", "step": eval_cfg.sweep_step, "rows": sweep})
+    write_test_scores(out_dir / TEST_SCORES_FILE, sim_test, y_test)
     atomic_write_json(out_dir / "metrics.json", metrics)
     return metrics
+

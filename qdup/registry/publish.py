@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import platform
 import subprocess
-from dataclasses import dataclass
+import tempfile
+from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -13,13 +14,17 @@ import numpy as np
 
 from qdup import __version__
 from qdup.config import RetrainConfig
+from qdup.data.drift import VERSION_PROFILE_DIR
 from qdup.data.splits import read_split
 from qdup.evaluation.metrics import binary_metrics, ranking_metrics
-from qdup.fileio import sha256_json
+from qdup.evaluation.scores import TEST_SCORES_FILE, read_test_scores
+from qdup.fileio import atomic_write_text, sha256_json
 from qdup.log import LogFn, stderr_log
 from qdup.registry.store import ArtifactStore, StoreError
 from qdup.stagecache import StageResult, params
 
+# The model card's name in a version.
+CARD_FILE = "card.md"
 LIBRARIES = ("tensorflow", "keras", "prefect", "great-expectations", "pandas", "pyarrow", "numpy", "pydantic", "fsspec")
 
 
@@ -103,13 +108,13 @@ def decide(
     return GateDecision(ok, reason, production_version, challenger, production, measured_on)
 
 
-def rescore_on(predictor: Any, test_df: Any, metric: str) -> float:
-    """Measure an exported model on another test split (when production's differs)."""
+def rescore_on(predictor: Any, test_df: Any, metric: str) -> tuple[float, np.ndarray]:
+    """Measure an exported model on another test split (when production's differs); also its per-pair similarities."""
 
     y = test_df["is_duplicate"].to_numpy().astype(np.int64)
-    sim = predictor.similarity(test_df["question1"].tolist(), test_df["question2"].tolist())
+    sim = np.asarray(predictor.similarity(test_df["question1"].tolist(), test_df["question2"].tolist()), dtype=np.float64)
     metrics = {"test": {"ranking": ranking_metrics(y, sim), "at_threshold": binary_metrics(y, sim, predictor.threshold)}}
-    return gate_value(metrics, metric)
+    return gate_value(metrics, metric), sim
 
 
 def version_files(stages: dict[str, StageResult]) -> dict[str, Path]:
@@ -126,7 +131,21 @@ def version_files(stages: dict[str, StageResult]) -> dict[str, Path]:
     for p in sorted(stages["splits"].path.glob("validation-*")):
         files[f"validation/{p.name}"] = p
     files["splits/stage.json"] = stages["splits"].file("stage.json")
+    if stages["evaluate"].file(TEST_SCORES_FILE).is_file():
+        files[f"evaluation/{TEST_SCORES_FILE}"] = stages["evaluate"].file(TEST_SCORES_FILE)
+    if "drift" in stages:
+        for name in ("drift.json", "drift.md"):
+            files[f"drift/{name}"] = stages["drift"].file(name)
     return files
+
+
+def profile_files(stages: dict[str, StageResult], out_dir: Path) -> dict[str, Path]:
+    """This version's data profile (validated data under its own vocabulary), written to `out_dir`, under version names."""
+    from qdup.stages.drift import build_profile
+    from qdup.stages.validate import VALIDATED_FILE
+
+    build_profile(stages["validate"].file(VALIDATED_FILE), stages["vocab"].file("vocabulary.txt"), out_dir)
+    return {f"{VERSION_PROFILE_DIR}/{p.name}": p for p in sorted(Path(out_dir).iterdir())}
 
 
 def lineage_manifest(
@@ -134,6 +153,7 @@ def lineage_manifest(
     stages: dict[str, StageResult],
     prefect_info: dict[str, Any],
     decision: GateDecision,
+    gate: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Everything needed to answer "what produced this model?" without any other system."""
     fetch, validate, splits, vocab = (stages[s].manifest for s in ("fetch", "validate", "splits", "vocab"))
@@ -178,12 +198,14 @@ def lineage_manifest(
                 "confusion_matrix": metrics["test"]["at_threshold"]["confusion_matrix"],
             },
             "calibration": metrics["calibration"]["ranking"],
+            **{k: metrics[k] for k in ("intervals", "baseline", "lift_over_baseline") if k in metrics},
         },
         "parameters": params(cfg),
         "code": code_version(),
         "libraries": library_versions(),
         "prefect": prefect_info,
-        "compared_against": decision.as_dict(),
+        "compared_against": decision.as_dict() if gate is None else gate,
+        **({"drift": stages["drift"].manifest} if "drift" in stages else {}),
         "stages": {
             name: {"key": r.key, "cached": r.cached, "seconds": r.seconds}
             for name, r in stages.items()
@@ -208,24 +230,63 @@ class PublishOutcome:
 
 
 def content_key(stages: dict[str, StageResult]) -> str:
-    """Stage keys hash inputs, parameters and code, so equal keys mean an identical model."""
-    return sha256_json({name: r.key for name, r in sorted(stages.items())})
+    """Stage keys hash inputs, parameters and code, so equal keys mean an identical model.
+
+    The drift report is left out: its key names the production version compared with, which
+    does not change the model.
+    """
+    return sha256_json({name: r.key for name, r in sorted(stages.items()) if name != "drift"})
+
+
+@dataclass(frozen=True)
+class ProductionMeasure:
+    """Production on the challenger's test rows: the gate metric, how it was measured, and per-pair similarities."""
+
+    value: float | None = None
+    measured_on: str | None = None
+    scores: np.ndarray | None = None
+    threshold: float | None = None
 
 
 def measure_production(
     store: ArtifactStore, production: str | None, stages: dict[str, StageResult], metric: str
-) -> tuple[float | None, str | None]:
-    """Production's gate metric on the challenger's test rows: stored when the rows are the same, else re-scored."""
+) -> ProductionMeasure:
+    """Production's gate metric on the challenger's test rows: stored when the rows are the same, else re-scored.
+
+    With the same rows, production's stored per-pair similarities (evaluation/test_scores.parquet)
+    pair it with the challenger; a version from before they were kept has none (no paired difference).
+    """
     if production is None:
-        return None, None
+        return ProductionMeasure()
     prod = store.manifest(production)
     if prod["splits"]["test"]["content_sha256"] == stages["splits"].manifest["splits"]["test"]["content_sha256"]:
-        return float(prod["metrics"]["test"][metric]), "stored metrics"
+        scores = None
+        if f"evaluation/{TEST_SCORES_FILE}" in (prod.get("files") or {}):
+            scores = read_test_scores(store.open_version(production) / "evaluation" / TEST_SCORES_FILE)
+        return ProductionMeasure(float(prod["metrics"]["test"][metric]), "stored metrics", scores, prod["threshold"]["value"])
     from qdup.serving.predictor import load_inference
 
     predictor = load_inference(store.open_version(production) / "model")
     test_df = read_split(stages["splits"].file("test.parquet"))
-    return rescore_on(predictor, test_df, metric), "re-scored on the challenger's test split"
+    value, scores = rescore_on(predictor, test_df, metric)
+    return ProductionMeasure(value, "re-scored on the challenger's test split", scores, float(predictor.threshold))
+
+
+def paired_against_production(cfg: RetrainConfig, stages: dict[str, StageResult], prod: ProductionMeasure) -> dict[str, Any] | None:
+    """Challenger - production on the gate metric over the same test rows and bootstrap resamples; None when not measurable."""
+    from qdup.evaluation.bootstrap import METRICS, paired_difference
+
+    metric, resamples = cfg.publish.gate_metric, cfg.evaluate.bootstrap_resamples
+    scores_file = stages["evaluate"].file(TEST_SCORES_FILE)
+    if prod.scores is None or resamples <= 0 or metric not in METRICS or not scores_file.is_file():
+        return None
+    y = read_split(stages["splits"].file("test.parquet"))["is_duplicate"].to_numpy(dtype=np.int64)
+    challenger = read_test_scores(scores_file)
+    threshold = stages["evaluate"].manifest["metrics"]["threshold"]["value"]
+    return paired_difference(
+        y, challenger, threshold, prod.scores, prod.threshold, metric,
+        resamples=resamples, seed=cfg.seed, level=cfg.evaluate.bootstrap_level,
+    )
 
 
 def publish_version(
@@ -251,17 +312,32 @@ def publish_version(
         if store.manifest(existing).get("content_key") == key:
             log(f"[publish] identical to version {existing} (same data, parameters and code): nothing new to publish")
             return PublishOutcome(existing, store.url, False, False, f"identical to {existing}", None)
-    challenger = gate_value(stages["evaluate"].manifest["metrics"], metric)
+    from qdup.registry.card import model_card
+    from qdup.registry.gate import apply_baseline_check, check_baseline, format_paired_difference, gate_record
+
+    metrics = stages["evaluate"].manifest["metrics"]
+    challenger = gate_value(metrics, metric)
+    baseline = check_baseline(metrics, metric, cfg.publish.min_lift_over_baseline)
     for _ in range(max_attempts):
         current = store.aliases().get("production")
-        production_value, measured_on = measure_production(store, current, stages, metric)
+        prod = measure_production(store, current, stages, metric)
+        paired = paired_against_production(cfg, stages, prod)
         with store.lock():
             if store.aliases().get("production") != current:
                 continue  # production moved while it was being measured: measure the new one
-            decision = decide(metric, tolerance, challenger, current, production_value, measured_on)
+            decision = decide(metric, tolerance, challenger, current, prod.value, prod.measured_on)
+            if paired is not None:
+                decision = replace(decision, reason=f"{decision.reason}; {format_paired_difference(paired)}")
+            decision = apply_baseline_check(decision, baseline)
             if version not in store.versions():  # a retried publish after a committed one must not publish twice
-                manifest = lineage_manifest(cfg, stages, run_info, decision) | {"content_key": key}
-                store.publish(version_files(stages), manifest, version=version)
+                gate = gate_record(decision, baseline, paired)
+                manifest = lineage_manifest(cfg, stages, run_info, decision, gate) | {"content_key": key}
+                with tempfile.TemporaryDirectory(prefix="qdup-publish-") as tmp:
+                    files = version_files(stages) | profile_files(stages, Path(tmp) / VERSION_PROFILE_DIR)
+                    # The card is made from the manifest being published (with the id it will carry).
+                    card = Path(tmp) / CARD_FILE
+                    atomic_write_text(card, model_card({**manifest, "id": version}))
+                    store.publish(files | {CARD_FILE: card}, manifest, version=version)
             store.move_alias("latest", version, "every publish moves latest", actor, "publish")
             promoted = decision.promote and cfg.publish.promote
             if promoted:

@@ -39,7 +39,9 @@ def test_flow_writes_validated_splits_and_skips_them_when_rerun(demo_tsv, qdup_h
 
     second = retrain(_config(demo_tsv))
     record = json.loads(Path(second["run_record"]).read_text())
-    assert {k: v["cached"] for k, v in record["stages"].items()} == {"fetch": True, "validate": True, "splits": True}
+    assert {k: v["cached"] for k, v in record["stages"].items()} == {
+        "fetch": True, "validate": True, "drift": True, "splits": True
+    }
     assert second["splits"] == first["splits"]
     assert record["prefect"]["flow_run_id"]
 
@@ -143,7 +145,8 @@ def test_full_flow_trains_evaluates_and_exports(trained):
     assert [h["epoch"] for h in history] == [1, 2, 3, 4]
     assert history[-1]["loss"] < history[0]["loss"]
     record = json.loads(Path(trained["again"]["run_record"]).read_text())
-    assert all(stage["cached"] for stage in record["stages"].values())
+    # Only the drift check runs again: it now compares with the version the first run published.
+    assert {name for name, stage in record["stages"].items() if not stage["cached"]} == {"drift"}
     assert record["status"] == "completed" and record["error"] is None
 
 

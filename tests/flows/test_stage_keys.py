@@ -51,6 +51,8 @@ def edited(root: Path, module: str, old: str, new: str):
         ("tasks/splits.py", "log(f\"[splits] {r['split']}", "log(f\"[splits]  {r['split']}", {"splits", "vocab", "train", "evaluate", "export"}),
         # A helper the stage body calls, found through its imports.
         ("qdup/model/train.py", "def epoch_seed(", "def epoch_seed(  ", {"train", "evaluate", "export"}),
+        # The drift check hangs off validate: nothing downstream depends on it.
+        ("qdup/stages/drift.py", "def build_profile(", "def build_profile(  ", {"drift"}),
     ],
 )
 def test_editing_a_stage_changes_its_key_and_its_descendants_only(project_copy, module, old, new, changed):
@@ -66,3 +68,11 @@ def test_editing_a_stage_changes_its_key_and_its_descendants_only(project_copy, 
 
 def test_the_repository_and_its_copy_agree(project_copy):
     assert keys_of(project_copy) == keys_of(REPO)
+
+
+def test_the_drift_key_names_the_production_version_and_nothing_else_does():
+    from flows.retrain import stage_keys
+    from qdup.config import RetrainConfig
+
+    none, v1 = stage_keys(RetrainConfig(), DATASET), stage_keys(RetrainConfig(), DATASET, "20260101T000000000Z-abcdef")
+    assert {stage for stage in none if none[stage] != v1[stage]} == {"drift"}

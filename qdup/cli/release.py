@@ -1,0 +1,110 @@
+"""Release commands: `qdup card` prints a version's model card, `qdup reproduce` re-runs a version and compares."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from qdup.errors import QdupError
+
+# The stages a reproduction re-runs (publishing is left out: it would only find the version itself).
+REPRODUCED_STAGES = ("validate", "drift", "splits", "vocab", "train", "evaluate", "export")
+
+
+def cmd_card(args: argparse.Namespace) -> int:
+    from qdup.registry.card import model_card
+    from qdup.registry.publish import CARD_FILE
+    from qdup.registry.store import ArtifactStore
+
+    store = ArtifactStore(args.store)
+    version = store.resolve(args.ref)
+    manifest = store.manifest(version)
+    if CARD_FILE in (manifest.get("files") or {}):
+        print((store.open_version(version) / CARD_FILE).read_text(), end="")
+    else:
+        # A version from before cards were kept: made now from its manifest.
+        print(model_card(manifest), end="")
+    return 0
+
+
+def reproduced_manifest(cfg: Any, outputs: dict[str, str], original: dict[str, Any]) -> dict[str, Any]:
+    """The lineage manifest the re-run stages would publish (fetch facts from the original: the dataset is pinned by sha256)."""
+    from qdup.fileio import read_json
+    from qdup.registry.publish import GateDecision, lineage_manifest
+    from qdup.stagecache import MANIFEST, StageResult
+
+    stages: dict[str, StageResult] = {}
+    for name in REPRODUCED_STAGES:
+        if name not in outputs:
+            raise QdupError(f"the reproduction stopped before stage {name!r}")
+        record = read_json(Path(outputs[name]) / MANIFEST)
+        stages[name] = StageResult(
+            stage=name, key=record["key"], path=Path(outputs[name]), cached=False, manifest=record["manifest"], seconds=record.get("seconds")
+        )
+    ds = original["dataset"]
+    fetch = {"source": ds["source"], "sha256": ds["sha256"], "md5": ds.get("md5"), "size": ds.get("bytes")}
+    stages["fetch"] = StageResult(stage="fetch", key=ds["sha256"], path=Path(outputs["fetch"]), cached=True, manifest=fetch)
+    decision = GateDecision(False, "reproduction: never promoted", None, 0.0, None, None)
+    return {"id": "reproduction", **lineage_manifest(cfg, stages, {}, decision)}
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from qdup.registry.reproduce import compare_reproduction, reproduction_config, reproduction_text
+    from qdup.registry.store import ArtifactStore
+
+    store = ArtifactStore(args.store)
+    version = store.resolve(args.ref)
+    original = store.manifest(version)
+    cfg = reproduction_config(original)
+    cfg = cfg.model_copy(update={"until": "export"})
+    if not cfg.train.deterministic:
+        print(f"note: {version} was trained with train.deterministic=false; its metrics may differ in the last digits")
+    # Stage outputs are cached by key: re-using them would "reproduce" anything. A fresh stage root
+    # makes every stage run again; the dataset cache (content-addressed, sha256-checked) is still read.
+    runs = Path(tempfile.mkdtemp(prefix="qdup-reproduce-"))
+    previous = os.environ.get("QDUP_RUNS_DIR")
+    os.environ["QDUP_RUNS_DIR"] = str(runs)
+    try:
+        from flows.retrain import retrain
+
+        outputs = retrain(cfg)
+        result = compare_reproduction(original, reproduced_manifest(cfg, outputs, original))
+    finally:
+        if previous is None:
+            os.environ.pop("QDUP_RUNS_DIR", None)
+        else:
+            os.environ["QDUP_RUNS_DIR"] = previous
+        if args.keep:
+            print(f"reproduction stages kept in {runs}")
+        else:
+            shutil.rmtree(runs, ignore_errors=True)
+    result["original"] = version
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        print(f"reproduction of {version} (dataset {original['dataset']['sha256'][:16]}, from the recorded configuration)")
+        print(reproduction_text(result))
+    return 0 if result["reproduced"] else 1
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("card", help="print a version's model card (Markdown)")
+    p.add_argument("ref", metavar="VERSION|ALIAS")
+    p.add_argument("--store", help="store URL (default $QDUP_HOME/store)")
+    p.set_defaults(func=cmd_card)
+
+    p = subparsers.add_parser(
+        "reproduce",
+        help="re-run a version from its recorded configuration and dataset in a fresh stage folder; "
+        "exit 0 when splits, training and metrics match exactly, 1 when not",
+    )
+    p.add_argument("ref", metavar="VERSION|ALIAS")
+    p.add_argument("--store", help="store URL (default $QDUP_HOME/store)")
+    p.add_argument("--json", action="store_true", help="machine-readable comparison")
+    p.add_argument("--keep", action="store_true", help="keep the re-run's stage folder (printed)")
+    p.set_defaults(func=cmd_reproduce)
