@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import platform
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -51,8 +52,16 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def gate_value(metrics: dict[str, Any], metric: str) -> float:
-    """The gate metric from an evaluation's metrics (test split, calibration-chosen threshold)."""
+RETRIEVAL_PREFIX = "retrieval_"
+
+
+def gate_value(metrics: dict[str, Any], metric: str, retrieval: dict[str, Any] | None = None) -> float:
+    """The gate metric from an evaluation's metrics (test split, calibration-chosen threshold), or for a
+    `retrieval_*` metric the model's dense figure on the retrieval test part (`retrieval`: that stage's manifest)."""
+    if metric.startswith(RETRIEVAL_PREFIX):
+        if retrieval is None:
+            raise ValueError(f"gate metric {metric!r} needs the retrieval stage's metrics")
+        return float(retrieval["test"]["dense"][metric.removeprefix(RETRIEVAL_PREFIX)])
     test = metrics["test"]
     if metric in ("roc_auc", "pr_auc"):
         return float(test["ranking"][metric])
@@ -126,7 +135,19 @@ def version_files(stages: dict[str, StageResult]) -> dict[str, Path]:
     for p in sorted(stages["splits"].path.glob("validation-*")):
         files[f"validation/{p.name}"] = p
     files["splits/stage.json"] = stages["splits"].file("stage.json")
+    if "retrieval" in stages:
+        files["evaluation/retrieval.json"] = stages["retrieval"].file("retrieval.json")
     return files
+
+
+def relabelled_index(stages: dict[str, StageResult], version: str, tmp: Path) -> dict[str, Path]:
+    """The index stage's index, its manifest naming `version` (fixed only now), as version files under `index/`."""
+    from qdup.search.index import load_index
+
+    index = load_index(stages["index"].file(stages["index"].manifest["index_dir"]))
+    index.model_version = version
+    index.save(tmp / "index")
+    return {f"index/{p.name}": p for p in sorted((tmp / "index").iterdir())}
 
 
 def lineage_manifest(
@@ -184,6 +205,11 @@ def lineage_manifest(
         "libraries": library_versions(),
         "prefect": prefect_info,
         "compared_against": decision.as_dict(),
+        **({"retrieval": {k: v for k, v in stages["retrieval"].manifest.items() if k not in ("result", "pairs", "search")}
+                           | {"result": "evaluation/retrieval.json"}} if "retrieval" in stages else {}),
+        **({"index": {"dir": "index", "count": stages["index"].manifest["count"], "backend": stages["index"].manifest["backend"],
+                      "corpus": {"dataset_sha256": stages["fetch"].manifest["sha256"]},
+                      "search_defaults": stages["index"].manifest["search_defaults"]}} if "index" in stages else {}),
         "stages": {
             name: {"key": r.key, "cached": r.cached, "seconds": r.seconds}
             for name, r in stages.items()
@@ -219,6 +245,8 @@ def measure_production(
     if production is None:
         return None, None
     prod = store.manifest(production)
+    if metric.startswith(RETRIEVAL_PREFIX):
+        return measure_production_retrieval(store, production, prod, stages, metric)
     if prod["splits"]["test"]["content_sha256"] == stages["splits"].manifest["splits"]["test"]["content_sha256"]:
         return float(prod["metrics"]["test"][metric]), "stored metrics"
     from qdup.serving.predictor import load_inference
@@ -226,6 +254,27 @@ def measure_production(
     predictor = load_inference(store.open_version(production) / "model")
     test_df = read_split(stages["splits"].file("test.parquet"))
     return rescore_on(predictor, test_df, metric), "re-scored on the challenger's test split"
+
+
+def measure_production_retrieval(
+    store: ArtifactStore, production: str, prod: dict[str, Any], stages: dict[str, StageResult], metric: str
+) -> tuple[float, str]:
+    """Production's dense retrieval figure: stored when it was measured on the same split, else re-scored on the challenger's."""
+    import pandas as pd
+
+    from qdup.config import SearchConfig
+    from qdup.search.encoder import load_query_encoder
+    from qdup.stages.retrieval import dense_test_metrics
+
+    name = metric.removeprefix(RETRIEVAL_PREFIX)
+    ours = stages["retrieval"].manifest
+    if prod.get("retrieval", {}).get("split") == ours["split"]:
+        return float(prod["retrieval"]["test"]["dense"][name]), "stored metrics"
+    encoder = load_query_encoder(store.open_version(production) / "model")
+    pairs = pd.read_parquet(stages["retrieval"].file(ours["pairs"]))
+    cfg = SearchConfig(**ours["search"])
+    figures = dense_test_metrics(pairs, encoder.encode, cfg, ours["split"]["seed"])
+    return float(figures[name]), "re-scored on the challenger's retrieval split"
 
 
 def publish_version(
@@ -251,7 +300,8 @@ def publish_version(
         if store.manifest(existing).get("content_key") == key:
             log(f"[publish] identical to version {existing} (same data, parameters and code): nothing new to publish")
             return PublishOutcome(existing, store.url, False, False, f"identical to {existing}", None)
-    challenger = gate_value(stages["evaluate"].manifest["metrics"], metric)
+    challenger = gate_value(stages["evaluate"].manifest["metrics"], metric,
+                            stages["retrieval"].manifest if "retrieval" in stages else None)
     for _ in range(max_attempts):
         current = store.aliases().get("production")
         production_value, measured_on = measure_production(store, current, stages, metric)
@@ -261,7 +311,11 @@ def publish_version(
             decision = decide(metric, tolerance, challenger, current, production_value, measured_on)
             if version not in store.versions():  # a retried publish after a committed one must not publish twice
                 manifest = lineage_manifest(cfg, stages, run_info, decision) | {"content_key": key}
-                store.publish(version_files(stages), manifest, version=version)
+                with tempfile.TemporaryDirectory(prefix="qdup-index-") as tmp:
+                    files = version_files(stages)
+                    if "index" in stages:
+                        files |= relabelled_index(stages, version, Path(tmp))
+                    store.publish(files, manifest, version=version)
             store.move_alias("latest", version, "every publish moves latest", actor, "publish")
             promoted = decision.promote and cfg.publish.promote
             if promoted:
