@@ -1,4 +1,4 @@
-"""The `retrain` flow: fetch -> validate -> drift -> splits -> vocabulary -> train -> evaluate -> export -> publish."""
+"""The `retrain` flow: fetch -> validate -> drift -> splits -> vocabulary -> train -> evaluate -> retrieval -> export -> index -> publish."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ from tasks.drift import drift_inputs, drift_task
 from tasks.evaluate import evaluate_inputs, evaluate_task
 from tasks.export import export_inputs, export_task
 from tasks.fetch import fetch_task
+from tasks.index import index_inputs, index_task
 from tasks.publish import publish_task
+from tasks.retrieval import retrieval_inputs, retrieval_task
 from tasks.splits import splits_inputs, splits_task
 from tasks.train import train_inputs, train_task
 from tasks.validate import validate_inputs, validate_task
@@ -35,7 +37,9 @@ def stage_keys(config: RetrainConfig, dataset_sha256: str, production: str | Non
     keys["vocab"] = stage_key("vocab", vocab_inputs(keys["splits"], config))
     keys["train"] = stage_key("train", train_inputs(keys["splits"], keys["vocab"], config))
     keys["evaluate"] = stage_key("evaluate", evaluate_inputs(keys["splits"], keys["vocab"], keys["train"], config))
+    keys["retrieval"] = stage_key("retrieval", retrieval_inputs(keys["splits"], keys["vocab"], keys["train"], config))
     keys["export"] = stage_key("export", export_inputs(keys["vocab"], keys["train"], keys["evaluate"], config))
+    keys["index"] = stage_key("index", index_inputs(keys["validate"], keys["export"], keys["retrieval"], config))
     return keys
 
 
@@ -62,8 +66,12 @@ def retrain(config: RetrainConfig = RetrainConfig()) -> dict[str, str]:
             done["train"] = train_task(done["splits"], done["vocab"], config)
         if config.runs_through("evaluate"):
             done["evaluate"] = evaluate_task(done["splits"], done["vocab"], done["train"], config)
+        if config.runs_through("retrieval"):
+            done["retrieval"] = retrieval_task(done["splits"], done["vocab"], done["train"], config)
         if config.runs_through("export"):
             done["export"] = export_task(done["vocab"], done["train"], done["evaluate"], config)
+        if config.runs_through("index"):
+            done["index"] = index_task(done["fetch"], done["validate"], done["export"], done["retrieval"], config)
         if config.runs_through("publish"):
             # The id is fixed before the task so that a retried publish cannot publish twice.
             published = publish_task(done, config, new_version_id())

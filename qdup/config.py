@@ -18,8 +18,10 @@ LABEL_CONVENTION = (
     "predicted duplicate iff similarity >= threshold"
 )
 
-Stage = Literal["fetch", "validate", "drift", "splits", "vocab", "train", "evaluate", "export", "publish"]
-STAGES: tuple[str, ...] = ("fetch", "validate", "drift", "splits", "vocab", "train", "evaluate", "export", "publish")
+Stage = Literal["fetch", "validate", "drift", "splits", "vocab", "train", "evaluate", "retrieval", "export", "index", "publish"]
+STAGES: tuple[str, ...] = (
+    "fetch", "validate", "drift", "splits", "vocab", "train", "evaluate", "retrieval", "export", "index", "publish",
+)
 
 
 class _Section(BaseModel):
@@ -172,7 +174,11 @@ class PublishConfig(_Section):
         description="SQLAlchemy URL of the registry of versions and aliases; None: $QDUP_REGISTRY_URL, else a SQLite file "
         "in a local store. A store shared by several hosts needs a server, e.g. postgresql+psycopg://user@host/qdup",
     )
-    gate_metric: Literal["roc_auc", "pr_auc", "accuracy", "f1"] = "roc_auc"
+    gate_metric: Literal[
+        "roc_auc", "pr_auc", "accuracy", "f1",
+        "retrieval_mrr@10", "retrieval_ndcg@10", "retrieval_recall@1", "retrieval_recall@10", "retrieval_recall@100",
+        "retrieval_map@100",
+    ] = Field(default="roc_auc", description="retrieval_*: the model's dense retrieval figure on the retrieval test part")
     tolerance: float = Field(default=0.0, ge=0, le=1, description="challenger may be this much worse than production")
     promote: bool = Field(default=True, description="False: publish only, never move production")
     min_lift_over_baseline: float | None = Field(
@@ -271,6 +277,7 @@ class RetrainConfig(_Section):
     train: TrainConfig = TrainConfig()
     evaluate: EvalConfig = EvalConfig()
     publish: PublishConfig = PublishConfig()
+    search: SearchConfig = SearchConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -21,11 +21,21 @@ def _version(args: argparse.Namespace):
     return store, version
 
 
-def _index_dir(args: argparse.Namespace, store, version: str) -> Path:
-    if args.index:
-        return Path(args.index)
-    # Indexes sit in the store beside the versions, one folder per version.
-    return Path(store.root) / "indexes" / version
+def _dataset_questions(manifest: dict[str, Any]) -> tuple[list, list[str], dict[str, Any]]:
+    """The distinct questions of the data set a version was trained on, read from its source when the bytes still match."""
+    from qdup.data import contracts
+    from qdup.fileio import sha256_file
+    from qdup.stages.index import distinct_questions
+
+    dataset = manifest.get("dataset", {})
+    source = Path(str(dataset.get("source", "")))
+    if not source.is_file() or sha256_file(source) != dataset.get("sha256"):
+        raise QdupError(f"--questions: the version's data set {source} is not here with sha256 {dataset.get('sha256')}; "
+                        "pass a TSV with a 'question' column")
+    _, typed = contracts.read_tsv(source)
+    ids, texts = distinct_questions(typed.dropna(subset=["qid1", "qid2"]).astype({"qid1": "int64", "qid2": "int64"}))
+    return ids, texts, {"dataset_sha256": dataset["sha256"], "questions": "distinct questions of the data set",
+                        "count": len(texts)}
 
 
 def cmd_index_build(args: argparse.Namespace) -> int:
@@ -34,23 +44,35 @@ def cmd_index_build(args: argparse.Namespace) -> int:
     from qdup.search.batch import read_questions
     from qdup.search.encoder import load_query_encoder
     from qdup.search.index import build_index, recall_against_exact, sample_queries
+    from qdup.search.service import find_index_dir, late_index_dir
+    from qdup.stages.index import search_defaults
 
     store, version = _version(args)
-    out = _index_dir(args, store, version)
+    version_dir = store.open_version(version)
+    existing = find_index_dir(version_dir)
+    if args.index is None and existing is not None:
+        raise QdupError(f"{existing}: version {version} already has an index; a published index is never replaced")
+    if args.index is None and not store.is_local:
+        raise QdupError("--index: a remote store takes no late index; give a local folder")
+    out = Path(args.index) if args.index else late_index_dir(Path(store.root), version)
     if out.exists():
         raise QdupError(f"{out}: an index already exists; remove it first or pass --index elsewhere")
-    if not args.questions:
-        raise QdupError("--questions: a TSV with a 'question' column (and optional 'id') is needed")
-    questions = Path(args.questions)
-    ids, texts = read_questions(questions)
-    encoder = load_query_encoder(store.local_path(version) / "model")
+    manifest = store.manifest(version)
+    if args.questions:
+        questions = Path(args.questions)
+        ids, texts = read_questions(questions)
+        corpus = {"questions_file": str(questions.resolve()), "sha256": sha256_file(questions), "count": len(texts)}
+    else:
+        ids, texts, corpus = _dataset_questions(manifest)
+    encoder = load_query_encoder(version_dir / "model")
     cfg = SearchConfig()
-    corpus = {"questions_file": str(questions.resolve()), "sha256": sha256_file(questions), "count": len(texts)}
     # build_index refuses empty and duplicated questions before any vector is computed from them.
     index = build_index(ids, texts, _encode_checked(encoder, texts), model_version=version, corpus=corpus, ann=args.ann,
                         seed=args.seed, cfg=cfg)
     if index.backend != "exact":
         recall_against_exact(index, sample_queries(index, 1000, args.seed), 10)
+    if "retrieval" in manifest:  # the version's own hybrid choice, made on its retrieval validation part
+        index.search_defaults = search_defaults(manifest["retrieval"], cfg)
     index.save(out)
     recall = f", recall@10 vs exact {index.recall['recall']:.4f}" if index.recall else ""
     print(f"indexed {len(index):,} questions with {version} ({index.backend}{recall}) in {out}")
@@ -69,10 +91,25 @@ def _encode_checked(encoder, texts: list[str]):
 def _load(args: argparse.Namespace):
     from qdup.search.encoder import load_query_encoder
     from qdup.search.index import load_index
+    from qdup.search.service import VersionSearcher, find_index_dir
 
     store, version = _version(args)
-    index = load_index(_index_dir(args, store, version), expected_model_version=version)
-    return index, load_query_encoder(store.local_path(version) / "model")
+    version_dir = store.open_version(version)
+    where = Path(args.index) if args.index else find_index_dir(version_dir)
+    if where is None:
+        raise QdupError(f"version {version} has no question index; build one: qdup index build --model {version}")
+    return VersionSearcher(load_index(where, expected_model_version=version), load_query_encoder(version_dir / "model"))
+
+
+def _index_location(args: argparse.Namespace, store, version: str) -> tuple[Path, Path]:
+    """(index folder, model folder) of a version, as absolute paths that Dask workers on shared storage can read."""
+    from qdup.search.service import find_index_dir
+
+    version_dir = store.open_version(version)
+    where = Path(args.index) if args.index else find_index_dir(version_dir)
+    if where is None:
+        raise QdupError(f"version {version} has no question index; build one: qdup index build --model {version}")
+    return where.resolve(), (version_dir / "model").resolve()
 
 
 def _dask_config(cls, values: dict[str, Any]):
@@ -86,6 +123,16 @@ def _dask_config(cls, values: dict[str, Any]):
         err = exc.errors()[0]
         where = ".".join(str(part) for part in err["loc"])
         raise ConfigError(f"{flags.get(where, where or 'arguments')}: {err['msg'].removeprefix('Value error, ')}") from None
+
+
+def _rows(searcher, queries: list[str], k: int, method: str | None) -> list[dict[str, Any]]:
+    threshold = searcher.encoder.threshold
+    rows = []
+    for query, hits in zip(queries, searcher.search(queries, k, method), strict=True):
+        for rank, hit in enumerate(hits, start=1):
+            rows.append({"query": query, "rank": rank, "id": hit["id"], "question": hit["question"],
+                         "similarity": hit["similarity"], "duplicate": bool(hit["similarity"] >= threshold)})
+    return rows
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -103,10 +150,10 @@ def cmd_search(args: argparse.Namespace) -> int:
         from qdup.config import BatchSearchConfig
 
         store, version = _version(args)
+        index_dir, model_dir = _index_location(args, store, version)
         config = _dask_config(BatchSearchConfig, {
-            "index_dir": _index_dir(args, store, version).resolve(), "model_dir": (store.local_path(version) / "model").resolve(),
-            "queries": Path(args.queries).resolve(), "out": Path(args.out).resolve(), "k": args.k,
-            "chunk_size": args.chunk_size, "model_version": version, "dask": args.dask,
+            "index_dir": index_dir, "model_dir": model_dir, "queries": Path(args.queries).resolve(), "out": Path(args.out).resolve(),
+            "k": args.k, "chunk_size": args.chunk_size, "model_version": version, "dask": args.dask,
         })
         from flows.runners import check_scheduler
         from flows.search import run_search_queries
@@ -114,24 +161,26 @@ def cmd_search(args: argparse.Namespace) -> int:
         check_scheduler(args.dask)
         summary = run_search_queries(config)
         print(f"wrote {summary['rows']:,} results for {summary['queries']:,} queries to {args.out} "
-              f"({summary['chunks']} chunks on {args.dask})")
+              f"(dense ranking, {summary['chunks']} chunks on {args.dask})")
         return 0
-    from qdup.search.batch import read_questions, search_table
+    from qdup.search.batch import read_questions
 
     queries = [args.query] if args.query else read_questions(Path(args.queries))[1]
-    index, encoder = _load(args)
-    table = search_table(index, encoder, queries, args.k)
+    searcher = _load(args)
+    method = args.method or searcher.default_method
+    rows = _rows(searcher, queries, args.k, method)
     if args.out:
+        import pyarrow as pa
+
         from qdup.search.mine import write_mined
 
-        write_mined(table, Path(args.out))
-        print(f"wrote {table.num_rows:,} results for {len(queries):,} queries to {args.out}")
-        return 0
-    rows = table.to_pylist()
-    if args.json:
-        print(json.dumps({"threshold": encoder.threshold, "results": rows}, indent=2, default=str))
+        write_mined(pa.Table.from_pylist(rows), Path(args.out))
+        print(f"wrote {len(rows):,} results for {len(queries):,} queries ({method}) to {args.out}")
+    elif args.json:
+        print(json.dumps({"version": searcher.index.model_version, "method": method, "threshold": searcher.encoder.threshold,
+                          "results": rows}, indent=2, default=str))
     else:
-        print(f"threshold {encoder.threshold:.4f}")
+        print(f"version {searcher.index.model_version}, {method} ranking, duplicate at similarity >= {searcher.encoder.threshold:.4f}")
         for r in rows:
             mark = "DUPLICATE" if r["duplicate"] else "-"
             print(f"{r['rank']:>3}  {r['similarity']:.4f}  {mark:<9}  id={r['id']}  {r['question']}")
@@ -147,8 +196,9 @@ def cmd_mine(args: argparse.Namespace) -> int:
         from qdup.config import MineConfig
 
         store, version = _version(args)
+        index_dir, _ = _index_location(args, store, version)
         config = _dask_config(MineConfig, {
-            "index_dir": _index_dir(args, store, version).resolve(), "out": Path(args.out).resolve(), "k": args.k,
+            "index_dir": index_dir, "out": Path(args.out).resolve(), "k": args.k,
             "threshold": args.threshold, "chunk_size": args.chunk_size, "model_version": version, "dask": args.dask,
         })
         from flows.mine import run_mine_corpus
@@ -159,7 +209,7 @@ def cmd_mine(args: argparse.Namespace) -> int:
         print(f"wrote {summary['pairs']:,} pairs from {summary['questions']:,} questions to {args.out} "
               f"({summary['chunks']} chunks on {args.dask})")
         return 0
-    index, _ = _load(args)
+    index = _load(args).index
     table = mine(index, k=args.k, threshold=args.threshold, chunk_size=args.chunk_size, out=Path(args.out))
     print(f"wrote {table.num_rows:,} pairs from {len(index):,} questions to {args.out}")
     return 0
@@ -169,13 +219,14 @@ def register(subparsers) -> None:
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--model", required=True, help="version id or alias (production, latest)")
         p.add_argument("--store", default=None, help="artifact store URL (default: $QDUP_HOME/store)")
-        p.add_argument("--index", default=None, help="index folder (default: <store>/indexes/<version>)")
+        p.add_argument("--index", default=None,
+                       help="index folder (default: the version's own index/, else <store>/indexes/<version>)")
 
     index = subparsers.add_parser("index", help="question indexes of model versions")
     isub = index.add_subparsers(dest="index_command", required=True)
     build = isub.add_parser("build", help="encode distinct questions with a version's encoder and index them")
     common(build)
-    build.add_argument("--questions", help="TSV with a 'question' column and an optional 'id'")
+    build.add_argument("--questions", help="TSV with a 'question' column and an optional 'id' (default: the version's data set)")
     build.add_argument("--ann", choices=("auto", "exact", "ivf"), default="auto")
     build.add_argument("--seed", type=int, default=42)
     build.set_defaults(func=cmd_index_build)
@@ -185,6 +236,8 @@ def register(subparsers) -> None:
     search.add_argument("query", nargs="?", help="one question")
     search.add_argument("-k", type=int, default=10)
     search.add_argument("--json", action="store_true")
+    search.add_argument("--method", choices=("dense", "lexical", "hybrid"), default=None,
+                        help="ranking (default: the version's best on its retrieval validation part)")
     search.add_argument("--queries", help="TSV with a 'question' column (batch mode)")
     search.add_argument("--out", help="Parquet output of batch mode")
     search.add_argument("--chunk-size", type=int, default=8192, help="queries per task of a --dask run")

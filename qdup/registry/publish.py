@@ -56,8 +56,16 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def gate_value(metrics: dict[str, Any], metric: str) -> float:
-    """The gate metric from an evaluation's metrics (test split, calibration-chosen threshold)."""
+RETRIEVAL_PREFIX = "retrieval_"
+
+
+def gate_value(metrics: dict[str, Any], metric: str, retrieval: dict[str, Any] | None = None) -> float:
+    """The gate metric from an evaluation's metrics (test split, calibration-chosen threshold), or for a
+    `retrieval_*` metric the model's dense figure on the retrieval test part (`retrieval`: that stage's manifest)."""
+    if metric.startswith(RETRIEVAL_PREFIX):
+        if retrieval is None:
+            raise ValueError(f"gate metric {metric!r} needs the retrieval stage's metrics")
+        return float(retrieval["test"]["dense"][metric.removeprefix(RETRIEVAL_PREFIX)])
     test = metrics["test"]
     if metric in ("roc_auc", "pr_auc"):
         return float(test["ranking"][metric])
@@ -136,6 +144,8 @@ def version_files(stages: dict[str, StageResult]) -> dict[str, Path]:
     if "drift" in stages:
         for name in ("drift.json", "drift.md"):
             files[f"drift/{name}"] = stages["drift"].file(name)
+    if "retrieval" in stages:
+        files["evaluation/retrieval.json"] = stages["retrieval"].file("retrieval.json")
     return files
 
 
@@ -146,6 +156,16 @@ def profile_files(stages: dict[str, StageResult], out_dir: Path) -> dict[str, Pa
 
     build_profile(stages["validate"].file(VALIDATED_FILE), stages["vocab"].file("vocabulary.txt"), out_dir)
     return {f"{VERSION_PROFILE_DIR}/{p.name}": p for p in sorted(Path(out_dir).iterdir())}
+
+
+def relabelled_index(stages: dict[str, StageResult], version: str, tmp: Path) -> dict[str, Path]:
+    """The index stage's index, its manifest naming `version` (fixed only now), as version files under `index/`."""
+    from qdup.search.index import load_index
+
+    index = load_index(stages["index"].file(stages["index"].manifest["index_dir"]))
+    index.model_version = version
+    index.save(tmp / "index")
+    return {f"index/{p.name}": p for p in sorted((tmp / "index").iterdir())}
 
 
 def lineage_manifest(
@@ -206,6 +226,11 @@ def lineage_manifest(
         "prefect": prefect_info,
         "compared_against": decision.as_dict() if gate is None else gate,
         **({"drift": stages["drift"].manifest} if "drift" in stages else {}),
+        **({"retrieval": {k: v for k, v in stages["retrieval"].manifest.items() if k not in ("result", "pairs", "search")}
+                           | {"result": "evaluation/retrieval.json"}} if "retrieval" in stages else {}),
+        **({"index": {"dir": "index", "count": stages["index"].manifest["count"], "backend": stages["index"].manifest["backend"],
+                      "corpus": {"dataset_sha256": stages["fetch"].manifest["sha256"]},
+                      "search_defaults": stages["index"].manifest["search_defaults"]}} if "index" in stages else {}),
         "stages": {
             name: {"key": r.key, "cached": r.cached, "seconds": r.seconds}
             for name, r in stages.items()
@@ -259,6 +284,8 @@ def measure_production(
     if production is None:
         return ProductionMeasure()
     prod = store.manifest(production)
+    if metric.startswith(RETRIEVAL_PREFIX):
+        return ProductionMeasure(*measure_production_retrieval(store, production, prod, stages, metric))
     if prod["splits"]["test"]["content_sha256"] == stages["splits"].manifest["splits"]["test"]["content_sha256"]:
         scores = None
         if f"evaluation/{TEST_SCORES_FILE}" in (prod.get("files") or {}):
@@ -289,6 +316,27 @@ def paired_against_production(cfg: RetrainConfig, stages: dict[str, StageResult]
     )
 
 
+def measure_production_retrieval(
+    store: ArtifactStore, production: str, prod: dict[str, Any], stages: dict[str, StageResult], metric: str
+) -> tuple[float, str]:
+    """Production's dense retrieval figure: stored when it was measured on the same split, else re-scored on the challenger's."""
+    import pandas as pd
+
+    from qdup.config import SearchConfig
+    from qdup.search.encoder import load_query_encoder
+    from qdup.stages.retrieval import dense_test_metrics
+
+    name = metric.removeprefix(RETRIEVAL_PREFIX)
+    ours = stages["retrieval"].manifest
+    if prod.get("retrieval", {}).get("split") == ours["split"]:
+        return float(prod["retrieval"]["test"]["dense"][name]), "stored metrics"
+    encoder = load_query_encoder(store.open_version(production) / "model")
+    pairs = pd.read_parquet(stages["retrieval"].file(ours["pairs"]))
+    cfg = SearchConfig(**ours["search"])
+    figures = dense_test_metrics(pairs, encoder.encode, cfg, ours["split"]["seed"])
+    return float(figures[name]), "re-scored on the challenger's retrieval split"
+
+
 def publish_version(
     store: ArtifactStore,
     cfg: RetrainConfig,
@@ -316,7 +364,7 @@ def publish_version(
     from qdup.registry.gate import apply_baseline_check, check_baseline, format_paired_difference, gate_record
 
     metrics = stages["evaluate"].manifest["metrics"]
-    challenger = gate_value(metrics, metric)
+    challenger = gate_value(metrics, metric, stages["retrieval"].manifest if "retrieval" in stages else None)
     baseline = check_baseline(metrics, metric, cfg.publish.min_lift_over_baseline)
     for _ in range(max_attempts):
         current = store.aliases().get("production")
@@ -334,6 +382,8 @@ def publish_version(
                 manifest = lineage_manifest(cfg, stages, run_info, decision, gate) | {"content_key": key}
                 with tempfile.TemporaryDirectory(prefix="qdup-publish-") as tmp:
                     files = version_files(stages) | profile_files(stages, Path(tmp) / VERSION_PROFILE_DIR)
+                    if "index" in stages:
+                        files |= relabelled_index(stages, version, Path(tmp))
                     # The card is made from the manifest being published (with the id it will carry).
                     card = Path(tmp) / CARD_FILE
                     atomic_write_text(card, model_card({**manifest, "id": version}))

@@ -143,6 +143,8 @@ class QuestionIndex:
     cfg: SearchConfig = field(default_factory=SearchConfig)
     graph: Any = None
     recall: dict[str, Any] | None = None
+    # How search ranks by default (method, hybrid form and weight), chosen by the retrieval evaluation.
+    search_defaults: dict[str, Any] | None = None
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -203,6 +205,7 @@ class QuestionIndex:
                 "seed": self.seed,
                 "settings": self.cfg.model_dump(),
                 "recall_vs_exact": self.recall,
+                "search_defaults": self.search_defaults,
                 "files": {name: sha256_file(tmp / name) for name in files},
             }
             atomic_write_json(tmp / MANIFEST, manifest)
@@ -307,7 +310,7 @@ def load_index(directory: Path, expected_model_version: str | None = None) -> Qu
                             f"{manifest['count']} of {manifest['dims']}")
     return QuestionIndex(
         ids, texts, embeddings, manifest["model_version"], manifest["corpus"], manifest["backend"], manifest["seed"], cfg, graph,
-        manifest.get("recall_vs_exact"),
+        manifest.get("recall_vs_exact"), manifest.get("search_defaults"),
     )
 
 

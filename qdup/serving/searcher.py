@@ -21,9 +21,7 @@ class Searcher(Protocol):
 
 
 def load_searcher(version_dir: Path) -> Searcher | None:
-    """The question index published with the version in `version_dir`, or None when it has none.
+    """The question index of the version in `version_dir` (ranked by its best method), or None when it has none."""
+    from qdup.search.service import load_version_searcher
 
-    No version carries an index yet (`qdup.search` builds them); until it is wired in here, every
-    version answers /v1/search with 501 and says how to build one.
-    """
-    return None
+    return load_version_searcher(version_dir)

@@ -124,12 +124,18 @@ def trained(tmp_path_factory, prefect_harness):
         )
         outputs = retrain(config)
         again = retrain(config)
+        # Only the search settings change: train is reused, retrieval and index rerun, and the gate compares
+        # production's stored retrieval figure with the challenger's on the same retrieval split.
+        gated = retrain(config.model_copy(update={
+            "publish": config.publish.model_copy(update={"gate_metric": "retrieval_mrr@10"}),
+            "search": config.search.model_copy(update={"rrf_k": 30}),
+        }))
     finally:
         if old is None:
             os.environ.pop("QDUP_HOME")
         else:
             os.environ["QDUP_HOME"] = old
-    return {"outputs": outputs, "again": again, "root": root}
+    return {"outputs": outputs, "again": again, "gated": gated, "root": root, "data": data}
 
 
 @pytest.mark.slow
@@ -157,7 +163,8 @@ def test_an_unchanged_rerun_publishes_nothing(trained):
     first, again = trained["outputs"], trained["again"]
     assert first["published"] == "true" and again["published"] == "false"
     assert again["version"] == first["version"]
-    assert ArtifactStore(str(trained["root"] / "home" / "store")).versions() == [first["version"]]
+    # The only other version is the one the gated run (search settings changed) published.
+    assert ArtifactStore(str(trained["root"] / "home" / "store")).versions() == [first["version"], trained["gated"]["version"]]
 
 
 @pytest.mark.slow
@@ -202,3 +209,57 @@ def test_cli_predict_for_a_pair_and_a_file(trained, tmp_path):
 
     blank = _qdup("predict", "--model", model, "How do I learn Python?", "   ", home=tmp_path)
     assert blank.returncode == 2 and "question2[0]" in blank.stderr and "whitespace" in blank.stderr
+
+
+@pytest.mark.slow
+def test_the_version_has_its_index_and_retrieval_metrics(trained):
+    from qdup.registry.store import ArtifactStore
+    from qdup.search.index import load_index
+
+    store = ArtifactStore(str(trained["root"] / "home" / "store"))
+    version = trained["outputs"]["version"]
+    manifest = store.manifest(version)
+    retrieval = manifest["retrieval"]
+    assert set(retrieval["test"]) == {"lexical", "dense", "hybrid"}
+    assert all(0 <= retrieval["test"][m]["mrr@10"] <= 1 for m in retrieval["test"])
+    assert retrieval["test"]["dense"]["recall@100"] >= retrieval["test"]["dense"]["recall@10"] > 0
+    assert retrieval["best"] in {"lexical", "dense", "hybrid"} and retrieval["counts"]["test_queries"] > 0
+    index = load_index(store.open_version(version) / "index", expected_model_version=version)
+    assert manifest["index"]["count"] == len(index) > 1000
+    assert index.corpus["dataset_sha256"] == manifest["dataset"]["sha256"]
+    assert index.search_defaults["method"] == retrieval["best"]
+    assert index.search_defaults["hybrid"] == retrieval["hybrid"]
+
+
+@pytest.mark.slow
+def test_gate_on_a_retrieval_metric(trained):
+    from qdup.registry.store import ArtifactStore
+
+    store = ArtifactStore(str(trained["root"] / "home" / "store"))
+    first, gated = trained["outputs"]["version"], trained["gated"]
+    assert gated["published"] == "true" and gated["version"] != first
+    decision = store.manifest(gated["version"])["compared_against"]
+    stored = store.manifest(first)["retrieval"]["test"]["dense"]["mrr@10"]
+    # Same encoder, same retrieval split: the challenger equals production and passes with tolerance 0.
+    assert decision["version"] == first and decision["production_measured_on"] == "stored metrics"
+    assert decision["production"] == pytest.approx(stored) and decision["challenger"] == pytest.approx(stored)
+    assert gated["promoted"] == "true" and "retrieval_mrr@10" in decision["reason"]
+
+
+@pytest.mark.slow
+def test_cli_search_lists_indexed_questions(trained, tmp_path):
+    import pandas as pd
+
+    home = trained["root"] / "home"
+    df = pd.read_csv(trained["data"], sep="\t", keep_default_na=False)
+    query = df.question1[0]
+    found = _qdup("search", "--model", "production", query, "-k", "5", "--json", home=home)
+    assert found.returncode == 0, found.stderr
+    body = json.loads(found.stdout)
+    indexed = set(df.question1) | set(df.question2)
+    assert len(body["results"]) == 5 and all(r["question"] in indexed for r in body["results"])
+    assert body["method"] in {"dense", "lexical", "hybrid"}
+    dense = json.loads(_qdup("search", "--model", "production", query, "-k", "3", "--json", "--method", "dense",
+                             home=home).stdout)
+    assert dense["results"][0]["question"] == query and dense["results"][0]["similarity"] == pytest.approx(1.0, abs=1e-4)
+    assert dense["results"][0]["duplicate"] is True

@@ -361,3 +361,19 @@ def test_cli_serve_model_starts_and_answers(store_v1_v2):
     finally:
         proc.terminate()
         proc.wait(timeout=60)
+
+
+def test_search_with_a_built_index_answers_200_from_it(store_v1_v2, tmp_path):
+    """`qdup index build` for a version published without an index; the default loader serves it."""
+    store, v1, _ = store_v1_v2
+    questions = tmp_path / "questions.tsv"
+    questions.write_text("id\tquestion\n" + "".join(f"{100 + i}\t{t}\n" for i, t in enumerate(TEXTS)))
+    assert cli_main(["index", "build", "--model", v1, "--store", store.url, "--questions", str(questions)]) == 0
+    app = create_app(_cfg(store))
+    with live_server(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+        assert client.get("/v1/model").json()["search_index"] is True
+        r = client.post("/v1/search", json={"question": TEXTS[3], "k": 2})
+        assert r.status_code == 200, r.text
+        hits = r.json()["results"]
+        assert [h["id"] for h in hits][0] == 103 and hits[0]["question"] == TEXTS[3]
+        assert hits[0]["similarity"] == pytest.approx(1.0, abs=1e-5) and len(hits) == 2

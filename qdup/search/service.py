@@ -1,0 +1,125 @@
+"""A published version's question index as a search service: dense, lexical or hybrid ranking of new queries."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qdup.errors import QdupError
+from qdup.search.encoder import QueryEncoder, load_query_encoder
+from qdup.search.index import MANIFEST, QuestionIndex, load_index
+from qdup.search.lexical import LexicalIndex, candidate_union, rank_by, rrf_scores
+
+METHODS = ("dense", "lexical", "hybrid")
+VERSION_INDEX_DIR = "index"
+# Versions published without an index get one here, beside `versions/`, so a published version's files never change.
+LATE_INDEXES_DIR = "indexes"
+# Each side of a hybrid ranks at least this many candidates, as the retrieval evaluation does (SearchConfig.retrieval_k).
+HYBRID_DEPTH = 100
+
+
+def late_index_dir(store_root: Path, version: str) -> Path:
+    return Path(store_root) / LATE_INDEXES_DIR / version
+
+
+def find_index_dir(version_dir: Path) -> Path | None:
+    """The index of a version: published with it (`index/`), else built later into `<store>/indexes/<version>/`."""
+    version_dir = Path(version_dir)
+    for candidate in (version_dir / VERSION_INDEX_DIR, late_index_dir(version_dir.parent.parent, version_dir.name)):
+        if (candidate / MANIFEST).is_file():
+            return candidate
+    return None
+
+
+@dataclass
+class VersionSearcher:
+    """One version's index and encoder; ranks by `default_method` unless told otherwise."""
+
+    index: QuestionIndex
+    encoder: QueryEncoder
+    _lexical: LexicalIndex | None = field(default=None, repr=False)
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        return self.index.search_defaults or {"method": "dense", "hybrid": {"method": "rrf", "weight": None}, "rrf_k": 60}
+
+    @property
+    def default_method(self) -> str:
+        return self.defaults["method"]
+
+    @property
+    def lexical(self) -> LexicalIndex:
+        # Fitted on first use only: dense search, the usual default, never pays for it.
+        if self._lexical is None:
+            self._lexical = LexicalIndex(self.index.texts, block_elements=self.index.cfg.block_elements)
+        return self._lexical
+
+    def rank(self, queries: list[str], k: int, method: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Positions (n, k) of the best indexed questions (-1: none) and their cosine with each query under the encoder."""
+        method = method or self.default_method
+        if method not in METHODS:
+            raise QdupError(f"method: expected one of {list(METHODS)}, got {method!r}")
+        vectors = self.encoder.encode_one(queries[0]) if len(queries) == 1 else self.encoder.encode(queries)
+        if method == "dense":
+            return self.index.search(vectors, k)
+        depth = max(k, HYBRID_DEPTH)
+        l_idx, _ = self.lexical.search(queries, depth if method == "hybrid" else k)
+        if method == "lexical":
+            ranked = l_idx
+        else:
+            d_idx, _ = self.index.search(vectors, depth)
+            cands = candidate_union(d_idx, l_idx)
+            hybrid = self.defaults["hybrid"]
+            if hybrid["method"] == "rrf":
+                scores = rrf_scores(cands, d_idx, l_idx, int(self.defaults.get("rrf_k", 60)))
+            else:
+                weight = float(hybrid["weight"])
+                present = cands >= 0
+                dense = self._cosines(vectors, cands)
+                lexical = self._lexical_cosines(queries, cands)
+                scores = np.where(present, weight * dense + (1 - weight) * lexical, -np.inf)
+            ranked = rank_by(cands, scores, k)
+        padded = np.full((len(queries), k), -1, dtype=np.int64)
+        padded[:, : ranked.shape[1]] = ranked[:, :k]
+        return padded, self._cosines(vectors, padded)
+
+    def _cosines(self, vectors: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        safe = np.where(positions >= 0, positions, 0)
+        sims = np.einsum("nkd,nd->nk", self.index.embeddings[safe], vectors)
+        return np.where(positions >= 0, sims, -np.inf).astype(np.float32)
+
+    def _lexical_cosines(self, queries: list[str], positions: np.ndarray) -> np.ndarray:
+        q = self.lexical.vectorizer.transform(queries)
+        safe = np.where(positions >= 0, positions, 0)
+        out = np.empty(positions.shape, dtype=np.float32)
+        for i in range(len(queries)):
+            out[i] = (self.lexical.matrix[safe[i]] @ q[i].T).toarray().ravel()
+        return np.where(positions >= 0, out, 0.0)
+
+    def search(self, queries: list[str], k: int, method: str | None = None) -> list[list[dict[str, Any]]]:
+        """The k best indexed questions of each query: id, question, similarity (encoder cosine), best first."""
+        positions, sims = self.rank(queries, k, method)
+        out = []
+        for row_pos, row_sim in zip(positions, sims, strict=True):
+            out.append([
+                {"id": _plain(self.index.ids[p]), "question": self.index.texts[p], "similarity": float(s)}
+                for p, s in zip(row_pos, row_sim, strict=True) if p >= 0
+            ])
+        return out
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value
+
+
+def load_version_searcher(version_dir: Path, version: str | None = None) -> VersionSearcher | None:
+    """The searcher of the version in `version_dir` (hashes and model checked), or None when it has no index."""
+    version_dir = Path(version_dir)
+    where = find_index_dir(version_dir)
+    if where is None:
+        return None
+    index = load_index(where, expected_model_version=version or version_dir.name)
+    return VersionSearcher(index, load_query_encoder(version_dir / "model"))

@@ -1,0 +1,94 @@
+"""Stage `retrieval`: question retrieval of the trained encoder, a lexical baseline and their hybrid, on held-out pairs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from qdup.config import ModelConfig, SearchConfig
+from qdup.data.splits import read_split
+from qdup.errors import QdupError
+from qdup.fileio import atomic_write_json, sha256_file
+from qdup.search.lexical import evaluate_retrieval
+from qdup.search.retrieval import METRIC_NAMES, dense_rankings, ranking_metrics, retrieval_split
+
+RESULT_FILE = "retrieval.json"
+PAIRS_FILE = "retrieval_pairs.parquet"
+Encode = Callable[[Sequence[str]], np.ndarray]
+
+
+def retrieval_pairs(splits_dir: Path) -> pd.DataFrame:
+    """The labelled pairs the retrieval evaluation may use: test and calibration, minus any pair with a training question.
+
+    Test and calibration rows are never trained on (calibration only chose the threshold; the `val`
+    duplicates inside it only chose the epoch). Pairs holding a question of the `train` split are dropped
+    so that no query, relevant question or distractor was seen in training: the split is question-disjoint
+    from training, as the sentence-transformers Quora example's is.
+    """
+    train = read_split(splits_dir / "train.parquet")
+    seen = set(train["question1"]) | set(train["question2"])
+    held = pd.concat([read_split(splits_dir / f"{n}.parquet") for n in ("test", "calibration")], ignore_index=True)
+    held = held.drop_duplicates(subset=["id"]) if "id" in held.columns else held
+    keep = ~(held["question1"].isin(seen) | held["question2"].isin(seen))
+    return held.loc[keep, ["question1", "question2", "is_duplicate"]].reset_index(drop=True)
+
+
+def evaluate_pairs(pairs: pd.DataFrame, encode: Encode, cfg: SearchConfig, seed: int) -> dict[str, Any]:
+    """Lexical, dense and hybrid retrieval metrics of `encode` on the retrieval split of `pairs`."""
+    split = retrieval_split(pairs, val_fraction=cfg.retrieval_val_fraction, seed=seed)
+    return evaluate_retrieval(split, encode(split.corpus), cfg=cfg)
+
+
+def dense_test_metrics(pairs: pd.DataFrame, encode: Encode, cfg: SearchConfig, seed: int) -> dict[str, float]:
+    """The dense figures alone on the test part (re-scoring another model on a challenger's split for the gate)."""
+    split = retrieval_split(pairs, val_fraction=cfg.retrieval_val_fraction, seed=seed)
+    ranked, _ = dense_rankings(encode(split.corpus), split.test.queries, cfg.retrieval_k)
+    return ranking_metrics(ranked, split.test.relevant)
+
+
+def build_retrieval(
+    splits_dir: Path, vocab_file: Path, encoder_file: Path, model_cfg: ModelConfig, search_cfg: SearchConfig, seed: int,
+    out_dir: Path,
+) -> dict[str, Any]:
+    """Write retrieval.json (lexical, dense, hybrid on validation and test; the hybrid and best chosen on validation)."""
+    from qdup.model import network, vocab
+    from qdup.model.encode import encode
+
+    pairs = retrieval_pairs(splits_dir)
+    if int(pairs["is_duplicate"].sum()) < 2:
+        raise QdupError(f"{splits_dir}: {int(pairs['is_duplicate'].sum())} held-out duplicate pairs without training "
+                        "questions; the retrieval evaluation needs more test/calibration data")
+    encoder = network.load_encoder(encoder_file)
+    vectorizer = vocab.load_vectorizer(vocab_file)
+    result = evaluate_pairs(pairs, lambda texts: encode(encoder, vectorizer, list(texts), model_cfg.max_length), search_cfg, seed)
+    # The lexical baseline's TF-IDF is fitted on the retrieval corpus itself, as a deployed lexical index is on
+    # the questions it searches (IDF needs no labels, so this leaks nothing).
+    result["lexical_fitted_on"] = "retrieval corpus"
+    result["pairs"] = {"rows": len(pairs), "duplicates": int(pairs["is_duplicate"].sum()), "from": ["test", "calibration"],
+                       "excluded": "pairs with a question of the train split"}
+    atomic_write_json(out_dir / RESULT_FILE, result)
+    pairs.to_parquet(out_dir / PAIRS_FILE, index=False)
+    # What fixes the split: equal entries mean two models were measured on the same queries and corpus.
+    split = {"pairs_sha256": sha256_file(out_dir / PAIRS_FILE), "seed": seed, "val_fraction": search_cfg.retrieval_val_fraction}
+    return {"result": RESULT_FILE, "pairs": PAIRS_FILE, "split": split, "search": search_cfg.model_dump(), **summary(result)}
+
+
+def summary(result: dict[str, Any]) -> dict[str, Any]:
+    """The figures that go into the lineage manifest: each method's test metrics, the hybrid's choice, the best method."""
+    return {
+        "best": result["best"],
+        "select_metric": result["select_metric"],
+        "hybrid": {"method": result["hybrid"]["method"], "weight": result["hybrid"]["weight"]},
+        "test": {name: result[name]["test"] for name in ("lexical", "dense", "hybrid")},
+        "counts": result["counts"],
+    }
+
+
+def table_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Test metrics of each method as table rows."""
+    return [{"method": name, **{m: round(result["test"][name][m], 4) for m in METRIC_NAMES}}
+            for name in ("lexical", "dense", "hybrid")]
