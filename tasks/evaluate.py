@@ -67,7 +67,7 @@ def baseline_markdown(metrics: dict[str, Any]) -> str:
         )
     lift = metrics.get("lift_over_baseline")
     if lift:
-        from qdup.registry.gate import format_paired_difference
+        from qdup.evaluation.bootstrap import format_paired_difference
 
         lines += ["", "- " + format_paired_difference(lift, "model", "baseline")]
     return "\n".join(lines) + "\n"

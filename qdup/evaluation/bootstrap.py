@@ -204,3 +204,24 @@ def paired_difference(
         "share_not_better": float(np.mean(ok <= _ABS_TOL)) if len(ok) else None,
         "method": METHOD,
     }
+
+
+def format_paired_difference(diff: dict[str, Any], a: str = "challenger", b: str = "production") -> str:
+    """One line: 'challenger - production roc_auc: +0.0123 (95% CI +0.0040 to +0.0210; 1,000 paired resamples of 10,240 pairs)'."""
+    metric = diff["metric"]
+    level = f"{round(100 * diff['level'], 2):g}%"
+    where = f"{diff['resamples']:,} paired resamples of {diff['n']:,} pairs"
+    if diff.get("difference") is None:
+        return f"{a} - {b} {metric}: undefined on these pairs ({where})"
+    if diff.get("low") is None or diff.get("high") is None:
+        return f"{a} - {b} {metric}: {diff['difference']:+.4f} (no {level} interval: undefined on every resample; {where})"
+    if diff["low"] > 0:
+        verdict = f"{a} better"
+    elif diff["high"] < 0:
+        verdict = f"{a} worse"
+    else:
+        verdict = "no clear difference"
+    return (
+        f"{a} - {b} {metric}: {diff['difference']:+.4f} ({level} CI {diff['low']:+.4f} to {diff['high']:+.4f}; "
+        f"{where}; {verdict})"
+    )

@@ -18,7 +18,7 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
-from qdup.registry.gate import format_paired_difference
+from qdup.evaluation.bootstrap import format_paired_difference
 
 METRIC_ROWS = (("roc_auc", "ROC AUC"), ("pr_auc", "PR AUC (average precision)"), ("accuracy", "accuracy"),
                ("f1", "F1"), ("precision", "precision"), ("recall", "recall"))

@@ -11,6 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from qdup.evaluation.bootstrap import format_paired_difference
 from qdup.registry.publish import GateDecision, gate_value
 
 CONFIG_KEY = "publish.min_lift_over_baseline"
@@ -79,27 +80,6 @@ def apply_baseline_check(decision: GateDecision, check: BaselineCheck) -> GateDe
     if check.ok:
         return decision
     return dataclasses.replace(decision, promote=False, reason=f"refused: {check.reason}; {decision.reason}")
-
-
-def format_paired_difference(diff: dict[str, Any], a: str = "challenger", b: str = "production") -> str:
-    """One line: 'challenger - production roc_auc: +0.0123 (95% CI +0.0040 to +0.0210; 1,000 paired resamples of 10,240 pairs)'."""
-    metric = diff["metric"]
-    level = f"{round(100 * diff['level'], 2):g}%"
-    where = f"{diff['resamples']:,} paired resamples of {diff['n']:,} pairs"
-    if diff.get("difference") is None:
-        return f"{a} - {b} {metric}: undefined on these pairs ({where})"
-    if diff.get("low") is None or diff.get("high") is None:
-        return f"{a} - {b} {metric}: {diff['difference']:+.4f} (no {level} interval: undefined on every resample; {where})"
-    if diff["low"] > 0:
-        verdict = f"{a} better"
-    elif diff["high"] < 0:
-        verdict = f"{a} worse"
-    else:
-        verdict = "no clear difference"
-    return (
-        f"{a} - {b} {metric}: {diff['difference']:+.4f} ({level} CI {diff['low']:+.4f} to {diff['high']:+.4f}; "
-        f"{where}; {verdict})"
-    )
 
 
 def gate_record(

@@ -360,8 +360,9 @@ def publish_version(
         if store.manifest(existing).get("content_key") == key:
             log(f"[publish] identical to version {existing} (same data, parameters and code): nothing new to publish")
             return PublishOutcome(existing, store.url, False, False, f"identical to {existing}", None)
+    from qdup.evaluation.bootstrap import format_paired_difference
     from qdup.registry.card import model_card
-    from qdup.registry.gate import apply_baseline_check, check_baseline, format_paired_difference, gate_record
+    from qdup.registry.gate import apply_baseline_check, check_baseline, gate_record
 
     metrics = stages["evaluate"].manifest["metrics"]
     challenger = gate_value(metrics, metric, stages["retrieval"].manifest if "retrieval" in stages else None)

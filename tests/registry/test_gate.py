@@ -8,11 +8,10 @@ import numpy as np
 import pytest
 
 from qdup.config import RetrainConfig
-from qdup.evaluation.bootstrap import paired_difference
+from qdup.evaluation.bootstrap import format_paired_difference, paired_difference
 from qdup.registry.gate import (
     apply_baseline_check,
     check_baseline,
-    format_paired_difference,
     gate_record,
     lift_over_baseline,
 )
