@@ -66,10 +66,10 @@ def baseline_markdown(metrics: dict[str, Any]) -> str:
             f"| {_with_interval(base_test[section].get(metric), base.get('intervals'), metric)} |"
         )
     lift = metrics.get("lift_over_baseline")
-    if lift:
-        from qdup.registry.gate import format_paired_difference
-
-        lines += ["", "- " + format_paired_difference(lift, "model", "baseline")]
+    # Formatted here rather than with qdup.registry.gate: importing the registry would make its code part of this stage's key.
+    if lift and lift.get("difference") is not None:
+        ci = "" if lift.get("low") is None else f" (CI {lift['low']:+.4f} to {lift['high']:+.4f}, {lift['resamples']:,} paired resamples)"
+        lines += ["", f"- model - baseline {lift['metric']}: {lift['difference']:+.4f}{ci}"]
     return "\n".join(lines) + "\n"
 
 
