@@ -16,6 +16,8 @@ from qdup.config import STAGES, RetrainConfig
 from qdup.errors import ConfigError, QdupError
 from qdup.runtime import VERBOSE, apply_tf_thread_defaults, import_tensorflow_quietly
 
+# Commands that load a model: TensorFlow starts before them, without its start-up noise.
+TENSORFLOW_COMMANDS = frozenset({"predict", "search", "index", "mine", "serve-model", "reproduce"})
 # Modules with a `register(subparsers)` function adding their commands.
 COMMAND_MODULES: tuple[str, ...] = ("qdup.cli.registry", "qdup.cli.serve", "qdup.cli.search", "qdup.cli.release")
 
@@ -336,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
         os.environ[VERBOSE] = "1"
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
     try:
+        if args.command in TENSORFLOW_COMMANDS:
+            import_tensorflow_quietly()  # before any command module imports TensorFlow
         return args.func(args)
     except Exception as exc:
         from pydantic import ValidationError
