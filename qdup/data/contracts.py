@@ -233,7 +233,9 @@ def _failure(r: dict[str, Any], raw: pd.DataFrame | None, shown: int) -> Failure
             row_id = raw.at[idx, "id"] if raw is not None and "id" in raw.columns and idx in raw.index else None
             examples.append({"row": int(idx), "id": row_id, "value": _describe(value)})
     else:
-        observed = f"observed {res.get('observed_value')!r}"
+        value = res.get("observed_value")
+        # numpy scalars print as np.float64(...); people read the plain number.
+        observed = f"observed {(value.item() if hasattr(value, 'item') else value)!r}"
     return Failure(cfg["type"], column, desc, observed, examples)
 
 
