@@ -104,7 +104,7 @@ def run(p, ctx) -> None:
     from qdup.data import splits
     from qdup.model.encode import encode
     from qdup.model.network import TripletLoss, load_encoder
-    from qdup.model.vocab import read_vocabulary
+    from qdup.model.vocabulary_file import read_vocabulary
 
     p.imported()
     cfg = ctx.cfg

@@ -12,13 +12,10 @@ import tensorflow as tf
 from qdup.config import VocabConfig
 from qdup.errors import QdupError
 from qdup.fileio import atomic_write_text
+from qdup.model.vocabulary_file import OOV_ID, PAD_ID, read_vocabulary
 
 STANDARDIZE = "lower_and_strip_punctuation"
 SPLIT = "whitespace"
-PAD_ID = 0
-OOV_ID = 1
-PAD_TOKEN = ""
-OOV_TOKEN = "[UNK]"
 # Texts are pushed through TensorFlow in slices this big, so memory stays bounded on 400k questions.
 VECTORIZE_BATCH = 8192
 
@@ -72,24 +69,6 @@ def write_vocabulary(vectorizer: keras.layers.TextVectorization, path: Path) -> 
     vocab = vectorizer.get_vocabulary(include_special_tokens=True)
     atomic_write_text(Path(path), "\n".join(vocab) + "\n")
     return len(vocab)
-
-
-def read_vocabulary(path: Path) -> list[str]:
-    """The token list written by `write_vocabulary`, special tokens included."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise QdupError(f"vocabulary file not found: {path}") from None
-    if not text.endswith("\n"):
-        raise QdupError(f"vocabulary file {path} is truncated (no final newline)")
-    # split("\n"), not splitlines(): tokens may contain other Unicode line-break characters.
-    tokens = text[:-1].split("\n")
-    if tokens[:2] != [PAD_TOKEN, OOV_TOKEN]:
-        raise QdupError(f"vocabulary file {path} does not start with the padding and {OOV_TOKEN} lines: {tokens[:2]!r}")
-    if len(tokens) <= 2:
-        raise QdupError(f"vocabulary file {path} holds no words")
-    return tokens
 
 
 def load_vectorizer(path: Path) -> keras.layers.TextVectorization:

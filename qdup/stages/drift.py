@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 
 from qdup.config import ValidateConfig
 from qdup.data import drift
-from qdup.model.vocab import read_vocabulary
+from qdup.model.vocabulary_file import read_vocabulary
 
 
 def build_drift(
