@@ -73,6 +73,13 @@ def baseline_markdown(metrics: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def pair_gate_metric(cfg: RetrainConfig) -> str:
+    """The pair metric the model's lift over the baseline is measured on: the gate's, or ROC-AUC when the gate is a retrieval metric."""
+    from qdup.evaluation.bootstrap import METRICS
+
+    return cfg.publish.gate_metric if cfg.publish.gate_metric in METRICS else "roc_auc"
+
+
 def evaluate_inputs(splits_key: str, vocab_key: str, train_key: str, cfg: RetrainConfig) -> dict[str, Any]:
     """What the evaluate stage's key hashes."""
     return {
@@ -82,7 +89,7 @@ def evaluate_inputs(splits_key: str, vocab_key: str, train_key: str, cfg: Retrai
         "max_length": cfg.model.max_length,
         "evaluate": params(cfg.evaluate),
         "seed": cfg.seed,
-        "gate_metric": cfg.publish.gate_metric,
+        "gate_metric": pair_gate_metric(cfg),
         "code": code_fingerprint("qdup.stages.evaluate", "tasks.evaluate"),
     }
 
@@ -100,7 +107,7 @@ def evaluate_task(splits: StageResult, vocab: StageResult, train: StageResult, c
 
         return build_evaluate(
             splits.path, vocab.file("vocabulary.txt"), train.file("encoder.keras"), cfg.model, cfg.evaluate, out,
-            seed=cfg.seed, gate_metric=cfg.publish.gate_metric,
+            seed=cfg.seed, gate_metric=pair_gate_metric(cfg),
         )
 
     result = run_stage("evaluate", inputs, build, log)

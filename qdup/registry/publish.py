@@ -366,7 +366,11 @@ def publish_version(
 
     metrics = stages["evaluate"].manifest["metrics"]
     challenger = gate_value(metrics, metric, stages["retrieval"].manifest if "retrieval" in stages else None)
-    baseline = check_baseline(metrics, metric, cfg.publish.min_lift_over_baseline)
+    # The lexical baseline scores pairs: with a retrieval gate metric, the lift is measured on ROC-AUC
+    # (as the evaluate stage does); the retrieval stage reports its own lexical figures beside the model's.
+    from qdup.evaluation.bootstrap import METRICS
+
+    baseline = check_baseline(metrics, metric if metric in METRICS else "roc_auc", cfg.publish.min_lift_over_baseline)
     for _ in range(max_attempts):
         current = store.aliases().get("production")
         prod = measure_production(store, current, stages, metric)
