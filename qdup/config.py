@@ -126,6 +126,21 @@ class ModelConfig(_Section):
     l2: float = Field(default=0.0, ge=0, description="L2 penalty on the embedding and LSTM kernels")
     max_length: int = Field(default=64, gt=0, description="questions are truncated to this many tokens")
     mask_padding: bool = True
+    subwords: bool = Field(
+        default=False,
+        description="add hashed character n-gram embeddings (fastText style) to each word's embedding, computed from the raw "
+        "text inside the exported model: rare, misspelled and out-of-vocabulary words get vectors",
+    )
+    subword_buckets: int = Field(default=200_000, gt=0, description="hash buckets of the character n-grams (embedding rows)")
+    subword_ngrams: tuple[int, int] = Field(default=(3, 5), description="n-gram sizes, on the word wrapped in '<' and '>'")
+    subword_max_per_word: int = Field(default=32, gt=0, description="a word keeps its first this many n-grams")
+
+    @field_validator("subword_ngrams")
+    @classmethod
+    def _subword_ngrams(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if not 1 <= v[0] <= v[1] <= 10:
+            raise ValueError("must be (low, high) with 1 <= low <= high <= 10")
+        return v
 
 
 class TrainConfig(_Section):
@@ -134,7 +149,19 @@ class TrainConfig(_Section):
     epochs: int = Field(default=50, gt=0, description="at most; early stopping usually ends training sooner")
     batch_size: int = Field(default=256, gt=1)
     learning_rate: float = Field(default=0.01, gt=0)
-    margin: float = Field(default=0.25, ge=0)
+    loss: Literal["triplet", "softmax"] = Field(
+        default="triplet",
+        description="triplet: the reference course's hard + mean negative triplet loss; softmax: symmetric in-batch "
+        "multiple-negatives ranking loss (InfoNCE). Both mask in-batch false negatives (same duplicate cluster)",
+    )
+    margin: float = Field(default=0.25, ge=0, description="triplet loss margin")
+    scale: float = Field(default=20.0, gt=0, description="softmax loss: cosines are multiplied by this before the softmax")
+    hard_negatives: float = Field(
+        default=0.0, ge=0, le=4,
+        description="labelled non-duplicates of the `negatives` split added to each batch, per duplicate pair (0: none); "
+        "they are candidates of every anchor and enter a CoSENT ranking term against the batch's duplicates",
+    )
+    negatives_weight: float = Field(default=1.0, gt=0, description="weight of the CoSENT ranking term when hard_negatives > 0")
     early_stopping_patience: int = Field(default=6, ge=1)
     lr_schedule: Literal["constant", "plateau", "cosine"] = Field(
         default="plateau",
