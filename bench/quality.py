@@ -148,6 +148,15 @@ def stage_path(record: dict[str, Any], stage: str) -> Path | None:
     return Path(s["path"]) if s else None
 
 
+def selection_figures(record: dict[str, Any]) -> dict[str, Any]:
+    """What configurations are chosen by (never the test figures): the encoder's calibration ROC-AUC and each
+    retrieval method's MRR@10 on the retrieval stage's validation part."""
+    metrics = json.loads((stage_path(record, "evaluate") / "metrics.json").read_text())
+    retrieval = json.loads((stage_path(record, "retrieval") / "retrieval.json").read_text())
+    return {"calibration_roc_auc": metrics["calibration"]["ranking"]["roc_auc"],
+            "retrieval_val_mrr@10": {m: retrieval[m]["val"]["mrr@10"] for m in ("dense", "lexical", "hybrid") if m in retrieval}}
+
+
 def training_facts(record: dict[str, Any], process: dict[str, Any]) -> dict[str, Any]:
     train = record["stages"]["train"]["manifest"]
     history = train["history"]
@@ -231,6 +240,7 @@ def run_sample(proto: dict[str, Any], work: Path, config: Path | None, timeout_s
     test, scores = pair_scores(record)
     y = test["is_duplicate"].to_numpy(dtype=np.int64)
     result: dict[str, Any] = {"training": training_facts(record, run["process"]), "test_pairs": len(y),
+                              "selection": selection_figures(record),
                               "pairs": pair_figures(y, scores, pair_groups(test), proto["bootstrap"], proto["seed"])}
     # The retrieval stage's own split (question-disjoint from training), re-ranked here for per-query figures.
     retrieval = stage_path(record, "retrieval")
@@ -325,6 +335,7 @@ def run_larger(proto: dict[str, Any], work: Path, config: Path | None, timeout_s
     test, scores = pair_scores(record)
     y = test["is_duplicate"].to_numpy(dtype=np.int64)
     result: dict[str, Any] = {"training": training_facts(record, run["process"]), "data": c, "test_pairs": len(y),
+                              "selection": selection_figures(record),
                               "pairs": pair_figures(y, scores, pair_groups(test), proto["bootstrap"], proto["seed"])}
     searcher, version = version_searcher(record, work / "larger", data["corpus"])
     per_query = rank_queries(searcher, data["corpus"], data["queries"], data["relevant"], p["retrieval_k"], proto["methods"])
@@ -365,6 +376,13 @@ def render(results: dict[str, dict[str, Any]]) -> str:
                 mark = " (search default)" if method == r.get("search_default") else ""
                 lines.append(f"| {label} | {method}{mark} | {_fig(f['mrr@10'])} | {_fig(f['ndcg@10'])} | {_fig(f['recall@10'])} "
                              f"| {_fig(f.get('mrr@10_minus_lexical'), True)} |")
+        lines += ["", "Selection figures (what configurations are chosen by; never test):", "",
+                  "| configuration | calibration ROC-AUC (encoder) | retrieval validation MRR@10: dense / lexical / hybrid |", "|---|---|---|"]
+        for label, r in have.items():
+            sel = r.get("selection")
+            if sel:
+                mrr = " / ".join(f"{v:.4f}" for v in sel["retrieval_val_mrr@10"].values())
+                lines.append(f"| {label} | {sel['calibration_roc_auc']:.4f} | {mrr} |")
         lines += ["", "| configuration | training s | epochs (best) | whole run s | peak RSS GiB | measured |", "|---|---|---|---|---|---|"]
         for label, r in have.items():
             t = r["training"]
