@@ -24,6 +24,10 @@ STAGES: tuple[str, ...] = (
 )
 
 
+# The splits the splits stage writes (qdup.data.splits.SPLITS), each validated by its own suite.
+SPLIT_NAMES: tuple[str, ...] = ("train", "negatives", "val", "test", "calibration")
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -77,12 +81,20 @@ class ValidateConfig(_Section):
     split_suites: dict[str, str] = Field(
         default_factory=lambda: {
             "train": "qqp_split_duplicates.v1",
+            "negatives": "qqp_split_negatives.v1",
             "val": "qqp_split_duplicates.v1",
             "test": "qqp_split_labelled.v1",
             "calibration": "qqp_split_labelled.v1",
         }
     )
     failed_rows_shown: int = Field(default=5, ge=1, le=100)
+
+    @field_validator("split_suites")
+    @classmethod
+    def _a_suite_per_split(cls, v: dict[str, str]) -> dict[str, str]:
+        if set(v) != set(SPLIT_NAMES):
+            raise ValueError(f"needs exactly one suite for each split {list(SPLIT_NAMES)}, got {sorted(v)}")
+        return v
     drift: Literal["warn", "block", "off"] = Field(
         default="warn",
         description="drift against the production version's data: warn (report only), block (fail the run), off",
@@ -91,11 +103,27 @@ class ValidateConfig(_Section):
 
 
 class SplitConfig(_Section):
-    """The positional split of the reference course; counts (>= 1) or fractions of all rows (< 1)."""
+    """How the data is cut; counts (>= 1) or fractions of all rows (< 1).
 
+    The training range is cut into three contiguous regions: train (duplicates -> `train`,
+    non-duplicates -> `negatives`), val (duplicates -> `val`) and calibration (the last
+    `calibration_fraction` of its rows, every pair -> `calibration`, the selection split).
+    """
+
+    mode: Literal["positional", "question_disjoint"] = Field(
+        default="positional",
+        description="positional: the first n_train rows are the training range, the next n_test rows test (the reference "
+        "course's split); question_disjoint: whole connected components of the question graph are drawn (seeded) so that "
+        "test shares no question with any other split",
+    )
     n_train: float = Field(default=300_000, gt=0)
     n_test: float = Field(default=10_240, gt=0)
-    val_fraction: float = Field(default=0.2, gt=0, lt=1)
+    val_fraction: float = Field(
+        default=0.1, gt=0, lt=1, description="share of the duplicates before the calibration region that go to val"
+    )
+    calibration_fraction: float = Field(
+        default=0.15, gt=0, le=0.5, description="the last share of the training range's rows: the calibration split"
+    )
 
     @field_validator("n_train", "n_test")
     @classmethod
@@ -103,6 +131,25 @@ class SplitConfig(_Section):
         if v >= 1 and v != int(v):
             raise ValueError("must be a whole count (>= 1) or a fraction (< 1)")
         return v
+
+    @model_validator(mode="after")
+    def _every_split_possible(self) -> SplitConfig:
+        # What can be told without the data; the rest is checked by the splits stage (a ConfigError too).
+        if self.n_train < 1 and self.n_test < 1 and self.n_train + self.n_test > 1:
+            raise ValueError(f"n_train + n_test = {self.n_train} + {self.n_test} is more than all the rows")
+        if self.n_train >= 1:
+            n_cal = round(self.n_train * self.calibration_fraction)
+            if n_cal < 1:
+                raise ValueError(
+                    f"calibration_fraction={self.calibration_fraction} of n_train={int(self.n_train)} rows leaves an empty "
+                    f"calibration split"
+                )
+            if int(self.n_train) - n_cal < 2:
+                raise ValueError(
+                    f"calibration_fraction={self.calibration_fraction} of n_train={int(self.n_train)} rows leaves fewer "
+                    f"than 2 rows for train and val"
+                )
+        return self
 
 
 class VocabConfig(_Section):
