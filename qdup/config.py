@@ -18,9 +18,9 @@ LABEL_CONVENTION = (
     "predicted duplicate iff similarity >= threshold"
 )
 
-Stage = Literal["fetch", "validate", "drift", "splits", "vocab", "train", "evaluate", "retrieval", "export", "index", "publish"]
+Stage = Literal["fetch", "validate", "drift", "splits", "vocab", "pretrain", "train", "evaluate", "retrieval", "export", "index", "publish"]
 STAGES: tuple[str, ...] = (
-    "fetch", "validate", "drift", "splits", "vocab", "train", "evaluate", "retrieval", "export", "index", "publish",
+    "fetch", "validate", "drift", "splits", "vocab", "pretrain", "train", "evaluate", "retrieval", "export", "index", "publish",
 )
 
 
@@ -223,6 +223,24 @@ class TrainConfig(_Section):
     )
 
 
+class PretrainConfig(_Section):
+    """Optional self-supervised pre-training of the encoder (SimCSE style) before `train`.
+
+    Every distinct question of the train region (the `train` and `negatives` splits: questions of labelled
+    non-duplicates too) is paired with itself; the two dropout views of a question are positives, the batch's
+    other questions negatives (in-batch softmax loss). Early stopping on the `val` duplicates' loss. `train`
+    then starts from these weights.
+    """
+
+    enabled: bool = False
+    epochs: int = Field(default=5, gt=0, description="at most; early stopping on the val duplicates usually ends sooner")
+    batch_size: int = Field(default=256, gt=1)
+    learning_rate: float = Field(default=0.005, gt=0)
+    scale: float = Field(default=20.0, gt=0, description="in-batch softmax scale")
+    early_stopping_patience: int = Field(default=2, ge=1)
+    max_questions: int = Field(default=200_000, gt=1, description="a seeded sample of at most this many questions")
+
+
 class EvalConfig(_Section):
     reference_threshold: float = Field(default=0.7, ge=-1, le=1)
     sweep_step: float = Field(default=0.05, gt=0, le=0.5)
@@ -348,12 +366,20 @@ class RetrainConfig(_Section):
     split: SplitConfig = SplitConfig()
     vocab: VocabConfig = VocabConfig()
     model: ModelConfig = ModelConfig()
+    pretrain: PretrainConfig = PretrainConfig()
     train: TrainConfig = TrainConfig()
     evaluate: EvalConfig = EvalConfig()
     publish: PublishConfig = PublishConfig()
     search: SearchConfig = SearchConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _pretraining_needs_two_views(self) -> RetrainConfig:
+        if self.pretrain.enabled and self.model.dropout == 0 and self.model.token_dropout == 0 and self.model.spatial_dropout == 0:
+            raise ValueError("pretrain.enabled needs model.dropout, model.spatial_dropout or model.token_dropout > 0: "
+                             "the two views of a question differ only by dropout")
+        return self
 
     def runs_through(self, stage: str) -> bool:
         """True when `stage` is at or before the stage the run stops after."""

@@ -428,6 +428,7 @@ def train_model(
     on_epoch_end: EpochHook | None = None,
     log: Callable[[str], None] = print,
     negatives_df: pd.DataFrame | None = None,
+    init_encoder: Path | None = None,
 ) -> TrainResult:
     """Train an encoder on the duplicate pairs of `train_df`, early-stopping on `val_df`'s loss.
 
@@ -445,6 +446,7 @@ def train_model(
       state.json (epoch, early-stopping state, history). Calling again with the same work_dir,
       data and configs after an interruption resumes at the epoch after the last checkpoint;
       a work_dir holding another run's checkpoints is refused.
+    - `init_encoder` (a saved encoder of the same configuration, e.g. the pretrain stage's) gives the starting weights.
     - TensorBoard logs go to work_dir/tensorboard; the best encoder to work_dir/encoder.keras.
     - `log` receives one line per epoch; `on_epoch_end(epoch, total_epochs, logs)` is called after
       the epoch's checkpoint is committed, so an exception there loses no work.
@@ -498,6 +500,10 @@ def train_model(
         ),
     }
     fingerprint = _fingerprint(model_cfg, train_cfg, seed, vocab_size, train, val)
+    if init_encoder is not None:
+        init_sha = hashlib.sha256(Path(init_encoder).read_bytes()).hexdigest()
+        fingerprint = sha256_json({"run": fingerprint, "init_encoder": init_sha})
+        facts["init_encoder_sha256"] = init_sha
     state_path = ckpt_dir / STATE_FILE
 
     keras.utils.set_random_seed(seed)
@@ -534,7 +540,13 @@ def train_model(
             "stopped_early": False,
             "history": [],
         }
-        model = build_siamese(build_encoder(vocab_size, model_cfg))
+        encoder = build_encoder(vocab_size, model_cfg)
+        if init_encoder is not None:
+            start_from = keras.saving.load_model(init_encoder, safe_mode=True, compile=False)
+            if [w.shape for w in start_from.weights] != [w.shape for w in encoder.weights]:
+                raise QdupError(f"{init_encoder}: the starting encoder's weights do not fit this model configuration")
+            encoder.set_weights(start_from.get_weights())
+        model = build_siamese(encoder)
         # XLA off: every batch has its own padded length, which would recompile per shape, and
         # the cuDNN LSTM kernel is not XLA-compatible anyway.
         model.compile(

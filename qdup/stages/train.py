@@ -28,8 +28,10 @@ def build_train(
     out_dir: Path,
     on_epoch_end: Callable[[int, int, dict[str, float]], None] | None = None,
     log: LogFn = stderr_log,
+    init_encoder: Path | None = None,
 ) -> dict[str, Any]:
-    """Train on `splits_dir`'s train/val splits; checkpoints go to `work_dir` (kept on a crash, removed after)."""
+    """Train on `splits_dir`'s train/val splits (from `init_encoder`'s weights when given, the pretrain stage's);
+    checkpoints go to `work_dir` (kept on a crash, removed after)."""
     vectorizer = vocab.load_vectorizer(vocab_file)
     negatives = None
     if train_cfg.hard_negatives > 0:
@@ -40,6 +42,7 @@ def build_train(
     result = train.train_model(
         read_split(splits_dir / "train.parquet"), read_split(splits_dir / "val.parquet"), vectorizer,
         model_cfg, train_cfg, seed, work_dir, on_epoch_end=on_epoch_end, log=log, negatives_df=negatives,
+        init_encoder=init_encoder,
     )
     shutil.copyfile(result.encoder_path, out_dir / ENCODER_FILE)
     shutil.copytree(result.tensorboard_dir, out_dir / "tensorboard")
