@@ -231,6 +231,25 @@ def rank_queries(searcher, corpus: list[str], queries: np.ndarray, relevant: lis
 # ---------------------------------------------------------------- protocols
 
 
+def scoring_throughput(record: dict[str, Any], home: Path, test: pd.DataFrame, repeats: int = 5) -> dict[str, Any]:
+    """In-process batch scoring of the test pairs (real-length text) by the exported model: pairs per second."""
+    import time
+
+    from qdup.registry.store import ArtifactStore
+    from qdup.serving.predictor import load_inference
+
+    store = ArtifactStore(str(home / "store"))
+    predictor = load_inference(store.open_version(record["published"]["version"]) / "model")
+    q1, q2 = test["question1"].tolist(), test["question2"].tolist()
+    predictor.similarity(q1, q2)  # warm: graph tracing
+    t0, c0 = time.perf_counter(), time.process_time()
+    for _ in range(repeats):
+        predictor.similarity(q1, q2)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {"pairs_per_s": round(repeats * len(q1) / wall), "pairs_per_cpu_s": round(repeats * len(q1) / cpu), "pairs": len(q1),
+            "repeats": repeats, "load": round(os.getloadavg()[0], 2)}
+
+
 def run_sample(proto: dict[str, Any], work: Path, config: Path | None, timeout_s: float) -> dict[str, Any]:
     from qdup.search.retrieval import retrieval_split
 
@@ -253,6 +272,7 @@ def run_sample(proto: dict[str, Any], work: Path, config: Path | None, timeout_s
     result["retrieval_counts"] = {"corpus": len(split.corpus), "queries": len(split.test)}
     result["search_default"] = searcher.default_method
     result["version"] = version
+    result["scoring"] = scoring_throughput(record, work / "sample", test)
     return result
 
 
@@ -383,12 +403,16 @@ def render(results: dict[str, dict[str, Any]]) -> str:
             if sel:
                 mrr = " / ".join(f"{v:.4f}" for v in sel["retrieval_val_mrr@10"].values())
                 lines.append(f"| {label} | {sel['calibration_roc_auc']:.4f} | {mrr} |")
-        lines += ["", "| configuration | training s | epochs (best) | whole run s | peak RSS GiB | measured |", "|---|---|---|---|---|---|"]
+        lines += ["", "| configuration | training s | epochs (best) | whole run s (CPU s) | peak RSS GiB | scoring pairs/s (per CPU s) | measured |",
+                  "|---|---|---|---|---|---|---|"]
         for label, r in have.items():
             t = r["training"]
             pre = f" + pretrain {t['pretrain_seconds']}" if "pretrain_seconds" in t else ""
+            sc = r.get("scoring")
+            score = f"{sc['pairs_per_s']:,} ({sc['pairs_per_cpu_s']:,})" if sc else "—"
             lines.append(f"| {label} | {t['train_seconds']}{pre} | {t['epochs_run']} ({t['best_epoch']}) | {t['run_wall_seconds']} "
-                         f"| {t['peak_rss_gib']} | {results[label]['meta']['finished'][:16]}, load {results[label]['meta']['load_before']} |")
+                         f"({t['run_cpu_seconds']}) | {t['peak_rss_gib']} | {score} | {results[label]['meta']['finished'][:16]}, "
+                         f"load {results[label]['meta']['load_before']} |")
         if proto == "larger":
             c = next(iter(have.values()))["data"]
             lines += ["", f"Larger data: {c['rows']:,} rows ({c['train_shared_pairs']:,} shared training-cluster pairs, "
