@@ -43,11 +43,15 @@ def evaluate_pairs(pairs: pd.DataFrame, encode: Encode, cfg: SearchConfig, seed:
     return evaluate_retrieval(split, encode(split.corpus), cfg=cfg)
 
 
-def dense_test_metrics(pairs: pd.DataFrame, encode: Encode, cfg: SearchConfig, seed: int) -> dict[str, float]:
-    """The dense figures alone on the test part (re-scoring another model on a challenger's split for the gate)."""
+def dense_part_metrics(pairs: pd.DataFrame, encode: Encode, cfg: SearchConfig, seed: int, part: str = "val") -> dict[str, float]:
+    """The dense figures alone on one part, "val" or "test" (re-scoring another model on a challenger's split: the
+    gate reads the validation part)."""
+    if part not in ("val", "test"):
+        raise QdupError(f"retrieval part must be 'val' or 'test', got {part!r}")
     split = retrieval_split(pairs, val_fraction=cfg.retrieval_val_fraction, seed=seed)
-    ranked, _ = dense_rankings(encode(split.corpus), split.test.queries, cfg.retrieval_k)
-    return ranking_metrics(ranked, split.test.relevant)
+    queries = split.val if part == "val" else split.test
+    ranked, _ = dense_rankings(encode(split.corpus), queries.queries, cfg.retrieval_k)
+    return ranking_metrics(ranked, queries.relevant)
 
 
 def build_retrieval(
@@ -78,11 +82,13 @@ def build_retrieval(
 
 
 def summary(result: dict[str, Any]) -> dict[str, Any]:
-    """The figures that go into the lineage manifest: each method's test metrics, the hybrid's choice, the best method."""
+    """The figures that go into the lineage manifest: each method's validation (what the gate reads) and test (reported
+    only) metrics, the hybrid's choice, the best method."""
     return {
         "best": result["best"],
         "select_metric": result["select_metric"],
         "hybrid": {"method": result["hybrid"]["method"], "weight": result["hybrid"]["weight"]},
+        "val": {name: result[name]["val"] for name in ("lexical", "dense", "hybrid")},
         "test": {name: result[name]["test"] for name in ("lexical", "dense", "hybrid")},
         "counts": result["counts"],
     }
