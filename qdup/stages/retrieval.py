@@ -18,19 +18,24 @@ from qdup.search.retrieval import METRIC_NAMES, dense_rankings, ranking_metrics,
 
 RESULT_FILE = "retrieval.json"
 PAIRS_FILE = "retrieval_pairs.parquet"
+# The splits whose questions training may see.
+TRAINED_ON = ("train", "negatives")
 Encode = Callable[[Sequence[str]], np.ndarray]
 
 
 def retrieval_pairs(splits_dir: Path) -> pd.DataFrame:
     """The labelled pairs the retrieval evaluation may use: test and calibration, minus any pair with a training question.
 
-    Test and calibration rows are never trained on (calibration only chose the threshold; the `val`
-    duplicates inside it only chose the epoch). Pairs holding a question of the `train` split are dropped
-    so that no query, relevant question or distractor was seen in training: the split is question-disjoint
-    from training, as the sentence-transformers Quora example's is.
+    Test and calibration rows are never trained on (calibration only chooses the threshold and gates
+    promotion; early stopping uses `val`, which calibration does not hold). Pairs holding a question of a
+    split training reads (`train`, and the `negatives` it may take as explicit negatives) are dropped so that
+    no query, relevant question or distractor was seen in training: the split is question-disjoint from
+    training, as the sentence-transformers Quora example's is.
     """
-    train = read_split(splits_dir / "train.parquet")
-    seen = set(train["question1"]) | set(train["question2"])
+    seen: set[str] = set()
+    for name in TRAINED_ON:
+        part = read_split(splits_dir / f"{name}.parquet")
+        seen |= set(part["question1"]) | set(part["question2"])
     held = pd.concat([read_split(splits_dir / f"{n}.parquet") for n in ("test", "calibration")], ignore_index=True)
     held = held.drop_duplicates(subset=["id"]) if "id" in held.columns else held
     keep = ~(held["question1"].isin(seen) | held["question2"].isin(seen))
@@ -73,7 +78,7 @@ def build_retrieval(
     # the questions it searches (IDF needs no labels, so this leaks nothing).
     result["lexical_fitted_on"] = "retrieval corpus"
     result["pairs"] = {"rows": len(pairs), "duplicates": int(pairs["is_duplicate"].sum()), "from": ["test", "calibration"],
-                       "excluded": "pairs with a question of the train split"}
+                       "excluded": f"pairs with a question of the {' or '.join(TRAINED_ON)} split"}
     atomic_write_json(out_dir / RESULT_FILE, result)
     pairs.to_parquet(out_dir / PAIRS_FILE, index=False)
     # What fixes the split: equal entries mean two models were measured on the same queries and corpus.
