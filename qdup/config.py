@@ -26,6 +26,9 @@ STAGES: tuple[str, ...] = (
 
 # The splits the splits stage writes (qdup.data.splits.SPLITS), each validated by its own suite.
 SPLIT_NAMES: tuple[str, ...] = ("train", "negatives", "val", "test", "calibration")
+# The selection split: thresholds, the promotion gate and its baseline-lift check are chosen or decided on it;
+# `test` is reported only.
+SELECTION_SPLIT = "calibration"
 
 
 class _Section(BaseModel):

@@ -2,7 +2,8 @@
 
 The card reads what the manifest holds and says "not recorded" for what an older version lacks.
 Beyond `qdup.registry.publish.lineage_manifest`'s keys it uses, when present:
-- manifest["metrics"]["intervals"]: `qdup.evaluation.bootstrap.bootstrap_intervals` of the model on test;
+- manifest["metrics"]["intervals"]: `qdup.evaluation.bootstrap.bootstrap_intervals` of the model on test (its
+  "method" and "groups" say whether whole question clusters were resampled);
 - manifest["metrics"]["baseline"]: the lexical baseline block (`qdup.evaluation.baseline.baseline_metrics`,
   or the same flattened like manifest["metrics"]["test"]), with its own optional "intervals";
 - manifest["metrics"]["lift_over_baseline"]: `paired_difference` model - baseline (see `qdup.evaluation.trust`);
@@ -98,6 +99,9 @@ def _values(manifest: dict[str, Any]) -> _Values:
         v["level"] = f"{intervals.get('level', 0.95):.0%}"
         v["resamples"] = f"{intervals.get('resamples', 0):,}"
         v["seed"] = intervals.get("seed")
+        v["intervals_method"] = intervals.get("method") or "percentile bootstrap over test pairs (threshold fixed)"
+        groups = intervals.get("groups")
+        v["groups_text"] = f"; {groups:,} question clusters in {intervals.get('n', 0):,} test pairs" if groups else ""
     return v
 
 
@@ -204,13 +208,17 @@ def _metrics(manifest: dict[str, Any], texts: dict[str, Any], v: _Values) -> lis
     if metrics.get("lift_over_baseline"):
         lift = format_paired_difference(metrics["lift_over_baseline"], a="model", b="lexical baseline")
         lines.append(f"Paired on the same resamples: {lift}.")
+    lines.append(texts["selection_description"])
     cal = metrics.get("calibration") or {}
     if cal.get("roc_auc") is not None:
-        lines.append(f"On the calibration split: ROC AUC {_f(cal.get('roc_auc'))}, PR AUC {_f(cal.get('pr_auc'))}.")
+        extra = "".join(f", {label} {_f(cal[key])}" for key, label in (("accuracy", "accuracy"), ("f1", "F1")) if cal.get(key) is not None)
+        lines.append(f"On the calibration split (the selection split): ROC AUC {_f(cal.get('roc_auc'))}, "
+                     f"PR AUC {_f(cal.get('pr_auc'))}{extra}.")
     gate = manifest.get("compared_against") or {}
     if gate.get("paired_difference"):
         pd_ = gate["paired_difference"]
-        lines.append(f"Against production {gate.get('version')}: {pd_.get('text') or format_paired_difference(pd_)}.")
+        on = f" on {gate['split']}" if gate.get("split") else ""
+        lines.append(f"Against production {gate.get('version')}{on}: {pd_.get('text') or format_paired_difference(pd_)}.")
     return lines + [""]
 
 

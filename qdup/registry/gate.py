@@ -1,8 +1,10 @@
 """Gate helpers beside `qdup.registry.publish.decide`: the lift over the lexical baseline, and paired differences.
 
 The metrics dict is an evaluation's metrics.json; its lexical baseline block (from
-`qdup.evaluation.baseline.baseline_metrics`) sits under "baseline" with the same "test" shape as
-the model's, so `publish.gate_value` reads a metric from either side the same way.
+`qdup.evaluation.baseline.baseline_metrics`) sits under "baseline" with the same "calibration" and
+"test" shapes as the model's, so `publish.gate_value` reads a metric from either side the same way.
+Like the promotion decision, the lift check reads the calibration split (`publish.GATE_SPLIT`): test
+is reported only.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from qdup.evaluation.bootstrap import format_paired_difference
-from qdup.registry.publish import GateDecision, gate_value
+from qdup.registry.publish import GATE_SPLIT, GateDecision, gate_value
 
 CONFIG_KEY = "publish.min_lift_over_baseline"
 
@@ -28,23 +30,26 @@ class BaselineCheck:
     baseline: float | None
     lift: float | None
     min_lift: float | None
+    split: str = GATE_SPLIT
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
 def lift_over_baseline(metrics: dict[str, Any], metric: str) -> dict[str, Any] | None:
-    """{metric, model, baseline, baseline_name, lift = model - baseline} on test; None without a baseline block."""
+    """{metric, model, baseline, baseline_name, lift = model - baseline, split} on the gate's split (calibration), each
+    side at its own calibration-chosen threshold; None without a baseline block."""
     block = metrics.get("baseline")
     if not block:
         return None
-    model = gate_value(metrics, metric)
-    baseline = gate_value(block, metric)
-    return {"metric": metric, "model": model, "baseline": baseline, "baseline_name": block.get("name", "baseline"), "lift": model - baseline}
+    model = gate_value(metrics, metric, split=GATE_SPLIT)
+    baseline = gate_value(block, metric, split=GATE_SPLIT)
+    return {"metric": metric, "model": model, "baseline": baseline, "baseline_name": block.get("name", "baseline"),
+            "lift": model - baseline, "split": GATE_SPLIT}
 
 
 def check_baseline(metrics: dict[str, Any], metric: str, min_lift: float | None) -> BaselineCheck:
-    """Whether the challenger beats the lexical baseline by at least `min_lift` on `metric` (test split).
+    """Whether the challenger beats the lexical baseline by at least `min_lift` on `metric` (calibration split).
 
     `min_lift` None: the requirement is off (always ok; the lift is still reported when measured).
     With a requirement but no baseline block in the metrics, promotion is refused: a check that
@@ -60,7 +65,10 @@ def check_baseline(metrics: dict[str, Any], metric: str, min_lift: float | None)
             metric, None, None, None, min_lift,
         )
     name, model, base, diff = lift["baseline_name"], lift["model"], lift["baseline"], lift["lift"]
-    measured = f"challenger {metric}={model:.4f} vs lexical baseline ({name}) {metric}={base:.4f}: lift {diff:+.4f}"
+    measured = (
+        f"challenger {metric}={model:.4f} vs lexical baseline ({name}) {metric}={base:.4f} on the {GATE_SPLIT} split: "
+        f"lift {diff:+.4f}"
+    )
     if min_lift is None:
         return BaselineCheck(True, f"{measured} (no minimum lift required)", metric, model, base, diff, None)
     if diff >= min_lift:

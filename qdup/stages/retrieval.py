@@ -18,19 +18,24 @@ from qdup.search.retrieval import METRIC_NAMES, dense_rankings, ranking_metrics,
 
 RESULT_FILE = "retrieval.json"
 PAIRS_FILE = "retrieval_pairs.parquet"
+# The splits whose questions training may see.
+TRAINED_ON = ("train", "negatives")
 Encode = Callable[[Sequence[str]], np.ndarray]
 
 
 def retrieval_pairs(splits_dir: Path) -> pd.DataFrame:
     """The labelled pairs the retrieval evaluation may use: test and calibration, minus any pair with a training question.
 
-    Test and calibration rows are never trained on (calibration only chose the threshold; the `val`
-    duplicates inside it only chose the epoch). Pairs holding a question of the `train` split are dropped
-    so that no query, relevant question or distractor was seen in training: the split is question-disjoint
-    from training, as the sentence-transformers Quora example's is.
+    Test and calibration rows are never trained on (calibration only chooses the threshold and gates
+    promotion; early stopping uses `val`, which calibration does not hold). Pairs holding a question of a
+    split training reads (`train`, and the `negatives` it may take as explicit negatives) are dropped so that
+    no query, relevant question or distractor was seen in training: the split is question-disjoint from
+    training, as the sentence-transformers Quora example's is.
     """
-    train = read_split(splits_dir / "train.parquet")
-    seen = set(train["question1"]) | set(train["question2"])
+    seen: set[str] = set()
+    for name in TRAINED_ON:
+        part = read_split(splits_dir / f"{name}.parquet")
+        seen |= set(part["question1"]) | set(part["question2"])
     held = pd.concat([read_split(splits_dir / f"{n}.parquet") for n in ("test", "calibration")], ignore_index=True)
     held = held.drop_duplicates(subset=["id"]) if "id" in held.columns else held
     keep = ~(held["question1"].isin(seen) | held["question2"].isin(seen))
@@ -43,11 +48,15 @@ def evaluate_pairs(pairs: pd.DataFrame, encode: Encode, cfg: SearchConfig, seed:
     return evaluate_retrieval(split, encode(split.corpus), cfg=cfg)
 
 
-def dense_test_metrics(pairs: pd.DataFrame, encode: Encode, cfg: SearchConfig, seed: int) -> dict[str, float]:
-    """The dense figures alone on the test part (re-scoring another model on a challenger's split for the gate)."""
+def dense_part_metrics(pairs: pd.DataFrame, encode: Encode, cfg: SearchConfig, seed: int, part: str = "val") -> dict[str, float]:
+    """The dense figures alone on one part, "val" or "test" (re-scoring another model on a challenger's split: the
+    gate reads the validation part)."""
+    if part not in ("val", "test"):
+        raise QdupError(f"retrieval part must be 'val' or 'test', got {part!r}")
     split = retrieval_split(pairs, val_fraction=cfg.retrieval_val_fraction, seed=seed)
-    ranked, _ = dense_rankings(encode(split.corpus), split.test.queries, cfg.retrieval_k)
-    return ranking_metrics(ranked, split.test.relevant)
+    queries = split.val if part == "val" else split.test
+    ranked, _ = dense_rankings(encode(split.corpus), queries.queries, cfg.retrieval_k)
+    return ranking_metrics(ranked, queries.relevant)
 
 
 def build_retrieval(
@@ -69,7 +78,7 @@ def build_retrieval(
     # the questions it searches (IDF needs no labels, so this leaks nothing).
     result["lexical_fitted_on"] = "retrieval corpus"
     result["pairs"] = {"rows": len(pairs), "duplicates": int(pairs["is_duplicate"].sum()), "from": ["test", "calibration"],
-                       "excluded": "pairs with a question of the train split"}
+                       "excluded": f"pairs with a question of the {' or '.join(TRAINED_ON)} split"}
     atomic_write_json(out_dir / RESULT_FILE, result)
     pairs.to_parquet(out_dir / PAIRS_FILE, index=False)
     # What fixes the split: equal entries mean two models were measured on the same queries and corpus.
@@ -78,11 +87,13 @@ def build_retrieval(
 
 
 def summary(result: dict[str, Any]) -> dict[str, Any]:
-    """The figures that go into the lineage manifest: each method's test metrics, the hybrid's choice, the best method."""
+    """The figures that go into the lineage manifest: each method's validation (what the gate reads) and test (reported
+    only) metrics, the hybrid's choice, the best method."""
     return {
         "best": result["best"],
         "select_metric": result["select_metric"],
         "hybrid": {"method": result["hybrid"]["method"], "weight": result["hybrid"]["weight"]},
+        "val": {name: result[name]["val"] for name in ("lexical", "dense", "hybrid")},
         "test": {name: result[name]["test"] for name in ("lexical", "dense", "hybrid")},
         "counts": result["counts"],
     }

@@ -239,7 +239,9 @@ def test_gate_on_a_retrieval_metric(trained):
     first, gated = trained["outputs"]["version"], trained["gated"]
     assert gated["published"] == "true" and gated["version"] != first
     decision = store.manifest(gated["version"])["compared_against"]
-    stored = store.manifest(first)["retrieval"]["test"]["dense"]["mrr@10"]
+    stored = store.manifest(first)["retrieval"]["val"]["dense"]["mrr@10"]
+    # The gate reads the retrieval validation part; its test part is reported only.
+    assert decision["split"] == "the retrieval validation part"
     # Same encoder, same retrieval split: the challenger equals production and passes with tolerance 0.
     assert decision["version"] == first and decision["production_measured_on"] == "stored metrics"
     assert decision["production"] == pytest.approx(stored) and decision["challenger"] == pytest.approx(stored)
