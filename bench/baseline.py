@@ -9,6 +9,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -95,12 +97,14 @@ def _metrics(y_cal, s_cal, y_test, s_test, reference: float) -> dict[str, Any]:
     }
 
 
-def run(p, ctx) -> None:
-    """Train the baseline on the bench's train split, then measure it like qdup's evaluate stage."""
+def run(p, ctx, capped_splits: Callable[[Any], Path], cpu_seconds: Callable[[], float]) -> None:
+    """Train the baseline on the bench's train split, then measure it like qdup's evaluate stage.
+
+    `capped_splits` and `cpu_seconds` are bench.stage's, handed in (bench.stage imports this module).
+    """
     import keras
     import tensorflow as tf
 
-    from bench.stage import capped_splits, cpu_seconds
     from qdup.data import splits
     from qdup.model.encode import encode
     from qdup.model.network import TripletLoss, load_encoder

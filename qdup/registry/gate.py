@@ -1,8 +1,8 @@
-"""Gate helpers beside `qdup.registry.publish.decide`: the lift over the lexical baseline, and paired differences.
+"""The promotion gate: the metric it reads, the decision against production, the lift over the lexical baseline, paired differences.
 
 The metrics dict is an evaluation's metrics.json; its lexical baseline block (from
 `qdup.evaluation.baseline.baseline_metrics`) sits under "baseline" with the same "test" shape as
-the model's, so `publish.gate_value` reads a metric from either side the same way.
+the model's, so `gate_value` reads a metric from either side the same way.
 """
 
 from __future__ import annotations
@@ -12,9 +12,66 @@ from dataclasses import dataclass
 from typing import Any
 
 from qdup.evaluation.bootstrap import format_paired_difference
-from qdup.registry.publish import GateDecision, gate_value
 
 CONFIG_KEY = "publish.min_lift_over_baseline"
+RETRIEVAL_PREFIX = "retrieval_"
+
+
+def gate_value(metrics: dict[str, Any], metric: str, retrieval: dict[str, Any] | None = None) -> float:
+    """The gate metric from an evaluation's metrics (test split, calibration-chosen threshold), or for a
+    `retrieval_*` metric the model's dense figure on the retrieval test part (`retrieval`: that stage's manifest)."""
+    if metric.startswith(RETRIEVAL_PREFIX):
+        if retrieval is None:
+            raise ValueError(f"gate metric {metric!r} needs the retrieval stage's metrics")
+        return float(retrieval["test"]["dense"][metric.removeprefix(RETRIEVAL_PREFIX)])
+    test = metrics["test"]
+    if metric in ("roc_auc", "pr_auc"):
+        return float(test["ranking"][metric])
+    value = test["at_threshold"][metric]
+    if value is None:
+        raise ValueError(f"metric {metric!r} is undefined for this model on test")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    promote: bool
+    reason: str
+    compared_against: str | None
+    challenger: float
+    production: float | None
+    production_measured_on: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "promote": self.promote,
+            "reason": self.reason,
+            "version": self.compared_against,
+            "challenger": self.challenger,
+            "production": self.production,
+            "production_measured_on": self.production_measured_on,
+        }
+
+
+def decide(
+    metric: str,
+    tolerance: float,
+    challenger: float,
+    production_version: str | None,
+    production: float | None,
+    measured_on: str | None,
+) -> GateDecision:
+    """Promote when there is no production yet, or challenger >= production - tolerance."""
+    if production_version is None:
+        return GateDecision(True, "first version: becomes production", None, challenger, None, None)
+    assert production is not None
+    ok = challenger >= production - tolerance
+    verdict = "at least as good as" if ok else "worse than"
+    reason = (
+        f"challenger {metric}={challenger:.4f} is {verdict} production {production_version} "
+        f"{metric}={production:.4f} (tolerance {tolerance}) on the same test split"
+    )
+    return GateDecision(ok, reason, production_version, challenger, production, measured_on)
 
 
 @dataclass(frozen=True)

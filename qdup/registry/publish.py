@@ -20,6 +20,7 @@ from qdup.evaluation.metrics import binary_metrics, ranking_metrics
 from qdup.evaluation.scores import TEST_SCORES_FILE, read_test_scores
 from qdup.fileio import atomic_write_text, sha256_json
 from qdup.log import LogFn, stderr_log
+from qdup.registry.gate import RETRIEVAL_PREFIX, GateDecision, decide, gate_value  # noqa: F401  (also publishing's interface)
 from qdup.registry.store import ArtifactStore, StoreError
 from qdup.stagecache import StageResult, params
 
@@ -54,66 +55,6 @@ def library_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             versions[name] = "not installed"
     return versions
-
-
-RETRIEVAL_PREFIX = "retrieval_"
-
-
-def gate_value(metrics: dict[str, Any], metric: str, retrieval: dict[str, Any] | None = None) -> float:
-    """The gate metric from an evaluation's metrics (test split, calibration-chosen threshold), or for a
-    `retrieval_*` metric the model's dense figure on the retrieval test part (`retrieval`: that stage's manifest)."""
-    if metric.startswith(RETRIEVAL_PREFIX):
-        if retrieval is None:
-            raise ValueError(f"gate metric {metric!r} needs the retrieval stage's metrics")
-        return float(retrieval["test"]["dense"][metric.removeprefix(RETRIEVAL_PREFIX)])
-    test = metrics["test"]
-    if metric in ("roc_auc", "pr_auc"):
-        return float(test["ranking"][metric])
-    value = test["at_threshold"][metric]
-    if value is None:
-        raise ValueError(f"metric {metric!r} is undefined for this model on test")
-    return float(value)
-
-
-@dataclass(frozen=True)
-class GateDecision:
-    promote: bool
-    reason: str
-    compared_against: str | None
-    challenger: float
-    production: float | None
-    production_measured_on: str | None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "promote": self.promote,
-            "reason": self.reason,
-            "version": self.compared_against,
-            "challenger": self.challenger,
-            "production": self.production,
-            "production_measured_on": self.production_measured_on,
-        }
-
-
-def decide(
-    metric: str,
-    tolerance: float,
-    challenger: float,
-    production_version: str | None,
-    production: float | None,
-    measured_on: str | None,
-) -> GateDecision:
-    """Promote when there is no production yet, or challenger >= production - tolerance."""
-    if production_version is None:
-        return GateDecision(True, "first version: becomes production", None, challenger, None, None)
-    assert production is not None
-    ok = challenger >= production - tolerance
-    verdict = "at least as good as" if ok else "worse than"
-    reason = (
-        f"challenger {metric}={challenger:.4f} is {verdict} production {production_version} "
-        f"{metric}={production:.4f} (tolerance {tolerance}) on the same test split"
-    )
-    return GateDecision(ok, reason, production_version, challenger, production, measured_on)
 
 
 def rescore_on(predictor: Any, test_df: Any, metric: str) -> tuple[float, np.ndarray]:
