@@ -20,8 +20,10 @@ def build_baseline(vocabulary: list[str], model_cfg: Any):
     """(siamese, encoder) on string inputs; `vocabulary` is the full token list (padding and OOV first)."""
     import keras
 
+    from qdup.text import SPLIT, STANDARDIZE
+
     vectorizer = keras.layers.TextVectorization(
-        standardize="lower_and_strip_punctuation", split="whitespace", output_mode="int", vocabulary=vocabulary[2:], name="vectorizer"
+        standardize=STANDARDIZE, split=SPLIT, output_mode="int", vocabulary=vocabulary[2:], name="vectorizer"
     )
     text = keras.Input(shape=(), dtype="string", name="text")
     x = vectorizer(text)
