@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from qdup.errors import ConfigError
 
 CANONICAL_URL = "http://qim.fs.quoracdn.net/quora_duplicate_questions.tsv"
 # As published by torchtext's QQP loader (404,290 rows).
@@ -356,6 +359,8 @@ class BatchSearchConfig(_Section):
     k: int = Field(default=10, ge=1)
     chunk_size: int = Field(default=8192, gt=0, description="queries per task")
     model_version: str | None = Field(default=None, description="refuse an index built by another model version")
+    method: Literal["dense", "lexical", "hybrid"] | None = Field(
+        default=None, description="ranking; None: the index's default (the version's choice on its retrieval validation part)")
     dask: DaskAddress = None
 
 
@@ -387,3 +392,32 @@ class RetrainConfig(_Section):
     def runs_through(self, stage: str) -> bool:
         """True when `stage` is at or before the stage the run stops after."""
         return STAGES.index(stage) <= STAGES.index(self.until)
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """The RetrainConfig fields in a JSON file, checked; QdupError naming the file and the problem otherwise."""
+    name = str(path)
+    try:
+        text = Path(path).expanduser().read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{name}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{name}: cannot read it ({exc})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{name}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{name}: expected a JSON object of RetrainConfig fields, got {type(data).__name__}")
+    try:
+        RetrainConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            where = ".".join(str(part) for part in err["loc"])
+            if err["type"] == "extra_forbidden":
+                problems.append(f"unknown field '{where}'")
+            else:
+                problems.append(f"{where}: {err['msg']}")
+        raise ConfigError(f"{name}: {'; '.join(problems)}") from None
+    return data

@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from qdup.config import STAGES, RetrainConfig
-from qdup.errors import ConfigError, QdupError
+from qdup.config import STAGES, RetrainConfig, load_config_file
+from qdup.errors import QdupError
 from qdup.runtime import VERBOSE, apply_tf_thread_defaults, import_tensorflow_quietly
 
 # Commands that load a model: TensorFlow starts before them, without its start-up noise.
@@ -53,37 +53,6 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
     info = write_demo_tsv(Path(args.out), rows=args.rows, seed=args.seed)
     print(f"wrote {info['rows']:,} pairs ({info['duplicates']:,} duplicates) to {info['path']} sha256={info['sha256']}")
     return 0
-
-
-def load_config_file(path: str | Path) -> dict[str, Any]:
-    """The RetrainConfig fields in a JSON file, checked; QdupError naming the file and the problem otherwise."""
-    from pydantic import ValidationError
-
-    name = str(path)
-    try:
-        text = Path(path).expanduser().read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{name}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{name}: cannot read it ({exc})") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{name}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{name}: expected a JSON object of RetrainConfig fields, got {type(data).__name__}")
-    try:
-        RetrainConfig.model_validate(data)
-    except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            where = ".".join(str(part) for part in err["loc"])
-            if err["type"] == "extra_forbidden":
-                problems.append(f"unknown field '{where}'")
-            else:
-                problems.append(f"{where}: {err['msg']}")
-        raise ConfigError(f"{name}: {'; '.join(problems)}") from None
-    return data
 
 
 def build_config(args: argparse.Namespace) -> RetrainConfig:

@@ -153,7 +153,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         index_dir, model_dir = _index_location(args, store, version)
         config = _dask_config(BatchSearchConfig, {
             "index_dir": index_dir, "model_dir": model_dir, "queries": Path(args.queries).resolve(), "out": Path(args.out).resolve(),
-            "k": args.k, "chunk_size": args.chunk_size, "model_version": version, "dask": args.dask,
+            "k": args.k, "chunk_size": args.chunk_size, "model_version": version, "dask": args.dask, "method": args.method,
         })
         from flows.runners import check_scheduler
         from flows.search import run_search_queries
@@ -161,22 +161,23 @@ def cmd_search(args: argparse.Namespace) -> int:
         check_scheduler(args.dask)
         summary = run_search_queries(config)
         print(f"wrote {summary['rows']:,} results for {summary['queries']:,} queries to {args.out} "
-              f"(dense ranking, {summary['chunks']} chunks on {args.dask})")
+              f"({summary['method']} ranking, {summary['chunks']} chunks on {args.dask})")
         return 0
     from qdup.search.batch import read_questions
 
-    queries = [args.query] if args.query else read_questions(Path(args.queries))[1]
+    query_ids, queries = ([0], [args.query]) if args.query else read_questions(Path(args.queries))
     searcher = _load(args)
     method = args.method or searcher.default_method
-    rows = _rows(searcher, queries, args.k, method)
     if args.out:
-        import pyarrow as pa
-
+        from qdup.search.batch import search_table
         from qdup.search.mine import write_mined
 
-        write_mined(pa.Table.from_pylist(rows), Path(args.out))
-        print(f"wrote {len(rows):,} results for {len(queries):,} queries ({method}) to {args.out}")
-    elif args.json:
+        table = search_table(searcher, queries, args.k, method, query_ids)
+        write_mined(table, Path(args.out))
+        print(f"wrote {table.num_rows:,} results for {len(queries):,} queries ({method} ranking) to {args.out}")
+        return 0
+    rows = _rows(searcher, queries, args.k, method)
+    if args.json:
         print(json.dumps({"version": searcher.index.model_version, "method": method, "threshold": searcher.encoder.threshold,
                           "results": rows}, indent=2, default=str))
     else:

@@ -34,6 +34,11 @@ def find_index_dir(version_dir: Path) -> Path | None:
     return None
 
 
+def search_defaults(index: QuestionIndex) -> dict[str, Any]:
+    """The ranking an index's version chose (on its retrieval validation part); dense for an index without one."""
+    return index.search_defaults or {"method": "dense", "hybrid": {"method": "rrf", "weight": None}, "rrf_k": 60}
+
+
 @dataclass
 class VersionSearcher:
     """One version's index and encoder; ranks by `default_method` unless told otherwise."""
@@ -44,7 +49,7 @@ class VersionSearcher:
 
     @property
     def defaults(self) -> dict[str, Any]:
-        return self.index.search_defaults or {"method": "dense", "hybrid": {"method": "rrf", "weight": None}, "rrf_k": 60}
+        return search_defaults(self.index)
 
     @property
     def default_method(self) -> str:
@@ -113,6 +118,27 @@ class VersionSearcher:
 
 def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
+
+
+# The searchers of the cached (index, encoder) pairs of this process, so that a hybrid's lexical index is fitted once.
+_SEARCHERS: dict[tuple[int, int], VersionSearcher] = {}
+
+
+def load_searcher_cached(index_dir: Path, model_dir: Path, model_version: str | None = None) -> VersionSearcher:
+    """One searcher per loaded (index, model) per process: a worker's many batch-search chunks share it.
+
+    The index and encoder come from their content-checked caches, so a rebuilt folder gives a new searcher.
+    """
+    from qdup.search.encoder import load_query_encoder_cached
+    from qdup.search.index import load_index_cached
+
+    index, encoder = load_index_cached(Path(index_dir), model_version), load_query_encoder_cached(Path(model_dir))
+    searcher = _SEARCHERS.get((id(index), id(encoder)))
+    if searcher is None or searcher.index is not index or searcher.encoder is not encoder:
+        if len(_SEARCHERS) >= 8:
+            _SEARCHERS.clear()
+        searcher = _SEARCHERS[(id(index), id(encoder))] = VersionSearcher(index, encoder)
+    return searcher
 
 
 def load_version_searcher(version_dir: Path, version: str | None = None) -> VersionSearcher | None:

@@ -323,7 +323,8 @@ def create_app(cfg: ServeConfig, follower: ModelFollower | None = None) -> FastA
 
 def model_facts(follower: ModelFollower, served: ServedModel | None, batcher: MicroBatcher, cfg: ServeConfig) -> dict[str, Any]:
     """What /v1/model answers (reads the store's aliases, so it runs off the event loop)."""
-    facts: dict[str, Any] = {"ref": follower.ref, "version": None, "last_error": follower.last_error}
+    # last_error.kind: "transient" (retried with backoff) or why a version is refused for good (`refused`).
+    facts: dict[str, Any] = {"ref": follower.ref, "version": None, "last_error": follower.last_error, "refused": dict(follower.refused)}
     if served is not None:
         manifest = served.manifest
         try:
