@@ -92,10 +92,20 @@ class StageProgress(logging.Handler):
                 if line is None:
                     line = self.lines[stage] = StageLine(stage)
                 self.update(line, message)
-        if record.levelno >= logging.WARNING and not (record.levelno >= logging.ERROR and record.name in ENGINE_LOGGERS):
-            # Warnings (a drift finding, a retry) stay visible, one line each, above the live lines.
-            first = message.splitlines()[0] if message else ""
-            self.console.print(f"{stage or record.name}: {first}", markup=False, highlight=False)
+        if self.shown(record, stage):
+            # Warnings of the run (a drift finding, a retry) stay visible, one line each, above the live lines.
+            first = STAGE_PREFIX.sub("", message).splitlines()[0] if message else ""
+            self.console.print(f"{stage or record.name}: {first}", markup=False, highlight=False, soft_wrap=True)
+
+    @staticmethod
+    def shown(record: logging.LogRecord, stage: str | None) -> bool:
+        """A warning of the run itself; not Prefect's traceback of a failure (the one-line error says it), nor a
+        library's advice (TensorFlow's retracing notes), which --verbose shows."""
+        if record.levelno < logging.WARNING:
+            return False
+        if record.levelno >= logging.ERROR and record.name in ENGINE_LOGGERS:
+            return False
+        return stage is not None or record.name.split(".")[0] == "qdup"
 
     @staticmethod
     def update(line: StageLine, message: str) -> None:
@@ -143,7 +153,7 @@ def run_with_progress(config: RetrainConfig, *, verbose: bool = False, debug: bo
 
     console = Console(stderr=True)
     progress = StageProgress(console)
-    removed = _console_handlers()
+    removed = _console_handlers()  # the Prefect run keeps every line (its API handler); the terminal gets the stages
     run_loggers = [logging.getLogger(name) for name in ENGINE_LOGGERS]
     levels = [lg.level for lg in run_loggers]
     for logger, handler in removed:
@@ -154,14 +164,18 @@ def run_with_progress(config: RetrainConfig, *, verbose: bool = False, debug: bo
         lg.setLevel(logging.INFO)
     try:
         # Re-rendered twice a second (elapsed times and estimates move) and once more when the run ends.
-        with Live(console=console, refresh_per_second=2, transient=False, get_renderable=progress.render):
-            return retrain(config)
+        try:
+            with Live(console=console, refresh_per_second=2, transient=False, get_renderable=progress.render):
+                return retrain(config)
+        finally:
+            if not console.is_terminal:  # off a terminal, rich writes the last lines without ending them
+                console.line()
     finally:
         root.removeHandler(progress)
         for lg, level in zip(run_loggers, levels, strict=True):
             lg.setLevel(level)
-        for logger, handler in removed:
-            logger.addHandler(handler)
+        # Prefect's console handlers stay off: its temporary server logs its shutdown when the process exits, after
+        # the run, and that line is not the user's business either.
 
 
 def summary_line(outputs: dict[str, str]) -> str:

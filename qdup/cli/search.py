@@ -254,7 +254,7 @@ def register(subparsers) -> None:
 
     index = add_command(subparsers, "index", "question indexes of model versions (see: qdup index build --help)",
                         ["qdup index build -m 20261123T010203456Z-a1b2c3"])
-    isub = index.add_subparsers(dest="index_command", required=True, metavar="SUBCOMMAND")
+    isub = index.add_subparsers(dest="index_command", required=True, metavar="SUBCOMMAND", help="build: make a version's index")
     build = add_command(isub, "build", "encode distinct questions with a version's encoder and index them", [
         "qdup index build                                   # production, over its own data set",
         "qdup index build -m latest --questions questions.tsv",
