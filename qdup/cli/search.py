@@ -196,7 +196,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     rows = _rows(searcher, queries, args.k, method)
     timings["search"] = time.perf_counter() - t0
-    if args.verbose:
+    if getattr(args, "verbose", False):
         timings["total"] = time.perf_counter() - started
         print("timing: " + ", ".join(f"{name} {seconds * 1000:.0f} ms" for name, seconds in timings.items()), file=sys.stderr)
     if args.out:

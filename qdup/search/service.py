@@ -52,6 +52,11 @@ class VersionSearcher:
         return self.defaults["method"]
 
     @property
+    def lexical_ready(self) -> bool:
+        """Whether the lexical side is fitted (by a first lexical or hybrid query, or by `warm`)."""
+        return self._lexical is not None
+
+    @property
     def lexical(self) -> LexicalIndex:
         # Fitted on first use only: dense search, the usual default, never pays for it.
         if self._lexical is None:
