@@ -49,7 +49,7 @@ class StageLine:
             return f"✗ {self.name:<10} failed after {_duration(now - self.started)}"
         if self.finished is not None:
             how = "reused (unchanged inputs)" if self.reused else f"done in {_duration(self.finished - self.started)}"
-            return f"✓ {self.name:<10} {how}" + (f", {self.epoch} epochs" if self.epochs else "")
+            return f"✓ {self.name:<10} {how}" + (f", {self.epoch} epoch{'' if self.epoch == 1 else 's'}" if self.epochs else "")
         line = f"… {self.name:<10} running {_duration(now - self.started)}"
         if self.epochs:
             line += f"  epoch {self.epoch}/{self.epochs}"
@@ -63,12 +63,15 @@ class StageLine:
 
 
 class StageProgress(logging.Handler):
-    """Turns the run's log records into one line per stage, shown live on `console` (rich)."""
+    """Turns the run's log records into one line per stage: shown live on a terminal (`render`, redrawn by rich),
+    else printed once each as its stage ends (`live=False`: a log file or CI gets the lines as they happen)."""
 
-    def __init__(self, console: Any):
+    def __init__(self, console: Any, live: bool = True):
         super().__init__(level=logging.INFO)
         self.console = console
+        self.live = live
         self.lines: dict[str, StageLine] = {}
+        self._printed: set[str] = set()
         self._lock = threading.Lock()
 
     def stage_of(self, record: logging.LogRecord, message: str) -> str | None:
@@ -86,12 +89,17 @@ class StageProgress(logging.Handler):
             return
         with self._lock:
             stage = self.stage_of(record, message)
-            line = None
+            line = ended = None
             if stage is not None:
                 line = self.lines.get(stage)
                 if line is None:
                     line = self.lines[stage] = StageLine(stage)
                 self.update(line, message)
+                if not self.live and stage not in self._printed and (line.finished is not None or line.failed):
+                    self._printed.add(stage)
+                    ended = line.text()
+        if stage is not None and ended:
+            self.console.print(ended, markup=False, highlight=False, soft_wrap=True)
         if self.shown(record, stage):
             # Warnings of the run (a drift finding, a retry) stay visible, one line each, above the live lines.
             first = STAGE_PREFIX.sub("", message).splitlines()[0] if message else ""
@@ -152,7 +160,7 @@ def run_with_progress(config: RetrainConfig, *, verbose: bool = False, debug: bo
     from rich.live import Live
 
     console = Console(stderr=True)
-    progress = StageProgress(console)
+    progress = StageProgress(console, live=console.is_terminal)
     removed = _console_handlers()  # the Prefect run keeps every line (its API handler); the terminal gets the stages
     run_loggers = [logging.getLogger(name) for name in ENGINE_LOGGERS]
     levels = [lg.level for lg in run_loggers]
@@ -164,12 +172,10 @@ def run_with_progress(config: RetrainConfig, *, verbose: bool = False, debug: bo
         lg.setLevel(logging.INFO)
     try:
         # Re-rendered twice a second (elapsed times and estimates move) and once more when the run ends.
-        try:
-            with Live(console=console, refresh_per_second=2, transient=False, get_renderable=progress.render):
-                return retrain(config)
-        finally:
-            if not console.is_terminal:  # off a terminal, rich writes the last lines without ending them
-                console.line()
+        if not progress.live:
+            return retrain(config)
+        with Live(console=console, refresh_per_second=2, transient=False, get_renderable=progress.render):
+            return retrain(config)
     finally:
         root.removeHandler(progress)
         for lg, level in zip(run_loggers, levels, strict=True):

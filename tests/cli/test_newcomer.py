@@ -200,6 +200,17 @@ def test_stage_lines_show_epochs_validation_loss_and_time_left():
     assert progress.render().plain.splitlines()[2].startswith("✗ train      failed after ")
 
 
+def test_off_a_terminal_each_stage_line_is_printed_once_when_it_ends():
+    console = _Console()
+    progress = StageProgress(console, live=False)
+    progress.emit(_record("[train] running (key abc)", "train"))
+    progress.emit(_record("epoch 1/3 loss=4.0000 val_loss=3.5000 (10.0s)", "train"))
+    assert console.printed == []
+    progress.emit(_record("[train] done in 31.0s -> /z", "train"))
+    progress.emit(_record("Finished in state Completed()", "train"))
+    assert len(console.printed) == 1 and re.fullmatch(r"✓ train      done in \d+s, 1 epoch", console.printed[0])
+
+
 def test_a_finished_training_line_counts_its_epochs():
     line = StageLine("train", started=0.0, finished=65.0, epochs=50, epoch=12)
     assert line.text() == "✓ train      done in 1m05s, 12 epochs"
