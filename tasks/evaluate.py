@@ -117,8 +117,9 @@ def evaluate_task(splits: StageResult, vocab: StageResult, train: StageResult, c
     create_table_artifact(key="qdup-test-metrics", table=summary, description="test metrics (threshold from calibration)")
     comparison = baseline_markdown(result.manifest["metrics"])
     if comparison:
-        for line in comparison.splitlines()[4:]:
-            if line.strip():
+        # From the table's header row on (its columns are unlabelled without it); the Markdown rule row is left out.
+        for line in comparison.splitlines()[2:]:
+            if line.strip() and not line.startswith("|---"):
                 log("[evaluate] " + line)
         artifact("qdup-baseline", comparison, "model vs lexical baseline on test, with bootstrap intervals")
     artifact("qdup-threshold-sweep", result.file("threshold_sweep.md").read_text(), "threshold sweep on test")

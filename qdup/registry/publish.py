@@ -15,6 +15,7 @@ import numpy as np
 from qdup import __version__
 from qdup.config import RetrainConfig
 from qdup.data.drift import VERSION_PROFILE_DIR
+from qdup.data.generated import generated_record
 from qdup.data.splits import read_split
 from qdup.evaluation.metrics import binary_metrics, ranking_metrics
 from qdup.evaluation.scores import CALIBRATION_SCORES_FILE, TEST_SCORES_FILE, read_test_scores
@@ -144,6 +145,8 @@ def lineage_manifest(
             "sha256": fetch["sha256"],
             "md5": fetch["md5"],
             "bytes": fetch["size"],
+            # Present only for a file `qdup demo-data` wrote: the card, the run summary and /v1/model say so.
+            **({"generated": generated} if (generated := generated_record(fetch["sha256"])) else {}),
         },
         "validation": {
             "suite": validate["suite"],

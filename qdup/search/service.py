@@ -19,6 +19,7 @@ VERSION_INDEX_DIR = "index"
 LATE_INDEXES_DIR = "indexes"
 # Each side of a hybrid ranks at least this many candidates, as the retrieval evaluation does (SearchConfig.retrieval_k).
 HYBRID_DEPTH = 100
+WARM_QUERY = "How do I learn to cook?"
 
 
 def late_index_dir(store_root: Path, version: str) -> Path:
@@ -56,11 +57,22 @@ class VersionSearcher:
         return self.defaults["method"]
 
     @property
+    def lexical_ready(self) -> bool:
+        """Whether the lexical side is fitted (by a first lexical or hybrid query, or by `warm`)."""
+        return self._lexical is not None
+
+    @property
     def lexical(self) -> LexicalIndex:
         # Fitted on first use only: dense search, the usual default, never pays for it.
         if self._lexical is None:
             self._lexical = LexicalIndex(self.index.texts, block_elements=self.index.cfg.block_elements)
         return self._lexical
+
+    def warm(self, methods: tuple[str, ...] | list[str] | None = None) -> None:
+        """Answer a probe query with each method (default: the one `search` uses), so that the first real query is
+        served at full speed: the lexical side is fitted here, and the encoder's graph traced."""
+        for method in methods or (self.default_method,):
+            self.rank([WARM_QUERY], 1, method)
 
     def rank(self, queries: list[str], k: int, method: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Positions (n, k) of the best indexed questions (-1: none) and their cosine with each query under the encoder."""

@@ -339,6 +339,8 @@ def model_facts(follower: ModelFollower, served: ServedModel | None, batcher: Mi
             "threshold": served.threshold,
             "metrics": {"test": test},
             "dataset_sha256": (manifest.get("dataset") or {}).get("sha256"),
+            # A model of generated data must not pass for a model of real questions.
+            "dataset_generated_by": "qdup demo-data" if (manifest.get("dataset") or {}).get("generated") else None,
             "created": manifest.get("created"),
             "loaded_at": served.loaded_at,
             "search_index": served.searcher is not None,

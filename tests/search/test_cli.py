@@ -81,3 +81,41 @@ def test_bad_input_is_refused_with_nothing_written(world, tmp_path):
         run(["search", *other, "python"])
     with pytest.raises(QdupError, match="empty question"):
         run(["search", "--model", versions[0], "--store", store.url, "  "])
+
+
+def test_warm_answers_every_method_before_the_first_query(world, tmp_path):
+    from qdup.search.encoder import load_query_encoder
+    from qdup.search.index import load_index
+    from qdup.search.service import METHODS, VersionSearcher
+
+    tmp, store, versions, tsv, questions = world
+    assert run(["index", "build", "--model", versions[1], "--store", store.url, "--questions", str(tsv),
+                "--index", str(tmp_path / "idx")]) == 0
+    searcher = VersionSearcher(load_index(tmp_path / "idx", expected_model_version=versions[1]),
+                               load_query_encoder(store.open_version(versions[1]) / "model"))
+    searcher.warm()  # the default method only (dense here): the lexical side is not paid for
+    assert searcher.default_method == "dense" and not searcher.lexical_ready
+    searcher.warm(METHODS)
+    assert searcher.lexical_ready
+
+
+def test_cli_search_verbose_prints_its_timing_breakdown(world, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tmp, store, versions, tsv, questions = world
+    assert run(["index", "build", "-m", versions[1], "--store", store.url, "--questions", str(tsv),
+                "--index", str(tmp_path / "idx")]) == 0
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-m", "qdup.cli", "search", "-m", versions[1], "--store", store.url, "--index", str(tmp_path / "idx"),
+         questions[3], "-k", "2", "--verbose"],
+        cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    timing = [line for line in done.stderr.splitlines() if line.startswith("timing: ")]
+    steps = [part.rsplit(" ", 2)[0] for part in timing[0].removeprefix("timing: ").split(", ")]
+    assert steps == ["resolve version", "start TensorFlow", "load index", "load encoder", "warm-up", "search", "total"]
+    assert done.stdout.splitlines()[1].split()[0] == "1" and questions[3] in done.stdout.splitlines()[1]
