@@ -219,6 +219,8 @@ def lineage_manifest(
             },
             "calibration": metrics["calibration"]["ranking"],
             **{k: metrics[k] for k in ("intervals", "baseline", "lift_over_baseline") if k in metrics},
+            # The pair reranker beside the encoder alone and the baseline, each at its own calibration-chosen threshold.
+            **({"reranker": stages["rerank"].manifest["metrics"]} if "rerank" in stages else {}),
         },
         "parameters": params(cfg),
         "code": code_version(),
