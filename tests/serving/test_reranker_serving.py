@@ -113,3 +113,28 @@ def test_search_reranks_its_candidates(export):
             assert got[0]["reranker_score"] >= max(h["reranker_score"] for h in other)
     with pytest.raises(QdupError, match="'reranked' needs a version exported with a pair reranker"):
         VersionSearcher(index, encoder).rank(queries, 5, "reranked")
+
+
+def test_the_server_decides_by_the_reranker(export, tmp_path):
+    import httpx
+
+    from qdup.registry.store import ArtifactStore
+    from qdup.serving.http import create_app
+    from qdup.serving.settings import ServeConfig
+    from tests.serving.conftest import live_server, publish_export
+
+    tmp, info, df = export
+    store = ArtifactStore(str(tmp_path / "store"))
+    version = publish_export(store, tmp / "export", info["threshold"])
+    store.promote(version, "test", why="reranker")
+    predictor = load_inference(tmp / "export")
+    q1, q2 = list(df.question1[:6]), list(df.question2[:6])
+    want = predictor.decide(q1, q2)
+    app = create_app(ServeConfig(store=store.url, poll_s=0.1))
+    with live_server(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+        got = client.post("/v1/similarity", json={"pairs": [{"question1": a, "question2": b} for a, b in zip(q1, q2, strict=True)]})
+        assert got.status_code == 200, got.text
+        body = got.json()
+    assert body["reranker_threshold"] == predictor.reranker.threshold
+    np.testing.assert_allclose([r["reranker_score"] for r in body["results"]], want["reranker_score"], atol=1e-6)
+    assert [r["duplicate"] for r in body["results"]] == want["duplicate"].tolist()
