@@ -21,9 +21,11 @@ LABEL_CONVENTION = (
     "predicted duplicate iff similarity >= threshold"
 )
 
-Stage = Literal["fetch", "validate", "drift", "splits", "vocab", "pretrain", "train", "evaluate", "retrieval", "export", "index", "publish"]
+Stage = Literal[
+    "fetch", "validate", "drift", "splits", "vocab", "pretrain", "train", "evaluate", "rerank", "retrieval", "export", "index", "publish",
+]
 STAGES: tuple[str, ...] = (
-    "fetch", "validate", "drift", "splits", "vocab", "pretrain", "train", "evaluate", "retrieval", "export", "index", "publish",
+    "fetch", "validate", "drift", "splits", "vocab", "pretrain", "train", "evaluate", "rerank", "retrieval", "export", "index", "publish",
 )
 
 
@@ -263,6 +265,23 @@ class EvalConfig(_Section):
         return v
 
 
+class RerankConfig(_Section):
+    """The pair reranker (gradient-boosted trees over encoder, lexical, overlap, BM25 and length features).
+
+    Fitted on the calibration split (pairs the encoder neither trained nor early-stopped on); its threshold is
+    chosen on out-of-fold calibration scores; test is reported only. The seed is the run's `seed`.
+    """
+
+    enabled: bool = Field(default=True, description="fit a reranker; it makes the duplicate decision and re-ranks search")
+    folds: int = Field(default=5, ge=2, le=20, description="grouped folds for the out-of-fold calibration scores")
+    max_iter: int = Field(default=200, ge=1, le=5000, description="boosting iterations")
+    learning_rate: float = Field(default=0.05, gt=0, le=1)
+    max_leaf_nodes: int = Field(default=15, ge=2, le=1024)
+    min_samples_leaf: int = Field(default=20, ge=1)
+    l2_regularization: float = Field(default=1.0, ge=0)
+    search_depth: int = Field(default=100, ge=1, le=1000, description="search re-ranks this many candidates of each query")
+
+
 class PublishConfig(_Section):
     """Where versions go and when `production` moves."""
 
@@ -377,6 +396,7 @@ class RetrainConfig(_Section):
     pretrain: PretrainConfig = PretrainConfig()
     train: TrainConfig = TrainConfig()
     evaluate: EvalConfig = EvalConfig()
+    rerank: RerankConfig = RerankConfig()
     publish: PublishConfig = PublishConfig()
     search: SearchConfig = SearchConfig()
 

@@ -167,12 +167,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
             print(f"scored {info['rows']:,} pairs ({info['duplicates']:,} duplicates) -> {info['path']}")
         return 0
     q1, q2 = args.questions
-    similarity = float(predictor.similarity([q1], [q2])[0])
-    duplicate = similarity >= predictor.threshold
+    got = predictor.decide([q1], [q2])
+    similarity, duplicate = float(got["similarity"][0]), bool(got["duplicate"][0])
+    out = {"similarity": similarity, "threshold": predictor.threshold, "duplicate": duplicate}
+    if got["reranker_score"] is not None:
+        out |= {"reranker_score": float(got["reranker_score"][0]), "reranker_threshold": predictor.decision_threshold}
     if args.json:
-        print(json.dumps({"similarity": similarity, "threshold": predictor.threshold, "duplicate": bool(duplicate)}))
+        print(json.dumps(out))
     else:
-        print(f"similarity={similarity:.4f} threshold={predictor.threshold:.4f} duplicate={str(duplicate).lower()}")
+        print(" ".join(f"{k}={str(v).lower() if isinstance(v, bool) else f'{v:.4f}'}" for k, v in out.items()))
     return 0
 
 

@@ -39,7 +39,8 @@ def reproduced_manifest(cfg: Any, outputs: dict[str, str], original: dict[str, A
     from qdup.stagecache import MANIFEST, StageResult
 
     stages: dict[str, StageResult] = {}
-    for name in REPRODUCED_STAGES:
+    # The reranker runs (and is compared) when the recorded configuration enabled it.
+    for name in REPRODUCED_STAGES + (("rerank",) if "rerank" in outputs else ()):
         if name not in outputs:
             raise QdupError(f"the reproduction stopped before stage {name!r}")
         record = read_json(Path(outputs[name]) / MANIFEST)

@@ -103,7 +103,7 @@ def _load(args: argparse.Namespace, timings: dict[str, float] | None = None):
     timings["start TensorFlow"] = time.perf_counter() - t0
     from qdup.search.encoder import load_query_encoder
     from qdup.search.index import load_index
-    from qdup.search.service import VersionSearcher, find_index_dir
+    from qdup.search.service import VersionSearcher, find_index_dir, load_version_reranker
 
     version_dir = store.open_version(version)
     where = Path(args.index) if args.index else find_index_dir(version_dir)
@@ -115,7 +115,10 @@ def _load(args: argparse.Namespace, timings: dict[str, float] | None = None):
     t0 = time.perf_counter()
     encoder = load_query_encoder(version_dir / "model")
     timings["load encoder"] = time.perf_counter() - t0
-    return VersionSearcher(index, encoder)
+    t0 = time.perf_counter()
+    reranker = load_version_reranker(version_dir / "model")
+    timings["load reranker"] = time.perf_counter() - t0
+    return VersionSearcher(index, encoder, reranker)
 
 
 def _index_location(args: argparse.Namespace, store, version: str) -> tuple[Path, Path]:
@@ -148,8 +151,11 @@ def _rows(searcher, queries: list[str], k: int, method: str | None) -> list[dict
     rows = []
     for query, hits in zip(queries, searcher.search(queries, k, method), strict=True):
         for rank, hit in enumerate(hits, start=1):
+            # A version with a pair reranker decides by it (the hit carries its score); else by the encoder's cosine.
+            extra = {"reranker_score": hit["reranker_score"]} if "reranker_score" in hit else {}
             rows.append({"query": query, "rank": rank, "id": hit["id"], "question": hit["question"],
-                         "similarity": hit["similarity"], "duplicate": bool(hit["similarity"] >= threshold)})
+                         "similarity": hit["similarity"], **extra,
+                         "duplicate": bool(hit.get("duplicate", hit["similarity"] >= threshold))})
     return rows
 
 
@@ -211,7 +217,9 @@ def cmd_search(args: argparse.Namespace) -> int:
         print(json.dumps({"version": searcher.index.model_version, "method": method, "threshold": searcher.encoder.threshold,
                           "results": rows}, indent=2, default=str))
     else:
-        print(f"version {searcher.index.model_version}, {method} ranking, duplicate at similarity >= {searcher.encoder.threshold:.4f}")
+        rule = (f"similarity >= {searcher.encoder.threshold:.4f}" if searcher.reranker is None
+                else f"reranker score >= {searcher.reranker.threshold:.4f}")
+        print(f"version {searcher.index.model_version}, {method} ranking, duplicate at {rule}")
         for r in rows:
             mark = "DUPLICATE" if r["duplicate"] else "-"
             print(f"{r['rank']:>3}  {r['similarity']:.4f}  {mark:<9}  id={r['id']}  {r['question']}")
@@ -275,7 +283,7 @@ def register(subparsers) -> None:
     search.add_argument("query", nargs="?", help="one question")
     search.add_argument("-k", type=int, default=10, help="results per query (default: %(default)s)")
     search.add_argument("--json", action="store_true", help="machine-readable output")
-    search.add_argument("--method", choices=("dense", "lexical", "hybrid"), default=None,
+    search.add_argument("--method", choices=("dense", "lexical", "hybrid", "reranked"), default=None,
                         help="ranking (default: the version's best on its retrieval validation part)")
     search.add_argument("--queries", help="TSV with a 'question' column (batch mode)")
     search.add_argument("--out", help="Parquet output of batch mode")

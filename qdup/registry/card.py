@@ -7,6 +7,7 @@ Beyond `qdup.registry.publish.lineage_manifest`'s keys it uses, when present:
 - manifest["metrics"]["baseline"]: the lexical baseline block (`qdup.evaluation.baseline.baseline_metrics`,
   or the same flattened like manifest["metrics"]["test"]), with its own optional "intervals";
 - manifest["metrics"]["lift_over_baseline"]: `paired_difference` model - baseline (see `qdup.evaluation.trust`);
+- manifest["metrics"]["reranker"]: `qdup.stages.rerank.summary` (reranker, encoder, baseline, differences);
 - manifest["drift"]: `qdup.data.drift.DriftReport.as_dict()`;
 - manifest["compared_against"]["baseline"] / ["paired_difference"]: `qdup.registry.gate.gate_record`;
 - manifest["dataset"]["fetched_at"].
@@ -223,6 +224,29 @@ def _metrics(manifest: dict[str, Any], texts: dict[str, Any], v: _Values) -> lis
     return lines + [""]
 
 
+RERANK_SCORERS = (("reranker", "pair reranker"), ("encoder", "encoder alone"), ("baseline", "lexical baseline"))
+
+
+def _reranker(manifest: dict[str, Any], texts: dict[str, Any], v: _Values) -> list[str]:
+    """Reranker, encoder alone and lexical baseline side by side on test, with intervals and the paired differences."""
+    r = (manifest.get("metrics") or {}).get("reranker")
+    if not r:
+        return []
+    level = f"{(r['reranker'].get('intervals') or {}).get('level', 0.95):.0%}"
+    lines = ["## Pair reranker, encoder and lexical baseline (test split)", "",
+             "| metric | " + " | ".join(f"{label} | {level} interval" for _, label in RERANK_SCORERS) + " |",
+             "|---|" + "---:|---:|" * len(RERANK_SCORERS)]
+    for key, label in METRIC_ROWS[:4]:
+        cells = [f"{_f(r[name].get(key))} | {_interval(r[name].get('intervals'), key)}" for name, _ in RERANK_SCORERS]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines.append("| threshold (from calibration) | " + " | ".join(f"{_f(r[n].get('threshold'))} | —" for n, _ in RERANK_SCORERS) + " |")
+    lines += ["", texts["reranker_description"].format_map(v)]
+    for key, diff in (r.get("differences") or {}).items():
+        other = dict(RERANK_SCORERS).get(key.removeprefix("reranker_minus_"), key)
+        lines.append(f"- Paired on the same resamples: {format_paired_difference(diff, a='pair reranker', b=other)}.")
+    return lines + [""]
+
+
 def _baseline_params(block: dict[str, Any] | None) -> str:
     p = (block or {}).get("params") or {}
     if not p:
@@ -324,6 +348,7 @@ def model_card(manifest: dict[str, Any]) -> str:
     lines += _data(manifest)
     lines += _model(manifest, texts, v)
     lines += _metrics(manifest, texts, v)
+    lines += _reranker(manifest, texts, v)
     lines += _threshold(manifest, texts)
     lines += _drift(manifest)
     lines += _limitations(manifest, texts, v)

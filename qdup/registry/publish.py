@@ -185,6 +185,8 @@ def lineage_manifest(
             | {k: v for k, v in (metrics["calibration"].get("at_threshold") or {}).items()
                if k in ("accuracy", "precision", "recall", "f1")},
             **{k: metrics[k] for k in ("intervals", "baseline", "lift_over_baseline") if k in metrics},
+            # The pair reranker beside the encoder alone and the baseline, each at its own calibration-chosen threshold.
+            **({"reranker": stages["rerank"].manifest["metrics"]} if "rerank" in stages else {}),
         },
         "parameters": params(cfg),
         "code": code_version(),
