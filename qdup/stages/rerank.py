@@ -19,6 +19,7 @@ from qdup.errors import QdupError
 from qdup.evaluation.baseline import NAME as BASELINE_NAME
 from qdup.evaluation.bootstrap import bootstrap_intervals, paired_difference
 from qdup.evaluation.metrics import binary_metrics, choose_threshold, ranking_metrics
+from qdup.evaluation.trust import pair_groups
 from qdup.evaluation.reranker import (
     FEATURE_NAMES,
     BoostingParams,
@@ -113,8 +114,9 @@ def build_rerank(
         "test": {"rows": len(y_test), "duplicates": int(y_test.sum())},
     }
     if eval_cfg.bootstrap_resamples > 0:
-        # Every interval and difference on the same resamples of the test pairs (cluster resampling: add groups here).
-        boot: dict[str, Any] = {"resamples": eval_cfg.bootstrap_resamples, "seed": seed, "level": eval_cfg.bootstrap_level}
+        # Every interval and difference on the same resamples of the test pairs: whole question clusters, as the evaluate stage's.
+        boot: dict[str, Any] = {"resamples": eval_cfg.bootstrap_resamples, "seed": seed, "level": eval_cfg.bootstrap_level,
+                                "groups": pair_groups(test)}
         for name, (scores, thr) in scorers.items():
             metrics[name]["intervals"] = bootstrap_intervals(y_test, scores, thr, **boot)
         metrics["differences"] = {
