@@ -19,7 +19,6 @@ from qdup.errors import QdupError
 from qdup.evaluation.baseline import NAME as BASELINE_NAME
 from qdup.evaluation.bootstrap import bootstrap_intervals, paired_difference
 from qdup.evaluation.metrics import binary_metrics, choose_threshold, ranking_metrics
-from qdup.evaluation.trust import pair_groups
 from qdup.evaluation.reranker import (
     FEATURE_NAMES,
     BoostingParams,
@@ -30,6 +29,7 @@ from qdup.evaluation.reranker import (
     pair_groups,
     save_reranker,
 )
+from qdup.evaluation.trust import pair_groups
 from qdup.fileio import atomic_write_json
 
 RERANKER_DIR = "reranker"
