@@ -29,7 +29,7 @@ from qdup.evaluation.reranker import (
     pair_groups,
     save_reranker,
 )
-from qdup.evaluation.trust import pair_groups
+from qdup.evaluation.trust import pair_groups as test_pair_groups
 from qdup.fileio import atomic_write_json
 
 RERANKER_DIR = "reranker"
@@ -116,7 +116,7 @@ def build_rerank(
     if eval_cfg.bootstrap_resamples > 0:
         # Every interval and difference on the same resamples of the test pairs: whole question clusters, as the evaluate stage's.
         boot: dict[str, Any] = {"resamples": eval_cfg.bootstrap_resamples, "seed": seed, "level": eval_cfg.bootstrap_level,
-                                "groups": pair_groups(test)}
+                                "groups": test_pair_groups(test)}
         for name, (scores, thr) in scorers.items():
             metrics[name]["intervals"] = bootstrap_intervals(y_test, scores, thr, **boot)
         metrics["differences"] = {
