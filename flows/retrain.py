@@ -1,4 +1,4 @@
-"""The `retrain` flow: fetch -> validate -> drift -> splits -> vocabulary -> train -> evaluate -> retrieval -> export -> index -> publish."""
+"""The `retrain` flow: fetch -> validate -> drift -> splits -> vocabulary -> [pretrain] -> train -> evaluate -> retrieval -> export -> index -> publish."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from tasks.evaluate import evaluate_inputs, evaluate_task
 from tasks.export import export_inputs, export_task
 from tasks.fetch import fetch_task
 from tasks.index import index_inputs, index_task
+from tasks.pretrain import pretrain_inputs, pretrain_task
 from tasks.publish import publish_task
 from tasks.retrieval import retrieval_inputs, retrieval_task
 from tasks.splits import splits_inputs, splits_task
@@ -35,7 +36,9 @@ def stage_keys(config: RetrainConfig, dataset_sha256: str, production: str | Non
     keys["drift"] = stage_key("drift", drift_inputs(keys["validate"], production, config))
     keys["splits"] = stage_key("splits", splits_inputs(keys["validate"], config))
     keys["vocab"] = stage_key("vocab", vocab_inputs(keys["splits"], config))
-    keys["train"] = stage_key("train", train_inputs(keys["splits"], keys["vocab"], config))
+    if config.pretrain.enabled:
+        keys["pretrain"] = stage_key("pretrain", pretrain_inputs(keys["splits"], keys["vocab"], config))
+    keys["train"] = stage_key("train", train_inputs(keys["splits"], keys["vocab"], config, keys.get("pretrain")))
     keys["evaluate"] = stage_key("evaluate", evaluate_inputs(keys["splits"], keys["vocab"], keys["train"], config))
     keys["retrieval"] = stage_key("retrieval", retrieval_inputs(keys["splits"], keys["vocab"], keys["train"], config))
     keys["export"] = stage_key("export", export_inputs(keys["vocab"], keys["train"], keys["evaluate"], config))
@@ -62,8 +65,10 @@ def retrain(config: RetrainConfig = RetrainConfig()) -> dict[str, str]:
             done["splits"] = splits_task(done["validate"], config, run_dir)
         if config.runs_through("vocab"):
             done["vocab"] = vocab_task(done["splits"], config)
+        if config.runs_through("pretrain") and config.pretrain.enabled:
+            done["pretrain"] = pretrain_task(done["splits"], done["vocab"], config)
         if config.runs_through("train"):
-            done["train"] = train_task(done["splits"], done["vocab"], config)
+            done["train"] = train_task(done["splits"], done["vocab"], config, done.get("pretrain"))
         if config.runs_through("evaluate"):
             done["evaluate"] = evaluate_task(done["splits"], done["vocab"], done["train"], config)
         if config.runs_through("retrieval"):

@@ -131,10 +131,19 @@ def _data(manifest: dict[str, Any]) -> list[str]:
             lines.append(f"| {name} | {_f(s.get('rows'))} | {_f(s.get('duplicates'))} | `{s.get('content_sha256', '—')}` |")
         plan = (manifest.get("splits") or {}).get("_plan")
         if plan:
+            how = (
+                f"whole question-graph components drawn at random (seeded): {_f(plan.get('n_train'))} rows for training, "
+                f"{_f(plan.get('n_test'))} for test, which shares no question with training"
+                if plan.get("mode") == "question_disjoint"
+                else f"the first {_f(plan.get('n_train'))} for training, the next {_f(plan.get('n_test'))} for test"
+            )
             text = (
-                f"Positional split of {_f(plan.get('n_rows'))} rows: the first {_f(plan.get('n_train'))} for "
-                f"training (train/val are their duplicates, calibration their pairs from row "
-                f"{_f(plan.get('val_start_row'))} on), the next {_f(plan.get('n_test'))} for test."
+                f"Split of {_f(plan.get('n_rows'))} rows ({plan.get('mode', 'positional')}): {how}. The training rows are "
+                f"cut into three regions: train (rows before {_f(plan.get('val_start_row'))}: duplicates are `train`, "
+                f"non-duplicates `negatives`), val (duplicates up to row {_f(plan.get('calibration_start_row'))}: early "
+                f"stopping and the learning-rate schedule) and calibration (every pair from there on: the threshold and the "
+                f"promotion gate). Test is reported only; {_f(plan.get('test_questions_seen'))} of its questions also appear "
+                f"in another split."
             )
             lines += ["", text]
     return lines + [""]

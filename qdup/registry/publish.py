@@ -202,7 +202,8 @@ def lineage_manifest(
             name: {"content_sha256": e["content_sha256"], "rows": e["rows"], "duplicates": e["duplicates"]}
             for name, e in splits["splits"].items()
         }
-        | {"_plan": {k: splits[k] for k in ("n_rows", "n_train", "n_test", "val_start_row", "dropped_missing_question")}},
+        | {"_plan": {k: splits[k] for k in ("mode", "n_rows", "n_train", "n_test", "val_start_row", "calibration_start_row",
+                                             "regions", "test_questions_seen", "dropped_missing_question")}},
         "vocabulary": {"sha256": vocab["sha256"], "size": vocab["size"], "oov_rate": vocab["oov_rate"]},
         "model": {
             "encoder_sha256": train["encoder_sha256"],

@@ -30,7 +30,7 @@ def test_flow_writes_validated_splits_and_skips_them_when_rerun(demo_tsv, qdup_h
     first = retrain(_config(demo_tsv))
     splits_dir = Path(first["splits"])
     manifest = json.loads((splits_dir / "stage.json").read_text())["manifest"]
-    for name in ("train", "val", "test", "calibration"):
+    for name in ("train", "negatives", "val", "test", "calibration"):
         table = pq.read_table(splits_dir / f"{name}.parquet")
         assert table.num_rows == manifest["splits"][name]["rows"] > 0
         assert (splits_dir / f"validation-{name}.md").is_file()
