@@ -70,9 +70,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     previous = os.environ.get("QDUP_RUNS_DIR")
     os.environ["QDUP_RUNS_DIR"] = str(runs)
     try:
-        from flows.retrain import retrain
+        from qdup.cli.progress import run_with_progress
 
-        outputs = retrain(cfg)
+        outputs = run_with_progress(cfg, verbose=getattr(args, "verbose", False), debug=getattr(args, "debug", False))
         result = compare_reproduction(original, reproduced_manifest(cfg, outputs, original))
     finally:
         if previous is None:

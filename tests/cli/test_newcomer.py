@@ -194,7 +194,7 @@ def test_stage_lines_show_epochs_validation_loss_and_time_left():
     assert lines[0] == "✓ fetch      reused (unchanged inputs)"
     assert lines[1].startswith("✓ vocab      done in ")
     # 8 epochs left at 15 s each: at most 2 minutes (early stopping may end sooner).
-    assert re.fullmatch(r"… train      running \d+s  epoch 2/10  val loss 3\.2500  at most ~2m00s left", lines[2])
+    assert re.fullmatch(r"… train      running \d+s  epoch 2/10  val loss 3\.2500  at most ~(2m00s|1m5\ds) left", lines[2])
     assert console.printed == ["drift: 2 of 7 drift expectations failed"]
     progress.emit(_record("Finished in state Failed('boom')", "train"))
     assert progress.render().plain.splitlines()[2].startswith("✗ train      failed after ")
@@ -209,6 +209,16 @@ def test_off_a_terminal_each_stage_line_is_printed_once_when_it_ends():
     progress.emit(_record("[train] done in 31.0s -> /z", "train"))
     progress.emit(_record("Finished in state Completed()", "train"))
     assert len(console.printed) == 1 and re.fullmatch(r"✓ train      done in \d+s, 1 epoch", console.printed[0])
+
+
+def test_the_evaluate_log_keeps_the_header_row_of_its_table(tmp_path):
+    from tasks.evaluate import baseline_log_lines, baseline_markdown
+
+    metrics = stage_records(tmp_path)["evaluate"].manifest["metrics"]
+    metrics = {**metrics, "baseline": {"test": metrics["test"]}}
+    lines = baseline_log_lines(baseline_markdown(metrics))
+    assert lines[0].startswith("| metric | model") and "baseline" in lines[0]
+    assert "roc_auc" in lines[1] and not any(line.startswith("|---") for line in lines)
 
 
 def test_a_finished_training_line_counts_its_epochs():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import keras
 import pandas as pd
@@ -99,11 +100,26 @@ def test_warm_answers_every_method_before_the_first_query(world, tmp_path):
     assert searcher.lexical_ready
 
 
+def test_the_server_loads_a_searcher_warmed_for_its_method(world):
+    """A hybrid version's lexical side is fitted before the server serves it (so before /readyz turns 200)."""
+    from qdup.search.index import load_index
+    from qdup.search.service import late_index_dir
+    from qdup.serving.searcher import load_searcher
+
+    tmp, store, versions, tsv, questions = world
+    built = tmp / "hybrid-source"
+    assert run(["index", "build", "-m", versions[1], "--store", store.url, "--questions", str(tsv), "--index", str(built)]) == 0
+    index = load_index(built, expected_model_version=versions[1])
+    index.search_defaults = {"method": "hybrid", "hybrid": {"method": "rrf", "weight": None}, "rrf_k": 60}
+    index.save(late_index_dir(Path(store.root), versions[1]))
+    searcher = load_searcher(store.open_version(versions[1]))
+    assert searcher.default_method == "hybrid" and searcher.lexical_ready
+
+
 def test_cli_search_verbose_prints_its_timing_breakdown(world, tmp_path):
     import os
     import subprocess
     import sys
-    from pathlib import Path
 
     tmp, store, versions, tsv, questions = world
     assert run(["index", "build", "-m", versions[1], "--store", store.url, "--questions", str(tsv),
