@@ -186,9 +186,9 @@ class ModelConfig(_Section):
         description="add hashed character n-gram embeddings (fastText style) to each word's embedding, computed from the raw "
         "text inside the exported model: rare, misspelled and out-of-vocabulary words get vectors",
     )
-    subword_buckets: int = Field(default=200_000, gt=0, description="hash buckets of the character n-grams (embedding rows)")
+    subword_buckets: int = Field(default=32_768, gt=0, description="hash buckets of the character n-grams (embedding rows)")
     subword_ngrams: tuple[int, int] = Field(default=(3, 5), description="n-gram sizes, on the word wrapped in '<' and '>'")
-    subword_max_per_word: int = Field(default=32, gt=0, description="a word keeps its first this many n-grams")
+    subword_max_per_word: int = Field(default=16, gt=0, description="a word keeps its first this many n-grams")
 
     @field_validator("subword_ngrams")
     @classmethod

@@ -156,7 +156,7 @@ class SubwordHasher(keras.layers.Layer):
     so that step t holds the n-grams of the word whose id is at step t.
     """
 
-    def __init__(self, buckets: int, ngram_min: int = 3, ngram_max: int = 5, max_per_word: int = 32, max_length: int = 64,
+    def __init__(self, buckets: int, ngram_min: int = 3, ngram_max: int = 5, max_per_word: int = 16, max_length: int = 64,
                  **kwargs):
         kwargs.setdefault("trainable", False)
         super().__init__(**kwargs)
@@ -201,7 +201,7 @@ class SubwordEmbedding(keras.layers.Layer):
     carries the hashing settings, so `subword_hasher(encoder)` rebuilds the hasher a saved encoder was trained with.
     """
 
-    def __init__(self, buckets: int, output_dim: int, ngram_min: int = 3, ngram_max: int = 5, max_per_word: int = 32,
+    def __init__(self, buckets: int, output_dim: int, ngram_min: int = 3, ngram_max: int = 5, max_per_word: int = 16,
                  embeddings_regularizer=None, **kwargs):
         super().__init__(**kwargs)
         self.supports_masking = True
