@@ -188,8 +188,10 @@ def pair_scores(record: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, np.ndar
     base = lexical_scores(train, cal, test, ngram_range=tuple(ev["baseline_ngram_range"]), min_df=ev["baseline_min_df"])
     scores = {"encoder": read_test_scores(evaluate / TEST_SCORES_FILE), "lexical": np.asarray(base.test)}
     rerank = stage_path(record, "rerank")
-    if rerank is not None and (rerank / TEST_SCORES_FILE).is_file():
-        scores["reranker"] = read_test_scores(rerank / TEST_SCORES_FILE)
+    if rerank is not None:
+        from qdup.stages.rerank import SCORES_FILE
+
+        scores["reranker"] = pd.read_parquet(rerank / SCORES_FILE)["reranker"].to_numpy()
     return test, scores
 
 
@@ -198,17 +200,18 @@ def version_searcher(record: dict[str, Any], home: Path, corpus: list[str]):
     from qdup.registry.store import ArtifactStore
     from qdup.search.encoder import load_query_encoder
     from qdup.search.index import build_index
-    from qdup.search.service import VersionSearcher
+    from qdup.search.service import VersionSearcher, load_version_reranker
     from qdup.stages.index import search_defaults
 
     store = ArtifactStore(str(home / "store"))
     version = record["published"]["version"]
     manifest = store.manifest(version)
-    encoder = load_query_encoder(store.open_version(version) / "model")
+    model_dir = store.open_version(version) / "model"
+    encoder = load_query_encoder(model_dir)
     index = build_index(list(range(len(corpus))), corpus, encoder.encode(corpus), model_version=version,
                         corpus={"count": len(corpus)}, ann="exact", seed=0)
     index.search_defaults = search_defaults(manifest["retrieval"], index.cfg)
-    return VersionSearcher(index, encoder), version
+    return VersionSearcher(index, encoder, load_version_reranker(model_dir)), version
 
 
 def rank_queries(searcher, corpus: list[str], queries: np.ndarray, relevant: list[np.ndarray], k: int,
@@ -219,7 +222,7 @@ def rank_queries(searcher, corpus: list[str], queries: np.ndarray, relevant: lis
 
     texts = [corpus[i] for i in queries]
     out = {}
-    for method in [m for m in methods if m in METHODS]:
+    for method in [m for m in methods if m in METHODS and (m != "reranked" or searcher.reranker is not None)]:
         print(f"[quality] ranking {len(texts):,} queries by {method}", flush=True)
         ranked, _ = searcher.rank(texts, k + 1, method)
         ranked = np.where(ranked == queries[:, None], -1, ranked)
