@@ -21,7 +21,7 @@ COPY flows ./flows
 COPY tasks ./tasks
 COPY deployments ./deployments
 COPY data_contracts ./data_contracts
-RUN pip install -c constraints.txt . && rm -rf /opt/qdup/build
+RUN pip install -c constraints.txt ".[all]" && rm -rf /opt/qdup/build
 
 # Runs as an unprivileged user; all state (cache, runs, store) lives in one volume.
 RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin qdup \

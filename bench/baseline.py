@@ -9,6 +9,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,8 +20,10 @@ def build_baseline(vocabulary: list[str], model_cfg: Any):
     """(siamese, encoder) on string inputs; `vocabulary` is the full token list (padding and OOV first)."""
     import keras
 
+    from qdup.text import SPLIT, STANDARDIZE
+
     vectorizer = keras.layers.TextVectorization(
-        standardize="lower_and_strip_punctuation", split="whitespace", output_mode="int", vocabulary=vocabulary[2:], name="vectorizer"
+        standardize=STANDARDIZE, split=SPLIT, output_mode="int", vocabulary=vocabulary[2:], name="vectorizer"
     )
     text = keras.Input(shape=(), dtype="string", name="text")
     x = vectorizer(text)
@@ -95,12 +99,14 @@ def _metrics(y_cal, s_cal, y_test, s_test, reference: float) -> dict[str, Any]:
     }
 
 
-def run(p, ctx) -> None:
-    """Train the baseline on the bench's train split, then measure it like qdup's evaluate stage."""
+def run(p, ctx, capped_splits: Callable[[Any], Path], cpu_seconds: Callable[[], float]) -> None:
+    """Train the baseline on the bench's train split, then measure it like qdup's evaluate stage.
+
+    `capped_splits` and `cpu_seconds` are bench.stage's, handed in (bench.stage imports this module).
+    """
     import keras
     import tensorflow as tf
 
-    from bench.stage import capped_splits, cpu_seconds
     from qdup.data import splits
     from qdup.model.encode import encode
     from qdup.model.network import TripletLoss, load_encoder

@@ -362,7 +362,7 @@ def stage_inference(p: Probe, ctx: Ctx) -> None:
 def stage_baseline(p: Probe, ctx: Ctx) -> None:
     from bench import baseline
 
-    baseline.run(p, ctx)
+    baseline.run(p, ctx, capped_splits, cpu_seconds)
 
 
 STAGES: dict[str, Callable[[Probe, Ctx], None]] = {

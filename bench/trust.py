@@ -37,9 +37,10 @@ def _real(sample: Path) -> dict[str, Any]:
     from qdup.config import DriftTolerances, SplitConfig
     from qdup.data.contracts import read_tsv, to_int_frame
     from qdup.data.demo import generate_pairs
-    from qdup.data.drift import check_drift, profile_dataset, standardize
+    from qdup.data.drift import check_drift, profile_dataset
     from qdup.data.splits import make_splits
     from qdup.evaluation.baseline import lexical_pair_baseline
+    from qdup.text import standardize
 
     df = to_int_frame(read_tsv(sample)[1]).dropna(subset=["question1", "question2"]).reset_index(drop=True)
     splits, _ = make_splits(df, SplitConfig(n_train=0.8, n_test=0.2))
@@ -85,10 +86,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from qdup.config import DriftTolerances, SplitConfig
     from qdup.data.demo import generate_pairs
-    from qdup.data.drift import check_drift, profile_dataset, standardize
+    from qdup.data.drift import check_drift, profile_dataset
     from qdup.data.splits import make_splits
     from qdup.evaluation.baseline import baseline_metrics, lexical_scores
     from qdup.evaluation.bootstrap import bootstrap_intervals, paired_difference
+    from qdup.text import standardize
 
     df, report["generate_s"] = _timed(generate_pairs, args.rows, 0)
     split_cfg = SplitConfig() if args.rows >= 320_000 else SplitConfig(n_train=0.75, n_test=0.025)

@@ -9,7 +9,7 @@ from typing import Any
 
 from prefect.schedules import Cron
 
-from qdup.config import RetrainConfig
+from qdup.config import RetrainConfig, load_config_file
 from qdup.errors import ConfigError, QdupError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -136,8 +136,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--git-branch", help="branch of --git-source (default: the repository's default branch)")
     parser.add_argument("--config", help="JSON file with the RetrainConfig fields to set; the rest stay code defaults")
     args = parser.parse_args(argv)
-    from qdup.cli.main import load_config_file
-
     try:
         config = RetrainConfig.model_validate(load_config_file(args.config)) if args.config else None
         if args.git_branch and not args.git_source:

@@ -13,12 +13,15 @@ from qdup.config import BatchSearchConfig
 from qdup.search.batch import read_questions, result_schema
 from qdup.search.index import load_index_cached
 from qdup.search.mine import chunk_bounds, write_mined
+from qdup.search.service import search_defaults
 from tasks.search import search_chunk_task
 
 
 @flow(name="qdup-search", validate_parameters=True)
 def search_queries(config: BatchSearchConfig) -> dict[str, Any]:
-    """The `config.k` nearest indexed questions of every query of `config.queries`, to `config.out` (Parquet, atomically).
+    """The `config.k` best indexed questions of every query of `config.queries`, to `config.out` (Parquet, atomically).
+
+    Ranked by `config.method`, else the version's default (as `qdup search` without --dask ranks).
 
     The query file is read here and its chunks travel with the tasks; each task encodes its queries with
     `config.model_dir`'s encoder and searches `config.index_dir`, on the workers of the Dask scheduler
@@ -28,19 +31,21 @@ def search_queries(config: BatchSearchConfig) -> dict[str, Any]:
     if not runs_on(config.dask):
         # See mine_corpus: a flow's task runner is fixed when its run starts.
         return run_search_queries(config)
-    _, queries = read_questions(config.queries)
+    query_ids, queries = read_questions(config.queries)
     index = load_index_cached(config.index_dir, config.model_version)
+    # Resolved once, so every chunk ranks the same way, and named in the summary.
+    method = config.method or search_defaults(index)["method"]
     bounds = chunk_bounds(len(queries), config.chunk_size)
     tables = run_chunks(search_chunk_task, [
         {"index_dir": config.index_dir, "model_dir": config.model_dir, "model_version": config.model_version,
-         "queries": queries[lo:hi], "offset": lo, "k": config.k}
+         "queries": queries[lo:hi], "offset": lo, "k": config.k, "method": method, "query_ids": query_ids[lo:hi]}
         for lo, hi in bounds
     ], config.dask)
-    schema = result_schema(index)
+    schema = result_schema(index, query_ids)
     table = pa.concat_tables(tables) if tables else schema.empty_table()
     write_mined(table, config.out)
     get_run_logger().info("wrote %d results of %d queries in %d chunks to %s", table.num_rows, len(queries), len(bounds), config.out)
-    return {"out": str(config.out), "rows": table.num_rows, "queries": len(queries), "chunks": len(bounds)}
+    return {"out": str(config.out), "rows": table.num_rows, "queries": len(queries), "chunks": len(bounds), "method": method}
 
 
 def run_search_queries(config: BatchSearchConfig) -> dict[str, Any]:

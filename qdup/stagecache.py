@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import ast
+import contextlib
 import datetime as dt
+import fcntl
+import functools
 import hashlib
-from collections.abc import Callable
+import importlib.metadata
+import os
+import shutil
+import socket
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
 from qdup import __version__
-from qdup.fileio import atomic_dir, atomic_write_json, clean_stale_temps, read_json, sha256_json
+from qdup.fileio import atomic_dir, atomic_write_json, read_json, sha256_file, sha256_json
 from qdup.log import LogFn
 from qdup.paths import runs_dir
 
@@ -33,9 +40,25 @@ class StageResult(BaseModel):
         return self.path / name
 
 
-# Packages whose modules count as the code a stage runs (third-party code is pinned by constraints.txt
-# and recorded in each version's manifest instead).
+# Packages whose modules count as the code a stage runs.
 PROJECT_PACKAGES = ("qdup", "tasks", "flows")
+
+# Third-party libraries whose version changes what a stage computes, by import name -> distribution.
+# A stage's key holds the installed version of each one its code imports: an upgrade re-runs exactly
+# the stages that use it (constraints.txt pins them, but a host can install another version).
+LIBRARIES = {
+    "tensorflow": "tensorflow",
+    "keras": "keras",
+    "sklearn": "scikit-learn",
+    "great_expectations": "great-expectations",
+    "faiss": "faiss-cpu",
+    "numpy": "numpy",
+    "pandas": "pandas",
+    "pyarrow": "pyarrow",
+    "scipy": "scipy",
+}
+# Keras computes with its backend: code that imports keras runs TensorFlow too.
+LIBRARY_IMPLIES = {"keras": ("tensorflow",)}
 
 
 # The folder holding the project's packages; modules are found there by name, never imported,
@@ -51,7 +74,7 @@ def _module_file(name: str) -> Path | None:
     return None
 
 
-def _imported_names(tree: ast.AST, package: str) -> set[str]:
+def imported_names(tree: ast.AST, package: str) -> set[str]:
     """Every module an AST imports, at top level or inside functions, as absolute dotted names."""
     names: set[str] = set()
     for node in ast.walk(tree):
@@ -68,9 +91,9 @@ def _imported_names(tree: ast.AST, package: str) -> set[str]:
     return names
 
 
-def module_closure(*roots: str) -> dict[str, Path]:
-    """The project modules that `roots` import, transitively (found in the source, without importing)."""
-    seen: dict[str, Path] = {}
+def _module_trees(*roots: str) -> dict[str, tuple[Path, ast.AST, set[str]]]:
+    """Each project module that `roots` import, transitively: its file, its AST and every name it imports."""
+    seen: dict[str, tuple[Path, ast.AST, set[str]]] = {}
     todo = list(roots)
     while todo:
         name = todo.pop()
@@ -79,23 +102,83 @@ def module_closure(*roots: str) -> dict[str, Path]:
         path = _module_file(name)
         if path is None:  # `from qdup.x import function`: a name, not a module
             continue
-        seen[name] = path
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        tree = ast.parse(path.read_text(), str(path))
+        imported = imported_names(tree, package)
+        seen[name] = (path, tree, imported)
         # Importing a submodule runs its packages' __init__ too.
         todo.extend(".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 1))
-        todo.extend(_imported_names(ast.parse(path.read_text(), str(path)), package))
+        todo.extend(imported)
     return dict(sorted(seen.items()))
 
 
-def code_fingerprint(*roots: str) -> str:
-    """Hash of the source of every project module the stage's code runs, found from its imports.
+def module_closure(*roots: str) -> dict[str, Path]:
+    """The project modules that `roots` import, transitively (found in the source, without importing)."""
+    return {name: path for name, (path, _, _) in _module_trees(*roots).items()}
 
-    A stage's roots are its stage module and its Prefect task module; any edit to them, or to
-    a helper they import, changes the key, so a stale stage output is never reused.
+
+@functools.cache
+def installed_version(distribution: str) -> str | None:
+    """The installed version of a distribution (None: not installed)."""
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def library_versions(*roots: str, _trees: dict | None = None) -> dict[str, str | None]:
+    """Version of every library in LIBRARIES that the stage's modules import, by distribution name."""
+    used: set[str] = set()
+    for _, _, imported in (_trees or _module_trees(*roots)).values():
+        for name in imported:
+            top = name.split(".")[0]
+            if top in LIBRARIES:
+                used.add(top)
+                used.update(LIBRARY_IMPLIES.get(top, ()))
+    return {LIBRARIES[top]: installed_version(LIBRARIES[top]) for top in sorted(used)}
+
+
+def resources_dir() -> Path:
+    return PROJECT_ROOT / "qdup" / "resources"
+
+
+def resource_files(*roots: str, _trees: dict | None = None) -> dict[str, Path]:
+    """The files under qdup/resources that the stage's modules name (a string constant equal to an entry's name).
+
+    A module reads a resource by naming it (`joinpath("resources", "drift.json")`); a named folder
+    counts with every file in it.
     """
+    root = resources_dir()
+    entries = {p.name: p for p in root.iterdir()} if root.is_dir() else {}
+    named: set[str] = set()
+    for _, tree, _ in (_trees or _module_trees(*roots)).values():
+        named.update(n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str) and n.value in entries)
+    files: dict[str, Path] = {}
+    for name in sorted(named):
+        entry = entries[name]
+        for path in sorted(entry.rglob("*")) if entry.is_dir() else [entry]:
+            if path.is_file():
+                files[path.relative_to(root).as_posix()] = path
+    return files
+
+
+def code_fingerprint(*roots: str) -> str:
+    """Hash of everything a stage's code depends on, found from its imports.
+
+    The source of every project module it runs, the versions of the libraries in LIBRARIES those
+    modules import, and the resource files (qdup/resources) they read. A stage's roots are its stage
+    module and its Prefect task module; any edit to them, to a helper they import or to a resource
+    file they name, or another version of a library they compute with, changes the key, so a stale
+    stage output is never reused.
+    """
+    trees = _module_trees(*roots)
     h = hashlib.sha256(__version__.encode())
-    for name, path in module_closure(*roots).items():
+    for name, (path, _, _) in trees.items():
         h.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
+    for distribution, version in library_versions(_trees=trees).items():
+        h.update(f"library:{distribution}=={version}".encode() + b"\0")
+    for name, path in resource_files(_trees=trees).items():
+        h.update(f"resource:{name}:{sha256_file(path)}".encode() + b"\0")
     return h.hexdigest()
 
 
@@ -108,6 +191,52 @@ def stage_dir(stage: str, key: str, home: Path | None = None) -> Path:
     return runs_dir(home) / "stages" / stage / key[:24]
 
 
+def stage_lock_path(stage: str, key: str, home: Path | None = None) -> Path:
+    """The lock file of one stage key, beside its folder."""
+    return stage_dir(stage, key, home).with_suffix(".lock")
+
+
+@contextlib.contextmanager
+def stage_lock(stage: str, key: str, log: LogFn, home: Path | None = None) -> Iterator[None]:
+    """Hold the lock of (stage, key) while the body runs; wait, saying so, while another process holds it.
+
+    The lock is an flock on a file beside the stage folder: the kernel releases it when its holder
+    exits, however it exits, so a lock left by a killed run is free at once; staleness is never
+    guessed from age. The file records its holder (host, pid, start) for the waiting message only.
+    """
+    path = stage_lock_path(stage, key, home)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "another process"
+            log(f"[{stage}] waiting: stage {stage} (key {key[:12]}) is being run by {holder}; its output will be reused ({path})")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {started}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the flock
+
+
+def _remove_leftover_temps(final: Path) -> None:
+    """Remove this key's temporary folders left by a run that died; only called with the key's lock held."""
+    for tmp in final.parent.glob(f".{final.name}.*.tmp"):
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _cached(stage: str, key: str, final: Path, log: LogFn) -> StageResult | None:
+    done = final / MANIFEST
+    if not done.is_file():
+        return None
+    record = read_json(done)
+    log(f"[{stage}] unchanged inputs and parameters: skipping, reusing {final}")
+    return StageResult(stage=stage, key=key, path=final, cached=True, manifest=record["manifest"], seconds=record.get("seconds"))
+
+
 def run_stage(
     stage: str,
     inputs: dict[str, Any],
@@ -115,37 +244,39 @@ def run_stage(
     log: LogFn,
     home: Path | None = None,
 ) -> StageResult:
-    """Return the stored output of (stage, inputs) if present, else build it atomically.
+    """Return the stored output of (stage, inputs) if present, else build it atomically, under the key's lock.
 
     `build(tmp_dir)` writes the stage's files into `tmp_dir` and returns its manifest; the
     directory becomes visible under its final name only after `build` returned, so a crash
     never leaves a half-written stage that a later run would mistake for a finished one.
+    Runs of the same key (other processes, other hosts on shared storage) take turns: the
+    second waits for the first and reuses its folder; a run never removes another's files.
     """
     key = stage_key(stage, inputs)
     final = stage_dir(stage, key, home)
-    done = final / MANIFEST
-    if done.is_file():
-        record = read_json(done)
-        log(f"[{stage}] unchanged inputs and parameters: skipping, reusing {final}")
-        return StageResult(stage=stage, key=key, path=final, cached=True, manifest=record["manifest"], seconds=record.get("seconds"))
-    clean_stale_temps(final.parent)
-    log(f"[{stage}] running (key {key[:12]})")
-    started = dt.datetime.now(dt.UTC)
-    with atomic_dir(final) as tmp:
-        manifest = build(tmp)
-        finished = dt.datetime.now(dt.UTC)
-        atomic_write_json(
-            tmp / MANIFEST,
-            {
-                "stage": stage,
-                "key": key,
-                "inputs": inputs,
-                "started": started.isoformat(),
-                "finished": finished.isoformat(),
-                "seconds": round((finished - started).total_seconds(), 3),
-                "manifest": manifest,
-            },
-        )
+    if (result := _cached(stage, key, final, log)) is not None:
+        return result
+    with stage_lock(stage, key, log, home):
+        if (result := _cached(stage, key, final, log)) is not None:
+            return result
+        _remove_leftover_temps(final)
+        log(f"[{stage}] running (key {key[:12]})")
+        started = dt.datetime.now(dt.UTC)
+        with atomic_dir(final) as tmp:
+            manifest = build(tmp)
+            finished = dt.datetime.now(dt.UTC)
+            atomic_write_json(
+                tmp / MANIFEST,
+                {
+                    "stage": stage,
+                    "key": key,
+                    "inputs": inputs,
+                    "started": started.isoformat(),
+                    "finished": finished.isoformat(),
+                    "seconds": round((finished - started).total_seconds(), 3),
+                    "manifest": manifest,
+                },
+            )
     log(f"[{stage}] done in {(finished - started).total_seconds():.1f}s -> {final}")
     seconds = round((finished - started).total_seconds(), 3)
     return StageResult(stage=stage, key=key, path=final, cached=False, manifest=manifest, seconds=seconds)

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
-import string
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -33,6 +31,7 @@ from qdup.config import DriftTolerances
 from qdup.data.contracts import ContractReport, ContractViolation, validate_frame_with_suite
 from qdup.errors import QdupError
 from qdup.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
+from qdup.text import standardize
 
 PROFILE_VERSION = 1
 PROFILE_FILE = "profile.json"
@@ -43,11 +42,6 @@ PAIR_LABELS_FILE = "pair_labels.npy"
 HASH_DESCRIPTION = "blake2b, 8 bytes little-endian, of the standardised question (tokens joined by one space)"
 NO_PRODUCTION = "no production: profile recorded"
 
-# Keras TextVectorization's "lower_and_strip_punctuation" (tf.strings.lower lowers ASCII only).
-_PUNCTUATION = re.compile(r'[!"#$%&()\*\+,-\./:;<=>?@\[\\\]^_`{|}~\']')
-_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
-_WHITESPACE = re.compile(r"[ \t\n\r\f\v]+")
-
 DriftMode = Literal["warn", "block", "off"]
 
 
@@ -56,11 +50,6 @@ def settings() -> dict[str, Any]:
     """Drift defaults that are data (quantiles, length cap, KL tail holdout): qdup/resources/drift.json."""
     with resources.files("qdup").joinpath("resources", "drift.json").open(encoding="utf-8") as f:
         return json.load(f)
-
-
-def standardize(text: str) -> list[str]:
-    """The tokens of `text` as the vocabulary sees them (before the OOV mapping)."""
-    return [t for t in _WHITESPACE.split(_PUNCTUATION.sub("", text.translate(_ASCII_LOWER))) if t]
 
 
 def _hash64(data: bytes) -> int:

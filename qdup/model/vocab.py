@@ -13,9 +13,8 @@ from qdup.config import VocabConfig
 from qdup.errors import QdupError
 from qdup.fileio import atomic_write_text
 from qdup.model.vocabulary_file import OOV_ID, PAD_ID, read_vocabulary
+from qdup.text import SPLIT, STANDARDIZE
 
-STANDARDIZE = "lower_and_strip_punctuation"
-SPLIT = "whitespace"
 # Texts are pushed through TensorFlow in slices this big, so memory stays bounded on 400k questions.
 VECTORIZE_BATCH = 8192
 

@@ -13,13 +13,23 @@ from typing import Any
 import numpy as np
 
 from qdup import __version__
-from qdup.config import SELECTION_SPLIT, RetrainConfig
+from qdup.config import RetrainConfig
 from qdup.data.drift import VERSION_PROFILE_DIR
+from qdup.data.generated import generated_record
 from qdup.data.splits import read_split
 from qdup.evaluation.metrics import binary_metrics, ranking_metrics
 from qdup.evaluation.scores import CALIBRATION_SCORES_FILE, TEST_SCORES_FILE, read_test_scores
 from qdup.fileio import atomic_write_text, sha256_json
 from qdup.log import LogFn, stderr_log
+from qdup.registry.gate import (  # noqa: F401  (also publishing's interface)
+    GATE_SPLIT,
+    RETRIEVAL_GATE_PART,
+    RETRIEVAL_PREFIX,
+    GateDecision,
+    decide,
+    gate_split,
+    gate_value,
+)
 from qdup.registry.store import ArtifactStore, StoreError
 from qdup.stagecache import StageResult, params
 
@@ -54,85 +64,6 @@ def library_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             versions[name] = "not installed"
     return versions
-
-
-RETRIEVAL_PREFIX = "retrieval_"
-# The selection split: the promotion gate and the baseline-lift check compare models here; `test` is
-# reported only, so that choosing between models never makes its figures optimistic.
-GATE_SPLIT = SELECTION_SPLIT
-# For retrieval_* gate metrics: the retrieval stage's validation part (its test part is reported only).
-RETRIEVAL_GATE_PART = "val"
-
-
-def gate_split(metric: str) -> str:
-    """Where the gate measures `metric`, in words (for reasons, manifests and cards)."""
-    return "the retrieval validation part" if metric.startswith(RETRIEVAL_PREFIX) else f"the {GATE_SPLIT} split"
-
-
-def gate_value(metrics: dict[str, Any], metric: str, retrieval: dict[str, Any] | None = None, split: str = GATE_SPLIT) -> float:
-    """The gate metric from an evaluation's metrics on `split` (default the calibration split, each model at
-    its calibration-chosen threshold), or for a `retrieval_*` metric the model's dense figure on the retrieval
-    validation part (`retrieval`: that stage's manifest)."""
-    if metric.startswith(RETRIEVAL_PREFIX):
-        if retrieval is None:
-            raise ValueError(f"gate metric {metric!r} needs the retrieval stage's metrics")
-        part = RETRIEVAL_GATE_PART if split == GATE_SPLIT else split
-        if part not in retrieval:
-            raise ValueError(f"gate metric {metric!r}: the retrieval metrics have no {part!r} part")
-        return float(retrieval[part]["dense"][metric.removeprefix(RETRIEVAL_PREFIX)])
-    if split not in metrics:
-        raise ValueError(f"gate metric {metric!r}: the metrics have no {split!r} split")
-    block = metrics[split]
-    if metric in ("roc_auc", "pr_auc"):
-        return float(block["ranking"][metric])
-    value = (block.get("at_threshold") or {}).get(metric)
-    if value is None:
-        raise ValueError(f"metric {metric!r} is undefined for this model on {split}")
-    return float(value)
-
-
-@dataclass(frozen=True)
-class GateDecision:
-    promote: bool
-    reason: str
-    compared_against: str | None
-    challenger: float
-    production: float | None
-    production_measured_on: str | None
-    split: str = f"the {GATE_SPLIT} split"
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "promote": self.promote,
-            "reason": self.reason,
-            "version": self.compared_against,
-            "challenger": self.challenger,
-            "production": self.production,
-            "production_measured_on": self.production_measured_on,
-            "split": self.split,
-        }
-
-
-def decide(
-    metric: str,
-    tolerance: float,
-    challenger: float,
-    production_version: str | None,
-    production: float | None,
-    measured_on: str | None,
-) -> GateDecision:
-    """Promote when there is no production yet, or challenger >= production - tolerance (both on the gate's split)."""
-    where = gate_split(metric)
-    if production_version is None:
-        return GateDecision(True, "first version: becomes production", None, challenger, None, None, where)
-    assert production is not None
-    ok = challenger >= production - tolerance
-    verdict = "at least as good as" if ok else "worse than"
-    reason = (
-        f"challenger {metric}={challenger:.4f} is {verdict} production {production_version} "
-        f"{metric}={production:.4f} (tolerance {tolerance}) on {where} (test is reported only)"
-    )
-    return GateDecision(ok, reason, production_version, challenger, production, measured_on, where)
 
 
 def rescore_on(predictor: Any, calibration_df: Any, metric: str) -> tuple[float, np.ndarray, float]:
@@ -214,6 +145,8 @@ def lineage_manifest(
             "sha256": fetch["sha256"],
             "md5": fetch["md5"],
             "bytes": fetch["size"],
+            # Present only for a file `qdup demo-data` wrote: the card, the run summary and /v1/model say so.
+            **({"generated": generated} if (generated := generated_record(fetch["sha256"])) else {}),
         },
         "validation": {
             "suite": validate["suite"],
@@ -252,6 +185,8 @@ def lineage_manifest(
             | {k: v for k, v in (metrics["calibration"].get("at_threshold") or {}).items()
                if k in ("accuracy", "precision", "recall", "f1")},
             **{k: metrics[k] for k in ("intervals", "baseline", "lift_over_baseline") if k in metrics},
+            # The pair reranker beside the encoder alone and the baseline, each at its own calibration-chosen threshold.
+            **({"reranker": stages["rerank"].manifest["metrics"]} if "rerank" in stages else {}),
         },
         "parameters": params(cfg),
         "code": code_version(),
@@ -377,6 +312,14 @@ def measure_production_retrieval(
     return float(figures[name]), "re-scored on the challenger's retrieval validation part"
 
 
+def find_identical(store: ArtifactStore, key: str, versions: list[str]) -> str | None:
+    """The newest of `versions` published from the same stage outputs (`content_key`), if any."""
+    for existing in reversed(versions):
+        if store.manifest(existing).get("content_key") == key:
+            return existing
+    return None
+
+
 def publish_version(
     store: ArtifactStore,
     cfg: RetrainConfig,
@@ -390,16 +333,19 @@ def publish_version(
 ) -> PublishOutcome:
     """Publish the exact stage outputs handed in as `version`; move `latest`, and `production` if the gate passes.
 
-    An unchanged pipeline publishes nothing (it names the identical version). Production is
-    re-scored before the store lock is taken (it loads a model); if production moved while it
-    was measured, it is measured again, at most `max_attempts` times.
+    An unchanged pipeline publishes nothing (it names the identical version). Everything slow happens
+    before the store's lock: measuring production (it may load a model), the gate decision, the
+    profile, the relabelled index, the card, and uploading the version's files unregistered. The lock
+    covers only one registry transaction: production is still the one measured, no identical version
+    was registered meanwhile, the registration and the alias moves. If production moved meanwhile,
+    the upload is discarded and the gate runs again, at most `max_attempts` times.
     """
     metric, tolerance = cfg.publish.gate_metric, cfg.publish.tolerance
     key = content_key(stages)
-    for existing in reversed(store.versions()):
-        if store.manifest(existing).get("content_key") == key:
-            log(f"[publish] identical to version {existing} (same data, parameters and code): nothing new to publish")
-            return PublishOutcome(existing, store.url, False, False, f"identical to {existing}", None)
+    seen = store.versions()
+    if (existing := find_identical(store, key, seen)) is not None:
+        log(f"[publish] identical to version {existing} (same data, parameters and code): nothing new to publish")
+        return PublishOutcome(existing, store.url, False, False, f"identical to {existing}", None)
     from qdup.evaluation.bootstrap import format_paired_difference
     from qdup.registry.card import model_card
     from qdup.registry.gate import apply_baseline_check, check_baseline, gate_record
@@ -411,35 +357,50 @@ def publish_version(
     from qdup.evaluation.bootstrap import METRICS
 
     baseline = check_baseline(metrics, metric if metric in METRICS else "roc_auc", cfg.publish.min_lift_over_baseline)
-    for _ in range(max_attempts):
-        current = store.aliases().get("production")
-        prod = measure_production(store, current, stages, metric)
-        paired = paired_against_production(cfg, stages, prod)
-        with store.lock():
-            if store.aliases().get("production") != current:
-                continue  # production moved while it was being measured: measure the new one
+    with tempfile.TemporaryDirectory(prefix="qdup-publish-") as tmp:
+        # The files that do not depend on the gate's outcome, made once.
+        files = version_files(stages) | profile_files(stages, Path(tmp) / VERSION_PROFILE_DIR)
+        if "index" in stages:
+            files |= relabelled_index(stages, version, Path(tmp))
+        for _ in range(max_attempts):
+            current = store.aliases().get("production")
+            prod = measure_production(store, current, stages, metric)
+            paired = paired_against_production(cfg, stages, prod)
             decision = decide(metric, tolerance, challenger, current, prod.value, prod.measured_on)
             if paired is not None:
                 decision = replace(decision, reason=f"{decision.reason}; {format_paired_difference(paired)}")
             decision = apply_baseline_check(decision, baseline)
+            staged = None
             if version not in store.versions():  # a retried publish after a committed one must not publish twice
                 gate = gate_record(decision, baseline, paired)
                 manifest = lineage_manifest(cfg, stages, run_info, decision, gate) | {"content_key": key}
-                with tempfile.TemporaryDirectory(prefix="qdup-publish-") as tmp:
-                    files = version_files(stages) | profile_files(stages, Path(tmp) / VERSION_PROFILE_DIR)
-                    if "index" in stages:
-                        files |= relabelled_index(stages, version, Path(tmp))
-                    # The card is made from the manifest being published (with the id it will carry).
-                    card = Path(tmp) / CARD_FILE
-                    atomic_write_text(card, model_card({**manifest, "id": version}))
-                    store.publish(files | {CARD_FILE: card}, manifest, version=version)
-            store.move_alias("latest", version, "every publish moves latest", actor, "publish")
-            promoted = decision.promote and cfg.publish.promote
-            if promoted:
-                store.move_alias("production", version, decision.reason, actor, "publish")
-            break
-    else:
-        raise StoreError(f"production kept moving while version {version} was being gated ({max_attempts} attempts)")
+                # The card is made from the manifest being published (with the id it will carry).
+                card = Path(tmp) / CARD_FILE
+                atomic_write_text(card, model_card({**manifest, "id": version}))
+                # An earlier attempt's upload (another gate outcome, or a failed registration) goes first.
+                store.discard_upload(version)
+                staged = store.upload(files | {CARD_FILE: card}, manifest, version=version)
+            with store.lock():
+                if store.aliases().get("production") != current:
+                    moved = True  # production moved while it was being measured: measure the new one
+                else:
+                    moved = False
+                    registered = store.versions()
+                    identical = find_identical(store, key, [v for v in registered if v not in seen and v != version])
+                    if identical is not None and version not in registered:
+                        store.discard_upload(version)
+                        log(f"[publish] identical to version {identical}, registered meanwhile: nothing new to publish")
+                        return PublishOutcome(identical, store.url, False, False, f"identical to {identical}", None)
+                    if staged is not None:
+                        store.register(staged)
+                    store.move_alias("latest", version, "every publish moves latest", actor, "publish")
+                    promoted = decision.promote and cfg.publish.promote
+                    if promoted:
+                        store.move_alias("production", version, decision.reason, actor, "publish")
+            if not moved:
+                break
+        else:
+            raise StoreError(f"production kept moving while version {version} was being gated ({max_attempts} attempts)")
     why = decision.reason if cfg.publish.promote else "promotion disabled (publish.promote=false)"
     log(f"[publish] version {version} -> {store.url}; production {'moved' if promoted else 'NOT moved'}: {why}")
     return PublishOutcome(version, store.url, True, promoted, why, decision)

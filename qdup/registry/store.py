@@ -13,6 +13,7 @@ import secrets
 import shutil
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,23 @@ _ANY = object()
 
 class StoreError(QdupError):
     """A store operation was refused: unknown version or alias, or an attempt to overwrite."""
+
+
+def _one_line(error: BaseException) -> str:
+    """A driver's message on one line (psycopg adds a hint line), for the one-line errors the CLI prints."""
+    return " ".join(str(error).split())
+
+
+class RegistryUnavailable(StoreError):
+    """The registry could not be reached or was busy: a transient failure, worth retrying (nothing was changed)."""
+
+
+@dataclass(frozen=True)
+class StagedVersion:
+    """A version uploaded into the store but not registered yet: invisible until `ArtifactStore.register`."""
+
+    version: str
+    manifest_sha256: str
 
 
 class TamperedVersionError(StoreError):
@@ -247,7 +265,7 @@ class ArtifactStore:
                         conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_LOCK_KEY)))
                     yield conn
         except sa.exc.OperationalError as exc:  # unreachable server, SQLite busy past its timeout, ...
-            raise StoreError(f"registry {_redacted(self.registry_url)} of store {self.url}: {exc.orig or exc}") from exc
+            raise RegistryUnavailable(f"registry {_redacted(self.registry_url)} of store {self.url}: {_one_line(exc.orig or exc)}") from exc
 
     def _ensure_schema(self) -> None:
         key = (self.registry_url, os.getpid())
@@ -271,6 +289,10 @@ class ArtifactStore:
                         if conn.execute(sa.select(_T_META.c.value).where(_T_META.c.key == "schema")).first() is None:
                             self._import_legacy(conn)
                             conn.execute(sa.insert(_T_META).values(key="schema", value="1"))
+        except sa.exc.OperationalError as exc:
+            raise RegistryUnavailable(
+                f"registry {_redacted(self.registry_url)} of store {self.url} cannot be reached: {_one_line(exc.orig or exc)}"
+            ) from exc
         except sa.exc.SQLAlchemyError as exc:
             raise StoreError(f"registry {_redacted(self.registry_url)} of store {self.url} cannot be used: {exc}") from exc
         _READY.add(key)
@@ -349,6 +371,16 @@ class ArtifactStore:
         The manifest gains `id`, `created` and `files` (sha256 and size of every file). The version
         is registered, and so visible, only after every file and the manifest are in place.
         """
+        staged = self.upload(files, manifest, version)
+        self.register(staged)
+        return staged.version
+
+    def upload(self, files: dict[str, Path], manifest: dict[str, Any], version: str | None = None) -> StagedVersion:
+        """Write a version's files and manifest into the store, unregistered (invisible to readers); `register` publishes it.
+
+        Takes no lock: uploading a large version never holds up other hosts' alias moves. A folder
+        already there and unregistered is adopted when it holds these same files (a retried upload).
+        """
         version = validate_version_id(version or new_version_id())
         final = self.version_path(version)
         entries: dict[str, Any] = {}
@@ -379,10 +411,25 @@ class ArtifactStore:
             with contextlib.suppress(Exception):
                 self.fs.rm(staging, recursive=True)
             raise
-        self._register(version, hashlib.sha256(body).hexdigest())
-        return version
+        return StagedVersion(version, hashlib.sha256(body).hexdigest())
 
-    def _adopt(self, version: str, entries: dict[str, Any]) -> str:
+    def register(self, staged: StagedVersion) -> None:
+        """Make an uploaded version visible (one registry row); inside `lock()`, part of its transaction."""
+        self._register(staged.version, staged.manifest_sha256)
+
+    def discard_upload(self, version: str) -> None:
+        """Remove the files of a version that was uploaded but never registered (its publish gave it up).
+
+        Only the publish that owns the version id may call it (ids are unique per run); a registered
+        version is never removed.
+        """
+        with self._tx(write=False) as conn:
+            if self._registered_sha(conn, version) is not None:
+                raise StoreError(f"version {version} is registered; published versions are never removed")
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm(self.version_path(version), recursive=True)
+
+    def _adopt(self, version: str, entries: dict[str, Any]) -> StagedVersion:
         # The folder is there but unregistered: a publish that stopped between its last write and
         # its registration. A retry with the same files completes it; anything else is refused.
         final = self.version_path(version)
@@ -393,8 +440,7 @@ class ArtifactStore:
             same = False
         if not same:
             raise StoreError(f"version {version} already exists; published versions are never overwritten")
-        self._register(version, hashlib.sha256(raw).hexdigest())
-        return version
+        return StagedVersion(version, hashlib.sha256(raw).hexdigest())
 
     def _register(self, version: str, manifest_sha256: str) -> None:
         try:

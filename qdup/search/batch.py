@@ -10,8 +10,8 @@ import numpy as np
 import pyarrow as pa
 
 from qdup.errors import QdupError
-from qdup.search.encoder import QueryEncoder
 from qdup.search.index import QuestionIndex
+from qdup.search.service import VersionSearcher
 
 
 def read_questions(path: Path) -> tuple[list[Any], list[str]]:
@@ -39,42 +39,61 @@ def read_questions(path: Path) -> tuple[list[Any], list[str]]:
     return ids, df["question"].tolist()
 
 
-def result_schema(index: QuestionIndex) -> pa.Schema:
-    """Columns of `search_table`: the query, the rank (1 = nearest) and the indexed question found, with its score."""
-    id_type = pa.int64() if index.ids.dtype.kind in "iu" else pa.string()
+def query_id_type(query_ids: Sequence[Any]) -> pa.DataType:
+    """int64 when every query id is an integer (as `read_questions` gives them), else string."""
+    return pa.int64() if all(isinstance(i, int) for i in query_ids) else pa.string()
+
+
+def result_schema(index: QuestionIndex, query_ids: Sequence[Any] = ()) -> pa.Schema:
+    """Columns of `search_table`, one row per (query, indexed question found).
+
+    `query_id` is the query's id in the queries file; `ranking` the method that ordered the results and
+    `rank` their place in it (1 = best); `match_id`/`match_question` the indexed question found;
+    `encoder_cosine` its cosine with the query under the encoder, which is not what a lexical or
+    hybrid ranking sorts by; `duplicate` the encoder's calibrated decision (encoder_cosine >= threshold).
+    """
+    match_type = pa.int64() if index.ids.dtype.kind in "iu" else pa.string()
     return pa.schema([
-        ("query", pa.string()), ("rank", pa.int64()), ("id", id_type), ("question", pa.string()),
-        ("similarity", pa.float32()), ("duplicate", pa.bool_()),
+        ("query_id", query_id_type(query_ids)), ("query", pa.string()), ("ranking", pa.string()), ("rank", pa.int64()),
+        ("match_id", match_type), ("match_question", pa.string()), ("encoder_cosine", pa.float32()), ("duplicate", pa.bool_()),
     ])
 
 
-def search_table(index: QuestionIndex, encoder: QueryEncoder, queries: Sequence[str], k: int) -> pa.Table:
-    """The k nearest indexed questions of each query, query by query, nearest first.
+def search_table(
+    searcher: VersionSearcher, queries: Sequence[str], k: int, method: str | None = None, query_ids: Sequence[Any] | None = None,
+) -> pa.Table:
+    """The k best indexed questions of each query under `method` (None: the version's default), query by query, best first.
 
-    `duplicate` is the encoder's calibrated decision (similarity >= its threshold). A query with fewer
-    than k indexed questions gets fewer rows. An empty or blank query is refused with its position.
+    Every search path (one process, threads, a Dask cluster) calls this, so all rank the same way.
+    `query_ids` are the queries' ids in their file (default: their positions). A query with fewer than k
+    indexed questions gets fewer rows. An empty or blank query is refused with its position.
     """
     queries = list(queries)
+    query_ids = list(range(len(queries))) if query_ids is None else list(query_ids)
+    if len(query_ids) != len(queries):
+        raise QdupError(f"{len(query_ids)} query ids for {len(queries)} queries")
     if k < 1:
         raise QdupError(f"k must be >= 1, got {k}")
-    schema = result_schema(index)
+    schema = result_schema(searcher.index, query_ids)
     if not queries:
         return schema.empty_table()
-    vectors = encoder.encode_one(queries[0]) if len(queries) == 1 else encoder.encode(queries)
-    positions, scores = index.search(vectors, k)
+    method = method or searcher.default_method
+    positions, cosines = searcher.rank(queries, k, method)
     found = positions >= 0
     q_rows, ranks = np.nonzero(found)
     pos = positions[found]
-    sims = scores[found].astype(np.float32)
-    ids = pa.array(index.ids.tolist(), schema.field("id").type)
+    sims = cosines[found].astype(np.float32)
+    take_queries = pa.array(q_rows)
     return pa.table(
         {
-            "query": pa.array(queries, pa.string()).take(pa.array(q_rows)),
+            "query_id": pa.array(query_ids, schema.field("query_id").type).take(take_queries),
+            "query": pa.array(queries, pa.string()).take(take_queries),
+            "ranking": pa.array([method] * len(pos), pa.string()),
             "rank": pa.array(ranks + 1, pa.int64()),
-            "id": ids.take(pa.array(pos)),
-            "question": pa.array(index.texts, pa.string()).take(pa.array(pos)),
-            "similarity": pa.array(sims, pa.float32()),
-            "duplicate": pa.array(sims >= encoder.threshold, pa.bool_()),
+            "match_id": pa.array(searcher.index.ids.tolist(), schema.field("match_id").type).take(pa.array(pos)),
+            "match_question": pa.array(searcher.index.texts, pa.string()).take(pa.array(pos)),
+            "encoder_cosine": pa.array(sims, pa.float32()),
+            "duplicate": pa.array(sims >= searcher.encoder.threshold, pa.bool_()),
         },
         schema=schema,
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,18 +17,11 @@ from qdup.fileio import read_json, sha256_file
 from qdup.model.encode import encode_with, encoder_fn
 from qdup.model.network import encoder_masks_padding
 from qdup.model.vocab import OOV_ID, load_vectorizer
+from qdup.text import standardize
 
 ENCODER_FILE = "encoder.keras"
 VOCABULARY_FILE = "vocabulary.txt"
 THRESHOLD_FILE = "threshold.json"
-# What Keras's TextVectorization does for standardize="lower_and_strip_punctuation", split="whitespace":
-# tf.strings.lower (ASCII letters only, as its encoding is empty), this regex removed, and a split on
-# ASCII whitespace runs. tests/search/test_encoder.py checks the ids against the layer's own.
-_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
-_PUNCTUATION = re.compile(r'[!"#$%&()\*\+,-\./:;<=>?@\[\\\]^_`{|}~\']')
-_WHITESPACE = re.compile(r"[ \t\n\v\f\r]+")
-
-
 @dataclass
 class QueryEncoder:
     """Unit encodings of texts with one version's encoder; `threshold` is its calibrated duplicate decision."""
@@ -50,7 +42,7 @@ class QueryEncoder:
         if self._lookup is None:
             vocab = self.vectorizer.get_vocabulary(include_special_tokens=True)
             self._lookup = {token: i for i, token in enumerate(vocab) if i > OOV_ID}
-        words = [w for w in _WHITESPACE.split(_PUNCTUATION.sub("", text.translate(_ASCII_LOWER))) if w]
+        words = standardize(text)
         ids = [self._lookup.get(w, OOV_ID) for w in words[: self.max_length]] or [OOV_ID]
         return np.asarray(ids, dtype=np.int32)
 
@@ -61,7 +53,7 @@ class QueryEncoder:
         ids = self.token_ids(text)
         if not encoder_masks_padding(self.encoder):
             ids = np.pad(ids, (0, self.max_length - len(ids)))
-        return self.run(ids[None, :]).numpy()
+        return self.run(ids[None, :], [text]).numpy()
 
     def encode(self, texts: Sequence[str], batch_size: int = 1024) -> np.ndarray:
         """(n, d) float32 unit vectors; an empty or blank text is refused with its position."""

@@ -6,6 +6,7 @@ import datetime as dt
 import logging
 import math
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from qdup.errors import QdupError
-from qdup.registry.store import ArtifactStore
+from qdup.registry.store import ArtifactStore, TamperedVersionError
 from qdup.serving.export import PROBE_PAIRS
 from qdup.serving.predictor import SMALL_BATCH, Predictor, load_inference
 from qdup.serving.searcher import Searcher, load_searcher
@@ -76,13 +77,42 @@ def verify(predictor: Predictor, manifest: dict[str, Any]) -> None:
             raise QdupError(f"probe pairs gave {sims.tolist()[:8]}..., not {len(q1)} cosines")
 
 
+# Why a version is refused for good: its bytes are not the published ones, its verified files do not
+# load (safe_mode=True, or not a qdup export), or its loaded model fails the probe pairs.
+REFUSAL_KINDS = ("hash", "load", "probe")
+
+
+class VersionRefused(QdupError):
+    """A version that can never be served as published (`kind` in REFUSAL_KINDS); retrying cannot help."""
+
+    def __init__(self, version: str, kind: str, message: str):
+        super().__init__(f"version {version} refused ({kind}): {message}")
+        self.version, self.kind, self.message = version, kind, message
+
+
 def load_served(store: ArtifactStore, version: str) -> ServedModel:
-    """Load a version's exported model and index and verify them; any failure raises."""
-    folder = version_dir(store, version)
-    manifest = store.manifest(version)
-    predictor = load_inference(folder / "model")
-    verify(predictor, manifest)
-    return ServedModel(version, predictor, predictor.threshold, manifest, load_searcher(folder))
+    """Load a version's exported model and index and verify them.
+
+    Raises VersionRefused when the version itself is at fault; anything else (the store or its
+    registry unreachable, a local disk error) is raised as it is: a transient failure, worth retrying.
+    """
+    try:
+        folder = version_dir(store, version)
+        manifest = store.manifest(version)
+    except TamperedVersionError as exc:
+        raise VersionRefused(version, "hash", str(exc)) from exc
+    try:
+        predictor = load_inference(folder / "model")
+        searcher = load_searcher(folder)
+    except OSError:
+        raise  # reading a verified local copy failed: the disk, not the version
+    except Exception as exc:  # the verified bytes do not load: the same on every retry
+        raise VersionRefused(version, "load", f"{type(exc).__name__}: {exc}") from exc
+    try:
+        verify(predictor, manifest)
+    except QdupError as exc:
+        raise VersionRefused(version, "probe", str(exc)) from exc
+    return ServedModel(version, predictor, predictor.threshold, manifest, searcher)
 
 
 class ModelFollower:
@@ -91,8 +121,10 @@ class ModelFollower:
     The switch is one attribute assignment (atomic for readers): a request takes `current` once
     and keeps that object, so requests in flight finish on the version they started with. A
     version that fails to load or verify is never switched to; the old one keeps serving and the
-    failure is logged and kept in `last_error` (a failed version is not retried: versions are
-    immutable).
+    failure is logged and kept in `last_error`. A version refused for its own fault (VersionRefused:
+    hash, load or probe) is never tried again (versions are immutable) and is listed in `refused`;
+    any other failure (store or registry unreachable) is transient: the version is tried again after
+    a backoff that doubles from `retry_s` up to `max_retry_s`.
     """
 
     def __init__(
@@ -101,15 +133,21 @@ class ModelFollower:
         ref: str,
         poll_s: float = 5.0,
         loader: Callable[[ArtifactStore, str], ServedModel] = load_served,
+        retry_s: float | None = None,
+        max_retry_s: float = 300.0,
     ):
         self.store = store
         self.ref = ref
         self.poll_s = poll_s
+        self.retry_s = poll_s if retry_s is None else retry_s
+        self.max_retry_s = max_retry_s
         self._loader = loader
         self._current: ServedModel | None = None
         self.last_error: dict[str, Any] | None = None
         self.switches: list[dict[str, Any]] = []
-        self._failed: set[str] = set()
+        self.refused: dict[str, dict[str, Any]] = {}
+        # Versions whose last load failed transiently: (failures so far, monotonic time of the next try).
+        self._retry: dict[str, tuple[int, float]] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._check_lock = threading.Lock()
@@ -137,14 +175,24 @@ class ModelFollower:
             current = self._current
             if current is not None and current.version == version:
                 return False
-            if version in self._failed:
+            if version in self.refused:
+                return False
+            failures, next_try = self._retry.get(version, (0, 0.0))
+            if time.monotonic() < next_try:
                 return False
             try:
                 served = self._loader(self.store, version)
-            except Exception as exc:
-                self._failed.add(version)
-                self._record_error(version, f"{type(exc).__name__}: {exc}")
+            except VersionRefused as exc:
+                self._retry.pop(version, None)
+                self.refused[version] = {"kind": exc.kind, "error": exc.message, "at": _now()}
+                self._record_error(version, exc.message, kind=exc.kind)
                 return False
+            except Exception as exc:  # the store or registry unreachable: try again later
+                delay = min(self.retry_s * 2**failures, self.max_retry_s)
+                self._retry[version] = (failures + 1, time.monotonic() + delay)
+                self._record_error(version, f"{type(exc).__name__}: {exc}", kind="transient", retry_in_s=delay, attempts=failures + 1)
+                return False
+            self._retry.pop(version, None)
             self._switch(served)
             return True
 
@@ -156,10 +204,11 @@ class ModelFollower:
         self.switches.append(entry)
         log.info("serving %s (%s) from %s", self.ref, served.version, entry["from"] or "start")
 
-    def _record_error(self, version: str | None, message: str) -> None:
+    def _record_error(self, version: str | None, message: str, kind: str = "transient", **extra: Any) -> None:
+        """`kind`: one of REFUSAL_KINDS (never retried) or "transient" (retried after `retry_in_s`)."""
         serving = self._current.version if self._current else None
-        self.last_error = {"version": version, "error": message, "at": _now(), "still_serving": serving}
-        log.error("not switching %s to %s: %s; still serving %s", self.ref, version, message, serving)
+        self.last_error = {"version": version, "error": message, "kind": kind, "at": _now(), "still_serving": serving, **extra}
+        log.error("not switching %s to %s (%s): %s; still serving %s", self.ref, version, kind, message, serving)
 
     def start(self) -> None:
         """Start polling in a background thread (which loads first when nothing is loaded yet)."""

@@ -13,7 +13,7 @@ from qdup.config import ModelConfig, SearchConfig
 from qdup.data.splits import read_split
 from qdup.errors import QdupError
 from qdup.fileio import atomic_write_json, sha256_file
-from qdup.search.lexical import evaluate_retrieval
+from qdup.search.lexical import PairScorer, evaluate_retrieval
 from qdup.search.retrieval import METRIC_NAMES, dense_rankings, ranking_metrics, retrieval_split
 
 RESULT_FILE = "retrieval.json"
@@ -42,10 +42,13 @@ def retrieval_pairs(splits_dir: Path) -> pd.DataFrame:
     return held.loc[keep, ["question1", "question2", "is_duplicate"]].reset_index(drop=True)
 
 
-def evaluate_pairs(pairs: pd.DataFrame, encode: Encode, cfg: SearchConfig, seed: int) -> dict[str, Any]:
-    """Lexical, dense and hybrid retrieval metrics of `encode` on the retrieval split of `pairs`."""
+def evaluate_pairs(
+    pairs: pd.DataFrame, encode: Encode, cfg: SearchConfig, seed: int, rerank: PairScorer | None = None,
+    rerank_seen: set[str] | None = None,
+) -> dict[str, Any]:
+    """Lexical, dense and hybrid (and, with `rerank`, reranked) retrieval metrics of `encode` on the retrieval split of `pairs`."""
     split = retrieval_split(pairs, val_fraction=cfg.retrieval_val_fraction, seed=seed)
-    return evaluate_retrieval(split, encode(split.corpus), cfg=cfg)
+    return evaluate_retrieval(split, encode(split.corpus), cfg=cfg, rerank=rerank, rerank_seen=rerank_seen)
 
 
 def dense_part_metrics(pairs: pd.DataFrame, encode: Encode, cfg: SearchConfig, seed: int, part: str = "val") -> dict[str, float]:
@@ -61,9 +64,14 @@ def dense_part_metrics(pairs: pd.DataFrame, encode: Encode, cfg: SearchConfig, s
 
 def build_retrieval(
     splits_dir: Path, vocab_file: Path, encoder_file: Path, model_cfg: ModelConfig, search_cfg: SearchConfig, seed: int,
-    out_dir: Path,
+    out_dir: Path, reranker_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Write retrieval.json (lexical, dense, hybrid on validation and test; the hybrid and best chosen on validation)."""
+    """Write retrieval.json (lexical, dense, hybrid on validation and test; the hybrid and best chosen on validation).
+
+    With `reranker_dir` (the rerank stage's reranker, fitted on calibration pairs), `reranked` re-orders the
+    hybrid's candidates by it; the queries of calibration pairs are left out of its own comparison
+    ("unseen_by_reranker"), where the best method is chosen.
+    """
     from qdup.model import network, vocab
     from qdup.model.encode import encode
 
@@ -73,7 +81,16 @@ def build_retrieval(
                         "questions; the retrieval evaluation needs more test/calibration data")
     encoder = network.load_encoder(encoder_file)
     vectorizer = vocab.load_vectorizer(vocab_file)
-    result = evaluate_pairs(pairs, lambda texts: encode(encoder, vectorizer, list(texts), model_cfg.max_length), search_cfg, seed)
+    rerank, seen = None, None
+    if reranker_dir is not None:
+        from qdup.evaluation.reranker import load_reranker
+
+        reranker = load_reranker(reranker_dir)
+        rerank = reranker.score
+        calibration = read_split(splits_dir / "calibration.parquet")
+        seen = set(calibration["question1"].astype(str)) | set(calibration["question2"].astype(str))
+    result = evaluate_pairs(pairs, lambda texts: encode(encoder, vectorizer, list(texts), model_cfg.max_length), search_cfg, seed,
+                            rerank, seen)
     # The lexical baseline's TF-IDF is fitted on the retrieval corpus itself, as a deployed lexical index is on
     # the questions it searches (IDF needs no labels, so this leaks nothing).
     result["lexical_fitted_on"] = "retrieval corpus"
@@ -93,13 +110,19 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
         "best": result["best"],
         "select_metric": result["select_metric"],
         "hybrid": {"method": result["hybrid"]["method"], "weight": result["hybrid"]["weight"]},
-        "val": {name: result[name]["val"] for name in ("lexical", "dense", "hybrid")},
-        "test": {name: result[name]["test"] for name in ("lexical", "dense", "hybrid")},
+        "val": {name: result[name]["val"] for name in methods(result)},
+        "test": {name: result[name]["test"] for name in methods(result)},
         "counts": result["counts"],
+        **({"unseen_by_reranker": result["unseen_by_reranker"]} if "unseen_by_reranker" in result else {}),
     }
+
+
+def methods(result: dict[str, Any]) -> tuple[str, ...]:
+    """The methods a retrieval result measured: lexical, dense, hybrid, and reranked when a reranker was given."""
+    return ("lexical", "dense", "hybrid", "reranked") if "reranked" in result else ("lexical", "dense", "hybrid")
 
 
 def table_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     """Test metrics of each method as table rows."""
     return [{"method": name, **{m: round(result["test"][name][m], 4) for m in METRIC_NAMES}}
-            for name in ("lexical", "dense", "hybrid")]
+            for name in ("lexical", "dense", "hybrid", "reranked") if name in result["test"]]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from qdup.cli.main import load_config_file
+from qdup.config import load_config_file
 from qdup.errors import QdupError
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -17,11 +17,11 @@ from qdup.data.drift import (
     drift_suite,
     profile_dataset,
     read_profile,
-    standardize,
     vocabulary_sha256,
     write_profile,
 )
 from qdup.errors import DataContractError, QdupError
+from qdup.text import SPLIT, STANDARDIZE, standardize
 
 
 def frame(pairs: list[tuple[str, str, int]]) -> pd.DataFrame:
@@ -59,7 +59,7 @@ def test_standardisation_is_the_vocabularys():
     import keras
 
     texts = ["How do I learn C++?", "ÉCOLE or école?!", "tabs\tand\nnewlines", "it's  (really) 3.5% off", "?", "U.S.A. vs u.s.a"]
-    layer = keras.layers.TextVectorization(standardize="lower_and_strip_punctuation", split="whitespace", output_mode="int")
+    layer = keras.layers.TextVectorization(standardize=STANDARDIZE, split=SPLIT, output_mode="int")
     layer.adapt(texts)
     known = set(layer.get_vocabulary()[2:])
     assert known == {t for text in texts for t in standardize(text)}

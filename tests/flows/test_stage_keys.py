@@ -25,19 +25,25 @@ def project_copy(tmp_path_factory) -> Path:
     return root
 
 
-def keys_of(root: Path) -> dict[str, str]:
+# A library reported at another version, as after an upgrade on this host.
+REPORTED = "import qdup.stagecache as s; real = s.installed_version; " \
+           "s.installed_version = lambda d: {reported!r}.get(d) or real(d); "
+
+
+def keys_of(root: Path, reported: dict[str, str] | None = None) -> dict[str, str]:
     # The copy comes first on the path, so its modules (not the installed ones) are fingerprinted.
     env = {**os.environ, "PYTHONPATH": str(root)}
-    out = subprocess.run([sys.executable, "-c", KEYS], cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    code = (REPORTED.format(reported=reported) if reported else "") + KEYS
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def edited(root: Path, module: str, old: str, new: str):
+def edited(root: Path, module: str, old: str, new: str, count: int = -1):
     path = root / module
     text = path.read_text()
     assert old in text, f"{old!r} not in {module}"
-    path.write_text(text.replace(old, new))
+    path.write_text(text.replace(old, new, count))
     return lambda: path.write_text(text)
 
 
@@ -46,12 +52,14 @@ def edited(root: Path, module: str, old: str, new: str):
     [
         # The example: which texts the vocabulary is fitted on.
         ("qdup/stages/vocab.py", "return list(part[\"question1\"]) + list(part[\"question2\"])",
-         "return list(part[\"question1\"])", {"vocab", "train", "evaluate", "retrieval", "export", "index"}),
+         "return list(part[\"question1\"])", {"vocab", "train", "evaluate", "rerank", "retrieval", "export", "index"}),
         # The Prefect task module of a stage counts too.
         ("tasks/splits.py", "log(f\"[splits] {r['split']}", "log(f\"[splits]  {r['split']}",
-         {"splits", "vocab", "train", "evaluate", "retrieval", "export", "index"}),
+         {"splits", "vocab", "train", "evaluate", "rerank", "retrieval", "export", "index"}),
         # A helper the stage body calls, found through its imports.
-        ("qdup/model/train.py", "def epoch_seed(", "def epoch_seed(  ", {"train", "evaluate", "retrieval", "export", "index"}),
+        ("qdup/model/train.py", "def epoch_seed(", "def epoch_seed(  ", {"train", "evaluate", "rerank", "retrieval", "export", "index"}),
+        # The reranker's features: the rerank stage, and what takes the reranker (retrieval, export, index).
+        ("qdup/evaluation/reranker.py", "def pair_groups(", "def pair_groups(  ", {"rerank", "retrieval", "export", "index"}),
         # The drift check hangs off validate: nothing downstream depends on it.
         ("qdup/stages/drift.py", "def build_profile(", "def build_profile(  ", {"drift"}),
     ],
@@ -65,6 +73,39 @@ def test_editing_a_stage_changes_its_key_and_its_descendants_only(project_copy, 
         restore()
     assert {stage for stage in before if before[stage] != after[stage]} == changed
     assert keys_of(project_copy) == before  # restoring the code restores the keys
+
+
+@pytest.fixture(scope="module")
+def base_keys(project_copy) -> dict[str, str]:
+    return keys_of(project_copy)
+
+
+def test_a_resource_file_is_in_the_key_of_the_stages_that_read_it(project_copy, base_keys):
+    before = base_keys
+    restore = edited(project_copy, "qdup/resources/drift.json", "{", '{"_note": "edited",', count=1)
+    try:
+        after = keys_of(project_copy)
+    finally:
+        restore()
+    assert {stage for stage in before if before[stage] != after[stage]} == {"drift"}
+    assert keys_of(project_copy) == before
+
+
+@pytest.mark.parametrize(
+    ("distribution", "changed"),
+    [
+        # faiss builds the index and the retrieval evaluation's search; nothing before them.
+        ("faiss-cpu", {"retrieval", "index"}),
+        # scikit-learn computes evaluation figures: evaluate, retrieval, and what takes their outputs.
+        ("scikit-learn", {"evaluate", "retrieval", "export", "index"}),
+        # TensorFlow computes from the vocabulary on; validation and splits never load it.
+        ("tensorflow", {"vocab", "train", "evaluate", "retrieval", "export", "index"}),
+    ],
+)
+def test_a_library_version_is_in_the_key_of_the_stages_that_compute_with_it(project_copy, base_keys, distribution, changed):
+    before = base_keys
+    after = keys_of(project_copy, {distribution: "999.0"})
+    assert {stage for stage in before if before[stage] != after[stage]} == changed
 
 
 def test_the_repository_and_its_copy_agree(project_copy):

@@ -25,10 +25,11 @@ from qdup.config import BatchSearchConfig, MineConfig, ModelConfig, VocabConfig
 from qdup.errors import QdupError
 from qdup.model.network import build_encoder
 from qdup.model.vocab import fit_vectorizer
-from qdup.search.batch import search_table
+from qdup.search.batch import read_questions, search_table
 from qdup.search.encoder import load_query_encoder_cached
 from qdup.search.index import build_index, load_index_cached
 from qdup.search.mine import mine
+from qdup.search.service import VersionSearcher
 from qdup.serving.export import export_models
 from tasks.mine import mine_chunk_task
 from tasks.search import search_chunk_task
@@ -113,10 +114,15 @@ def world(tmp_path_factory, demo_tsv):
     model_dir = store.local_path(VERSION) / "model"
     encoder = load_query_encoder_cached(model_dir)
     index_dir = tmp / "store" / "indexes" / VERSION
-    build_index(np.arange(len(questions)) + 1000, questions, encoder.encode(questions), model_version=VERSION, corpus={},
-                ann="exact", seed=0).save(index_dir)
+    index = build_index(np.arange(len(questions)) + 1000, questions, encoder.encode(questions), model_version=VERSION, corpus={},
+                        ann="exact", seed=0)
+    # The version's default ranking, as its retrieval stage chooses it: hybrid (reciprocal rank fusion).
+    index.search_defaults = {"method": "hybrid", "hybrid": {"method": "rrf", "weight": None}, "rrf_k": 60}
+    index.save(index_dir)
     queries = tmp / "queries.tsv"
-    pd.DataFrame({"question": questions[::3] + ["how do i learn python quickly?"]}).to_csv(queries, sep="\t", index=False)
+    asked = questions[::3] + ["how do i learn python quickly?"]
+    # Ids as a queries file carries them (not row positions): every result row names its query's.
+    pd.DataFrame({"id": [f"q{7 * i}" for i in range(len(asked))], "question": asked}).to_csv(queries, sep="\t", index=False)
     return {"store": store, "model_dir": model_dir, "index_dir": index_dir, "queries": queries}
 
 
@@ -157,8 +163,10 @@ def test_batch_search_on_the_cluster_gives_the_local_rows(cluster, world, tmp_pa
 
     # The cached loads are the ones the flow's local threads use.
     index = load_index_cached(world["index_dir"], VERSION)
-    queries = pd.read_csv(world["queries"], sep="\t", keep_default_na=False)["question"].tolist()
-    local = search_table(index, load_query_encoder_cached(world["model_dir"]), queries, 4)
+    searcher = VersionSearcher(index, load_query_encoder_cached(world["model_dir"]))
+    query_ids, queries = read_questions(world["queries"])
+    local = search_table(searcher, queries, 4, None, query_ids)
+    dense = search_table(searcher, queries, 4, "dense", query_ids)
     base = {"index_dir": world["index_dir"], "model_dir": world["model_dir"], "queries": world["queries"], "k": 4,
             "chunk_size": 12, "model_version": VERSION}
     threads = search_queries(BatchSearchConfig(**base, out=tmp_path / "threads.parquet"))
@@ -169,16 +177,21 @@ def test_batch_search_on_the_cluster_gives_the_local_rows(cluster, world, tmp_pa
         assert workers_that_ran(client, since) == set(client.scheduler_info()["workers"])
     assert threads == {**on_cluster, "out": str(tmp_path / "threads.parquet")}
     assert on_cluster["queries"] == len(queries) == 51 and on_cluster["chunks"] == 5 and on_cluster["rows"] == 4 * len(queries)
+    assert on_cluster["method"] == "hybrid"
     got, by_threads = pq.read_table(tmp_path / "dask.parquet"), pq.read_table(tmp_path / "threads.parquet")
     assert got.equals(by_threads)
-    assert got.column_names == ["query", "rank", "id", "question", "similarity", "duplicate"]
-    for name in ("query", "rank", "id", "question"):
+    assert got.column_names == ["query_id", "query", "ranking", "rank", "match_id", "match_question", "encoder_cosine", "duplicate"]
+    assert set(got.column("ranking").to_pylist()) == {"hybrid"}
+    assert got.column("query_id").to_pylist()[:8] == ["q0"] * 4 + ["q7"] * 4
+    # The cluster ranks as the local path does (the version's hybrid), which is not the dense-only order.
+    for name in ("query_id", "query", "rank", "match_id", "match_question"):
         assert got.column(name).to_pylist() == local.column(name).to_pylist()
+    assert got.column("match_id").to_pylist() != dense.column("match_id").to_pylist()
     # Encoding in chunks batches the texts differently: the last float32 bit may differ.
-    np.testing.assert_allclose(got.column("similarity").to_numpy(), local.column("similarity").to_numpy(), atol=1e-6)
+    np.testing.assert_allclose(got.column("encoder_cosine").to_numpy(), local.column("encoder_cosine").to_numpy(), atol=1e-6)
     first = got.filter(got.column("rank").to_numpy() == 1)
     # An indexed query finds itself (or a question sharing its first max_length tokens) first.
-    assert (first.column("similarity").to_numpy()[:-1] >= 1 - 1e-5).all() and first.num_rows == len(queries)
+    assert (first.column("encoder_cosine").to_numpy()[:-1] >= 1 - 1e-5).all() and first.num_rows == len(queries)
 
 
 def run_cli(argv: list[str]) -> int:
@@ -196,7 +209,14 @@ def test_the_cli_runs_on_the_cluster_and_names_an_unreachable_one(cluster, world
     assert pq.read_table(tmp_path / "dask.parquet").equals(pq.read_table(tmp_path / "local.parquet"))
     argv = ["search", *base, "--queries", str(world["queries"]), "--out", str(tmp_path / "hits.parquet"), "-k", "2"]
     assert run_cli([*argv, "--dask", cluster]) == 0
-    assert pq.read_table(tmp_path / "hits.parquet").num_rows == 2 * 51
+    assert "(hybrid ranking, 1 chunks on tcp://127.0.0.1:" in capsys.readouterr().out
+    on_cluster = pq.read_table(tmp_path / "hits.parquet")
+    assert on_cluster.num_rows == 2 * 51
+    # The same ranking, ids and columns as the same search without --dask.
+    assert run_cli(["search", *base, "--queries", str(world["queries"]), "--out", str(tmp_path / "hits-local.parquet"), "-k", "2"]) == 0
+    local = pq.read_table(tmp_path / "hits-local.parquet")
+    for name in ("query_id", "ranking", "rank", "match_id"):
+        assert on_cluster.column(name).to_pylist() == local.column(name).to_pylist()
     nobody = f"tcp://127.0.0.1:{free_port()}"
     with dask.config.set({"distributed.comm.timeouts.connect": "2s"}), \
             pytest.raises(QdupError, match=f"^--dask {nobody}: cannot reach the Dask scheduler"):

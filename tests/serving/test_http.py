@@ -304,6 +304,8 @@ def test_a_broken_version_is_not_switched_to_and_model_says_so(served, tiny_expo
     facts = wait_for(lambda: (f := client.get("/v1/model").json())["last_error"] and f)
     assert facts["version"] == v1 and facts["last_error"]["version"] == broken
     assert facts["last_error"]["still_serving"] == v1 and facts["last_error"]["error"]
+    # Damaged bytes: refused for good (never retried), and /v1/model says why.
+    assert facts["last_error"]["kind"] == "hash" and facts["refused"][broken]["kind"] == "hash"
     if damage == "altered vocabulary":
         assert "model/vocabulary.txt" in facts["last_error"]["error"]
     assert _version_of(client) == v1 and client.get("/readyz").json()["version"] == v1
