@@ -38,6 +38,16 @@ def metrics_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def calibration_line(metrics: dict[str, Any]) -> str:
+    """The gate's split in one line: the model and the baseline on calibration (test is reported only)."""
+    cal = metrics["calibration"]
+    text = f"calibration (the gate's split): roc_auc={cal['ranking']['roc_auc']:.4f}"
+    base = (metrics.get("baseline") or {}).get("calibration")
+    if base:
+        text += f", lexical baseline roc_auc={base['ranking']['roc_auc']:.4f}"
+    return text + "; test is reported only"
+
+
 def _with_interval(value: float | None, intervals: dict[str, Any] | None, metric: str) -> str:
     if value is None:
         return "—"
@@ -120,6 +130,7 @@ def evaluate_task(splits: StageResult, vocab: StageResult, train: StageResult, c
     summary = metrics_rows(result.manifest["metrics"])
     for row in summary:
         log("[evaluate] " + ", ".join(f"{k}={v}" for k, v in row.items()))
+    log("[evaluate] " + calibration_line(result.manifest["metrics"]))
     create_table_artifact(key="qdup-test-metrics", table=summary, description="test metrics (threshold from calibration)")
     comparison = baseline_markdown(result.manifest["metrics"])
     if comparison:
