@@ -36,6 +36,8 @@ PROTOCOL_FILE = Path(__file__).with_name("quality_protocol.json")
 PROTOCOLS = ("sample", "larger")
 PAIR_METRICS = ("roc_auc", "pr_auc")
 RETRIEVAL_METRICS = ("mrr@10", "ndcg@10", "recall@10")
+# The configuration every other is compared with: the project's defaults before this benchmark's changes.
+REFERENCE_LABEL = "today"
 
 
 def load_protocol() -> dict[str, Any]:
@@ -262,6 +264,7 @@ def run_sample(proto: dict[str, Any], work: Path, config: Path | None, timeout_s
     test, scores = pair_scores(record)
     y = test["is_duplicate"].to_numpy(dtype=np.int64)
     result: dict[str, Any] = {"training": training_facts(record, run["process"]), "test_pairs": len(y),
+                              "test_scores": {k: np.round(v, 6).tolist() for k, v in scores.items()},
                               "selection": selection_figures(record),
                               "pairs": pair_figures(y, scores, pair_groups(test), proto["bootstrap"], proto["seed"])}
     # The retrieval stage's own split (question-disjoint from training), re-ranked here for per-query figures.
@@ -358,6 +361,7 @@ def run_larger(proto: dict[str, Any], work: Path, config: Path | None, timeout_s
     test, scores = pair_scores(record)
     y = test["is_duplicate"].to_numpy(dtype=np.int64)
     result: dict[str, Any] = {"training": training_facts(record, run["process"]), "data": c, "test_pairs": len(y),
+                              "test_scores": {k: np.round(v, 6).tolist() for k, v in scores.items()},
                               "selection": selection_figures(record),
                               "pairs": pair_figures(y, scores, pair_groups(test), proto["bootstrap"], proto["seed"])}
     searcher, version = version_searcher(record, work / "larger", data["corpus"])
@@ -376,6 +380,38 @@ def _fig(f: dict[str, Any] | None, signed: bool = False) -> str:
         return "—"
     fmt = "{:+.4f}" if signed else "{:.4f}"
     return f"{fmt.format(f['estimate'])} ({fmt.format(f['low'])} – {fmt.format(f['high'])})"
+
+
+def test_frame(proto: dict[str, Any], name: str) -> pd.DataFrame:
+    """The test pairs of a protocol, in the pipeline's test-split order: in both, the sample's test rows."""
+    p = proto["sample"] if name == "sample" else proto["larger"]
+    n_train = p["n_train"] if name == "sample" else p["sample_n_train"]
+    n_test = p["n_test"] if name == "sample" else p["sample_n_test"]
+    sample = pd.read_csv(SHARED / "data" / proto["sample"]["file"], sep="\t", keep_default_na=False)
+    return sample.iloc[n_train: n_train + n_test].reset_index(drop=True)
+
+
+def versus(results: dict[str, dict[str, Any]], proto: str, reference: str, boot: dict[str, Any], seed: int) -> list[str]:
+    """Rows: each configuration's encoder (and reranker) ROC-AUC minus `reference`'s encoder on the same test pairs,
+    with a paired cluster-bootstrap interval (a default changes only when this interval excludes zero)."""
+    ref = results.get(reference, {}).get(proto)
+    if not ref or "test_scores" not in ref:
+        return []
+    test = test_frame(load_protocol(), proto)
+    if len(test) != len(ref["test_scores"]["encoder"]):
+        return []
+    y = test["is_duplicate"].to_numpy(dtype=np.int64)
+    rows = []
+    for label, r in results.items():
+        if label == reference or proto not in r or "test_scores" not in r[proto]:
+            continue
+        for scorer in ("encoder", "reranker"):
+            if scorer not in r[proto]["test_scores"]:
+                continue
+            scores = {"new": np.asarray(r[proto]["test_scores"][scorer]), "old": np.asarray(ref["test_scores"]["encoder"])}
+            f = pair_figures(y, scores, pair_groups(test), boot, seed, reference="old")["new"]["roc_auc_minus_old"]
+            rows.append(f"| {label} {scorer} − {reference} encoder | {_fig(f, True)} |")
+    return rows
 
 
 def render(results: dict[str, dict[str, Any]]) -> str:
@@ -416,6 +452,10 @@ def render(results: dict[str, dict[str, Any]]) -> str:
             lines.append(f"| {label} | {t['train_seconds']}{pre} | {t['epochs_run']} ({t['best_epoch']}) | {t['run_wall_seconds']} "
                          f"({t['run_cpu_seconds']}) | {t['peak_rss_gib']} | {score} | {results[label]['meta']['finished'][:16]}, "
                          f"load {results[label]['meta']['load_before']} |")
+        diffs = versus(results, proto, REFERENCE_LABEL, load_protocol()["bootstrap"], load_protocol()["seed"])
+        if diffs:
+            lines += ["", f"Test ROC-AUC against `{REFERENCE_LABEL}`'s encoder (paired, same resamples):", "",
+                      "| comparison | difference (95% interval) |", "|---|---|", *diffs]
         if proto == "larger":
             c = next(iter(have.values()))["data"]
             lines += ["", f"Larger data: {c['rows']:,} rows ({c['train_shared_pairs']:,} shared training-cluster pairs, "

@@ -14,7 +14,6 @@ other file and `load_reranker` refuses a file that differs.
 from __future__ import annotations
 
 import math
-import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from qdup.errors import QdupError
 from qdup.evaluation.baseline import fit_char_tfidf, tfidf_pair_cosines
 from qdup.evaluation.metrics import choose_threshold
 from qdup.fileio import atomic_write_bytes, atomic_write_json, read_json, sha256_file
+from qdup.text import standardize
 
 FEATURE_NAMES = (
     "encoder_cosine",
@@ -53,6 +53,10 @@ FEATURE_NAMES = (
     "digit_tokens_differ",
     "same_first_word",
 )
+# A pair whose two questions standardise to the same words is one question asked twice: its score is 1 whatever
+# the trees say (calibration holds no such pair, so the trees never learnt it, and on generated data they can
+# extrapolate "very alike" to "not a duplicate").
+EXACT_COPY_SCORE = 1.0
 # Okapi BM25 constants (Robertson & Zaragoza's usual choice, also rank_bm25's and Lucene's defaults).
 BM25_K1 = 1.2
 BM25_B = 0.75
@@ -69,17 +73,10 @@ FILES = (META_FILE, *DATA_FILES)
 TRUSTED_TYPES = ("sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",)
 FORMAT = "qdup-reranker/1"
 
-# Keras TextVectorization's standardize="lower_and_strip_punctuation" and split="whitespace" (the encoder's
-# vocabulary), in plain Python: features are computed for tens of thousands of pairs per query batch, and
-# must not depend on TensorFlow.
-_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
-_PUNCTUATION = re.compile(r'[!"#$%&()\*\+,-\./:;<=>?@\[\\\]^_`{|}~\']')
-_WHITESPACE = re.compile(r"[ \t\n\v\f\r]+")
-
-
 def standard_tokens(text: str) -> list[str]:
-    """The question's words as the vocabulary sees them: ASCII lower-case, punctuation removed, whitespace split."""
-    return [w for w in _WHITESPACE.split(_PUNCTUATION.sub("", text.translate(_ASCII_LOWER))) if w]
+    """The question's words as the vocabulary sees them (`qdup.text.standardize`, plain Python: features are
+    computed for tens of thousands of pairs per query batch, without TensorFlow)."""
+    return standardize(text)
 
 
 @dataclass(frozen=True)
@@ -230,6 +227,12 @@ def out_of_fold_scores(
     return scores
 
 
+def with_exact_copies(scores: np.ndarray, q1: Sequence[str], q2: Sequence[str]) -> np.ndarray:
+    """`scores` with every pair whose questions standardise to the same words set to `EXACT_COPY_SCORE`."""
+    same = np.fromiter((standard_tokens(a) == standard_tokens(b) for a, b in zip(q1, q2, strict=True)), dtype=bool, count=len(q1))
+    return np.where(same, EXACT_COPY_SCORE, np.asarray(scores, dtype=np.float64))
+
+
 @dataclass
 class Reranker:
     """A fitted reranker: pair features -> duplicate probability; `threshold` chosen on out-of-fold calibration scores."""
@@ -245,8 +248,10 @@ class Reranker:
         return self.model.predict_proba(x)[:, 1].astype(np.float64)
 
     def score(self, q1: Sequence[str], q2: Sequence[str], cosine: Sequence[float] | np.ndarray) -> np.ndarray:
-        """Duplicate probability of each pair, given the encoder's cosine of it."""
-        return self.score_features(self.featurizer.features(q1, q2, cosine))
+        """Duplicate probability of each pair, given the encoder's cosine of it (exact copies: `EXACT_COPY_SCORE`)."""
+        return with_exact_copies(self.score_features(self.featurizer.features(q1, q2, cosine)), q1, q2)
+
+
 
     def decide(self, scores: np.ndarray) -> np.ndarray:
         return np.asarray(scores) >= self.threshold

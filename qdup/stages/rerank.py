@@ -28,6 +28,7 @@ from qdup.evaluation.reranker import (
     out_of_fold_scores,
     pair_groups,
     save_reranker,
+    with_exact_copies,
 )
 from qdup.evaluation.trust import pair_groups as test_pair_groups
 from qdup.fileio import atomic_write_json
@@ -83,13 +84,13 @@ def build_rerank(
     x_test = featurizer.features(t1, t2, cos_test)
     params = boosting_params(cfg)
     groups_cal = pair_groups(c1, c2)
-    oof = out_of_fold_scores(x_cal, y_cal, groups_cal, params, cfg.folds, seed)
+    oof = with_exact_copies(out_of_fold_scores(x_cal, y_cal, groups_cal, params, cfg.folds, seed), c1, c2)
     info = {"fitted_on": "calibration", "calibration_pairs": len(y_cal), "calibration_groups": int(len(np.unique(groups_cal))),
             "folds": cfg.folds, "seed": seed, "params": params.__dict__, "features_fitted_on": "train"}
     reranker = fit_reranker(featurizer, x_cal, y_cal, oof, params, seed, info)
     (out_dir / RERANKER_DIR).mkdir(parents=True, exist_ok=True)
     digests = save_reranker(reranker, out_dir / RERANKER_DIR)
-    rr_test = reranker.score_features(x_test)
+    rr_test = with_exact_copies(reranker.score_features(x_test), t1, t2)
 
     # The lexical baseline's score is the char TF-IDF feature itself (same vectoriser, fitted on train).
     base_cal, base_test = x_cal[:, FEATURE_NAMES.index("char_tfidf_cosine")], x_test[:, FEATURE_NAMES.index("char_tfidf_cosine")]
