@@ -1,4 +1,4 @@
-"""The `retrain` flow: fetch -> validate -> drift -> splits -> vocabulary -> train -> evaluate -> retrieval -> export -> index -> publish."""
+"""The `retrain` flow: fetch, validate, drift, splits, vocabulary, [pretrain], train, evaluate, [rerank], retrieval, export, index, publish."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ from tasks.evaluate import evaluate_inputs, evaluate_task
 from tasks.export import export_inputs, export_task
 from tasks.fetch import fetch_task
 from tasks.index import index_inputs, index_task
+from tasks.pretrain import pretrain_inputs, pretrain_task
 from tasks.publish import publish_task
+from tasks.rerank import check_rerank_data, rerank_inputs, rerank_task
 from tasks.retrieval import retrieval_inputs, retrieval_task
 from tasks.splits import splits_inputs, splits_task
 from tasks.train import train_inputs, train_task
@@ -35,10 +37,15 @@ def stage_keys(config: RetrainConfig, dataset_sha256: str, production: str | Non
     keys["drift"] = stage_key("drift", drift_inputs(keys["validate"], production, config))
     keys["splits"] = stage_key("splits", splits_inputs(keys["validate"], config))
     keys["vocab"] = stage_key("vocab", vocab_inputs(keys["splits"], config))
-    keys["train"] = stage_key("train", train_inputs(keys["splits"], keys["vocab"], config))
+    if config.pretrain.enabled:
+        keys["pretrain"] = stage_key("pretrain", pretrain_inputs(keys["splits"], keys["vocab"], config))
+    keys["train"] = stage_key("train", train_inputs(keys["splits"], keys["vocab"], config, keys.get("pretrain")))
     keys["evaluate"] = stage_key("evaluate", evaluate_inputs(keys["splits"], keys["vocab"], keys["train"], config))
-    keys["retrieval"] = stage_key("retrieval", retrieval_inputs(keys["splits"], keys["vocab"], keys["train"], config))
-    keys["export"] = stage_key("export", export_inputs(keys["vocab"], keys["train"], keys["evaluate"], config))
+    if config.rerank.enabled:
+        keys["rerank"] = stage_key("rerank", rerank_inputs(keys["splits"], keys["vocab"], keys["train"], keys["evaluate"], config))
+    rerank = keys.get("rerank")
+    keys["retrieval"] = stage_key("retrieval", retrieval_inputs(keys["splits"], keys["vocab"], keys["train"], config, rerank))
+    keys["export"] = stage_key("export", export_inputs(keys["vocab"], keys["train"], keys["evaluate"], config, rerank))
     keys["index"] = stage_key("index", index_inputs(keys["validate"], keys["export"], keys["retrieval"], config))
     return keys
 
@@ -60,16 +67,21 @@ def retrain(config: RetrainConfig = RetrainConfig()) -> dict[str, str]:
             done["drift"] = drift_task(done["validate"], config, production_version(config), run_dir)
         if config.runs_through("splits"):
             done["splits"] = splits_task(done["validate"], config, run_dir)
+            check_rerank_data(done["splits"], config)
         if config.runs_through("vocab"):
             done["vocab"] = vocab_task(done["splits"], config)
+        if config.runs_through("pretrain") and config.pretrain.enabled:
+            done["pretrain"] = pretrain_task(done["splits"], done["vocab"], config)
         if config.runs_through("train"):
-            done["train"] = train_task(done["splits"], done["vocab"], config)
+            done["train"] = train_task(done["splits"], done["vocab"], config, done.get("pretrain"))
         if config.runs_through("evaluate"):
             done["evaluate"] = evaluate_task(done["splits"], done["vocab"], done["train"], config)
+        if config.runs_through("rerank") and config.rerank.enabled:
+            done["rerank"] = rerank_task(done["splits"], done["vocab"], done["train"], done["evaluate"], config)
         if config.runs_through("retrieval"):
-            done["retrieval"] = retrieval_task(done["splits"], done["vocab"], done["train"], config)
+            done["retrieval"] = retrieval_task(done["splits"], done["vocab"], done["train"], config, done.get("rerank"))
         if config.runs_through("export"):
-            done["export"] = export_task(done["vocab"], done["train"], done["evaluate"], config)
+            done["export"] = export_task(done["vocab"], done["train"], done["evaluate"], config, done.get("rerank"))
         if config.runs_through("index"):
             done["index"] = index_task(done["fetch"], done["validate"], done["export"], done["retrieval"], config)
         if config.runs_through("publish"):

@@ -21,10 +21,19 @@ LABEL_CONVENTION = (
     "predicted duplicate iff similarity >= threshold"
 )
 
-Stage = Literal["fetch", "validate", "drift", "splits", "vocab", "train", "evaluate", "retrieval", "export", "index", "publish"]
+Stage = Literal[
+    "fetch", "validate", "drift", "splits", "vocab", "pretrain", "train", "evaluate", "rerank", "retrieval", "export", "index", "publish",
+]
 STAGES: tuple[str, ...] = (
-    "fetch", "validate", "drift", "splits", "vocab", "train", "evaluate", "retrieval", "export", "index", "publish",
+    "fetch", "validate", "drift", "splits", "vocab", "pretrain", "train", "evaluate", "rerank", "retrieval", "export", "index", "publish",
 )
+
+
+# The splits the splits stage writes (qdup.data.splits.SPLITS), each validated by its own suite.
+SPLIT_NAMES: tuple[str, ...] = ("train", "negatives", "val", "test", "calibration")
+# The selection split: thresholds, the promotion gate and its baseline-lift check are chosen or decided on it;
+# `test` is reported only.
+SELECTION_SPLIT = "calibration"
 
 
 class _Section(BaseModel):
@@ -80,12 +89,20 @@ class ValidateConfig(_Section):
     split_suites: dict[str, str] = Field(
         default_factory=lambda: {
             "train": "qqp_split_duplicates.v1",
+            "negatives": "qqp_split_negatives.v1",
             "val": "qqp_split_duplicates.v1",
             "test": "qqp_split_labelled.v1",
             "calibration": "qqp_split_labelled.v1",
         }
     )
     failed_rows_shown: int = Field(default=5, ge=1, le=100)
+
+    @field_validator("split_suites")
+    @classmethod
+    def _a_suite_per_split(cls, v: dict[str, str]) -> dict[str, str]:
+        if set(v) != set(SPLIT_NAMES):
+            raise ValueError(f"needs exactly one suite for each split {list(SPLIT_NAMES)}, got {sorted(v)}")
+        return v
     drift: Literal["warn", "block", "off"] = Field(
         default="warn",
         description="drift against the production version's data: warn (report only), block (fail the run), off",
@@ -94,11 +111,27 @@ class ValidateConfig(_Section):
 
 
 class SplitConfig(_Section):
-    """The positional split of the reference course; counts (>= 1) or fractions of all rows (< 1)."""
+    """How the data is cut; counts (>= 1) or fractions of all rows (< 1).
 
+    The training range is cut into three contiguous regions: train (duplicates -> `train`,
+    non-duplicates -> `negatives`), val (duplicates -> `val`) and calibration (the last
+    `calibration_fraction` of its rows, every pair -> `calibration`, the selection split).
+    """
+
+    mode: Literal["positional", "question_disjoint"] = Field(
+        default="positional",
+        description="positional: the first n_train rows are the training range, the next n_test rows test (the reference "
+        "course's split); question_disjoint: whole connected components of the question graph are drawn (seeded) so that "
+        "test shares no question with any other split",
+    )
     n_train: float = Field(default=300_000, gt=0)
     n_test: float = Field(default=10_240, gt=0)
-    val_fraction: float = Field(default=0.2, gt=0, lt=1)
+    val_fraction: float = Field(
+        default=0.1, gt=0, lt=1, description="share of the duplicates before the calibration region that go to val"
+    )
+    calibration_fraction: float = Field(
+        default=0.15, gt=0, le=0.5, description="the last share of the training range's rows: the calibration split"
+    )
 
     @field_validator("n_train", "n_test")
     @classmethod
@@ -106,6 +139,25 @@ class SplitConfig(_Section):
         if v >= 1 and v != int(v):
             raise ValueError("must be a whole count (>= 1) or a fraction (< 1)")
         return v
+
+    @model_validator(mode="after")
+    def _every_split_possible(self) -> SplitConfig:
+        # What can be told without the data; the rest is checked by the splits stage (a ConfigError too).
+        if self.n_train < 1 and self.n_test < 1 and self.n_train + self.n_test > 1:
+            raise ValueError(f"n_train + n_test = {self.n_train} + {self.n_test} is more than all the rows")
+        if self.n_train >= 1:
+            n_cal = round(self.n_train * self.calibration_fraction)
+            if n_cal < 1:
+                raise ValueError(
+                    f"calibration_fraction={self.calibration_fraction} of n_train={int(self.n_train)} rows leaves an empty "
+                    f"calibration split"
+                )
+            if int(self.n_train) - n_cal < 2:
+                raise ValueError(
+                    f"calibration_fraction={self.calibration_fraction} of n_train={int(self.n_train)} rows leaves fewer "
+                    f"than 2 rows for train and val"
+                )
+        return self
 
 
 class VocabConfig(_Section):
@@ -129,6 +181,21 @@ class ModelConfig(_Section):
     l2: float = Field(default=0.0, ge=0, description="L2 penalty on the embedding and LSTM kernels")
     max_length: int = Field(default=64, gt=0, description="questions are truncated to this many tokens")
     mask_padding: bool = True
+    subwords: bool = Field(
+        default=False,
+        description="add hashed character n-gram embeddings (fastText style) to each word's embedding, computed from the raw "
+        "text inside the exported model: rare, misspelled and out-of-vocabulary words get vectors",
+    )
+    subword_buckets: int = Field(default=32_768, gt=0, description="hash buckets of the character n-grams (embedding rows)")
+    subword_ngrams: tuple[int, int] = Field(default=(3, 5), description="n-gram sizes, on the word wrapped in '<' and '>'")
+    subword_max_per_word: int = Field(default=16, gt=0, description="a word keeps its first this many n-grams")
+
+    @field_validator("subword_ngrams")
+    @classmethod
+    def _subword_ngrams(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if not 1 <= v[0] <= v[1] <= 10:
+            raise ValueError("must be (low, high) with 1 <= low <= high <= 10")
+        return v
 
 
 class TrainConfig(_Section):
@@ -137,7 +204,19 @@ class TrainConfig(_Section):
     epochs: int = Field(default=50, gt=0, description="at most; early stopping usually ends training sooner")
     batch_size: int = Field(default=256, gt=1)
     learning_rate: float = Field(default=0.01, gt=0)
-    margin: float = Field(default=0.25, ge=0)
+    loss: Literal["triplet", "softmax"] = Field(
+        default="triplet",
+        description="triplet: the reference course's hard + mean negative triplet loss; softmax: symmetric in-batch "
+        "multiple-negatives ranking loss (InfoNCE). Both mask in-batch false negatives (same duplicate cluster)",
+    )
+    margin: float = Field(default=0.25, ge=0, description="triplet loss margin")
+    scale: float = Field(default=20.0, gt=0, description="softmax loss: cosines are multiplied by this before the softmax")
+    hard_negatives: float = Field(
+        default=0.0, ge=0, le=4,
+        description="labelled non-duplicates of the `negatives` split added to each batch, per duplicate pair (0: none); "
+        "they are candidates of every anchor and enter a CoSENT ranking term against the batch's duplicates",
+    )
+    negatives_weight: float = Field(default=1.0, gt=0, description="weight of the CoSENT ranking term when hard_negatives > 0")
     early_stopping_patience: int = Field(default=6, ge=1)
     lr_schedule: Literal["constant", "plateau", "cosine"] = Field(
         default="plateau",
@@ -150,6 +229,24 @@ class TrainConfig(_Section):
     deterministic: bool = Field(
         default=False, description="TensorFlow op determinism: bit-identical reruns on the same machine, slower training"
     )
+
+
+class PretrainConfig(_Section):
+    """Optional self-supervised pre-training of the encoder (SimCSE style) before `train`.
+
+    Every distinct question of the train region (the `train` and `negatives` splits: questions of labelled
+    non-duplicates too) is paired with itself; the two dropout views of a question are positives, the batch's
+    other questions negatives (in-batch softmax loss). Early stopping on the `val` duplicates' loss. `train`
+    then starts from these weights.
+    """
+
+    enabled: bool = False
+    epochs: int = Field(default=5, gt=0, description="at most; early stopping on the val duplicates usually ends sooner")
+    batch_size: int = Field(default=256, gt=1)
+    learning_rate: float = Field(default=0.005, gt=0)
+    scale: float = Field(default=20.0, gt=0, description="in-batch softmax scale")
+    early_stopping_patience: int = Field(default=2, ge=1)
+    max_questions: int = Field(default=200_000, gt=1, description="a seeded sample of at most this many questions")
 
 
 class EvalConfig(_Section):
@@ -166,6 +263,23 @@ class EvalConfig(_Section):
         if not 1 <= v[0] <= v[1] <= 10:
             raise ValueError("must be (low, high) with 1 <= low <= high <= 10")
         return v
+
+
+class RerankConfig(_Section):
+    """The pair reranker (gradient-boosted trees over encoder, lexical, overlap, BM25 and length features).
+
+    Fitted on the calibration split (pairs the encoder neither trained nor early-stopped on); its threshold is
+    chosen on out-of-fold calibration scores; test is reported only. The seed is the run's `seed`.
+    """
+
+    enabled: bool = Field(default=True, description="fit a reranker; it makes the duplicate decision and re-ranks search")
+    folds: int = Field(default=5, ge=2, le=20, description="grouped folds for the out-of-fold calibration scores")
+    max_iter: int = Field(default=200, ge=1, le=5000, description="boosting iterations")
+    learning_rate: float = Field(default=0.05, gt=0, le=1)
+    max_leaf_nodes: int = Field(default=15, ge=2, le=1024)
+    min_samples_leaf: int = Field(default=20, ge=1)
+    l2_regularization: float = Field(default=1.0, ge=0)
+    search_depth: int = Field(default=100, ge=1, le=1000, description="search re-ranks this many candidates of each query")
 
 
 class PublishConfig(_Section):
@@ -264,7 +378,7 @@ class BatchSearchConfig(_Section):
     k: int = Field(default=10, ge=1)
     chunk_size: int = Field(default=8192, gt=0, description="queries per task")
     model_version: str | None = Field(default=None, description="refuse an index built by another model version")
-    method: Literal["dense", "lexical", "hybrid"] | None = Field(
+    method: Literal["dense", "lexical", "hybrid", "reranked"] | None = Field(
         default=None, description="ranking; None: the index's default (the version's choice on its retrieval validation part)")
     dask: DaskAddress = None
 
@@ -279,12 +393,21 @@ class RetrainConfig(_Section):
     split: SplitConfig = SplitConfig()
     vocab: VocabConfig = VocabConfig()
     model: ModelConfig = ModelConfig()
+    pretrain: PretrainConfig = PretrainConfig()
     train: TrainConfig = TrainConfig()
     evaluate: EvalConfig = EvalConfig()
+    rerank: RerankConfig = RerankConfig()
     publish: PublishConfig = PublishConfig()
     search: SearchConfig = SearchConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _pretraining_needs_two_views(self) -> RetrainConfig:
+        if self.pretrain.enabled and self.model.dropout == 0 and self.model.token_dropout == 0 and self.model.spatial_dropout == 0:
+            raise ValueError("pretrain.enabled needs model.dropout, model.spatial_dropout or model.token_dropout > 0: "
+                             "the two views of a question differ only by dropout")
+        return self
 
     def runs_through(self, stage: str) -> bool:
         """True when `stage` is at or before the stage the run stops after."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,10 @@ def write_run_record(
     record = {
         "run_dir": str(run_dir),
         "status": "failed" if error is not None else "completed",
-        "error": None if error is None else {"type": type(error).__name__, "message": str(error)},
+        # The traceback is kept here; the terminal shows the one-line message (`qdup --debug` shows it there too).
+        "error": None if error is None else {
+            "type": type(error).__name__, "message": str(error), "traceback": "".join(traceback.format_exception(error)),
+        },
         "finished": dt.datetime.now(dt.UTC).isoformat(),
         "prefect": prefect or {},
         "config": config,

@@ -73,6 +73,12 @@ def baseline_markdown(metrics: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def baseline_log_lines(comparison: str) -> list[str]:
+    """The comparison table as log lines, from its header row on (the columns are unlabelled without it), without
+    the Markdown rule row."""
+    return [line for line in comparison.splitlines()[2:] if line.strip() and not line.startswith("|---")]
+
+
 def pair_gate_metric(cfg: RetrainConfig) -> str:
     """The pair metric the model's lift over the baseline is measured on: the gate's, or ROC-AUC when the gate is a retrieval metric."""
     from qdup.evaluation.bootstrap import METRICS
@@ -117,9 +123,8 @@ def evaluate_task(splits: StageResult, vocab: StageResult, train: StageResult, c
     create_table_artifact(key="qdup-test-metrics", table=summary, description="test metrics (threshold from calibration)")
     comparison = baseline_markdown(result.manifest["metrics"])
     if comparison:
-        for line in comparison.splitlines()[4:]:
-            if line.strip():
-                log("[evaluate] " + line)
+        for line in baseline_log_lines(comparison):
+            log("[evaluate] " + line)
         artifact("qdup-baseline", comparison, "model vs lexical baseline on test, with bootstrap intervals")
     artifact("qdup-threshold-sweep", result.file("threshold_sweep.md").read_text(), "threshold sweep on test")
     # Embedded, so the UI shows the curve without access to this machine's disk.

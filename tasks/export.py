@@ -13,30 +13,36 @@ from qdup.stagecache import StageResult, code_fingerprint, run_stage
 from tasks.common import TASK_OPTIONS, artifact, run_log
 
 
-def export_inputs(vocab_key: str, train_key: str, evaluate_key: str, cfg: RetrainConfig) -> dict[str, Any]:
-    """What the export stage's key hashes (the threshold comes with the evaluation's key)."""
+def export_inputs(
+    vocab_key: str, train_key: str, evaluate_key: str, cfg: RetrainConfig, rerank_key: str | None = None
+) -> dict[str, Any]:
+    """What the export stage's key hashes (the threshold comes with the evaluation's key, the reranker with its own)."""
     return {
         "vocab": vocab_key,
         "train": train_key,
         "evaluate": evaluate_key,
+        "rerank": rerank_key,
         "max_length": cfg.model.max_length,
         "code": code_fingerprint("qdup.stages.export", "tasks.export"),
     }
 
 
 @task(name="export", **TASK_OPTIONS)
-def export_task(vocab: StageResult, train: StageResult, evaluation: StageResult, cfg: RetrainConfig) -> StageResult:
-    """The serving bundle: raw strings in, similarity out, threshold beside it; safe_mode loadable."""
+def export_task(
+    vocab: StageResult, train: StageResult, evaluation: StageResult, cfg: RetrainConfig, rerank: StageResult | None = None
+) -> StageResult:
+    """The serving bundle: raw strings in, similarity out, threshold beside it, the reranker when there is one; safe_mode loadable."""
     log = run_log()
     threshold = evaluation.manifest["metrics"]["threshold"]["value"]
-    inputs = export_inputs(vocab.key, train.key, evaluation.key, cfg)
+    inputs = export_inputs(vocab.key, train.key, evaluation.key, cfg, None if rerank is None else rerank.key)
+    reranker_dir = None if rerank is None else rerank.file(rerank.manifest["reranker_dir"])
 
     def build(out: Path) -> dict:
         # Imported here: TensorFlow loads only when the stage really runs.
         import_tensorflow_quietly()
         from qdup.stages.export import build_export
 
-        return build_export(vocab.file("vocabulary.txt"), train.file("encoder.keras"), cfg.model, threshold, out)
+        return build_export(vocab.file("vocabulary.txt"), train.file("encoder.keras"), cfg.model, threshold, out, reranker_dir)
 
     result = run_stage("export", inputs, build, log)
     artifact(

@@ -14,10 +14,13 @@ from qdup.stagecache import StageResult, code_fingerprint, params, run_stage
 from tasks.common import TASK_OPTIONS, run_log
 
 
-def retrieval_inputs(splits_key: str, vocab_key: str, train_key: str, cfg: RetrainConfig) -> dict[str, Any]:
-    """What the retrieval stage's key hashes."""
+def retrieval_inputs(
+    splits_key: str, vocab_key: str, train_key: str, cfg: RetrainConfig, rerank_key: str | None = None
+) -> dict[str, Any]:
+    """What the retrieval stage's key hashes (the reranker, when there is one, by its stage's key)."""
     return {
         "splits": splits_key,
+        "rerank": rerank_key,
         "vocab": vocab_key,
         "train": train_key,
         "max_length": cfg.model.max_length,
@@ -28,17 +31,20 @@ def retrieval_inputs(splits_key: str, vocab_key: str, train_key: str, cfg: Retra
 
 
 @task(name="retrieval", **TASK_OPTIONS)
-def retrieval_task(splits: StageResult, vocab: StageResult, train: StageResult, cfg: RetrainConfig) -> StageResult:
-    """Dense, lexical and hybrid retrieval on held-out questions; the hybrid chosen on the validation part."""
+def retrieval_task(
+    splits: StageResult, vocab: StageResult, train: StageResult, cfg: RetrainConfig, rerank: StageResult | None = None
+) -> StageResult:
+    """Dense, lexical, hybrid (and reranked) retrieval on held-out questions; the hybrid chosen on the validation part."""
     log = run_log()
-    inputs = retrieval_inputs(splits.key, vocab.key, train.key, cfg)
+    inputs = retrieval_inputs(splits.key, vocab.key, train.key, cfg, None if rerank is None else rerank.key)
+    reranker_dir = None if rerank is None else rerank.file(rerank.manifest["reranker_dir"])
 
     def build(out: Path) -> dict:
         import_tensorflow_quietly()
         from qdup.stages.retrieval import build_retrieval
 
         return build_retrieval(splits.path, vocab.file("vocabulary.txt"), train.file("encoder.keras"), cfg.model, cfg.search,
-                               cfg.seed, out)
+                               cfg.seed, out, reranker_dir)
 
     result = run_stage("retrieval", inputs, build, log)
     from qdup.stages.retrieval import table_rows

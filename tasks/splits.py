@@ -20,6 +20,8 @@ def splits_inputs(validate_key: str, cfg: RetrainConfig) -> dict[str, Any]:
     return {
         "validated": validate_key,
         "split": params(cfg.split),
+        # Only the question-disjoint mode draws anything at random.
+        "seed": cfg.seed if cfg.split.mode == "question_disjoint" else None,
         "suites": {name: sha256_file(suite_path(s)) for name, s in cfg.validate_.split_suites.items()},
         "code": code_fingerprint("qdup.stages.splits", "tasks.splits"),
     }
@@ -27,7 +29,7 @@ def splits_inputs(validate_key: str, cfg: RetrainConfig) -> dict[str, Any]:
 
 @task(name="splits", **TASK_OPTIONS)
 def splits_task(validated: StageResult, cfg: RetrainConfig, run_dir: Path) -> StageResult:
-    """Positional splits as Parquet, each gated by its data contract."""
+    """The splits as Parquet, each gated by its data contract."""
     from qdup.stages.splits import build_splits
 
     log = run_log()
@@ -35,7 +37,7 @@ def splits_task(validated: StageResult, cfg: RetrainConfig, run_dir: Path) -> St
 
     def build(out: Path) -> dict:
         try:
-            return build_splits(validated.file("validated.parquet"), cfg.split, cfg.validate_, out)
+            return build_splits(validated.file("validated.parquet"), cfg.split, cfg.validate_, out, seed=cfg.seed)
         except ContractViolation as error:
             fail_with_report(error, run_dir)
             raise
@@ -45,5 +47,7 @@ def splits_task(validated: StageResult, cfg: RetrainConfig, run_dir: Path) -> St
     for r in rows:
         r["content_sha256"] = r["content_sha256"][:16]
         log(f"[splits] {r['split']}: {r['rows']:,} rows, {r['duplicates']:,} duplicates")
+    log(f"[splits] mode {result.manifest['mode']}: {result.manifest['test_questions_seen']:,} test questions "
+        f"appear in another split")
     create_table_artifact(key="qdup-splits", table=rows, description="split sizes and content hashes")
     return result

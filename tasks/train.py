@@ -14,11 +14,12 @@ from qdup.stagecache import StageResult, code_fingerprint, params, run_stage, st
 from tasks.common import TASK_OPTIONS, run_log
 
 
-def train_inputs(splits_key: str, vocab_key: str, cfg: RetrainConfig) -> dict[str, Any]:
-    """What the train stage's key hashes."""
+def train_inputs(splits_key: str, vocab_key: str, cfg: RetrainConfig, pretrain_key: str | None = None) -> dict[str, Any]:
+    """What the train stage's key hashes (the pretrain stage's key when training starts from its encoder)."""
     return {
         "splits": splits_key,
         "vocab": vocab_key,
+        **({"pretrain": pretrain_key} if pretrain_key else {}),
         "model": params(cfg.model),
         "train_params": params(cfg.train),
         "seed": cfg.seed,
@@ -27,10 +28,10 @@ def train_inputs(splits_key: str, vocab_key: str, cfg: RetrainConfig) -> dict[st
 
 
 @task(name="train", **TASK_OPTIONS)
-def train_task(splits: StageResult, vocab: StageResult, cfg: RetrainConfig) -> StageResult:
+def train_task(splits: StageResult, vocab: StageResult, cfg: RetrainConfig, pretrain: StageResult | None = None) -> StageResult:
     """Train the Siamese encoder; checkpoints live beside the stage folder so a killed run resumes."""
     log = run_log()
-    inputs = train_inputs(splits.key, vocab.key, cfg)
+    inputs = train_inputs(splits.key, vocab.key, cfg, pretrain.key if pretrain else None)
     # A stable work folder beside the stage folder (not inside its temporary one), named by
     # the stage key, so that checkpoints survive a crash and the retry of this stage finds them.
     work = stage_dir("train", stage_key("train", inputs)).with_suffix(".work")
@@ -47,7 +48,7 @@ def train_task(splits: StageResult, vocab: StageResult, cfg: RetrainConfig) -> S
 
         manifest = build_train(
             splits.path, vocab.file("vocabulary.txt"), cfg.model, cfg.train, cfg.seed, work, out,
-            on_epoch_end=on_epoch_end, log=log,
+            on_epoch_end=on_epoch_end, log=log, init_encoder=pretrain.file("encoder.keras") if pretrain else None,
         )
         update_progress_artifact(artifact_id=progress_id, progress=100.0)
         return manifest

@@ -12,12 +12,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from qdup.cli.common import STORE_HELP, Parser, add_command, add_model_option, open_store, resolve_version, settle_model
 from qdup.config import STAGES, RetrainConfig, load_config_file
 from qdup.errors import QdupError
 from qdup.runtime import VERBOSE, apply_tf_thread_defaults, import_tensorflow_quietly
 
-# Commands that load a model: TensorFlow starts before them, without its start-up noise.
-TENSORFLOW_COMMANDS = frozenset({"predict", "search", "index", "mine", "serve-model", "reproduce"})
 # Modules with a `register(subparsers)` function adding their commands.
 COMMAND_MODULES: tuple[str, ...] = ("qdup.cli.registry", "qdup.cli.serve", "qdup.cli.search", "qdup.cli.release")
 
@@ -83,14 +82,34 @@ def build_config(args: argparse.Namespace) -> RetrainConfig:
     return RetrainConfig.model_validate({**base, **overrides})
 
 
+def check_source(source: str) -> None:
+    """A local source (path or file:// URL) exists and is a readable file: checked before any server or TensorFlow starts."""
+    from urllib.parse import unquote, urlparse
+
+    if "://" in source and not source.startswith("file://"):
+        return  # a URL: the fetch stage reaches it (with retries) and names what went wrong
+    path = Path(unquote(urlparse(source).path)) if source.startswith("file://") else Path(source)
+    if not path.exists():
+        raise QdupError(f"--source {source}: no such file; make a demo one with `qdup demo-data demo.tsv --rows 20000`, "
+                        "or give an http(s) URL")
+    if not path.is_file():
+        raise QdupError(f"--source {source}: not a file (a TSV in the Quora release's format is expected)")
+    if not os.access(path, os.R_OK):
+        raise QdupError(f"--source {source}: not readable by this user; check its permissions")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     config = build_config(args)  # before the slow imports: a bad config fails at once
-    from flows.retrain import retrain
+    check_source(config.fetch.source)
+    from qdup.cli.progress import run_with_progress
 
-    outputs = retrain(config)
+    outputs = run_with_progress(config, verbose=args.verbose, debug=args.debug)
     print("outputs:")
     for name, path in outputs.items():
         print(f"  {name:<10} {path}")
+    from qdup.cli.progress import summary_line
+
+    print(summary_line(outputs))
     return 0
 
 
@@ -104,8 +123,9 @@ def resolve_model_path(text: str, store_url: str | None = None) -> Path:
     if "/" not in text:
         from qdup.registry.store import ArtifactStore
 
-        return ArtifactStore(store_url).open_version(text) / "model"
-    raise QdupError(f"--model {text}: no such export folder")
+        store = ArtifactStore(store_url)
+        return store.open_version(resolve_version(store, text)) / "model"
+    raise QdupError(f"--model {text}: no such export folder (or give a version id or alias; list them with: qdup versions)")
 
 
 @contextlib.contextmanager
@@ -121,17 +141,23 @@ def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    import_tensorflow_quietly()
-    from qdup.serving.predictor import load_inference, score_file
-
+    settle_model(args)
     if args.pairs:
         if args.questions:
             raise QdupError("give either two questions or --pairs FILE, not both")
         if not args.out:
             raise QdupError("--pairs needs --out FILE.parquet")
+        if not Path(args.pairs).is_file():
+            raise QdupError(f"--pairs {args.pairs}: no such file (a TSV with columns question1, question2)")
     elif len(args.questions) != 2:
-        raise QdupError(f"give exactly two questions (got {len(args.questions)}), or --pairs FILE.tsv --out FILE.parquet")
-    predictor = load_inference(resolve_model_path(args.model, args.store))
+        raise QdupError(f'give exactly two questions (got {len(args.questions)}): qdup predict "Q1?" "Q2?", '
+                        "or --pairs FILE.tsv --out FILE.parquet")
+    # The version is found (and its files checked) before TensorFlow starts: a wrong name answers at once.
+    model_path = resolve_model_path(args.model, args.store)
+    import_tensorflow_quietly()
+    from qdup.serving.predictor import load_inference, score_file
+
+    predictor = load_inference(model_path)
     if args.pairs:
         with progress_bar("scoring") as update:
             info = score_file(predictor, Path(args.pairs), Path(args.out), chunk_size=args.chunk_size, progress=update)
@@ -141,19 +167,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
             print(f"scored {info['rows']:,} pairs ({info['duplicates']:,} duplicates) -> {info['path']}")
         return 0
     q1, q2 = args.questions
-    similarity = float(predictor.similarity([q1], [q2])[0])
-    duplicate = similarity >= predictor.threshold
+    got = predictor.decide([q1], [q2])
+    similarity, duplicate = float(got["similarity"][0]), bool(got["duplicate"][0])
+    out = {"similarity": similarity, "threshold": predictor.threshold, "duplicate": duplicate}
+    if got["reranker_score"] is not None:
+        out |= {"reranker_score": float(got["reranker_score"][0]), "reranker_threshold": predictor.decision_threshold}
     if args.json:
-        print(json.dumps({"similarity": similarity, "threshold": predictor.threshold, "duplicate": bool(duplicate)}))
+        print(json.dumps(out))
     else:
-        print(f"similarity={similarity:.4f} threshold={predictor.threshold:.4f} duplicate={str(duplicate).lower()}")
+        print(" ".join(f"{k}={str(v).lower() if isinstance(v, bool) else f'{v:.4f}'}" for k, v in out.items()))
     return 0
 
 
 def _store(args: argparse.Namespace):
-    from qdup.registry.store import ArtifactStore
-
-    return ArtifactStore(args.store)
+    return open_store(args)
 
 
 def _print_json(obj: Any) -> None:
@@ -173,7 +200,7 @@ def cmd_versions(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     store = _store(args)
-    version = store.resolve(args.ref)
+    version = resolve_version(store, settle_model(args))
     manifest = store.manifest(version) | {"aliases": store.aliases_of(version)}
     if args.json:
         _print_json(manifest)
@@ -188,6 +215,8 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     from qdup.registry import lineage
 
     store = _store(args)
+    if args.dataset and (args.model or args.ref):
+        raise QdupError("give --model VERSION or --dataset SHA256_PREFIX, not both")
     if args.dataset:
         rows = lineage.versions_from_dataset(store, args.dataset)
         if args.json:
@@ -195,9 +224,7 @@ def cmd_lineage(args: argparse.Namespace) -> int:
         else:
             print(lineage.versions_table(rows) if rows else f"no version was built from a dataset with sha256 {args.dataset}*")
         return 0
-    if not args.ref:
-        raise QdupError("give a VERSION or ALIAS, or --dataset SHA256_PREFIX")
-    version = store.resolve(args.ref)
+    version = resolve_version(store, settle_model(args))
     manifest = store.manifest(version) | {"aliases": store.aliases_of(version)}
     if args.json:
         _print_json(lineage.lineage_dict(manifest))
@@ -209,7 +236,9 @@ def cmd_lineage(args: argparse.Namespace) -> int:
 def cmd_promote(args: argparse.Namespace) -> int:
     from qdup.registry.store import actor
 
-    entry = _store(args).promote(args.ref, actor(), why=args.why)
+    store = _store(args)
+    version = resolve_version(store, settle_model(args))
+    entry = store.promote(version, actor(), why=args.why)
     print(f"production: {entry['from']} -> {entry['to']}")
     return 0
 
@@ -232,61 +261,75 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="qdup", description="Duplicate-question detection retraining pipeline.")
+    parser = Parser(
+        prog="qdup",
+        description="Duplicate-question detection: retrain, publish, predict, search and serve versioned models.",
+        epilog="A version is named with --model/-m VERSION|ALIAS everywhere (default: production where that is safe).\n"
+               "Every command has examples: qdup COMMAND --help",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
-    parser.add_argument("--verbose", action="store_true", help="show TensorFlow's start-up messages too")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow's start-up messages, Prefect's log lines (qdup run) and search timings")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    demo = sub.add_parser("demo-data", help="write a synthetic dataset in the Quora TSV format")
+    demo = add_command(sub, "demo-data", "write a generated data set in the Quora TSV format (for demos and tests)",
+                       ["qdup demo-data demo.tsv --rows 20000"], cmd_demo_data)
     demo.add_argument("out", help="output TSV path")
-    demo.add_argument("--rows", type=int, default=404_290)
-    demo.add_argument("--seed", type=int, default=0)
-    demo.set_defaults(func=cmd_demo_data)
+    demo.add_argument("--rows", type=int, default=404_290, help="question pairs to write (default: %(default)s, the release's size)")
+    demo.add_argument("--seed", type=int, default=0, help="seed of the generator (default: %(default)s)")
 
-    run = sub.add_parser("run", help="run the retrain flow")
+    run = add_command(sub, "run", "run the retrain flow: fetch, validate, train, evaluate, publish", [
+        "qdup run --source demo.tsv --n-train 0.75 --n-test 0.25",
+        "qdup run --source data.tsv --until evaluate --epochs 5",
+        "qdup run --config my-config.json",
+    ], cmd_run)
     run.add_argument("--source", help="http(s):// or file:// URL, or a local path (default: the canonical Quora URL)")
     run.add_argument("--sha256", help="expected sha256 of the source file")
     run.add_argument("--refresh", action="store_true", help="download the source even if the cache holds it")
-    run.add_argument("--until", choices=STAGES, help="stop after this stage (default: publish)")
+    run.add_argument("--until", choices=STAGES, metavar="STAGE",
+                     help=f"stop after this stage, one of: {', '.join(STAGES)} (default: publish)")
     run.add_argument("--n-train", type=_count_or_fraction, help="training-range rows: a count, or a fraction of all rows")
     run.add_argument("--n-test", type=_count_or_fraction, help="test rows: a count, or a fraction of all rows")
-    run.add_argument("--epochs", type=int)
+    run.add_argument("--epochs", type=int, help="most training epochs (early stopping may end sooner; default 50)")
     run.add_argument("--seed", type=int, help="seed of every random choice (default 42)")
     run.add_argument("--config", help="JSON file with RetrainConfig fields; flags override it")
-    run.set_defaults(func=cmd_run)
 
-    predict = sub.add_parser("predict", help="score a question pair, or a TSV of pairs, with an exported model")
-    predict.add_argument("--model", required=True, help="a version id or alias (e.g. production), or an export folder")
-    predict.add_argument("--store", help="store URL (default $QDUP_HOME/store)")
+    predict = add_command(sub, "predict", "score a question pair, or a TSV of pairs, with a published version", [
+        'qdup predict "How do I learn Python?" "What is the best way to learn Python?"',
+        "qdup predict -m latest --pairs pairs.tsv --out scored.parquet",
+    ], cmd_predict)
+    add_model_option(predict, folder=True)
+    predict.add_argument("--store", help=STORE_HELP)
     predict.add_argument("questions", nargs="*", help="two questions")
     predict.add_argument("--pairs", help="TSV with columns question1, question2 and optional id")
     predict.add_argument("--out", help="Parquet output for --pairs")
-    predict.add_argument("--chunk-size", type=int, default=16384, help="pairs per scoring chunk (--pairs)")
+    predict.add_argument("--chunk-size", type=int, default=16384, help="pairs per scoring chunk (--pairs; default: %(default)s)")
     predict.add_argument("--json", action="store_true", help="machine-readable output")
-    predict.set_defaults(func=cmd_predict)
 
-    def store_command(name: str, help_: str, func) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_)
-        p.add_argument("--store", help="store URL (default $QDUP_HOME/store)")
-        p.set_defaults(func=func)
+    def store_command(name: str, summary: str, examples: list[str], func) -> argparse.ArgumentParser:
+        p = add_command(sub, name, summary, examples, func)
+        p.add_argument("--store", help=STORE_HELP)
         return p
 
-    versions = store_command("versions", "list published versions", cmd_versions)
-    versions.add_argument("--json", action="store_true")
-    show = store_command("show", "show one version's manifest", cmd_show)
-    show.add_argument("ref", metavar="VERSION|ALIAS")
-    show.add_argument("--json", action="store_true")
-    lineage = store_command("lineage", "trace a version to its data, or a dataset to its versions", cmd_lineage)
-    lineage.add_argument("ref", nargs="?", metavar="VERSION|ALIAS")
+    versions = store_command("versions", "list published versions", ["qdup versions", "qdup versions --json"], cmd_versions)
+    versions.add_argument("--json", action="store_true", help="machine-readable output")
+    show = store_command("show", "show one version's manifest", ["qdup show", "qdup show -m latest --json"], cmd_show)
+    add_model_option(show, positional=True)
+    show.add_argument("--json", action="store_true", help="the manifest as JSON")
+    lineage = store_command("lineage", "trace a version to its data, or a dataset to its versions",
+                            ["qdup lineage", "qdup lineage -m latest", "qdup lineage --dataset ca37e336"], cmd_lineage)
+    add_model_option(lineage, positional=True)
     lineage.add_argument("--dataset", metavar="SHA256_PREFIX", help="every version built from this dataset")
-    lineage.add_argument("--json", action="store_true")
-    promote = store_command("promote", "point production at a version", cmd_promote)
-    promote.add_argument("ref", metavar="VERSION|ALIAS")
-    promote.add_argument("--why", default="manual promotion")
-    store_command("rollback", "point production back at the previous production", cmd_rollback)
-    serve = sub.add_parser("serve", help="serve the retrain flow with its weekly schedule (no work pool needed)")
+    lineage.add_argument("--json", action="store_true", help="machine-readable output")
+    promote = store_command("promote", "point production at a version",
+                            ['qdup promote -m 20261123T010203456Z-a1b2c3 --why "better on the new data"'], cmd_promote)
+    add_model_option(promote, default=None, positional=True)
+    promote.add_argument("--why", default="manual promotion", help="reason kept in the alias history (default: %(default)s)")
+    store_command("rollback", "point production back at the previous production", ["qdup rollback"], cmd_rollback)
+    serve = add_command(sub, "serve", "serve the retrain flow with its weekly schedule (no work pool needed)",
+                        ["qdup serve", "qdup serve --config my-config.json"], cmd_serve)
     serve.add_argument("--config", help="JSON file with the RetrainConfig fields the schedule sets; the rest stay code defaults")
-    serve.set_defaults(func=cmd_serve)
     # Each area's commands live in their own module and add themselves here.
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
@@ -307,8 +350,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ[VERBOSE] = "1"
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
     try:
-        if args.command in TENSORFLOW_COMMANDS:
-            import_tensorflow_quietly()  # before any command module imports TensorFlow
+        # No TensorFlow here: each command checks its arguments and finds its version first, then starts it.
         return args.func(args)
     except Exception as exc:
         from pydantic import ValidationError

@@ -5,16 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 
+from qdup.cli.common import STORE_HELP, add_command, add_model_option, open_store, resolve_version, settle_model
 from qdup.errors import QdupError
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from qdup.registry.store import ArtifactStore
-
-    if bool(args.ref) == bool(args.all):
-        raise QdupError("give a VERSION or ALIAS, or --all (not both)")
-    store = ArtifactStore(args.store)
-    versions = store.versions() if args.all else [store.resolve(args.ref)]
+    if args.all and (args.model or args.ref):
+        raise QdupError("give --model VERSION or --all, not both")
+    store = open_store(args)
+    versions = store.versions() if args.all else [resolve_version(store, settle_model(args))]
     aliases = store.aliases()
     report = [
         {"version": v, "aliases": sorted(a for a, t in aliases.items() if t == v), "problems": store.verify(v)}
@@ -32,11 +31,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "verify", help="check versions' files against the sha256 in their manifests (exit 2 when any is damaged)"
-    )
-    p.add_argument("ref", nargs="?", metavar="VERSION|ALIAS")
+    p = add_command(subparsers, "verify", "check versions' files against the sha256 in their manifests (exit 2 when any is damaged)",
+                    ["qdup verify", "qdup verify -m latest", "qdup verify --all --json"], cmd_verify)
+    add_model_option(p, positional=True)
     p.add_argument("--all", action="store_true", help="every published version")
-    p.add_argument("--store", help="store URL (default $QDUP_HOME/store)")
+    p.add_argument("--store", help=STORE_HELP)
     p.add_argument("--json", action="store_true", help="machine-readable report")
-    p.set_defaults(func=cmd_verify)

@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from qdup.cli.common import STORE_HELP, add_command, add_model_option, open_store, resolve_version, settle_model
 from qdup.errors import QdupError
 
 # The stages a reproduction re-runs (publishing is left out: it would only find the version itself).
@@ -17,12 +18,11 @@ REPRODUCED_STAGES = ("validate", "drift", "splits", "vocab", "train", "evaluate"
 
 
 def cmd_card(args: argparse.Namespace) -> int:
+    store = open_store(args)
+    version = resolve_version(store, settle_model(args))
     from qdup.registry.card import model_card
     from qdup.registry.publish import CARD_FILE
-    from qdup.registry.store import ArtifactStore
 
-    store = ArtifactStore(args.store)
-    version = store.resolve(args.ref)
     manifest = store.manifest(version)
     if CARD_FILE in (manifest.get("files") or {}):
         print((store.open_version(version) / CARD_FILE).read_text(), end="")
@@ -39,7 +39,8 @@ def reproduced_manifest(cfg: Any, outputs: dict[str, str], original: dict[str, A
     from qdup.stagecache import MANIFEST, StageResult
 
     stages: dict[str, StageResult] = {}
-    for name in REPRODUCED_STAGES:
+    # The reranker runs (and is compared) when the recorded configuration enabled it.
+    for name in REPRODUCED_STAGES + (("rerank",) if "rerank" in outputs else ()):
         if name not in outputs:
             raise QdupError(f"the reproduction stopped before stage {name!r}")
         record = read_json(Path(outputs[name]) / MANIFEST)
@@ -54,11 +55,10 @@ def reproduced_manifest(cfg: Any, outputs: dict[str, str], original: dict[str, A
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
+    store = open_store(args)
+    version = resolve_version(store, settle_model(args))
     from qdup.registry.reproduce import compare_reproduction, reproduction_config, reproduction_text
-    from qdup.registry.store import ArtifactStore
 
-    store = ArtifactStore(args.store)
-    version = store.resolve(args.ref)
     original = store.manifest(version)
     cfg = reproduction_config(original)
     cfg = cfg.model_copy(update={"until": "export"})
@@ -70,9 +70,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     previous = os.environ.get("QDUP_RUNS_DIR")
     os.environ["QDUP_RUNS_DIR"] = str(runs)
     try:
-        from flows.retrain import retrain
+        from qdup.cli.progress import run_with_progress
 
-        outputs = retrain(cfg)
+        outputs = run_with_progress(cfg, verbose=getattr(args, "verbose", False), debug=getattr(args, "debug", False))
         result = compare_reproduction(original, reproduced_manifest(cfg, outputs, original))
     finally:
         if previous is None:
@@ -93,18 +93,18 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("card", help="print a version's model card (Markdown)")
-    p.add_argument("ref", metavar="VERSION|ALIAS")
-    p.add_argument("--store", help="store URL (default $QDUP_HOME/store)")
-    p.set_defaults(func=cmd_card)
+    p = add_command(subparsers, "card", "print a version's model card (Markdown)", ["qdup card", "qdup card -m latest > card.md"],
+                    cmd_card)
+    add_model_option(p, positional=True)
+    p.add_argument("--store", help=STORE_HELP)
 
-    p = subparsers.add_parser(
-        "reproduce",
-        help="re-run a version from its recorded configuration and dataset in a fresh stage folder; "
+    p = add_command(
+        subparsers, "reproduce",
+        "re-run a version from its recorded configuration and dataset in a fresh stage folder; "
         "exit 0 when splits, training and metrics match exactly, 1 when not",
+        ["qdup reproduce", "qdup reproduce -m 20261123T010203456Z-a1b2c3 --json"], cmd_reproduce,
     )
-    p.add_argument("ref", metavar="VERSION|ALIAS")
-    p.add_argument("--store", help="store URL (default $QDUP_HOME/store)")
+    add_model_option(p, positional=True)
+    p.add_argument("--store", help=STORE_HELP)
     p.add_argument("--json", action="store_true", help="machine-readable comparison")
     p.add_argument("--keep", action="store_true", help="keep the re-run's stage folder (printed)")
-    p.set_defaults(func=cmd_reproduce)

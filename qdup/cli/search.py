@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
+from qdup.cli.common import STORE_HELP, add_command, add_model_option, open_store, resolve_version, settle_model
 from qdup.errors import ConfigError, QdupError
+from qdup.runtime import import_tensorflow_quietly
 
 DASK_HELP = ("Dask scheduler whose workers run the chunks, as a Prefect flow; the index (and model) folders must be "
              "at the same path on every worker (shared storage)")
 
 
 def _version(args: argparse.Namespace):
-    from qdup.registry.store import ArtifactStore
-
-    store = ArtifactStore(args.store)
-    version = store.resolve(args.model)
+    store = open_store(args)
+    version = resolve_version(store, settle_model(args))
     return store, version
 
 
@@ -39,6 +41,10 @@ def _dataset_questions(manifest: dict[str, Any]) -> tuple[list, list[str], dict[
 
 
 def cmd_index_build(args: argparse.Namespace) -> int:
+    if args.questions and not Path(args.questions).is_file():
+        raise QdupError(f"--questions {args.questions}: no such file (a TSV with a 'question' column)")
+    store, version = _version(args)  # before TensorFlow starts: a wrong name answers at once
+    import_tensorflow_quietly()
     from qdup.config import SearchConfig
     from qdup.fileio import sha256_file
     from qdup.search.batch import read_questions
@@ -47,7 +53,6 @@ def cmd_index_build(args: argparse.Namespace) -> int:
     from qdup.search.service import find_index_dir, late_index_dir
     from qdup.stages.index import search_defaults
 
-    store, version = _version(args)
     version_dir = store.open_version(version)
     existing = find_index_dir(version_dir)
     if args.index is None and existing is not None:
@@ -88,21 +93,37 @@ def _encode_checked(encoder, texts: list[str]):
     return encoder.encode(texts)
 
 
-def _load(args: argparse.Namespace):
+def _load(args: argparse.Namespace, timings: dict[str, float] | None = None):
+    timings = {} if timings is None else timings
+    t0 = time.perf_counter()
+    store, version = _version(args)  # before TensorFlow starts: a wrong name answers at once
+    timings["resolve version"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    import_tensorflow_quietly()
+    timings["start TensorFlow"] = time.perf_counter() - t0
     from qdup.search.encoder import load_query_encoder
     from qdup.search.index import load_index
-    from qdup.search.service import VersionSearcher, find_index_dir
+    from qdup.search.service import VersionSearcher, find_index_dir, load_version_reranker
 
-    store, version = _version(args)
     version_dir = store.open_version(version)
     where = Path(args.index) if args.index else find_index_dir(version_dir)
     if where is None:
         raise QdupError(f"version {version} has no question index; build one: qdup index build --model {version}")
-    return VersionSearcher(load_index(where, expected_model_version=version), load_query_encoder(version_dir / "model"))
+    t0 = time.perf_counter()
+    index = load_index(where, expected_model_version=version)
+    timings["load index"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    encoder = load_query_encoder(version_dir / "model")
+    timings["load encoder"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    reranker = load_version_reranker(version_dir / "model")
+    timings["load reranker"] = time.perf_counter() - t0
+    return VersionSearcher(index, encoder, reranker)
 
 
 def _index_location(args: argparse.Namespace, store, version: str) -> tuple[Path, Path]:
     """(index folder, model folder) of a version, as absolute paths that Dask workers on shared storage can read."""
+    import_tensorflow_quietly()  # the search modules import it
     from qdup.search.service import find_index_dir
 
     version_dir = store.open_version(version)
@@ -130,8 +151,11 @@ def _rows(searcher, queries: list[str], k: int, method: str | None) -> list[dict
     rows = []
     for query, hits in zip(queries, searcher.search(queries, k, method), strict=True):
         for rank, hit in enumerate(hits, start=1):
+            # A version with a pair reranker decides by it (the hit carries its score); else by the encoder's cosine.
+            extra = {"reranker_score": hit["reranker_score"]} if "reranker_score" in hit else {}
             rows.append({"query": query, "rank": rank, "id": hit["id"], "question": hit["question"],
-                         "similarity": hit["similarity"], "duplicate": bool(hit["similarity"] >= threshold)})
+                         "similarity": hit["similarity"], **extra,
+                         "duplicate": bool(hit.get("duplicate", hit["similarity"] >= threshold))})
     return rows
 
 
@@ -139,13 +163,15 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.k < 1:
         raise QdupError(f"-k: must be >= 1, got {args.k}")
     if bool(args.query) == bool(args.queries):
-        raise QdupError("give one query text or --queries FILE.tsv, not both or neither")
+        raise QdupError('give one query text or --queries FILE.tsv, not both or neither: qdup search "How do I learn Python?"')
     if args.queries and not args.out:
         raise QdupError("--queries needs --out FILE.parquet")
     if args.dask and not args.queries:
         raise QdupError("--dask spreads batch search (--queries FILE --out FILE) over a cluster; one query runs here")
     if args.query is not None and not args.query.strip():
         raise QdupError("query: empty question")
+    if args.queries and not Path(args.queries).is_file():
+        raise QdupError(f"--queries {args.queries}: no such file (a TSV with a 'question' column)")
     if args.dask:
         from qdup.config import BatchSearchConfig
 
@@ -163,11 +189,16 @@ def cmd_search(args: argparse.Namespace) -> int:
         print(f"wrote {summary['rows']:,} results for {summary['queries']:,} queries to {args.out} "
               f"({summary['method']} ranking, {summary['chunks']} chunks on {args.dask})")
         return 0
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    searcher = _load(args, timings)
     from qdup.search.batch import read_questions
 
     query_ids, queries = ([0], [args.query]) if args.query else read_questions(Path(args.queries))
-    searcher = _load(args)
     method = args.method or searcher.default_method
+    t0 = time.perf_counter()
+    searcher.warm([method])  # once per process: its cost is shown apart from the query's
+    timings["warm-up"] = time.perf_counter() - t0
     if args.out:
         from qdup.search.batch import search_table
         from qdup.search.mine import write_mined
@@ -176,12 +207,19 @@ def cmd_search(args: argparse.Namespace) -> int:
         write_mined(table, Path(args.out))
         print(f"wrote {table.num_rows:,} results for {len(queries):,} queries ({method} ranking) to {args.out}")
         return 0
+    t0 = time.perf_counter()
     rows = _rows(searcher, queries, args.k, method)
+    timings["search"] = time.perf_counter() - t0
+    if getattr(args, "verbose", False):
+        timings["total"] = time.perf_counter() - started
+        print("timing: " + ", ".join(f"{name} {seconds * 1000:.0f} ms" for name, seconds in timings.items()), file=sys.stderr)
     if args.json:
         print(json.dumps({"version": searcher.index.model_version, "method": method, "threshold": searcher.encoder.threshold,
                           "results": rows}, indent=2, default=str))
     else:
-        print(f"version {searcher.index.model_version}, {method} ranking, duplicate at similarity >= {searcher.encoder.threshold:.4f}")
+        rule = (f"similarity >= {searcher.encoder.threshold:.4f}" if searcher.reranker is None
+                else f"reranker score >= {searcher.reranker.threshold:.4f}")
+        print(f"version {searcher.index.model_version}, {method} ranking, duplicate at {rule}")
         for r in rows:
             mark = "DUPLICATE" if r["duplicate"] else "-"
             print(f"{r['rank']:>3}  {r['similarity']:.4f}  {mark:<9}  id={r['id']}  {r['question']}")
@@ -189,10 +227,8 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_mine(args: argparse.Namespace) -> int:
-    from qdup.search.mine import mine
-
     if args.k is None and args.threshold is None:
-        raise QdupError("give -k (neighbours per question), --threshold, or both")
+        raise QdupError("give -k (neighbours per question), --threshold, or both: qdup mine -k 10 --out pairs.parquet")
     if args.dask:
         from qdup.config import MineConfig
 
@@ -211,6 +247,8 @@ def cmd_mine(args: argparse.Namespace) -> int:
               f"({summary['chunks']} chunks on {args.dask})")
         return 0
     index = _load(args).index
+    from qdup.search.mine import mine
+
     table = mine(index, k=args.k, threshold=args.threshold, chunk_size=args.chunk_size, out=Path(args.out))
     print(f"wrote {table.num_rows:,} pairs from {len(index):,} questions to {args.out}")
     return 0
@@ -218,38 +256,47 @@ def cmd_mine(args: argparse.Namespace) -> int:
 
 def register(subparsers) -> None:
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--model", required=True, help="version id or alias (production, latest)")
-        p.add_argument("--store", default=None, help="artifact store URL (default: $QDUP_HOME/store)")
+        add_model_option(p)
+        p.add_argument("--store", default=None, help=STORE_HELP)
         p.add_argument("--index", default=None,
                        help="index folder (default: the version's own index/, else <store>/indexes/<version>)")
 
-    index = subparsers.add_parser("index", help="question indexes of model versions")
-    isub = index.add_subparsers(dest="index_command", required=True)
-    build = isub.add_parser("build", help="encode distinct questions with a version's encoder and index them")
+    index = add_command(subparsers, "index", "question indexes of model versions (see: qdup index build --help)",
+                        ["qdup index build -m 20261123T010203456Z-a1b2c3"])
+    isub = index.add_subparsers(dest="index_command", required=True, metavar="SUBCOMMAND", help="build: make a version's index")
+    build = add_command(isub, "build", "encode distinct questions with a version's encoder and index them", [
+        "qdup index build                                   # production, over its own data set",
+        "qdup index build -m latest --questions questions.tsv",
+    ], cmd_index_build)
     common(build)
     build.add_argument("--questions", help="TSV with a 'question' column and an optional 'id' (default: the version's data set)")
-    build.add_argument("--ann", choices=("auto", "exact", "ivf"), default="auto")
-    build.add_argument("--seed", type=int, default=42)
-    build.set_defaults(func=cmd_index_build)
+    build.add_argument("--ann", choices=("auto", "exact", "ivf"), default="auto",
+                       help="exact search, a faiss IVF index, or auto: exact up to 100,000 questions (default: %(default)s)")
+    build.add_argument("--seed", type=int, default=42, help="seed of the IVF training sample (default: %(default)s)")
 
-    search = subparsers.add_parser("search", help="nearest indexed questions of a query")
+    search = add_command(subparsers, "search", "nearest indexed questions of a query", [
+        'qdup search "How do I learn Python?" -k 5',
+        'qdup search -m latest "How do I learn Python?" --method lexical --json',
+        "qdup search --queries queries.tsv --out hits.parquet",
+    ], cmd_search)
     common(search)
     search.add_argument("query", nargs="?", help="one question")
-    search.add_argument("-k", type=int, default=10)
-    search.add_argument("--json", action="store_true")
-    search.add_argument("--method", choices=("dense", "lexical", "hybrid"), default=None,
+    search.add_argument("-k", type=int, default=10, help="results per query (default: %(default)s)")
+    search.add_argument("--json", action="store_true", help="machine-readable output")
+    search.add_argument("--method", choices=("dense", "lexical", "hybrid", "reranked"), default=None,
                         help="ranking (default: the version's best on its retrieval validation part)")
     search.add_argument("--queries", help="TSV with a 'question' column (batch mode)")
     search.add_argument("--out", help="Parquet output of batch mode")
-    search.add_argument("--chunk-size", type=int, default=8192, help="queries per task of a --dask run")
+    search.add_argument("--chunk-size", type=int, default=8192, help="queries per task of a --dask run (default: %(default)s)")
     search.add_argument("--dask", metavar="tcp://HOST:PORT", default=None, help=DASK_HELP)
-    search.set_defaults(func=cmd_search)
 
-    mine = subparsers.add_parser("mine", help="duplicate pairs inside an indexed corpus (Parquet)")
+    mine = add_command(subparsers, "mine", "duplicate pairs inside an indexed corpus (Parquet)", [
+        "qdup mine -k 10 --out pairs.parquet",
+        "qdup mine -m latest --threshold 0.9 --out pairs.parquet",
+    ], cmd_mine)
     common(mine)
     mine.add_argument("-k", type=int, default=None, help="nearest neighbours per question")
     mine.add_argument("--threshold", type=float, default=None, help="keep pairs with similarity >= this")
-    mine.add_argument("--chunk-size", type=int, default=None)
-    mine.add_argument("--out", required=True)
+    mine.add_argument("--chunk-size", type=int, default=None, help="questions per chunk (default: the search configuration's mine_chunk_size)")
+    mine.add_argument("--out", required=True, help="Parquet output of the pairs")
     mine.add_argument("--dask", metavar="tcp://HOST:PORT", default=None, help=DASK_HELP)
-    mine.set_defaults(func=cmd_mine)

@@ -5,11 +5,18 @@ from __future__ import annotations
 import argparse
 import logging
 
+from qdup.cli.common import STORE_HELP, add_command, add_model_option, open_store, port, resolve_version, settle_model
+from qdup.runtime import import_tensorflow_quietly
+
 
 def cmd_serve_model(args: argparse.Namespace) -> int:
+    settle_model(args)
+    # The reference is resolved before TensorFlow and the server start: a wrong name answers at once.
+    store = open_store(args)
+    resolve_version(store, args.model)
+    import_tensorflow_quietly()
     import uvicorn
 
-    from qdup.registry.store import ArtifactStore
     from qdup.serving.follower import ModelFollower
     from qdup.serving.http import create_app
     from qdup.serving.settings import ServeConfig
@@ -26,7 +33,7 @@ def cmd_serve_model(args: argparse.Namespace) -> int:
         batch_wait_ms=args.batch_wait_ms,
         poll_s=args.poll_s,
     )
-    follower = ModelFollower(ArtifactStore(cfg.store), cfg.model, cfg.poll_s)
+    follower = ModelFollower(store, cfg.model, cfg.poll_s)
     # Load before listening: a reference that cannot be served is one clear error, not a server that never gets ready.
     served = follower.load_initial()
     where = f"http://{cfg.host}:{cfg.port}/"
@@ -41,12 +48,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from qdup.serving.settings import ServeConfig
 
     d = ServeConfig()
-    p = subparsers.add_parser("serve-model", help="serve the model over HTTP (API, docs at /docs, web page at /)")
-    p.add_argument("--model", default=d.model,
-                   help="alias to follow (e.g. production) or version id to pin (default: %(default)s)")
-    p.add_argument("--store", help="store URL (default $QDUP_HOME/store)")
+    p = add_command(subparsers, "serve-model", "serve the model over HTTP (API, docs at /docs, web page at /)", [
+        "qdup serve-model                          # follows production on http://127.0.0.1:8000/",
+        "qdup serve-model -m 20261123T010203456Z-a1b2c3 --port 8080",
+    ], cmd_serve_model)
+    add_model_option(p, default=d.model)
+    p.add_argument("--store", help=STORE_HELP)
     p.add_argument("--host", default=d.host, help="address to listen on (default: %(default)s)")
-    p.add_argument("--port", type=int, default=d.port, help="port (default: %(default)s)")
+    p.add_argument("--port", type=port, default=d.port, help="port, 1-65535 (default: %(default)s)")
     p.add_argument("--max-batch-pairs", type=int, default=d.max_batch_pairs, help="pairs per request (default: %(default)s)")
     p.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes, help="bytes per request body (default: %(default)s)")
     p.add_argument("--max-question-chars", type=int, default=d.max_question_chars,
@@ -55,4 +64,3 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="how long a request waits for others to share a model call (default: %(default)s)")
     p.add_argument("--poll-s", type=float, default=d.poll_s, help="seconds between checks of the alias (default: %(default)s)")
     p.add_argument("--access-log", action="store_true", help="log every request")
-    p.set_defaults(func=cmd_serve_model)

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from qdup.data.demo_vocabulary import INTENTS_FILE, Intent, load_vocabulary, resource_dir
+from qdup.data.generated import record_generated
 from qdup.errors import ConfigError
 from qdup.fileio import atomic_write_bytes, sha256_file
 
@@ -400,9 +401,12 @@ def write_demo_tsv(path: Path, rows: int = FULL_ROWS, seed: int = 0) -> dict:
     digest = sha256_file(path)
     if digest != hashlib.sha256(data).hexdigest():  # pragma: no cover - disk corruption
         raise OSError(f"{path} does not hold what was written")
-    return {
+    info = {
         "path": str(path),
         "rows": int(len(df)),
         "duplicates": int(df["is_duplicate"].sum()),
         "sha256": digest,
     }
+    # Known by content from now on: a model trained on this file says it was generated (card, run summary, /v1/model).
+    record_generated({**info, "seed": seed})
+    return info

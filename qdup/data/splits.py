@@ -1,19 +1,26 @@
-"""Positional train/val/test/calibration splits of the validated data, written as Parquet."""
+"""Train/negatives/val/calibration/test splits of the validated data (positional or question-disjoint), written as Parquet."""
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
-from qdup.config import SplitConfig
+from qdup.config import SPLIT_NAMES, SplitConfig
 from qdup.errors import ConfigError
 from qdup.fileio import sha256_file
 
-SPLITS = ("train", "val", "test", "calibration")
+# train: the train region's duplicates; negatives: its non-duplicates (explicit hard negatives);
+# val: the val region's duplicates (early stopping, learning-rate schedule); calibration: every pair
+# of the calibration region (thresholds, the promotion gate); test: reported only.
+SPLITS = SPLIT_NAMES
 SCHEMA = pa.schema(
     [
         pa.field("id", pa.int64(), nullable=False),
@@ -47,43 +54,201 @@ def plan_splits(total: int, cfg: SplitConfig) -> tuple[int, int]:
     return n_train, n_test
 
 
-def make_splits(df: pd.DataFrame, cfg: SplitConfig) -> tuple[dict[str, pd.DataFrame], dict[str, object]]:
-    """Split like the reference course, by position in file order; return splits and facts.
+def question_components(qid1: np.ndarray, qid2: np.ndarray) -> np.ndarray:
+    """Each pair's connected component in the question graph (questions are nodes, every pair an edge).
 
-    - rows [0, n_train) are the training range, rows [n_train, n_train + n_test) are `test`;
-    - the duplicates of the training range are cut (1 - val_fraction) / val_fraction in file
-      order into `train` and `val`;
-    - `calibration` is every pair (both labels) of the training-range rows from the first
-      validation duplicate on: none of it is trained on, so thresholds can be chosen there.
-    Rows with a missing question are dropped from each split afterwards (and counted), so
-    that the positions stay those of the original file.
+    Pairs that share a question, directly or through other pairs, get the same label; labels are
+    0..k-1 in order of first appearance.
+    """
+    q1, q2 = np.asarray(qid1, dtype=np.int64), np.asarray(qid2, dtype=np.int64)
+    codes, uniques = pd.factorize(np.concatenate([q1, q2]), sort=False)
+    n = len(uniques)
+    graph = coo_matrix((np.ones(len(q1), dtype=np.int8), (codes[: len(q1)], codes[len(q1) :])), shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    pair_labels = labels[codes[: len(q1)]]
+    # Renumber by first appearance so that the labels do not depend on scipy's traversal order.
+    return pd.factorize(pair_labels, sort=False)[0].astype(np.int64)
+
+
+@dataclass(frozen=True)
+class _Regions:
+    """Cut positions in the training range: train [0, val_start), val [val_start, cal_start), calibration [cal_start, n)."""
+
+    val_start: int
+    cal_start: int
+    val_cut_on_boundary: bool
+    cal_cut_on_boundary: bool
+
+
+def _snap(target: int, boundaries: np.ndarray, lo: int, hi: int) -> tuple[int, bool]:
+    """The allowed cut in [lo, hi] nearest `target` (ties: the earlier one); `target` itself when none is allowed."""
+    allowed = boundaries[(boundaries >= lo) & (boundaries <= hi)]
+    if len(allowed) == 0:
+        return target, False
+    return int(allowed[np.argmin(np.abs(allowed - target))]), True
+
+
+def _cut_regions(labels: np.ndarray, boundaries: np.ndarray, cfg: SplitConfig) -> _Regions:
+    """Cut the training range (labels in its order) into its three regions, at `boundaries` where possible.
+
+    The calibration region is the last `calibration_fraction` of the rows; of the duplicates before it,
+    the last `val_fraction` start the val region. Cuts move to the nearest allowed boundary (a
+    question-graph component's edge) that keeps every region usable; with none, the cut stays where it is.
+    """
+    n = len(labels)
+    n_cal = int(round(n * cfg.calibration_fraction))
+    if n_cal < 1 or n_cal >= n:
+        raise ConfigError(
+            f"split.calibration_fraction={cfg.calibration_fraction} of a {n:,}-row training range leaves "
+            f"{'an empty calibration split' if n_cal < 1 else 'nothing to train on'}"
+        )
+    dup = np.flatnonzero(labels == 1)
+    target = n - n_cal
+    # The non-calibration region must keep two duplicates (one for train, one for val).
+    if int((dup < target).sum()) < 2:
+        raise ConfigError(
+            f"the first {target:,} rows of the {n:,}-row training range hold {int((dup < target).sum())} duplicate "
+            f"pairs, too few for train and val before the calibration region (split.calibration_fraction="
+            f"{cfg.calibration_fraction})"
+        )
+    cal_start, cal_ok = _snap(target, boundaries, int(dup[1]) + 1, n - 1)
+    calibration = labels[cal_start:]
+    if len(set(calibration.tolist())) < 2:
+        raise ConfigError(
+            f"the calibration region (the last {n - cal_start:,} rows of the training range) holds only "
+            f"{'duplicates' if calibration[0] == 1 else 'non-duplicates'}; thresholds and the gate need both labels "
+            f"(raise split.calibration_fraction or n_train)"
+        )
+    before = dup[dup < cal_start]
+    cut = int(len(before) * (1 - cfg.val_fraction))
+    cut = min(max(cut, 1), len(before) - 1)
+    val_start, val_ok = _snap(int(before[cut]), boundaries, int(before[0]) + 1, int(before[-1]))
+    return _Regions(val_start, cal_start, val_ok, cal_ok)
+
+
+def _disjoint_order(df: pd.DataFrame, n_train: int, n_test: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """Question-disjoint mode: whole question-graph components, in a seeded order, filled into test, then training.
+
+    A component goes to test while it fits in the `n_test` rows still open there, else to the
+    training range while it fits there, else nowhere. Returns the training range's row positions
+    (component by component, file order inside one), the allowed cut positions in that order,
+    test's row positions (file order) and facts.
+    """
+    comp = question_components(df["qid1"].to_numpy(), df["qid2"].to_numpy())
+    sizes = np.bincount(comp)
+    order = np.random.default_rng(seed).permutation(len(sizes))
+    place = np.full(len(sizes), -1, dtype=np.int8)  # 0 training range, 1 test, -1 unused
+    open_test, open_train = n_test, n_train
+    for c in order:
+        size = int(sizes[c])
+        if size <= open_test:
+            place[c], open_test = 1, open_test - size
+        elif size <= open_train:
+            place[c], open_train = 0, open_train - size
+        if open_test == 0 and open_train == 0:
+            break
+    rank = np.empty(len(sizes), dtype=np.int64)
+    rank[order] = np.arange(len(sizes))
+    positions = np.arange(len(df))
+    in_train = place[comp] == 0
+    train_rows = positions[in_train][np.lexsort((positions[in_train], rank[comp[in_train]]))]
+    train_comp = comp[train_rows]
+    boundaries = np.flatnonzero(np.r_[True, train_comp[1:] != train_comp[:-1], True])
+    test_rows = positions[place[comp] == 1]
+    facts = {
+        "components": int(len(sizes)),
+        "largest_component_rows": int(sizes.max()),
+        "unused_rows": int((place[comp] == -1).sum()),
+    }
+    return train_rows, boundaries, test_rows, facts
+
+
+def _shared_questions(parts: dict[str, pd.DataFrame]) -> tuple[dict[str, int], int]:
+    """Distinct questions each two splits have in common, and test questions found in any other split."""
+    qids = {name: set(part["qid1"]) | set(part["qid2"]) for name, part in parts.items()}
+    names = list(parts)
+    pairs = {f"{a}&{b}": len(qids[a] & qids[b]) for i, a in enumerate(names) for b in names[i + 1 :]}
+    others = set().union(*(q for name, q in qids.items() if name != "test"))
+    return pairs, len(qids["test"] & others)
+
+
+def make_splits(
+    df: pd.DataFrame, cfg: SplitConfig, *, seed: int | None = None
+) -> tuple[dict[str, pd.DataFrame], dict[str, object]]:
+    """Split into train/negatives/val/test/calibration; return the splits and facts for the manifest.
+
+    Positional mode (the reference course's): rows [0, n_train) are the training range, rows
+    [n_train, n_train + n_test) are `test`. Question-disjoint mode: whole connected components of
+    the question graph (any label) fill test and then the training range in an order drawn with
+    `seed`, so test shares no question with the other splits. Either way the training range (in
+    file order, or component by component) is cut into three contiguous regions:
+    - train region: its duplicates are `train`, its non-duplicates `negatives`;
+    - val region: its duplicates are `val` (its non-duplicates are not used);
+    - calibration region, the last `calibration_fraction` of the rows: every pair is `calibration`,
+      so nothing early stopping or the learning-rate schedule saw is used to choose thresholds or gate.
+    Rows with a missing question are dropped from each split afterwards (and counted), so that the
+    positions stay those of the original file.
     """
     n_train, n_test = plan_splits(len(df), cfg)
-    train_range = df.iloc[:n_train]
-    test = df.iloc[n_train : n_train + n_test]
-    dup_positions = (train_range["is_duplicate"] == 1).to_numpy().nonzero()[0]
-    if len(dup_positions) < 2:
-        raise ConfigError(f"the first {n_train:,} rows hold {len(dup_positions)} duplicate pairs; at least 2 are needed")
-    cut = int(len(dup_positions) * (1 - cfg.val_fraction))
-    cut = min(max(cut, 1), len(dup_positions) - 1)
-    train = train_range.iloc[dup_positions[:cut]]
-    val = train_range.iloc[dup_positions[cut:]]
-    val_start = int(dup_positions[cut])
-    calibration = train_range.iloc[val_start:]
+    extra: dict[str, object] = {}
+    if cfg.mode == "question_disjoint":
+        if seed is None:
+            raise ConfigError("split.mode='question_disjoint' needs the configuration's seed")
+        train_rows, boundaries, test_rows, extra = _disjoint_order(df, n_train, n_test, seed)
+        train_range, test = df.iloc[train_rows], df.iloc[test_rows]
+    else:
+        train_range, test = df.iloc[:n_train], df.iloc[n_train : n_train + n_test]
+        boundaries = np.arange(n_train + 1)
+    labels = train_range["is_duplicate"].to_numpy()
+    r = _cut_regions(labels, boundaries, cfg)
+    dup = labels == 1
+    regions = {
+        "train": (0, r.val_start),
+        "val": (r.val_start, r.cal_start),
+        "calibration": (r.cal_start, len(train_range)),
+    }
+    chosen = {
+        "train": train_range.iloc[: r.val_start][dup[: r.val_start]],
+        "negatives": train_range.iloc[: r.val_start][~dup[: r.val_start]],
+        "val": train_range.iloc[r.val_start : r.cal_start][dup[r.val_start : r.cal_start]],
+        "test": test,
+        "calibration": train_range.iloc[r.cal_start :],
+    }
     out: dict[str, pd.DataFrame] = {}
     dropped: dict[str, int] = {}
-    for name, part in (("train", train), ("val", val), ("test", test), ("calibration", calibration)):
+    for name in SPLITS:
+        part = chosen[name]
         keep = part["question1"].notna() & part["question2"].notna()
         dropped[name] = int((~keep).sum())
         out[name] = part[keep].reset_index(drop=True)
+    shared, test_seen = _shared_questions(out)
     facts = {
+        "mode": cfg.mode,
         "n_rows": len(df),
-        "n_train": n_train,
-        "n_test": n_test,
+        "n_train": len(train_range),
+        "n_test": len(test),
         "val_fraction": cfg.val_fraction,
-        "val_start_row": val_start,
+        "calibration_fraction": cfg.calibration_fraction,
+        # Positions in the training range (file rows in positional mode): [start, end).
+        "val_start_row": r.val_start,
+        "calibration_start_row": r.cal_start,
+        "regions": {
+            name: {
+                "start": start,
+                "end": end,
+                "duplicates": int(dup[start:end].sum()),
+                "non_duplicates": int((~dup[start:end]).sum()),
+            }
+            for name, (start, end) in regions.items()
+        },
+        "cuts_on_component_boundaries": {"val": r.val_cut_on_boundary, "calibration": r.cal_cut_on_boundary},
+        "shared_questions": shared,
+        "test_questions_seen": test_seen,
         "dropped_missing_question": dropped,
+        **extra,
     }
+    if cfg.mode == "positional":
+        del facts["cuts_on_component_boundaries"]
     return out, facts
 
 

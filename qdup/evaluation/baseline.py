@@ -114,7 +114,8 @@ def _labels(df: pd.DataFrame, name: str) -> np.ndarray:
 
 
 def baseline_metrics(scores: BaselineScores, calibration_df: pd.DataFrame, test_df: pd.DataFrame) -> dict[str, Any]:
-    """The baseline block of metrics.json: its own calibrated threshold, test ranking and test metrics at it."""
+    """The baseline block of metrics.json: its own calibrated threshold; ranking and metrics at it on calibration (what the
+    gate's baseline-lift check reads) and on test (reported)."""
     y_cal, y_test = _labels(calibration_df, "calibration"), _labels(test_df, "test")
     choice = choose_threshold(y_cal, scores.calibration)
     threshold = choice["accuracy_threshold"]
@@ -127,7 +128,10 @@ def baseline_metrics(scores: BaselineScores, calibration_df: pd.DataFrame, test_
             "chosen_on": "calibration",
             "calibration_accuracy": choice["accuracy"],
         },
-        "calibration": {"ranking": ranking_metrics(y_cal, scores.calibration)},
+        "calibration": {
+            "ranking": ranking_metrics(y_cal, scores.calibration),
+            "at_threshold": binary_metrics(y_cal, scores.calibration, threshold),
+        },
         "test": {
             "ranking": ranking_metrics(y_test, scores.test),
             "at_threshold": binary_metrics(y_test, scores.test, threshold),

@@ -1,13 +1,17 @@
 """Bootstrap intervals for test metrics, and paired differences of two scorers on the same resamples.
 
-A resample draws n test pairs with replacement; it is represented by how often each pair was
-drawn (a row of counts), so every metric of every resample is a weighted metric of the original
-pairs and all resamples are evaluated together with array operations. The threshold is held
-fixed (it was chosen on calibration): the intervals describe the uncertainty of measuring on a
-finite test split, not of choosing the threshold. Intervals are percentile intervals.
+A resample draws n test pairs with replacement, or, given `groups` (a cluster bootstrap), as many
+whole groups as there are with replacement, every pair of a drawn group coming along: pairs that
+share a question are not independent observations, and resampling them one by one understates
+the uncertainty. A resample is represented by how often each pair was drawn (a row of counts), so
+every metric of every resample is a weighted metric of the original pairs and all resamples are
+evaluated together with array operations. The threshold is held fixed (it was chosen on
+calibration): the intervals describe the uncertainty of measuring on a finite test split, not of
+choosing the threshold. Intervals are percentile intervals.
 
-The resamples depend only on (n, resamples, seed): two scorers measured with the same seed on the
-same rows see exactly the same resamples, which is what makes a paired difference paired.
+The resamples depend only on (n, resamples, seed, groups): two scorers measured with the same seed
+on the same rows see exactly the same resamples, which is what makes a paired difference paired.
+With every pair its own group the cluster bootstrap draws exactly the pair bootstrap's resamples.
 """
 
 from __future__ import annotations
@@ -21,6 +25,10 @@ from qdup.errors import QdupError
 
 METRICS = ("roc_auc", "pr_auc", "accuracy", "f1")
 METHOD = "percentile bootstrap over test pairs (threshold fixed)"
+CLUSTER_METHOD = (
+    "cluster bootstrap over test pairs: whole groups (connected components of the question graph, pairs "
+    "sharing a question) drawn with replacement; percentile intervals, threshold fixed"
+)
 # Resamples are evaluated in blocks so that memory stays near BLOCK_CELLS float64 per array
 # whatever the test size (10,240 pairs x 1,000 resamples would be 80 MB an array at once).
 BLOCK_CELLS = 4_000_000
@@ -52,19 +60,42 @@ def _check_args(resamples: int, level: float) -> None:
         raise QdupError(f"bootstrap level must be in (0, 1), got {level}")
 
 
-def resample_counts(n: int, resamples: int, seed: int) -> Iterator[np.ndarray]:
+def group_codes(groups: Any, n: int) -> np.ndarray:
+    """Group labels as codes 0..g-1 in order of first appearance (so the codes of n singletons are 0..n-1)."""
+    g = np.asarray(groups)
+    if g.shape != (n,):
+        raise QdupError(f"groups must give one label per pair: {n} pairs, groups of shape {g.shape}")
+    _, first, inverse = np.unique(g, return_index=True, return_inverse=True)
+    rank = np.empty(len(first), dtype=np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(len(first))
+    return rank[inverse.ravel()]
+
+
+def resample_counts(n: int, resamples: int, seed: int, groups: Any = None) -> Iterator[np.ndarray]:
     """Blocks of resamples as count matrices (block, n) float64: entry [r, i] = times pair i was drawn.
 
-    The draws are one `numpy.random.default_rng([seed, _STREAM]).integers(0, n, (resamples, n))`
-    stream generated block by block, so the result does not depend on the block size.
+    Without `groups` the draws are one `numpy.random.default_rng([seed, _STREAM]).integers(0, n,
+    (resamples, n))` stream; with `groups` (one label per pair) g = the number of groups replaces n
+    and a pair counts as often as its group was drawn. The stream is generated block by block, so
+    the result does not depend on the block size.
     """
+    codes = None if groups is None else group_codes(groups, n)
+    g = n if codes is None else int(codes.max(initial=-1)) + 1
     rng = np.random.default_rng([int(seed), _STREAM])
     block = max(1, BLOCK_CELLS // max(n, 1))
     for start in range(0, resamples, block):
         b = min(block, resamples - start)
-        idx = rng.integers(0, n, size=(b, n))
-        flat = (np.arange(b, dtype=np.int64)[:, None] * n + idx).ravel()
-        yield np.bincount(flat, minlength=b * n).reshape(b, n).astype(np.float64)
+        idx = rng.integers(0, g, size=(b, g))
+        flat = (np.arange(b, dtype=np.int64)[:, None] * g + idx).ravel()
+        counts = np.bincount(flat, minlength=b * g).reshape(b, g)
+        yield (counts if codes is None else counts[:, codes]).astype(np.float64)
+
+
+def _describe(n: int, groups: Any) -> dict[str, Any]:
+    """The method and the number of resampled units, for the JSON."""
+    if groups is None:
+        return {"method": METHOD, "groups": None}
+    return {"method": CLUSTER_METHOD, "groups": int(group_codes(groups, n).max(initial=-1)) + 1}
 
 
 def _weighted_metrics(y: np.ndarray, s: np.ndarray, threshold: float, w: np.ndarray) -> dict[str, np.ndarray]:
@@ -116,9 +147,11 @@ def point_metrics(y: Any, scores: Any, threshold: float) -> dict[str, float | No
     return {k: (None if np.isnan(v[0]) else float(v[0])) for k, v in m.items()}
 
 
-def _all_resamples(y: np.ndarray, s: np.ndarray, threshold: float, resamples: int, seed: int) -> dict[str, np.ndarray]:
+def _all_resamples(
+    y: np.ndarray, s: np.ndarray, threshold: float, resamples: int, seed: int, groups: Any
+) -> dict[str, np.ndarray]:
     parts: dict[str, list[np.ndarray]] = {k: [] for k in METRICS}
-    for w in resample_counts(len(y), resamples, seed):
+    for w in resample_counts(len(y), resamples, seed, groups):
         for k, v in _weighted_metrics(y, s, threshold, w).items():
             parts[k].append(v)
     return {k: np.concatenate(v) for k, v in parts.items()}
@@ -134,24 +167,33 @@ def _interval(values: np.ndarray, level: float) -> tuple[float | None, float | N
 
 
 def bootstrap_intervals(
-    y: Any, scores: Any, threshold: float, *, resamples: int = 1000, seed: int = 0, level: float = 0.95
+    y: Any,
+    scores: Any,
+    threshold: float,
+    *,
+    resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    groups: Any = None,
 ) -> dict[str, Any]:
     """Point estimate and percentile interval of ROC AUC, PR AUC, accuracy and F1 (at `threshold`).
 
-    JSON-able: {method, level, resamples, seed, n, metrics: {name: {estimate, low, high, undefined}}};
-    `undefined` counts resamples where the metric does not exist (e.g. one class only), left out
-    of the interval.
+    `groups`: one label per pair; whole groups are resampled (a cluster bootstrap), None: single pairs.
+    JSON-able: {method, groups, level, resamples, seed, n, metrics: {name: {estimate, low, high,
+    undefined}}}; `groups` is the number of groups (None for the pair bootstrap); `undefined` counts
+    resamples where the metric does not exist (e.g. one class only), left out of the interval.
     """
     _check_args(resamples, level)
     yy, s = _check(y, scores)
+    described = _describe(len(yy), groups)
     point = point_metrics(yy, s, threshold)
-    draws = _all_resamples(yy, s, threshold, resamples, seed)
+    draws = _all_resamples(yy, s, threshold, resamples, seed, groups)
     metrics: dict[str, Any] = {}
     for k in METRICS:
         low, high, undefined = _interval(draws[k], level)
         metrics[k] = {"estimate": point[k], "low": low, "high": high, "undefined": undefined}
     return {
-        "method": METHOD,
+        **described,
         "level": level,
         "resamples": int(resamples),
         "seed": int(seed),
@@ -171,9 +213,11 @@ def paired_difference(
     resamples: int = 1000,
     seed: int = 0,
     level: float = 0.95,
+    groups: Any = None,
 ) -> dict[str, Any]:
     """metric(a) - metric(b) on the same pairs, with a percentile interval over the SAME resamples.
 
+    `groups` as in `bootstrap_intervals`: whole groups of pairs resampled together.
     `share_not_better` is the share of resamples where a does not beat b (difference <= 0): a
     one-sided bootstrap p-value for "a is better".
     """
@@ -182,9 +226,10 @@ def paired_difference(
     _check_args(resamples, level)
     yy, sa = _check(y, scores_a, "scores_a")
     _, sb = _check(yy, scores_b, "scores_b")
+    described = _describe(len(yy), groups)
     pa, pb = point_metrics(yy, sa, thr_a)[metric], point_metrics(yy, sb, thr_b)[metric]
     diffs = []
-    for w in resample_counts(len(yy), resamples, seed):
+    for w in resample_counts(len(yy), resamples, seed, groups):
         diffs.append(_weighted_metrics(yy, sa, thr_a, w)[metric] - _weighted_metrics(yy, sb, thr_b, w)[metric])
     d = np.concatenate(diffs)
     low, high, undefined = _interval(d, level)
@@ -202,7 +247,7 @@ def paired_difference(
         "n": len(yy),
         "undefined": undefined,
         "share_not_better": float(np.mean(ok <= _ABS_TOL)) if len(ok) else None,
-        "method": METHOD,
+        **described,
     }
 
 
@@ -211,6 +256,8 @@ def format_paired_difference(diff: dict[str, Any], a: str = "challenger", b: str
     metric = diff["metric"]
     level = f"{round(100 * diff['level'], 2):g}%"
     where = f"{diff['resamples']:,} paired resamples of {diff['n']:,} pairs"
+    if diff.get("groups") is not None:
+        where += f" in {diff['groups']:,} question clusters"
     if diff.get("difference") is None:
         return f"{a} - {b} {metric}: undefined on these pairs ({where})"
     if diff.get("low") is None or diff.get("high") is None:

@@ -19,7 +19,7 @@ from qdup.evaluation.metrics import (
     roc_curve_png,
     threshold_sweep,
 )
-from qdup.evaluation.scores import TEST_SCORES_FILE, write_test_scores
+from qdup.evaluation.scores import CALIBRATION_SCORES_FILE, TEST_SCORES_FILE, write_test_scores
 from qdup.fileio import atomic_write_json
 from qdup.model.encode import similarities
 
@@ -29,6 +29,12 @@ def _labelled(df: pd.DataFrame, name: str) -> tuple[list[str], list[str], np.nda
         if col not in df.columns:
             raise QdupError(f"the {name} split has no {col!r} column (columns: {list(df.columns)})")
     return df["question1"].tolist(), df["question2"].tolist(), df["is_duplicate"].to_numpy(dtype=np.int64)
+
+
+def _qids(df: pd.DataFrame) -> tuple[np.ndarray | None, np.ndarray | None]:
+    if {"qid1", "qid2"} <= set(df.columns):
+        return df["qid1"].to_numpy(), df["qid2"].to_numpy()
+    return None, None
 
 
 def evaluate_model(
@@ -86,14 +92,15 @@ def evaluate_model(
         },
         "files": {
             "metrics": "metrics.json", "threshold_sweep": "threshold_sweep.json", "roc_curve": "roc_curve.png",
-            "test_scores": TEST_SCORES_FILE,
+            "test_scores": TEST_SCORES_FILE, "calibration_scores": CALIBRATION_SCORES_FILE,
         },
     }
     roc_curve_png(
         y_test, sim_test, out_dir / "roc_curve.png", "ROC on the test split", threshold=threshold, reference_threshold=reference
     )
     atomic_write_json(out_dir / "threshold_sweep.json", {"split": "test", "step": eval_cfg.sweep_step, "rows": sweep})
-    write_test_scores(out_dir / TEST_SCORES_FILE, sim_test, y_test)
+    write_test_scores(out_dir / TEST_SCORES_FILE, sim_test, y_test, *_qids(test_df))
+    write_test_scores(out_dir / CALIBRATION_SCORES_FILE, sim_cal, y_cal, *_qids(calibration_df))
     atomic_write_json(out_dir / "metrics.json", metrics)
     return metrics
 

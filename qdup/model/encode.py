@@ -9,19 +9,36 @@ import numpy as np
 import tensorflow as tf
 
 from qdup.errors import QdupError
-from qdup.model.network import encoder_masks_padding
+from qdup.model.network import SubwordHasher, encoder_masks_padding, subword_layer
 from qdup.model.vocab import vectorize_padded
 
 
 def encoder_fn(encoder: keras.Model):
-    """The encoder as one graph function over any (batch, time) shape, traced once.
+    """The encoder as one graph function `run(ids, texts)` over any (batch, time) shape, traced once.
 
-    Batches differ in padded length; Keras's own predict would retrace for new shapes.
+    Batches differ in padded length; Keras's own predict would retrace for new shapes. `texts` (the batch's
+    raw strings) feed the sub-word hasher of an encoder with sub-word features, inside the same graph;
+    a words-only encoder ignores them.
     """
+    layer = subword_layer(encoder)
+    if layer is None:
 
-    @tf.function(input_signature=[tf.TensorSpec((None, None), tf.int32)])
-    def run(ids):
-        return encoder(ids, training=False)
+        @tf.function(input_signature=[tf.TensorSpec((None, None), tf.int32)])
+        def words_only(ids):
+            return encoder(ids, training=False)
+
+        return lambda ids, texts=None: words_only(ids)
+    # Word truncation is the ids' own width (width_like), so the hasher's max_length only has to be large enough.
+    hasher = SubwordHasher(layer.buckets, layer.ngram_min, layer.ngram_max, layer.max_per_word, max_length=1 << 20)
+
+    @tf.function(input_signature=[tf.TensorSpec((None, None), tf.int32), tf.TensorSpec((None,), tf.string)])
+    def with_subwords(ids, texts):
+        return encoder([ids, hasher(texts, width_like=ids)], training=False)
+
+    def run(ids, texts=None):
+        if texts is None:
+            raise QdupError("this encoder reads sub-words: pass the batch's texts with its token ids")
+        return with_subwords(ids, tf.constant(list(texts), dtype=tf.string))
 
     return run
 
@@ -30,7 +47,8 @@ def encode_with(run, encoder: keras.Model, vectorizer, texts: Sequence[str], max
     """`encode` with a compiled `run = encoder_fn(encoder)` that callers keep across calls."""
     if batch_size < 1:
         raise QdupError(f"batch_size must be >= 1, got {batch_size}")
-    ids, lengths = vectorize_padded(vectorizer, texts, max_length)
+    items = list(texts)
+    ids, lengths = vectorize_padded(vectorizer, items, max_length)
     fixed = not encoder_masks_padding(encoder)
     if fixed and ids.shape[1] < max_length:
         ids = np.pad(ids, ((0, 0), (0, max_length - ids.shape[1])))
@@ -39,7 +57,7 @@ def encode_with(run, encoder: keras.Model, vectorizer, texts: Sequence[str], max
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         batch = ids[idx] if fixed else ids[idx, : int(lengths[idx].max())]
-        out[idx] = run(tf.constant(batch)).numpy()
+        out[idx] = run(tf.constant(batch), [items[i] for i in idx]).numpy()
     return out
 
 

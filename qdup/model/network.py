@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 from qdup.config import ModelConfig
@@ -21,6 +22,9 @@ from qdup.errors import QdupError
 from qdup.model.vocab import OOV_ID
 
 PACKAGE = "qdup"
+# Keras's TextVectorization standardize="lower_and_strip_punctuation" removes exactly these characters after
+# tf.strings.lower; the sub-word hasher must see the words the vectorizer sees (tests/model/test_subwords.py).
+STRIP_PUNCTUATION = r'[!"#$%&()\*\+,-\./:;<=>?@\[\\\]^_`{|}~\']'
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -142,66 +146,255 @@ class CosineSimilarity(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class TripletLoss(keras.losses.Loss):
-    """Triplet loss with in-batch hard and mean negatives (the reference course's loss).
+class SubwordHasher(keras.layers.Layer):
+    """Raw strings (batch,) -> hashed character n-gram ids (batch, words, max_per_word) int32, fastText style.
 
-    `y_pred` is the Siamese output, shape (batch, 2d) = concat[v1, v2] of unit vectors, where
-    row i of v1 and v2 are a duplicate pair; `y_true` is ignored (every pair in a training batch
-    is a duplicate and the other rows act as negatives). With scores = v2 · v1ᵀ:
+    Each word (standardised and split as the word vectorizer does, first `max_length` words) is wrapped in
+    "<" and ">", cut into character n-grams of ngram_min..ngram_max, and each n-gram hashed into
+    1..buckets (tf.strings.to_hash_bucket_fast; 0 is padding). A word keeps its first `max_per_word`
+    n-grams. With `width_like` (token ids (batch, time)) the output is cut or padded to that width,
+    so that step t holds the n-grams of the word whose id is at step t.
+    """
+
+    def __init__(self, buckets: int, ngram_min: int = 3, ngram_max: int = 5, max_per_word: int = 16, max_length: int = 64,
+                 **kwargs):
+        kwargs.setdefault("trainable", False)
+        super().__init__(**kwargs)
+        if buckets < 1 or not 1 <= ngram_min <= ngram_max or max_per_word < 1 or max_length < 1:
+            raise ValueError(f"bad sub-word hasher settings: buckets={buckets}, ngrams={ngram_min}..{ngram_max}, "
+                             f"max_per_word={max_per_word}, max_length={max_length}")
+        self.buckets = int(buckets)
+        self.ngram_min = int(ngram_min)
+        self.ngram_max = int(ngram_max)
+        self.max_per_word = int(max_per_word)
+        self.max_length = int(max_length)
+
+    def call(self, texts, width_like=None):
+        texts = tf.reshape(tf.convert_to_tensor(texts, dtype=tf.string), [-1])
+        words = tf.strings.split(tf.strings.regex_replace(tf.strings.lower(texts), STRIP_PUNCTUATION, ""))[:, : self.max_length]
+        flat = words.flat_values
+        marked = words.with_flat_values(tf.strings.join([tf.fill(tf.shape(flat), "<"), flat, tf.fill(tf.shape(flat), ">")]))
+        chars = tf.strings.unicode_split(marked, "UTF-8")
+        grams = tf.strings.ngrams(chars, ngram_width=tuple(range(self.ngram_min, self.ngram_max + 1)), separator="")
+        ids = tf.strings.to_hash_bucket_fast(grams, self.buckets) + 1
+        dense = tf.cast(ids[:, :, : self.max_per_word].to_tensor(0, shape=[None, None, self.max_per_word]), tf.int32)
+        if width_like is not None:
+            width = tf.shape(width_like)[1]
+            dense = tf.pad(dense, [[0, 0], [0, tf.maximum(width - tf.shape(dense)[1], 0)], [0, 0]])[:, :width]
+        return dense
+
+    def compute_output_spec(self, texts, width_like=None):
+        return keras.KerasTensor((texts.shape[0], None, self.max_per_word), dtype="int32")
+
+    def get_config(self):
+        return super().get_config() | {"buckets": self.buckets, "ngram_min": self.ngram_min, "ngram_max": self.ngram_max,
+                                       "max_per_word": self.max_per_word, "max_length": self.max_length}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class SubwordEmbedding(keras.layers.Layer):
+    """[word vectors (batch, time, dim), hashed n-gram ids (batch, time, per_word)] -> word vectors + the mean of
+    each word's n-gram embeddings (batch, time, dim).
+
+    Padding ids (0) are left out of the mean; a word without n-grams gets its word vector alone. The word
+    vectors' mask passes through (keras.layers.Add would drop it, since the ids carry none). The layer also
+    carries the hashing settings, so `subword_hasher(encoder)` rebuilds the hasher a saved encoder was trained with.
+    """
+
+    def __init__(self, buckets: int, output_dim: int, ngram_min: int = 3, ngram_max: int = 5, max_per_word: int = 16,
+                 embeddings_regularizer=None, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_masking = True
+        self.buckets = int(buckets)
+        self.output_dim = int(output_dim)
+        self.ngram_min = int(ngram_min)
+        self.ngram_max = int(ngram_max)
+        self.max_per_word = int(max_per_word)
+        self.embeddings_regularizer = keras.regularizers.get(embeddings_regularizer)
+        self.embedding = keras.layers.Embedding(self.buckets + 1, self.output_dim, embeddings_regularizer=self.embeddings_regularizer,
+                                                name="ngram_embedding")
+
+    def build(self, input_shape):
+        self.embedding.build(input_shape[1])
+
+    def call(self, inputs, mask=None):
+        words, ids = inputs
+        vectors = self.embedding(ids)
+        weights = ops.expand_dims(ops.cast(ops.greater(ids, 0), vectors.dtype), axis=-1)
+        return words + ops.sum(vectors * weights, axis=2) / ops.maximum(ops.sum(weights, axis=2), 1.0)
+
+    def compute_mask(self, inputs, mask=None):
+        return None if mask is None else mask[0]
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0]
+
+    def get_config(self):
+        return super().get_config() | {
+            "buckets": self.buckets, "output_dim": self.output_dim, "ngram_min": self.ngram_min, "ngram_max": self.ngram_max,
+            "max_per_word": self.max_per_word, "embeddings_regularizer": keras.regularizers.serialize(self.embeddings_regularizer),
+        }
+
+
+def _false_negative_mask(g_anchor, g_candidate):
+    """(batch, batch) True where candidate j may not be anchor i's negative: the same duplicate cluster, i != j."""
+    same = ops.equal(ops.expand_dims(g_anchor, 1), ops.expand_dims(g_candidate, 0))
+    return ops.logical_and(same, ops.logical_not(ops.cast(ops.eye(ops.shape(g_anchor)[0]), "bool")))
+
+
+def _split_targets(y_true, batch):
+    """y_true (batch, 3) = [cluster of question1, cluster of question2, label]; a (batch,) placeholder means
+    one cluster per row, every row a duplicate (no masking, as the reference loss)."""
+    y = ops.cast(y_true, "float32")
+    if len(y.shape) == 2 and y.shape[-1] == 3:
+        return y[:, 0], y[:, 1], y[:, 2]
+    rows = ops.cast(ops.arange(batch), "float32")
+    return rows, rows, ops.ones((batch,), "float32")
+
+
+def _pair_ranking(cosines, labels, scale: float):
+    """CoSENT: log(1 + sum over (non-duplicate i, duplicate j) of exp(scale * (cos_i - cos_j))), a batch scalar.
+
+    Pushes every labelled non-duplicate pair's cosine below every duplicate pair's: pair ROC-AUC's own ordering.
+    """
+    diff = scale * (ops.expand_dims(cosines, 1) - ops.expand_dims(cosines, 0))
+    valid = ops.logical_and(ops.expand_dims(ops.equal(labels, 0.0), 1), ops.expand_dims(ops.equal(labels, 1.0), 0))
+    diff = ops.where(valid, diff, -1e9)
+    flat = ops.concatenate([ops.zeros((1,)), ops.reshape(diff, (-1,))], axis=0)
+    return ops.logsumexp(flat)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class TripletLoss(keras.losses.Loss):
+    """Triplet loss with in-batch hard and mean negatives (the reference course's loss), false negatives masked.
+
+    `y_pred` is the Siamese output, shape (batch, 2d) = concat[v1, v2] of unit vectors. `y_true` is
+    (batch, 3) = [duplicate cluster of question1, of question2, label] (see `_split_targets`); rows with
+    label 1 are duplicate pairs, rows with label 0 labelled non-duplicates. With scores = v2 · v1ᵀ:
 
     - positive_i = scores[i, i];
-    - mean_negative_i = mean of row i's off-diagonal scores;
-    - closest_negative_i = largest off-diagonal score of row i that is not above positive_i
-      (entries above it are replaced by -2, below any cosine);
-    - loss_i = max(0, margin - positive_i + closest_negative_i) + max(0, margin - positive_i + mean_negative_i).
+    - mean_negative_i = mean of row i's off-diagonal scores, leaving out candidates of i's own cluster;
+    - closest_negative_i = largest such score that is not above positive_i (others are replaced by -2);
+    - loss_i = max(0, margin - positive_i + closest_negative_i) + max(0, margin - positive_i + mean_negative_i)
+      for duplicate rows, 0 for non-duplicate rows (which still serve as candidates);
+    - plus `negatives_weight` x the CoSENT ranking of the batch's labelled pair cosines (`_pair_ranking`), spread
+      over the rows.
 
     The per-row values are summed over the batch (reduction "sum"), as in the reference,
     so the loss grows with the batch size. A batch needs at least 2 pairs.
     """
 
-    def __init__(self, margin: float = 0.25, name: str = "triplet_loss", reduction: str = "sum", dtype=None):
+    def __init__(self, margin: float = 0.25, negatives_weight: float = 0.0, ranking_scale: float = 20.0, name: str = "triplet_loss",
+                 reduction: str = "sum", dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.margin = float(margin)
+        self.negatives_weight = float(negatives_weight)
+        self.ranking_scale = float(ranking_scale)
 
     def call(self, y_true, y_pred):
         d = y_pred.shape[-1] // 2
         v1 = y_pred[:, :d]
         v2 = y_pred[:, d:]
         batch = ops.shape(y_pred)[0]
+        g1, g2, label = _split_targets(y_true, batch)
         scores = ops.matmul(v2, ops.transpose(v1))
         eye = ops.eye(batch, dtype=scores.dtype)
+        # Candidate j of anchor i (row i of scores) is question1 of row j; it is masked when in i's cluster.
+        allowed = ops.logical_not(_false_negative_mask(g2, g1))
+        allowed = ops.logical_and(allowed, ops.logical_not(ops.cast(eye, "bool")))
         positive = ops.diagonal(scores)
-        mean_negative = ops.sum(scores * (1.0 - eye), axis=1) / (ops.cast(batch, scores.dtype) - 1.0)
-        negative_without_positive = scores - 2.0 * eye
-        above_positive = negative_without_positive > ops.expand_dims(positive, 1)
-        closest_negative = ops.max(ops.where(above_positive, -2.0, negative_without_positive), axis=1)
-        hard = ops.maximum(0.0, self.margin - positive + closest_negative)
-        soft = ops.maximum(0.0, self.margin - positive + mean_negative)
-        return hard + soft
+        weights = ops.cast(allowed, scores.dtype)
+        mean_negative = ops.sum(scores * weights, axis=1) / ops.maximum(ops.sum(weights, axis=1), 1.0)
+        candidates = ops.where(allowed, scores, -2.0)
+        above_positive = candidates > ops.expand_dims(positive, 1)
+        closest_negative = ops.max(ops.where(above_positive, -2.0, candidates), axis=1)
+        has_negative = ops.cast(ops.sum(weights, axis=1) > 0, scores.dtype)
+        hard = ops.maximum(0.0, self.margin - positive + closest_negative) * has_negative
+        soft = ops.maximum(0.0, self.margin - positive + mean_negative) * has_negative
+        out = (hard + soft) * label
+        if self.negatives_weight > 0:
+            out = out + self.negatives_weight * _pair_ranking(positive, label, self.ranking_scale) / ops.cast(batch, scores.dtype)
+        return out
 
     def get_config(self):
-        return super().get_config() | {"margin": self.margin}
+        return super().get_config() | {"margin": self.margin, "negatives_weight": self.negatives_weight, "ranking_scale": self.ranking_scale}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class InBatchSoftmaxLoss(keras.losses.Loss):
+    """Multiple-negatives ranking loss (InfoNCE) over in-batch candidates, symmetric, false negatives masked.
+
+    As sentence-transformers' MultipleNegativesRankingLoss / MultipleNegativesSymmetricRankingLoss: for each
+    duplicate row i, cross-entropy of softmax(scale * cos(v1_i, v2_j)) over all rows j with target j = i, and
+    (symmetric) the same from v2_i over all v1_j. `y_true` as in `TripletLoss`; candidates of i's own
+    duplicate cluster (other than i) are masked out, non-duplicate rows are candidates only. Plus
+    `negatives_weight` x the CoSENT ranking of the labelled pair cosines. Mean over the duplicate rows.
+    """
+
+    def __init__(self, scale: float = 20.0, symmetric: bool = True, negatives_weight: float = 0.0, ranking_scale: float = 20.0,
+                 name: str = "in_batch_softmax_loss", reduction: str = "sum_over_batch_size", dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        if scale <= 0:
+            raise ValueError(f"scale must be > 0, got {scale}")
+        self.scale = float(scale)
+        self.symmetric = bool(symmetric)
+        self.negatives_weight = float(negatives_weight)
+        self.ranking_scale = float(ranking_scale)
+
+    def _direction(self, anchors, candidates, g_anchor, g_candidate):
+        logits = self.scale * ops.matmul(anchors, ops.transpose(candidates))
+        logits = ops.where(_false_negative_mask(g_anchor, g_candidate), -1e9, logits)
+        return ops.logsumexp(logits, axis=1) - ops.diagonal(logits)
+
+    def call(self, y_true, y_pred):
+        d = y_pred.shape[-1] // 2
+        v1 = y_pred[:, :d]
+        v2 = y_pred[:, d:]
+        batch = ops.shape(y_pred)[0]
+        g1, g2, label = _split_targets(y_true, batch)
+        per_row = self._direction(v1, v2, g1, g2)
+        if self.symmetric:
+            per_row = 0.5 * (per_row + self._direction(v2, v1, g2, g1))
+        # Mean over duplicate rows, written as per-row values whose batch mean is that mean.
+        n_dup = ops.maximum(ops.sum(label), 1.0)
+        out = per_row * label * ops.cast(batch, per_row.dtype) / n_dup
+        if self.negatives_weight > 0:
+            out = out + self.negatives_weight * _pair_ranking(ops.sum(v1 * v2, axis=1), label, self.ranking_scale)
+        return out
+
+    def get_config(self):
+        return super().get_config() | {"scale": self.scale, "symmetric": self.symmetric, "negatives_weight": self.negatives_weight,
+                                       "ranking_scale": self.ranking_scale}
 
 
 def build_encoder(vocab_size: int, cfg: ModelConfig) -> keras.Model:
-    """Token ids (batch, time) int32 -> unit-length encodings (batch, units or 2*units).
+    """Token ids (batch, time) int32 [and hashed n-gram ids (batch, time, per_word)] -> unit-length encodings.
 
-    [TokenDropout] -> Embedding (id 0 = padding, masked when cfg.mask_padding) -> [Dropout]
-    -> [SpatialDropout1D] -> (Bi)LSTM over all steps -> [Dropout] -> masked mean over time ->
-    L2 normalisation; bracketed layers exist only when their rate is > 0. The LSTM keeps
-    Keras's defaults (tanh/sigmoid, no recurrent dropout, not unrolled) so that it runs on
-    cuDNN on a GPU. cfg.l2 > 0 adds an L2 penalty on the embeddings and the LSTM kernels.
+    [TokenDropout] -> Embedding (id 0 = padding, masked when cfg.mask_padding) [+ SubwordEmbedding of the
+    same words when cfg.subwords] -> [Dropout] -> [SpatialDropout1D] -> (Bi)LSTM over all steps -> [Dropout]
+    -> masked mean over time -> L2 normalisation; bracketed layers exist only when their rate is > 0. The LSTM
+    keeps Keras's defaults (tanh/sigmoid, no recurrent dropout, not unrolled) so that it runs on cuDNN on a
+    GPU. cfg.l2 > 0 adds an L2 penalty on the embeddings and the LSTM kernels. Token dropout hides a word's
+    id, never its n-grams: the model learns to read unknown words from their spelling.
     """
     if vocab_size < 3:
         raise ValueError(f"vocab_size must count padding, OOV and at least one word; got {vocab_size}")
     reg = keras.regularizers.L2(cfg.l2) if cfg.l2 > 0 else None
     tokens = keras.Input(shape=(None,), dtype="int32", name="tokens")
+    inputs = [tokens]
     x = tokens
     if cfg.token_dropout > 0:
         x = TokenDropout(cfg.token_dropout, name="token_dropout")(x)
     x = keras.layers.Embedding(
         vocab_size, cfg.embedding_dim, mask_zero=cfg.mask_padding, embeddings_regularizer=reg, name="embedding"
     )(x)
+    if cfg.subwords:
+        subwords = keras.Input(shape=(None, cfg.subword_max_per_word), dtype="int32", name="subwords")
+        inputs.append(subwords)
+        x = SubwordEmbedding(
+            cfg.subword_buckets, cfg.embedding_dim, ngram_min=cfg.subword_ngrams[0], ngram_max=cfg.subword_ngrams[1],
+            max_per_word=cfg.subword_max_per_word, embeddings_regularizer=reg, name="subword_embedding",
+        )([x, subwords])
     if cfg.dropout > 0:
         x = keras.layers.Dropout(cfg.dropout, name="dropout")(x)
     if cfg.spatial_dropout > 0:
@@ -216,15 +409,38 @@ def build_encoder(vocab_size: int, cfg: ModelConfig) -> keras.Model:
         x = keras.layers.Dropout(cfg.output_dropout, name="output_dropout")(x)
     x = MaskedMeanPooling(name="mean_pool")(x)
     x = keras.layers.UnitNormalization(name="l2_normalise")(x)
-    return keras.Model(tokens, x, name="encoder")
+    return keras.Model(inputs if len(inputs) > 1 else tokens, x, name="encoder")
+
+
+def subword_layer(encoder: keras.Model) -> SubwordEmbedding | None:
+    """The encoder's sub-word embedding, or None for a words-only encoder."""
+    return next((layer for layer in encoder.layers if isinstance(layer, SubwordEmbedding)), None)
+
+
+def subword_hasher(encoder: keras.Model, max_length: int) -> SubwordHasher | None:
+    """The hasher whose ids `encoder` was trained on (its settings are kept in the encoder), or None without sub-words."""
+    layer = subword_layer(encoder)
+    if layer is None:
+        return None
+    return SubwordHasher(layer.buckets, layer.ngram_min, layer.ngram_max, layer.max_per_word, max_length, name="subword_hasher")
 
 
 def build_siamese(encoder: keras.Model) -> keras.Model:
-    """Two token-id inputs through the same (shared-weight) encoder -> concat[v1, v2], (batch, 2d)."""
+    """Two questions through the same (shared-weight) encoder -> concat[v1, v2], (batch, 2d).
+
+    Inputs: [question1, question2] token ids, or [question1, subwords1, question2, subwords2] for an encoder
+    with sub-word features.
+    """
     q1 = keras.Input(shape=(None,), dtype="int32", name="question1")
     q2 = keras.Input(shape=(None,), dtype="int32", name="question2")
-    out = keras.layers.Concatenate(axis=-1, name="pair")([encoder(q1), encoder(q2)])
-    return keras.Model([q1, q2], out, name="siamese")
+    layer = subword_layer(encoder)
+    if layer is None:
+        out = keras.layers.Concatenate(axis=-1, name="pair")([encoder(q1), encoder(q2)])
+        return keras.Model([q1, q2], out, name="siamese")
+    s1 = keras.Input(shape=(None, layer.max_per_word), dtype="int32", name="subwords1")
+    s2 = keras.Input(shape=(None, layer.max_per_word), dtype="int32", name="subwords2")
+    out = keras.layers.Concatenate(axis=-1, name="pair")([encoder([q1, s1]), encoder([q2, s2])])
+    return keras.Model([q1, s1, q2, s2], out, name="siamese")
 
 
 def encoder_masks_padding(encoder: keras.Model) -> bool:
@@ -237,15 +453,19 @@ def build_inference_model(
 ) -> keras.Model:
     """Two batches of raw question strings, shape (batch,) -> cosine similarity, shape (batch,).
 
-    The vectorizer, truncation to `max_length` tokens and the encoder are all inside, so the
-    saved model needs nothing but this module to be imported.
+    The vectorizer, truncation to `max_length` tokens, the sub-word hasher (when the encoder has
+    sub-word features) and the encoder are all inside, so the saved model needs nothing but this
+    module to be imported.
     """
     q1 = keras.Input(shape=(), dtype="string", name="question1")
     q2 = keras.Input(shape=(), dtype="string", name="question2")
     truncate = TruncateTokens(max_length, pad_to_max_length=not encoder_masks_padding(encoder), name="truncate")
-    v1 = encoder(truncate(vectorizer(q1)))
-    v2 = encoder(truncate(vectorizer(q2)))
-    sim = CosineSimilarity(name="cosine")([v1, v2])
+    hasher = subword_hasher(encoder, max_length)
+    encoded = []
+    for q in (q1, q2):
+        ids = truncate(vectorizer(q))
+        encoded.append(encoder(ids) if hasher is None else encoder([ids, hasher(q, width_like=ids)]))
+    sim = CosineSimilarity(name="cosine")(encoded)
     return keras.Model([q1, q2], sim, name="inference")
 
 

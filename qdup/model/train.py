@@ -24,8 +24,9 @@ import tensorflow as tf
 from qdup.config import ModelConfig, TrainConfig
 from qdup.errors import QdupError
 from qdup.fileio import atomic_write_json, read_json, sha256_json
-from qdup.model.network import TripletLoss, build_encoder, build_siamese
+from qdup.model.network import InBatchSoftmaxLoss, SubwordHasher, TripletLoss, build_encoder, build_siamese
 from qdup.model.vocab import vectorize_padded
+from qdup.model.vocabulary_file import OOV_ID
 
 EpochHook = Callable[[int, int, dict[str, float]], None]
 STATE_VERSION = 1
@@ -62,19 +63,23 @@ class TrainResult:
 
 @dataclass(frozen=True)
 class PairArrays:
-    """Token ids of question pairs: right-padded int32 matrices and per-row lengths (>= 1)."""
+    """Token ids of question pairs: right-padded int32 matrices, per-row lengths (>= 1), the duplicate cluster of
+    each question (float32 ids, for masking in-batch false negatives) and the label (1 duplicate, 0 not)."""
 
     q1: np.ndarray
     len1: np.ndarray
     q2: np.ndarray
     len2: np.ndarray
+    g1: np.ndarray
+    g2: np.ndarray
+    label: np.ndarray
 
     def __len__(self) -> int:
         return len(self.len1)
 
     def digest(self) -> str:
         h = hashlib.sha256()
-        for a in (self.q1, self.len1, self.q2, self.len2):
+        for a in (self.q1, self.len1, self.q2, self.len2, self.g1, self.g2, self.label):
             h.update(str(a.shape).encode())
             h.update(np.ascontiguousarray(a).tobytes())
         return h.hexdigest()
@@ -86,8 +91,30 @@ def _pad_to(ids: np.ndarray, width: int) -> np.ndarray:
     return np.pad(ids, ((0, 0), (0, width - ids.shape[1])))
 
 
-def pair_arrays(df: pd.DataFrame, vectorizer: keras.layers.TextVectorization, model_cfg: ModelConfig, name: str) -> PairArrays:
-    """Vectorise a split's question1/question2 once, truncated to model_cfg.max_length tokens."""
+def question_clusters(*frames: pd.DataFrame) -> dict[str, int]:
+    """Duplicate cluster of every question of `frames`: connected components of their duplicate pairs (transitive
+    closure), keyed by question text; a question in no duplicate pair is its own cluster."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    q1 = pd.concat([f["question1"] for f in frames], ignore_index=True)
+    q2 = pd.concat([f["question2"] for f in frames], ignore_index=True)
+    dup = np.concatenate([f["is_duplicate"].to_numpy() if "is_duplicate" in f.columns else np.ones(len(f)) for f in frames]) == 1
+    codes, texts = pd.factorize(pd.concat([q1, q2], ignore_index=True))
+    a, b = codes[: len(q1)][dup], codes[len(q1):][dup]
+    _, labels = connected_components(coo_matrix((np.ones(len(a)), (a, b)), shape=(len(texts), len(texts))), directed=False)
+    return dict(zip(texts.tolist(), labels.tolist(), strict=True))
+
+
+def pair_arrays(
+    df: pd.DataFrame, vectorizer: keras.layers.TextVectorization, model_cfg: ModelConfig, name: str,
+    clusters: dict[str, int] | None = None,
+) -> PairArrays:
+    """Vectorise a split's question1/question2 once, truncated to model_cfg.max_length tokens.
+
+    Labels come from `is_duplicate` (all 1 without it); clusters from `clusters` (each pair its own
+    cluster without it).
+    """
     for col in ("question1", "question2"):
         if col not in df.columns:
             raise QdupError(f"the {name} split has no {col!r} column (columns: {list(df.columns)})")
@@ -97,7 +124,36 @@ def pair_arrays(df: pd.DataFrame, vectorizer: keras.layers.TextVectorization, mo
         # Without a mask the padding is part of the input, so it must be the same everywhere:
         # always max_length wide, as in the inference model.
         q1, q2 = _pad_to(q1, model_cfg.max_length), _pad_to(q2, model_cfg.max_length)
-    return PairArrays(q1, len1, q2, len2)
+    label = df["is_duplicate"].to_numpy(dtype=np.float32) if "is_duplicate" in df.columns else np.ones(len(df), np.float32)
+    if clusters is None:
+        g1 = g2 = np.arange(len(df), dtype=np.float32)
+    else:
+        g1 = df["question1"].map(clusters).to_numpy(dtype=np.float32)
+        g2 = df["question2"].map(clusters).to_numpy(dtype=np.float32)
+    return PairArrays(q1, len1, q2, len2, g1, g2, label)
+
+
+def concat_pairs(a: PairArrays, b: PairArrays) -> PairArrays:
+    """Rows of `a` then rows of `b`, padded to the wider of the two."""
+    width = max(a.q1.shape[1], b.q1.shape[1], a.q2.shape[1], b.q2.shape[1])
+    return PairArrays(
+        np.concatenate([_pad_to(a.q1, width), _pad_to(b.q1, width)]), np.concatenate([a.len1, b.len1]),
+        np.concatenate([_pad_to(a.q2, width), _pad_to(b.q2, width)]), np.concatenate([a.len2, b.len2]),
+        np.concatenate([a.g1, b.g1]), np.concatenate([a.g2, b.g2]), np.concatenate([a.label, b.label]),
+    )
+
+
+def subword_table(vectorizer: keras.layers.TextVectorization, model_cfg: ModelConfig) -> np.ndarray | None:
+    """Hashed n-gram ids of every vocabulary word (vocab_size, per_word), by the hasher the exported model runs;
+    padding and the OOV token have none. Training looks words up here instead of hashing text every batch."""
+    if not model_cfg.subwords:
+        return None
+    hasher = SubwordHasher(model_cfg.subword_buckets, model_cfg.subword_ngrams[0], model_cfg.subword_ngrams[1],
+                           model_cfg.subword_max_per_word, model_cfg.max_length)
+    vocab = vectorizer.get_vocabulary(include_special_tokens=True)
+    table = np.array(hasher(tf.constant(vocab), width_like=tf.zeros((len(vocab), 1), tf.int32)))[:, 0, :]
+    table[: OOV_ID + 1] = 0
+    return table.astype(np.int32)
 
 
 def batch_plan(lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None) -> list[np.ndarray]:
@@ -140,14 +196,38 @@ def reseed_random_layers(model: keras.Model, seed: int, epoch: int) -> int:
     return len(states)
 
 
-def _batches(pairs: PairArrays, plan: list[np.ndarray], fixed_width: bool) -> tf.data.Dataset:
+def negatives_plan(
+    dup_plan: list[np.ndarray], dup_lengths: np.ndarray, neg_lengths: np.ndarray, per_batch: int, offset: int,
+    rng: np.random.Generator,
+) -> list[np.ndarray]:
+    """`dup_plan` with `per_batch` labelled non-duplicates appended to each batch (their row numbers + `offset`).
+
+    The negatives are drawn in a fresh seeded order each epoch (cycling when the epoch needs more than there
+    are), sorted by length in windows like the duplicates, and the n-th shortest chunk joins the n-th shortest
+    duplicate batch so that padding stays low; the batch order of `dup_plan` is kept.
+    """
+    needed = len(dup_plan) * per_batch
+    reps = -(-needed // len(neg_lengths))
+    order = np.concatenate([rng.permutation(len(neg_lengths)) for _ in range(reps)])[:needed]
+    order = order[np.argsort(neg_lengths[order], kind="stable")]
+    chunks = [order[i : i + per_batch] for i in range(0, needed, per_batch)]
+    widths = np.array([int(dup_lengths[b].max()) for b in dup_plan])
+    rank = np.empty(len(dup_plan), dtype=np.int64)
+    rank[np.argsort(widths, kind="stable")] = np.arange(len(dup_plan))
+    return [np.concatenate([b, chunks[r] + offset]) for b, r in zip(dup_plan, rank, strict=True)]
+
+
+def _batches(pairs: PairArrays, plan: list[np.ndarray], fixed_width: bool, table: np.ndarray | None) -> tf.data.Dataset:
     """The batches of `plan` (row indices of each), gathered and trimmed inside tf.data.
 
     All graph ops, no Python generator: a generator-fed pipeline holds the GIL against the
     training loop and blocks for seconds when Keras drops its iterator at the end of fit.
+    With a sub-word `table`, each word's n-gram ids are looked up by its id here.
     """
     q1, q2 = tf.constant(pairs.q1), tf.constant(pairs.q2)
     len1, len2 = tf.constant(pairs.len1), tf.constant(pairs.len2)
+    targets = tf.constant(np.stack([pairs.g1, pairs.g2, pairs.label], axis=1).astype(np.float32))
+    words = tf.constant(table) if table is not None else None
     rows = tf.RaggedTensor.from_row_lengths(
         np.concatenate(plan).astype(np.int32), np.array([len(b) for b in plan], dtype=np.int64)
     )
@@ -158,23 +238,39 @@ def _batches(pairs: PairArrays, plan: list[np.ndarray], fixed_width: bool) -> tf
             # Each batch is padded only to its own longest question.
             a = a[:, : tf.reduce_max(tf.gather(len1, idx))]
             b = b[:, : tf.reduce_max(tf.gather(len2, idx))]
-        # y is a placeholder: the triplet loss takes its targets from the batch structure.
-        return (a, b), tf.zeros(tf.shape(idx)[0], dtype=tf.float32)
+        # y: [cluster of question1, cluster of question2, label] per row, read by the losses.
+        y = tf.gather(targets, idx)
+        if words is None:
+            return (a, b), y
+        return (a, tf.gather(words, a), b, tf.gather(words, b)), y
 
     ds = tf.data.Dataset.from_tensor_slices(rows).map(gather, num_parallel_calls=1, deterministic=True)
     return ds.prefetch(2)
 
 
-def train_dataset(pairs: PairArrays, batch_size: int, seed: int, epochs: range, fixed_width: bool) -> tf.data.Dataset:
-    """All batches of the given epochs in order, as one stream (fit runs it with steps_per_epoch)."""
+def epoch_plan(pairs: PairArrays, n_dup: int, batch_size: int, per_batch_negatives: int, seed: int, epoch: int) -> list[np.ndarray]:
+    """The batches of one epoch: rows [0, n_dup) of `pairs` are duplicates, the rest labelled non-duplicates."""
+    rng = epoch_seed(seed, epoch)
     lengths = np.maximum(pairs.len1, pairs.len2)
-    plan = [idx for epoch in epochs for idx in batch_plan(lengths, batch_size, epoch_seed(seed, epoch))]
-    return _batches(pairs, plan, fixed_width)
+    plan = batch_plan(lengths[:n_dup], batch_size, rng)
+    if per_batch_negatives > 0 and len(pairs) > n_dup:
+        plan = negatives_plan(plan, lengths[:n_dup], lengths[n_dup:], per_batch_negatives, n_dup, rng)
+    return plan
 
 
-def eval_dataset(pairs: PairArrays, batch_size: int, fixed_width: bool) -> tf.data.Dataset:
+def train_dataset(
+    pairs: PairArrays, batch_size: int, seed: int, epochs: range, fixed_width: bool, table: np.ndarray | None = None,
+    n_dup: int | None = None, per_batch_negatives: int = 0,
+) -> tf.data.Dataset:
+    """All batches of the given epochs in order, as one stream (fit runs it with steps_per_epoch)."""
+    n_dup = len(pairs) if n_dup is None else n_dup
+    plan = [idx for epoch in epochs for idx in epoch_plan(pairs, n_dup, batch_size, per_batch_negatives, seed, epoch)]
+    return _batches(pairs, plan, fixed_width, table)
+
+
+def eval_dataset(pairs: PairArrays, batch_size: int, fixed_width: bool, table: np.ndarray | None = None) -> tf.data.Dataset:
     """The same batches every epoch (file order, length-sorted in windows), so val_loss is comparable."""
-    return _batches(pairs, batch_plan(np.maximum(pairs.len1, pairs.len2), batch_size, None), fixed_width)
+    return _batches(pairs, batch_plan(np.maximum(pairs.len1, pairs.len2), batch_size, None), fixed_width, table)
 
 
 def _save_keras_atomic(model: keras.Model, path: Path) -> None:
@@ -297,6 +393,14 @@ def _fingerprint(
     )
 
 
+def make_loss(train_cfg: TrainConfig) -> keras.losses.Loss:
+    """The configured loss; the CoSENT term on labelled non-duplicates only when hard negatives join the batches."""
+    weight = train_cfg.negatives_weight if train_cfg.hard_negatives > 0 else 0.0
+    if train_cfg.loss == "softmax":
+        return InBatchSoftmaxLoss(scale=train_cfg.scale, symmetric=True, negatives_weight=weight)
+    return TripletLoss(margin=train_cfg.margin, negatives_weight=weight)
+
+
 def _result(work_dir: Path, st: dict[str, Any], resumed_from: int | None, steps: int, facts: dict[str, Any]) -> TrainResult:
     return TrainResult(
         encoder_path=work_dir / ENCODER_FILE,
@@ -323,14 +427,17 @@ def train_model(
     work_dir: Path,
     on_epoch_end: EpochHook | None = None,
     log: Callable[[str], None] = print,
+    negatives_df: pd.DataFrame | None = None,
+    init_encoder: Path | None = None,
 ) -> TrainResult:
     """Train an encoder on the duplicate pairs of `train_df`, early-stopping on `val_df`'s loss.
 
     - Questions are vectorised once and truncated to model_cfg.max_length tokens; batches of
       train_cfg.batch_size pairs are drawn in a fresh order each epoch (seeded by `seed` and the
       epoch number), length-sorted within windows and padded only to their own longest question.
-    - Adam(train_cfg.learning_rate; see `make_optimizer` for schedules and clipping) on
-      TripletLoss(train_cfg.margin); val_loss on all of `val_df`
+    - Adam(train_cfg.learning_rate; see `make_optimizer` for schedules and clipping) on the configured
+      loss (`make_loss`); in-batch candidates of an anchor's own duplicate cluster are never its negatives;
+      with train_cfg.hard_negatives > 0, labelled non-duplicates of `negatives_df` join every batch; val_loss on all of `val_df`
       every epoch; training stops after train_cfg.early_stopping_patience epochs without a
       lower val_loss, and the saved encoder is the one of the best epoch.
     - Dropout masks are drawn from (seed, epoch) too (`reseed_random_layers`); train_cfg.deterministic
@@ -339,6 +446,7 @@ def train_model(
       state.json (epoch, early-stopping state, history). Calling again with the same work_dir,
       data and configs after an interruption resumes at the epoch after the last checkpoint;
       a work_dir holding another run's checkpoints is refused.
+    - `init_encoder` (a saved encoder of the same configuration, e.g. the pretrain stage's) gives the starting weights.
     - TensorBoard logs go to work_dir/tensorboard; the best encoder to work_dir/encoder.keras.
     - `log` receives one line per epoch; `on_epoch_end(epoch, total_epochs, logs)` is called after
       the epoch's checkpoint is committed, so an exception there loses no work.
@@ -354,25 +462,48 @@ def train_model(
     for stale in [*ckpt_dir.glob(".tmp-*"), *work_dir.glob(".tmp-*")]:
         stale.unlink()
 
-    train = pair_arrays(train_df, vectorizer, model_cfg, "train")
-    val = pair_arrays(val_df, vectorizer, model_cfg, "val")
+    use_negatives = train_cfg.hard_negatives > 0
+    if use_negatives and (negatives_df is None or len(negatives_df) == 0):
+        raise QdupError("train.hard_negatives > 0 needs labelled non-duplicates, but the negatives split is empty or missing")
+    frames = [train_df, val_df] + ([negatives_df] if use_negatives else [])
+    clusters = question_clusters(*frames)
+    train = pair_arrays(train_df, vectorizer, model_cfg, "train", clusters)
+    val = pair_arrays(val_df, vectorizer, model_cfg, "val", clusters)
     for name, pairs in (("train", train), ("val", val)):
         if len(pairs) < 2:
             raise QdupError(f"the {name} split has {len(pairs)} pairs; the triplet loss needs at least 2 per batch")
+    n_dup = len(train)
+    per_batch_negatives = 0
+    if use_negatives:
+        negatives = pair_arrays(negatives_df, vectorizer, model_cfg, "negatives", clusters)
+        if negatives.label.any():
+            raise QdupError("the negatives split holds duplicate pairs; it must hold labelled non-duplicates only")
+        train = concat_pairs(train, negatives)
+        per_batch_negatives = max(1, round(train_cfg.batch_size * train_cfg.hard_negatives))
+    table = subword_table(vectorizer, model_cfg)
     vocab_size = vectorizer.vocabulary_size()
     fixed_width = not model_cfg.mask_padding
     total = train_cfg.epochs
-    steps = len(batch_plan(np.maximum(train.len1, train.len2), train_cfg.batch_size, None))
+    steps = len(batch_plan(np.maximum(train.len1[:n_dup], train.len2[:n_dup]), train_cfg.batch_size, None))
     facts = {
-        "train_pairs": len(train),
+        "train_pairs": n_dup,
+        "negative_pairs": len(train) - n_dup,
+        "negatives_per_batch": per_batch_negatives,
+        "loss": train_cfg.loss,
+        "subwords": model_cfg.subwords,
+        "clusters_with_several_train_pairs": int(np.count_nonzero(np.bincount(train.g1[:n_dup].astype(np.int64)) > 1)),
         "val_pairs": len(val),
         "vocab_size": vocab_size,
-        "train_tokens": int(train.len1.sum() + train.len2.sum()),
+        "train_tokens": int(train.len1[:n_dup].sum() + train.len2[:n_dup].sum()),
         "questions_at_max_length": int(
-            np.count_nonzero(train.len1 >= model_cfg.max_length) + np.count_nonzero(train.len2 >= model_cfg.max_length)
+            np.count_nonzero(train.len1[:n_dup] >= model_cfg.max_length) + np.count_nonzero(train.len2[:n_dup] >= model_cfg.max_length)
         ),
     }
     fingerprint = _fingerprint(model_cfg, train_cfg, seed, vocab_size, train, val)
+    if init_encoder is not None:
+        init_sha = hashlib.sha256(Path(init_encoder).read_bytes()).hexdigest()
+        fingerprint = sha256_json({"run": fingerprint, "init_encoder": init_sha})
+        facts["init_encoder_sha256"] = init_sha
     state_path = ckpt_dir / STATE_FILE
 
     keras.utils.set_random_seed(seed)
@@ -409,17 +540,24 @@ def train_model(
             "stopped_early": False,
             "history": [],
         }
-        model = build_siamese(build_encoder(vocab_size, model_cfg))
+        encoder = build_encoder(vocab_size, model_cfg)
+        if init_encoder is not None:
+            start_from = keras.saving.load_model(init_encoder, safe_mode=True, compile=False)
+            if [w.shape for w in start_from.weights] != [w.shape for w in encoder.weights]:
+                raise QdupError(f"{init_encoder}: the starting encoder's weights do not fit this model configuration")
+            encoder.set_weights(start_from.get_weights())
+        model = build_siamese(encoder)
         # XLA off: every batch has its own padded length, which would recompile per shape, and
         # the cuDNN LSTM kernel is not XLA-compatible anyway.
         model.compile(
             optimizer=make_optimizer(train_cfg, steps),
-            loss=TripletLoss(margin=train_cfg.margin),
+            loss=make_loss(train_cfg),
             jit_compile=False,
         )
         done = False
         log(
-            f"training on {len(train):,} pairs ({steps} batches of <= {train_cfg.batch_size}), "
+            f"training on {n_dup:,} pairs ({steps} batches of <= {train_cfg.batch_size}"
+            f"{f' + {per_batch_negatives} labelled non-duplicates' if per_batch_negatives else ''}; {train_cfg.loss} loss), "
             f"validating on {len(val):,}; vocabulary {vocab_size:,}, max_length {model_cfg.max_length}"
         )
 
@@ -431,8 +569,9 @@ def train_model(
         checkpointer = _Checkpointer(ckpt_dir, st, total, train_cfg.early_stopping_patience, log, on_epoch_end, lr_decay, seed)
         tensorboard = keras.callbacks.TensorBoard(log_dir=str(tb_dir), update_freq="epoch", profile_batch=0)
         model.fit(
-            train_dataset(train, train_cfg.batch_size, seed, range(start + 1, total + 1), fixed_width),
-            validation_data=eval_dataset(val, train_cfg.batch_size, fixed_width),
+            train_dataset(train, train_cfg.batch_size, seed, range(start + 1, total + 1), fixed_width, table, n_dup,
+                          per_batch_negatives),
+            validation_data=eval_dataset(val, train_cfg.batch_size, fixed_width, table),
             epochs=total,
             initial_epoch=start,
             steps_per_epoch=steps,

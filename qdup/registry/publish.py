@@ -15,12 +15,21 @@ import numpy as np
 from qdup import __version__
 from qdup.config import RetrainConfig
 from qdup.data.drift import VERSION_PROFILE_DIR
+from qdup.data.generated import generated_record
 from qdup.data.splits import read_split
 from qdup.evaluation.metrics import binary_metrics, ranking_metrics
-from qdup.evaluation.scores import TEST_SCORES_FILE, read_test_scores
+from qdup.evaluation.scores import CALIBRATION_SCORES_FILE, TEST_SCORES_FILE, read_test_scores
 from qdup.fileio import atomic_write_text, sha256_json
 from qdup.log import LogFn, stderr_log
-from qdup.registry.gate import RETRIEVAL_PREFIX, GateDecision, decide, gate_value  # noqa: F401  (also publishing's interface)
+from qdup.registry.gate import (  # noqa: F401  (also publishing's interface)
+    GATE_SPLIT,
+    RETRIEVAL_GATE_PART,
+    RETRIEVAL_PREFIX,
+    GateDecision,
+    decide,
+    gate_split,
+    gate_value,
+)
 from qdup.registry.store import ArtifactStore, StoreError
 from qdup.stagecache import StageResult, params
 
@@ -57,13 +66,22 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def rescore_on(predictor: Any, test_df: Any, metric: str) -> tuple[float, np.ndarray]:
-    """Measure an exported model on another test split (when production's differs); also its per-pair similarities."""
+def rescore_on(predictor: Any, calibration_df: Any, metric: str) -> tuple[float, np.ndarray, float]:
+    """Measure an exported model on the challenger's calibration split (when production's differs).
 
-    y = test_df["is_duplicate"].to_numpy().astype(np.int64)
-    sim = np.asarray(predictor.similarity(test_df["question1"].tolist(), test_df["question2"].tolist()), dtype=np.float64)
-    metrics = {"test": {"ranking": ranking_metrics(y, sim), "at_threshold": binary_metrics(y, sim, predictor.threshold)}}
-    return gate_value(metrics, metric), sim
+    Returns the gate metric, the per-pair similarities and the threshold used: production's threshold is
+    chosen again on these pairs by the evaluation's rule (max accuracy), as the challenger's was, so that a
+    threshold metric compares two thresholds chosen on the same data rather than favouring the challenger.
+    """
+    from qdup.evaluation.metrics import choose_threshold
+
+    y = calibration_df["is_duplicate"].to_numpy().astype(np.int64)
+    sim = np.asarray(
+        predictor.similarity(calibration_df["question1"].tolist(), calibration_df["question2"].tolist()), dtype=np.float64
+    )
+    threshold = float(choose_threshold(y, sim)["accuracy_threshold"])
+    metrics = {GATE_SPLIT: {"ranking": ranking_metrics(y, sim), "at_threshold": binary_metrics(y, sim, threshold)}}
+    return gate_value(metrics, metric), sim, threshold
 
 
 def version_files(stages: dict[str, StageResult]) -> dict[str, Path]:
@@ -80,8 +98,9 @@ def version_files(stages: dict[str, StageResult]) -> dict[str, Path]:
     for p in sorted(stages["splits"].path.glob("validation-*")):
         files[f"validation/{p.name}"] = p
     files["splits/stage.json"] = stages["splits"].file("stage.json")
-    if stages["evaluate"].file(TEST_SCORES_FILE).is_file():
-        files[f"evaluation/{TEST_SCORES_FILE}"] = stages["evaluate"].file(TEST_SCORES_FILE)
+    for name in (TEST_SCORES_FILE, CALIBRATION_SCORES_FILE):
+        if stages["evaluate"].file(name).is_file():
+            files[f"evaluation/{name}"] = stages["evaluate"].file(name)
     if "drift" in stages:
         for name in ("drift.json", "drift.md"):
             files[f"drift/{name}"] = stages["drift"].file(name)
@@ -126,6 +145,8 @@ def lineage_manifest(
             "sha256": fetch["sha256"],
             "md5": fetch["md5"],
             "bytes": fetch["size"],
+            # Present only for a file `qdup demo-data` wrote: the card, the run summary and /v1/model say so.
+            **({"generated": generated} if (generated := generated_record(fetch["sha256"])) else {}),
         },
         "validation": {
             "suite": validate["suite"],
@@ -140,7 +161,8 @@ def lineage_manifest(
             name: {"content_sha256": e["content_sha256"], "rows": e["rows"], "duplicates": e["duplicates"]}
             for name, e in splits["splits"].items()
         }
-        | {"_plan": {k: splits[k] for k in ("n_rows", "n_train", "n_test", "val_start_row", "dropped_missing_question")}},
+        | {"_plan": {k: splits[k] for k in ("mode", "n_rows", "n_train", "n_test", "val_start_row", "calibration_start_row",
+                                             "regions", "test_questions_seen", "dropped_missing_question")}},
         "vocabulary": {"sha256": vocab["sha256"], "size": vocab["size"], "oov_rate": vocab["oov_rate"]},
         "model": {
             "encoder_sha256": train["encoder_sha256"],
@@ -158,8 +180,13 @@ def lineage_manifest(
                 "at_reference_threshold": metrics["test"]["at_reference_threshold"],
                 "confusion_matrix": metrics["test"]["at_threshold"]["confusion_matrix"],
             },
-            "calibration": metrics["calibration"]["ranking"],
+            # The gate's split: its ranking figures and those at the calibration-chosen threshold.
+            "calibration": metrics["calibration"]["ranking"]
+            | {k: v for k, v in (metrics["calibration"].get("at_threshold") or {}).items()
+               if k in ("accuracy", "precision", "recall", "f1")},
             **{k: metrics[k] for k in ("intervals", "baseline", "lift_over_baseline") if k in metrics},
+            # The pair reranker beside the encoder alone and the baseline, each at its own calibration-chosen threshold.
+            **({"reranker": stages["rerank"].manifest["metrics"]} if "rerank" in stages else {}),
         },
         "parameters": params(cfg),
         "code": code_version(),
@@ -206,7 +233,7 @@ def content_key(stages: dict[str, StageResult]) -> str:
 
 @dataclass(frozen=True)
 class ProductionMeasure:
-    """Production on the challenger's test rows: the gate metric, how it was measured, and per-pair similarities."""
+    """Production on the challenger's calibration rows: the gate metric, how it was measured, per-pair similarities."""
 
     value: float | None = None
     measured_on: str | None = None
@@ -217,9 +244,9 @@ class ProductionMeasure:
 def measure_production(
     store: ArtifactStore, production: str | None, stages: dict[str, StageResult], metric: str
 ) -> ProductionMeasure:
-    """Production's gate metric on the challenger's test rows: stored when the rows are the same, else re-scored.
+    """Production's gate metric on the challenger's calibration rows: stored when the rows are the same, else re-scored.
 
-    With the same rows, production's stored per-pair similarities (evaluation/test_scores.parquet)
+    With the same rows, production's stored per-pair similarities (evaluation/calibration_scores.parquet)
     pair it with the challenger; a version from before they were kept has none (no paired difference).
     """
     if production is None:
@@ -227,55 +254,62 @@ def measure_production(
     prod = store.manifest(production)
     if metric.startswith(RETRIEVAL_PREFIX):
         return ProductionMeasure(*measure_production_retrieval(store, production, prod, stages, metric))
-    if prod["splits"]["test"]["content_sha256"] == stages["splits"].manifest["splits"]["test"]["content_sha256"]:
+    ours = stages["splits"].manifest["splits"][GATE_SPLIT]["content_sha256"]
+    stored = (prod.get("metrics") or {}).get(GATE_SPLIT) or {}
+    same_rows = (prod.get("splits") or {}).get(GATE_SPLIT, {}).get("content_sha256") == ours
+    if same_rows and stored.get(metric) is not None:
         scores = None
-        if f"evaluation/{TEST_SCORES_FILE}" in (prod.get("files") or {}):
-            scores = read_test_scores(store.open_version(production) / "evaluation" / TEST_SCORES_FILE)
-        return ProductionMeasure(float(prod["metrics"]["test"][metric]), "stored metrics", scores, prod["threshold"]["value"])
+        if f"evaluation/{CALIBRATION_SCORES_FILE}" in (prod.get("files") or {}):
+            scores = read_test_scores(store.open_version(production) / "evaluation" / CALIBRATION_SCORES_FILE)
+        return ProductionMeasure(float(stored[metric]), "stored metrics", scores, prod["threshold"]["value"])
     from qdup.serving.predictor import load_inference
 
     predictor = load_inference(store.open_version(production) / "model")
-    test_df = read_split(stages["splits"].file("test.parquet"))
-    value, scores = rescore_on(predictor, test_df, metric)
-    return ProductionMeasure(value, "re-scored on the challenger's test split", scores, float(predictor.threshold))
+    calibration_df = read_split(stages["splits"].file(f"{GATE_SPLIT}.parquet"))
+    value, scores, threshold = rescore_on(predictor, calibration_df, metric)
+    return ProductionMeasure(value, f"re-scored on the challenger's {GATE_SPLIT} split", scores, threshold)
 
 
 def paired_against_production(cfg: RetrainConfig, stages: dict[str, StageResult], prod: ProductionMeasure) -> dict[str, Any] | None:
-    """Challenger - production on the gate metric over the same test rows and bootstrap resamples; None when not measurable."""
+    """Challenger - production on the gate metric over the same calibration rows and cluster-bootstrap resamples;
+    None when not measurable."""
     from qdup.evaluation.bootstrap import METRICS, paired_difference
+    from qdup.evaluation.trust import pair_groups
 
     metric, resamples = cfg.publish.gate_metric, cfg.evaluate.bootstrap_resamples
-    scores_file = stages["evaluate"].file(TEST_SCORES_FILE)
+    scores_file = stages["evaluate"].file(CALIBRATION_SCORES_FILE)
     if prod.scores is None or resamples <= 0 or metric not in METRICS or not scores_file.is_file():
         return None
-    y = read_split(stages["splits"].file("test.parquet"))["is_duplicate"].to_numpy(dtype=np.int64)
+    rows = read_split(stages["splits"].file(f"{GATE_SPLIT}.parquet"))
+    y = rows["is_duplicate"].to_numpy(dtype=np.int64)
     challenger = read_test_scores(scores_file)
     threshold = stages["evaluate"].manifest["metrics"]["threshold"]["value"]
     return paired_difference(
         y, challenger, threshold, prod.scores, prod.threshold, metric,
-        resamples=resamples, seed=cfg.seed, level=cfg.evaluate.bootstrap_level,
-    )
+        resamples=resamples, seed=cfg.seed, level=cfg.evaluate.bootstrap_level, groups=pair_groups(rows, GATE_SPLIT),
+    ) | {"split": GATE_SPLIT}
 
 
 def measure_production_retrieval(
     store: ArtifactStore, production: str, prod: dict[str, Any], stages: dict[str, StageResult], metric: str
 ) -> tuple[float, str]:
-    """Production's dense retrieval figure: stored when it was measured on the same split, else re-scored on the challenger's."""
+    """Production's dense retrieval figure on the validation part: stored when measured on the same split, else re-scored."""
     import pandas as pd
 
     from qdup.config import SearchConfig
     from qdup.search.encoder import load_query_encoder
-    from qdup.stages.retrieval import dense_test_metrics
+    from qdup.stages.retrieval import dense_part_metrics
 
     name = metric.removeprefix(RETRIEVAL_PREFIX)
     ours = stages["retrieval"].manifest
-    if prod.get("retrieval", {}).get("split") == ours["split"]:
-        return float(prod["retrieval"]["test"]["dense"][name]), "stored metrics"
+    stored = prod.get("retrieval") or {}
+    if stored.get("split") == ours["split"] and RETRIEVAL_GATE_PART in stored:
+        return float(stored[RETRIEVAL_GATE_PART]["dense"][name]), "stored metrics"
     encoder = load_query_encoder(store.open_version(production) / "model")
     pairs = pd.read_parquet(stages["retrieval"].file(ours["pairs"]))
     cfg = SearchConfig(**ours["search"])
-    figures = dense_test_metrics(pairs, encoder.encode, cfg, ours["split"]["seed"])
-    return float(figures[name]), "re-scored on the challenger's retrieval split"
+    figures = dense_part_metrics(pairs, encoder.encode, cfg, ours["split"]["seed"], RETRIEVAL_GATE_PART)
+    return float(figures[name]), "re-scored on the challenger's retrieval validation part"
 
 
 def find_identical(store: ArtifactStore, key: str, versions: list[str]) -> str | None:

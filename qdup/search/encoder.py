@@ -53,7 +53,7 @@ class QueryEncoder:
         ids = self.token_ids(text)
         if not encoder_masks_padding(self.encoder):
             ids = np.pad(ids, (0, self.max_length - len(ids)))
-        return self.run(ids[None, :]).numpy()
+        return self.run(ids[None, :], [text]).numpy()
 
     def encode(self, texts: Sequence[str], batch_size: int = 1024) -> np.ndarray:
         """(n, d) float32 unit vectors; an empty or blank text is refused with its position."""

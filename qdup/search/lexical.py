@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -20,6 +20,8 @@ from qdup.search.retrieval import (
 )
 
 SELECT_METRIC = "mrr@10"
+# Scores of (query texts, candidate texts, encoder cosines) pairs, higher = more likely a duplicate: a pair reranker.
+PairScorer = Callable[[list[str], list[str], np.ndarray], np.ndarray]
 
 
 class LexicalIndex:
@@ -135,14 +137,47 @@ def _hybrid(run: dict[str, np.ndarray], method: str, weight: float, rrf_k: int, 
     return rank_by(cands, np.where(present, mixed, -np.inf), k)
 
 
+def rerank_candidates(
+    run: dict[str, np.ndarray], part: QuerySet, corpus: Sequence[str], rerank: PairScorer, k: int
+) -> np.ndarray:
+    """The run's candidates (union of dense and lexical top-k) reordered by `rerank(query texts, candidate texts, cosines)`."""
+    cands = run["candidates"]
+    rows, cols = np.nonzero(cands >= 0)
+    scores = np.full(cands.shape, -np.inf, dtype=np.float64)
+    if len(rows):
+        q_texts = [corpus[int(part.queries[r])] for r in rows]
+        c_texts = [corpus[int(cands[r, c])] for r, c in zip(rows, cols, strict=True)]
+        scores[rows, cols] = rerank(q_texts, c_texts, run["dense_scores"][rows, cols].astype(np.float64))
+    return rank_by(cands, scores, k)
+
+
+def _subset_metrics(rankings: dict[str, np.ndarray], part: QuerySet, keep: np.ndarray) -> dict[str, Any]:
+    idx = np.flatnonzero(keep)
+    if not len(idx):
+        return {}
+    relevant = [part.relevant[i] for i in idx]
+    return {name: ranking_metrics(ranked[idx], relevant) for name, ranked in rankings.items()}
+
+
 def evaluate_retrieval(
-    split: RetrievalSplit, embeddings: np.ndarray, *, cfg: SearchConfig | None = None, select_metric: str = SELECT_METRIC
+    split: RetrievalSplit,
+    embeddings: np.ndarray,
+    *,
+    cfg: SearchConfig | None = None,
+    select_metric: str = SELECT_METRIC,
+    rerank: PairScorer | None = None,
+    rerank_seen: set[str] | None = None,
 ) -> dict[str, Any]:
     """Lexical, dense and hybrid retrieval on the same split; the hybrid's form and weight chosen on validation.
 
     `embeddings[i]` is the unit encoding of split.corpus[i]. Hybrid candidates are the union of both top-k
     lists, rescored by RRF or by weight * dense cosine + (1 - weight) * lexical cosine, weight on a grid of
     cfg.hybrid_weight_step. Validation alone chooses the hybrid and the best method; test is only reported.
+
+    With `rerank` (a pair reranker's scores), `reranked` re-orders the same candidates by it. A reranker
+    fitted on labelled pairs has seen the pairs of the questions in `rerank_seen`: every method is then
+    also measured on the queries outside it ("unseen_by_reranker"), and the best method is chosen among
+    all four on those validation queries only.
     """
     cfg = cfg or SearchConfig()
     if select_metric not in METRIC_NAMES:
@@ -174,5 +209,24 @@ def evaluate_retrieval(
     result["hybrid"]["method"] = method
     result["hybrid"]["weight"] = weight
     result["best"] = max(("lexical", "dense", "hybrid"), key=lambda n: result[n]["val"][select_metric])
+    if rerank is not None:
+        ranked = {part_name: {
+            "lexical": run["lexical"], "dense": run["dense"], "hybrid": _hybrid(run, method, weight or 0.0, cfg.rrf_k, k),
+            "reranked": rerank_candidates(run, part, split.corpus, rerank, k),
+        } for part_name, run, part in (("val", val, split.val), ("test", test, split.test))}
+        result["reranked"] = {p: ranking_metrics(ranked[p]["reranked"], getattr(split, p).relevant) for p in ("val", "test")}
+        if rerank_seen is not None:
+            unseen = {p: np.array([split.corpus[int(q)] not in rerank_seen for q in getattr(split, p).queries], dtype=bool)
+                      for p in ("val", "test")}
+            result["unseen_by_reranker"] = {
+                "queries": {p: int(unseen[p].sum()) for p in ("val", "test")},
+                **{p: _subset_metrics(ranked[p], getattr(split, p), unseen[p]) for p in ("val", "test")},
+            }
+            fresh_val = result["unseen_by_reranker"]["val"]
+            if fresh_val:
+                result["best"] = max(("lexical", "dense", "hybrid", "reranked"), key=lambda n: fresh_val[n][select_metric])
+                result["best_chosen_on"] = "validation queries unseen by the reranker"
+        else:
+            result["best"] = max(("lexical", "dense", "hybrid", "reranked"), key=lambda n: result[n]["val"][select_metric])
     result["counts"] = {"corpus": len(split.corpus), "val_queries": len(split.val), "test_queries": len(split.test)}
     return result

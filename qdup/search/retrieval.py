@@ -99,9 +99,10 @@ def retrieval_split(
     return RetrievalSplit(corpus, cluster, part(val_clusters), part(test_clusters))
 
 
-def ranking_metrics(rankings: np.ndarray, relevant: Sequence[np.ndarray]) -> dict[str, float]:
-    """Mean MRR@10, nDCG@10, recall@1/10/100 and MAP@100 of ranked lists (rows of corpus positions, -1 = none).
+def per_query_metrics(rankings: np.ndarray, relevant: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+    """Each query's MRR@10, nDCG@10, recall@1/10/100 and AP@100 (arrays of len(rankings)); see `ranking_metrics`.
 
+    Kept per query so that intervals can resample queries (or whole duplicate clusters of queries).
     Hand-written because scikit-learn has no MRR, MAP@k or recall@k for ranked lists with a variable number
     of relevant documents, and ndcg_score needs a dense score per corpus document. Definitions follow
     sentence-transformers' InformationRetrievalEvaluator: binary relevance; recall@k = relevant found in the
@@ -115,21 +116,26 @@ def ranking_metrics(rankings: np.ndarray, relevant: Sequence[np.ndarray]) -> dic
     if rankings.shape[1] < 100:
         rankings = np.pad(rankings, ((0, 0), (0, 100 - rankings.shape[1])), constant_values=-1)
     discounts = 1.0 / np.log2(np.arange(2, 12))
-    totals = dict.fromkeys(METRIC_NAMES, 0.0)
-    for ranked, rel in zip(rankings, relevant, strict=True):
+    out = {name: np.zeros(len(rankings), dtype=np.float64) for name in METRIC_NAMES}
+    for i, (ranked, rel) in enumerate(zip(rankings, relevant, strict=True)):
         if len(rel) == 0:
             raise QdupError("a query has no relevant document")
         hits = np.isin(ranked[:100], rel) & (ranked[:100] >= 0)
         first = np.flatnonzero(hits[:10])
-        totals["mrr@10"] += 1.0 / (first[0] + 1) if first.size else 0.0
+        out["mrr@10"][i] = 1.0 / (first[0] + 1) if first.size else 0.0
         ideal = discounts[: min(len(rel), 10)].sum()
-        totals["ndcg@10"] += float(discounts[hits[:10]].sum() / ideal)
+        out["ndcg@10"][i] = float(discounts[hits[:10]].sum() / ideal)
         for k in (1, 10, 100):
-            totals[f"recall@{k}"] += hits[:k].sum() / len(rel)
+            out[f"recall@{k}"][i] = hits[:k].sum() / len(rel)
         ranks = np.flatnonzero(hits) + 1
         precision = np.arange(1, len(ranks) + 1) / ranks
-        totals["map@100"] += precision.sum() / min(len(rel), 100)
-    return {name: float(v / len(rankings)) for name, v in totals.items()}
+        out["map@100"][i] = precision.sum() / min(len(rel), 100)
+    return out
+
+
+def ranking_metrics(rankings: np.ndarray, relevant: Sequence[np.ndarray]) -> dict[str, float]:
+    """Mean MRR@10, nDCG@10, recall@1/10/100 and MAP@100 of ranked lists (rows of corpus positions, -1 = none)."""
+    return {name: float(v.mean()) for name, v in per_query_metrics(rankings, relevant).items()}
 
 
 def dense_rankings(embeddings: np.ndarray, queries: np.ndarray, k: int = 100) -> tuple[np.ndarray, np.ndarray]:

@@ -1,4 +1,4 @@
-"""A published version's question index as a search service: dense, lexical or hybrid ranking of new queries."""
+"""A published version's question index as a search service: dense, lexical, hybrid or reranked ranking of new queries."""
 
 from __future__ import annotations
 
@@ -9,16 +9,19 @@ from typing import Any
 import numpy as np
 
 from qdup.errors import QdupError
+from qdup.evaluation.reranker import Reranker, has_reranker, load_reranker
 from qdup.search.encoder import QueryEncoder, load_query_encoder
 from qdup.search.index import MANIFEST, QuestionIndex, load_index
 from qdup.search.lexical import LexicalIndex, candidate_union, rank_by, rrf_scores
 
-METHODS = ("dense", "lexical", "hybrid")
+METHODS = ("dense", "lexical", "hybrid", "reranked")
 VERSION_INDEX_DIR = "index"
 # Versions published without an index get one here, beside `versions/`, so a published version's files never change.
 LATE_INDEXES_DIR = "indexes"
-# Each side of a hybrid ranks at least this many candidates, as the retrieval evaluation does (SearchConfig.retrieval_k).
+# Each side of a hybrid (and of the reranked method's candidates) ranks at least this many, as the retrieval evaluation
+# does (SearchConfig.retrieval_k).
 HYBRID_DEPTH = 100
+WARM_QUERY = "How do I learn to cook?"
 
 
 def late_index_dir(store_root: Path, version: str) -> Path:
@@ -41,10 +44,14 @@ def search_defaults(index: QuestionIndex) -> dict[str, Any]:
 
 @dataclass
 class VersionSearcher:
-    """One version's index and encoder; ranks by `default_method` unless told otherwise."""
+    """One version's index, encoder and pair reranker (None: the version has none); ranks by `default_method` unless told otherwise.
+
+    With a reranker, every hit carries its reranker score and the duplicate decision is the reranker's.
+    """
 
     index: QuestionIndex
     encoder: QueryEncoder
+    reranker: Reranker | None = None
     _lexical: LexicalIndex | None = field(default=None, repr=False)
 
     @property
@@ -56,24 +63,41 @@ class VersionSearcher:
         return self.defaults["method"]
 
     @property
+    def lexical_ready(self) -> bool:
+        """Whether the lexical side is fitted (by a first lexical or hybrid query, or by `warm`)."""
+        return self._lexical is not None
+
+    @property
     def lexical(self) -> LexicalIndex:
         # Fitted on first use only: dense search, the usual default, never pays for it.
         if self._lexical is None:
             self._lexical = LexicalIndex(self.index.texts, block_elements=self.index.cfg.block_elements)
         return self._lexical
 
+    def warm(self, methods: tuple[str, ...] | list[str] | None = None) -> None:
+        """Answer a probe query with each method (default: the one `search` uses), so that the first real query is
+        served at full speed: the lexical side is fitted here, and the encoder's graph traced."""
+        for method in methods or (self.default_method,):
+            self.rank([WARM_QUERY], 1, method)
+
     def rank(self, queries: list[str], k: int, method: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Positions (n, k) of the best indexed questions (-1: none) and their cosine with each query under the encoder."""
         method = method or self.default_method
         if method not in METHODS:
             raise QdupError(f"method: expected one of {list(METHODS)}, got {method!r}")
+        if method == "reranked" and self.reranker is None:
+            raise QdupError("method: 'reranked' needs a version exported with a pair reranker; this one has none")
         vectors = self.encoder.encode_one(queries[0]) if len(queries) == 1 else self.encoder.encode(queries)
         if method == "dense":
             return self.index.search(vectors, k)
         depth = max(k, HYBRID_DEPTH)
-        l_idx, _ = self.lexical.search(queries, depth if method == "hybrid" else k)
+        l_idx, _ = self.lexical.search(queries, k if method == "lexical" else depth)
         if method == "lexical":
             ranked = l_idx
+        elif method == "reranked":
+            d_idx, _ = self.index.search(vectors, depth)
+            cands = candidate_union(d_idx, l_idx)
+            ranked = rank_by(cands, self.reranker_scores(queries, cands, self._cosines(vectors, cands)), k)
         else:
             d_idx, _ = self.index.search(vectors, depth)
             cands = candidate_union(d_idx, l_idx)
@@ -104,15 +128,39 @@ class VersionSearcher:
             out[i] = (self.lexical.matrix[safe[i]] @ q[i].T).toarray().ravel()
         return np.where(positions >= 0, out, 0.0)
 
+    def reranker_scores(self, queries: list[str], positions: np.ndarray, cosines: np.ndarray) -> np.ndarray:
+        """The reranker's score of each (query, indexed question at positions[i, j]) pair; -inf where positions is -1."""
+        if self.reranker is None:
+            raise QdupError("this version has no pair reranker")
+        rows, cols = np.nonzero(positions >= 0)
+        out = np.full(positions.shape, -np.inf, dtype=np.float64)
+        if len(rows):
+            texts = self.index.texts
+            out[rows, cols] = self.reranker.score(
+                [queries[r] for r in rows], [texts[int(positions[r, c])] for r, c in zip(rows, cols, strict=True)],
+                cosines[rows, cols].astype(np.float64),
+            )
+        return out
+
     def search(self, queries: list[str], k: int, method: str | None = None) -> list[list[dict[str, Any]]]:
-        """The k best indexed questions of each query: id, question, similarity (encoder cosine), best first."""
+        """The k best indexed questions of each query: id, question, similarity (encoder cosine), best first.
+
+        With a reranker, each hit also has `reranker_score` and `duplicate` (score >= the reranker's threshold).
+        """
         positions, sims = self.rank(queries, k, method)
+        scores = None if self.reranker is None else self.reranker_scores(queries, positions, sims)
         out = []
-        for row_pos, row_sim in zip(positions, sims, strict=True):
-            out.append([
-                {"id": _plain(self.index.ids[p]), "question": self.index.texts[p], "similarity": float(s)}
-                for p, s in zip(row_pos, row_sim, strict=True) if p >= 0
-            ])
+        for i, (row_pos, row_sim) in enumerate(zip(positions, sims, strict=True)):
+            hits = []
+            for j, (p, s) in enumerate(zip(row_pos, row_sim, strict=True)):
+                if p < 0:
+                    continue
+                hit = {"id": _plain(self.index.ids[p]), "question": self.index.texts[p], "similarity": float(s)}
+                if scores is not None:
+                    hit["reranker_score"] = float(scores[i, j])
+                    hit["duplicate"] = bool(scores[i, j] >= self.reranker.threshold)
+                hits.append(hit)
+            out.append(hits)
         return out
 
 
@@ -137,7 +185,8 @@ def load_searcher_cached(index_dir: Path, model_dir: Path, model_version: str | 
     if searcher is None or searcher.index is not index or searcher.encoder is not encoder:
         if len(_SEARCHERS) >= 8:
             _SEARCHERS.clear()
-        searcher = _SEARCHERS[(id(index), id(encoder))] = VersionSearcher(index, encoder)
+        reranker = load_version_reranker(Path(model_dir))
+        searcher = _SEARCHERS[(id(index), id(encoder))] = VersionSearcher(index, encoder, reranker)
     return searcher
 
 
@@ -148,4 +197,9 @@ def load_version_searcher(version_dir: Path, version: str | None = None) -> Vers
     if where is None:
         return None
     index = load_index(where, expected_model_version=version or version_dir.name)
-    return VersionSearcher(index, load_query_encoder(version_dir / "model"))
+    return VersionSearcher(index, load_query_encoder(version_dir / "model"), load_version_reranker(version_dir / "model"))
+
+
+def load_version_reranker(model_dir: Path) -> Reranker | None:
+    """The pair reranker exported in a version's `model/` (hash-checked), or None when the version has none."""
+    return load_reranker(model_dir) if has_reranker(model_dir) else None

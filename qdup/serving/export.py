@@ -1,4 +1,4 @@
-"""Export the trained model as a serving bundle: raw strings in, similarity out, threshold beside it."""
+"""Export the trained model as a serving bundle: raw strings in, similarity out, threshold beside it, the reranker with it."""
 
 from __future__ import annotations
 
@@ -13,6 +13,9 @@ import tensorflow as tf
 
 from qdup.config import LABEL_CONVENTION, ModelConfig
 from qdup.errors import QdupError
+from qdup.evaluation.reranker import FILES as RERANKER_FILES
+from qdup.evaluation.reranker import META_FILE as RERANKER_META
+from qdup.evaluation.reranker import load_reranker
 from qdup.fileio import atomic_dir, atomic_write_json, read_json, sha256_file
 from qdup.model.encode import similarities
 from qdup.model.network import build_inference_model
@@ -34,14 +37,16 @@ def export_models(
     model_cfg: ModelConfig,
     threshold: float,
     out_dir: Path,
+    reranker_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Write the serving bundle to out_dir in one atomic step (temporary sibling, then rename).
 
     out_dir/inference.keras: two string inputs -> similarity, vectorizer and truncation inside;
     out_dir/encoder.keras: the trained encoder (token ids -> unit vectors);
     out_dir/vocabulary.txt: the vocabulary, line i = token id i;
-    out_dir/threshold.json: the threshold (chosen on the calibration split) and what it means.
-    Before the rename, the saved inference model is reloaded with safe_mode=True and must
+    out_dir/threshold.json: the threshold (chosen on the calibration split) and what it means;
+    with `reranker_dir`, the pair reranker's files (`qdup.evaluation.reranker.FILES`), loaded back
+    (hash-checked) before they are kept. Before the rename, the saved inference model is reloaded with safe_mode=True and must
     reproduce the encoder's similarities on probe pairs.
     """
     encoder_path = Path(encoder_path)
@@ -68,7 +73,16 @@ def export_models(
                 f"the saved inference model disagrees with the encoder on probe pairs: {got.tolist()} vs {want.tolist()}"
             )
 
-        files = {name: sha256_file(tmp / name) for name in (INFERENCE_FILE, ENCODER_FILE, VOCAB_FILE)}
+        names = [INFERENCE_FILE, ENCODER_FILE, VOCAB_FILE]
+        reranker_threshold = None
+        if reranker_dir is not None:
+            for name in RERANKER_FILES:
+                shutil.copyfile(Path(reranker_dir) / name, tmp / name)
+            reranker = load_reranker(tmp)
+            reranker.score(p1, p2, want)  # the copied files load and score
+            reranker_threshold = reranker.threshold
+            names += list(RERANKER_FILES)
+        files = {name: sha256_file(tmp / name) for name in names}
         atomic_write_json(
             tmp / THRESHOLD_FILE,
             {
@@ -80,6 +94,9 @@ def export_models(
                 "vocab_size": vocab_size,
                 "model": model_cfg.model_dump(mode="json"),
                 "sha256": files,
+                "reranker": None if reranker_threshold is None else {
+                    "threshold": reranker_threshold, "meta": RERANKER_META, "decides": "duplicate iff reranker score >= its threshold",
+                },
                 "keras": keras.__version__,
                 "tensorflow": tf.__version__,
             },
@@ -90,4 +107,5 @@ def export_models(
         "threshold": meta["threshold"],
         "files": {name: str(out_dir / name) for name in (INFERENCE_FILE, ENCODER_FILE, VOCAB_FILE, THRESHOLD_FILE)},
         "sha256": meta["sha256"],
+        "reranker_threshold": reranker_threshold,
     }

@@ -171,17 +171,20 @@ def request_models(cfg: ServeConfig) -> dict[str, Any]:
 
 class Score(BaseModel):
     similarity: float = Field(description="cosine of the two questions' encodings, in [-1, 1]")
-    duplicate: bool = Field(description="similarity >= threshold")
+    reranker_score: float | None = Field(default=None, description="the pair reranker's duplicate probability (versions with one)")
+    duplicate: bool = Field(description="reranker_score >= reranker_threshold with a reranker, else similarity >= threshold")
 
 
 class SimilarityAnswer(Score):
     version: str
     threshold: float
+    reranker_threshold: float | None = None
 
 
 class PairsAnswer(BaseModel):
     version: str
     threshold: float
+    reranker_threshold: float | None = None
     results: list[Score]
 
 
@@ -189,6 +192,8 @@ class HitOut(BaseModel):
     id: str | int
     question: str
     similarity: float
+    reranker_score: float | None = None
+    duplicate: bool | None = None
 
 
 class SearchAnswer(BaseModel):
@@ -264,10 +269,19 @@ def create_app(cfg: ServeConfig, follower: ModelFollower | None = None) -> FastA
         # Plain dicts straight to JSON: re-validating a thousand results against the response
         # model would cost more than computing them (the model still documents the answer in /docs).
         threshold = served.threshold
-        scores = [{"similarity": s, "duplicate": s >= threshold} for s in sims.tolist()]
+        head: dict[str, Any] = {"version": served.version, "threshold": threshold}
+        reranker = served.predictor.reranker
+        if reranker is None:
+            scores = [{"similarity": s, "duplicate": s >= threshold} for s in sims.tolist()]
+        else:
+            # A version with a pair reranker decides by it; its features are computed on the model thread.
+            rr = await batcher.run(reranker.score, q1, q2, sims)
+            head["reranker_threshold"] = reranker.threshold
+            scores = [{"similarity": s, "reranker_score": r, "duplicate": r >= reranker.threshold}
+                      for s, r in zip(sims.tolist(), rr.tolist(), strict=True)]
         if isinstance(body, PairsRequest):
-            return JSONResponse({"version": served.version, "threshold": threshold, "results": scores})
-        return JSONResponse({"version": served.version, "threshold": threshold, **scores[0]})
+            return JSONResponse({**head, "results": scores})
+        return JSONResponse({**head, **scores[0]})
 
     @app.post(
         "/v1/search",
@@ -339,6 +353,8 @@ def model_facts(follower: ModelFollower, served: ServedModel | None, batcher: Mi
             "threshold": served.threshold,
             "metrics": {"test": test},
             "dataset_sha256": (manifest.get("dataset") or {}).get("sha256"),
+            # A model of generated data must not pass for a model of real questions.
+            "dataset_generated_by": "qdup demo-data" if (manifest.get("dataset") or {}).get("generated") else None,
             "created": manifest.get("created"),
             "loaded_at": served.loaded_at,
             "search_index": served.searcher is not None,

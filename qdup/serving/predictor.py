@@ -1,7 +1,8 @@
 """Load an exported model (raw strings in, similarity out) and score pairs and files with it.
 
 Label convention: is_duplicate 1 = same intent; similarity = cosine of the two L2-normalised
-encodings in [-1, 1]; a pair is predicted to be a duplicate iff similarity >= threshold.
+encodings in [-1, 1]; a pair is predicted to be a duplicate iff similarity >= threshold, or, for an
+export with a pair reranker, iff the reranker's score (a probability) >= the reranker's threshold.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pyarrow.parquet as pq
 import tensorflow as tf
 
 from qdup.errors import QdupError
+from qdup.evaluation.reranker import Reranker, has_reranker, load_reranker
 from qdup.fileio import atomic_write_bytes, read_json
 
 # Importing qdup.model.encode imports qdup.model.network, which registers the custom layers that saved models name.
@@ -55,13 +57,17 @@ def check_questions(values: Sequence[Any], name: str) -> list[str]:
 
 
 class Predictor:
-    """A loaded export: `similarity` for raw question pairs and the calibrated `threshold`."""
+    """A loaded export: `similarity` for raw question pairs and the calibrated `threshold`; `reranker` when the export has one."""
 
-    def __init__(self, model: keras.Model, threshold: float, max_length: int, meta: dict[str, Any] | None = None):
+    def __init__(
+        self, model: keras.Model, threshold: float, max_length: int, meta: dict[str, Any] | None = None,
+        reranker: Reranker | None = None,
+    ):
         self.model = model
         self.threshold = float(threshold)
         self.max_length = int(max_length)
         self.meta = dict(meta or {})
+        self.reranker = reranker
 
         # One graph for every batch size (traced once), rather than Keras predict's per-shape retracing.
         @tf.function(input_signature=[tf.TensorSpec((None,), tf.string), tf.TensorSpec((None,), tf.string)])
@@ -98,9 +104,22 @@ class Predictor:
         # As in evaluation: float32 rounding can step a cosine just past +-1.
         return np.clip(out, -1.0, 1.0).astype(np.float32)
 
+    @property
+    def decision_threshold(self) -> float:
+        """The threshold the duplicate decision uses: the reranker's (on its score) when there is one, else the cosine's."""
+        return self.threshold if self.reranker is None else self.reranker.threshold
+
+    def decide(self, q1s: Sequence[str], q2s: Sequence[str], batch_size: int = 1024) -> dict[str, np.ndarray | None]:
+        """similarity (encoder cosine), reranker_score (None without a reranker) and duplicate for each pair."""
+        sim = self.similarity(q1s, q2s, batch_size)
+        if self.reranker is None:
+            return {"similarity": sim, "reranker_score": None, "duplicate": sim >= self.threshold}
+        score = self.reranker.score(list(q1s), list(q2s), sim)
+        return {"similarity": sim, "reranker_score": score, "duplicate": self.reranker.decide(score)}
+
     def predict(self, q1s: Sequence[str], q2s: Sequence[str], batch_size: int = 1024) -> np.ndarray:
-        """True where a pair is predicted to be a duplicate (similarity >= threshold)."""
-        return self.similarity(q1s, q2s, batch_size) >= self.threshold
+        """True where a pair is predicted to be a duplicate (the reranker's decision when there is one, else similarity >= threshold)."""
+        return self.decide(q1s, q2s, batch_size)["duplicate"]
 
 
 def load_inference(path: Path) -> Predictor:
@@ -116,7 +135,11 @@ def load_inference(path: Path) -> Predictor:
         if key not in meta:
             raise QdupError(f"{meta_path} has no {key!r}")
     model = load_saved_model(model_path)
-    return Predictor(model=model, threshold=float(meta["threshold"]), max_length=int(meta["max_length"]), meta=meta)
+    reranker = load_reranker(path) if has_reranker(path) else None
+    if reranker is None and meta.get("reranker"):
+        raise QdupError(f"{meta_path} names a reranker but {path} holds none")
+    return Predictor(model=model, threshold=float(meta["threshold"]), max_length=int(meta["max_length"]), meta=meta,
+                     reranker=reranker)
 
 
 def score_file(
@@ -128,8 +151,8 @@ def score_file(
 ) -> dict[str, Any]:
     """Score a TSV of pairs (columns question1, question2, optional id) into Parquet, atomically.
 
-    Output columns: id (when the input has one), similarity (float32), duplicate (bool,
-    similarity >= predictor.threshold). Every row is validated before anything is scored.
+    Output columns: id (when the input has one), similarity (float32), reranker_score (float64, with a
+    reranker), duplicate (bool: the predictor's decision, `Predictor.decide`). Every row is validated before anything is scored.
     Pairs are scored in chunks of `chunk_size` (large, so that `Predictor.similarity` can sort
     and deduplicate the questions of many pairs); `progress(done, total)` is called after each.
     """
@@ -156,20 +179,26 @@ def score_file(
 
     total = len(df)
     sim = np.zeros(total, dtype=np.float32)
+    score = np.zeros(total, dtype=np.float64)
+    duplicate = np.zeros(total, dtype=bool)
     q1, q2 = df["question1"].tolist(), df["question2"].tolist()
     if chunk_size < 1:
         raise QdupError(f"chunk_size must be >= 1, got {chunk_size}")
     for start in range(0, total, chunk_size):
         end = min(start + chunk_size, total)
-        sim[start:end] = predictor.similarity(q1[start:end], q2[start:end])
+        got = predictor.decide(q1[start:end], q2[start:end])
+        sim[start:end], duplicate[start:end] = got["similarity"], got["duplicate"]
+        if got["reranker_score"] is not None:
+            score[start:end] = got["reranker_score"]
         if progress is not None:
             progress(end, total)
 
-    duplicate = sim >= predictor.threshold
     columns: dict[str, pa.Array] = {}
     if "id" in df.columns:
         columns["id"] = pa.array(df["id"].to_numpy())
     columns["similarity"] = pa.array(sim, type=pa.float32())
+    if predictor.reranker is not None:
+        columns["reranker_score"] = pa.array(score, type=pa.float64())
     columns["duplicate"] = pa.array(duplicate, type=pa.bool_())
     sink = pa.BufferOutputStream()
     pq.write_table(pa.table(columns), sink, compression="zstd")

@@ -19,9 +19,16 @@ class Searcher(Protocol):
 
     def search(self, queries: list[str], k: int) -> list[list[Hit]]: ...
 
+    def warm(self) -> None:
+        """Answer a probe with every method offered, so the first request is served at full speed."""
+
 
 def load_searcher(version_dir: Path) -> Searcher | None:
-    """The question index of the version in `version_dir` (ranked by its best method), or None when it has none."""
+    """The question index of the version in `version_dir` (ranked by its best method), warmed, or None when it has none."""
     from qdup.search.service import load_version_searcher
 
-    return load_version_searcher(version_dir)
+    searcher = load_version_searcher(version_dir)
+    if searcher is not None:
+        # Before the version is served (and /readyz answers 200): the first search must not pay for fitting.
+        searcher.warm()
+    return searcher

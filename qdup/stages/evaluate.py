@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from qdup.config import EvalConfig, ModelConfig
+from qdup.config import SELECTION_SPLIT, EvalConfig, ModelConfig
 from qdup.data.splits import read_split
 from qdup.evaluation.metrics import sweep_markdown
 from qdup.evaluation.pairs import evaluate_model
@@ -35,7 +35,15 @@ def build_evaluate(
         read_split(splits_dir / "train.parquet"), calibration, test, read_test_scores(out_dir / TEST_SCORES_FILE),
         metrics["threshold"]["value"], eval_cfg, seed, gate_metric,
     )
-    metrics = {**metrics, **trust}
+    # Which split decides what: nothing is chosen on test.
+    gate = {
+        "split": SELECTION_SPLIT,
+        "pair_metric": gate_metric,
+        "decides": ["threshold", "promotion gate (challenger vs production)", "baseline-lift check"],
+        "retrieval_gate_metrics": "the retrieval stage's validation part",
+        "test": "reported only",
+    }
+    metrics = {**metrics, **trust, "gate": gate}
     atomic_write_json(out_dir / "metrics.json", metrics)
     sweep = read_json(out_dir / "threshold_sweep.json")["rows"]
     atomic_write_text(out_dir / "threshold_sweep.md", sweep_markdown(sweep))

@@ -1,4 +1,4 @@
-"""Stage `splits`: positional train/val/test/calibration splits as Parquet, each gated by its data contract."""
+"""Stage `splits`: train/negatives/val/test/calibration splits as Parquet, each gated by its data contract."""
 
 from __future__ import annotations
 
@@ -11,13 +11,16 @@ from qdup.config import SplitConfig, ValidateConfig
 from qdup.data import contracts, splits
 
 
-def build_splits(validated_parquet: Path, split_cfg: SplitConfig, validate_cfg: ValidateConfig, out_dir: Path) -> dict[str, Any]:
-    """Cut the validated data set into the four splits under `out_dir`, validating each with its suite.
+def build_splits(
+    validated_parquet: Path, split_cfg: SplitConfig, validate_cfg: ValidateConfig, out_dir: Path, *, seed: int | None = None
+) -> dict[str, Any]:
+    """Cut the validated data set into the splits of `splits.SPLITS` under `out_dir`, validating each with its suite.
 
-    Raises `contracts.ContractViolation` for the first split that fails its contract.
+    `seed` draws the components of split.mode="question_disjoint". Raises `contracts.ContractViolation`
+    for the first split that fails its contract.
     """
     frame = pq.read_table(validated_parquet).to_pandas()
-    parts, facts = splits.make_splits(frame, split_cfg)
+    parts, facts = splits.make_splits(frame, split_cfg, seed=seed)
     entries: dict[str, Any] = {}
     for name, part in parts.items():
         suite = validate_cfg.split_suites[name]

@@ -9,11 +9,13 @@ from typing import Any
 
 from qdup.config import ModelConfig, TrainConfig
 from qdup.data.splits import read_split
+from qdup.errors import QdupError
 from qdup.fileio import sha256_file
 from qdup.log import LogFn, stderr_log
 from qdup.model import train, vocab
 
 ENCODER_FILE = "encoder.keras"
+NEGATIVES_FILE = "negatives.parquet"
 
 
 def build_train(
@@ -26,12 +28,21 @@ def build_train(
     out_dir: Path,
     on_epoch_end: Callable[[int, int, dict[str, float]], None] | None = None,
     log: LogFn = stderr_log,
+    init_encoder: Path | None = None,
 ) -> dict[str, Any]:
-    """Train on `splits_dir`'s train/val splits; checkpoints go to `work_dir` (kept on a crash, removed after)."""
+    """Train on `splits_dir`'s train/val splits (from `init_encoder`'s weights when given, the pretrain stage's);
+    checkpoints go to `work_dir` (kept on a crash, removed after)."""
     vectorizer = vocab.load_vectorizer(vocab_file)
+    negatives = None
+    if train_cfg.hard_negatives > 0:
+        path = splits_dir / NEGATIVES_FILE
+        if not path.is_file():
+            raise QdupError(f"train.hard_negatives={train_cfg.hard_negatives} needs the negatives split, but {path} is missing")
+        negatives = read_split(path)
     result = train.train_model(
         read_split(splits_dir / "train.parquet"), read_split(splits_dir / "val.parquet"), vectorizer,
-        model_cfg, train_cfg, seed, work_dir, on_epoch_end=on_epoch_end, log=log,
+        model_cfg, train_cfg, seed, work_dir, on_epoch_end=on_epoch_end, log=log, negatives_df=negatives,
+        init_encoder=init_encoder,
     )
     shutil.copyfile(result.encoder_path, out_dir / ENCODER_FILE)
     shutil.copytree(result.tensorboard_dir, out_dir / "tensorboard")
@@ -45,6 +56,7 @@ def build_train(
         "resumed_from_epoch": result.resumed_from_epoch,
         "stopped_early": result.stopped_early,
         "steps_per_epoch": result.steps_per_epoch,
+        "facts": result.facts,
     }
     shutil.rmtree(work_dir, ignore_errors=True)
     return manifest

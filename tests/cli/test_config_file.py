@@ -32,10 +32,17 @@ def _qdup(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
         ('{"trian": {"epochs": 1}}', "unknown field 'trian'"),
         ('{"train": {"epoch": 1}}', "unknown field 'train.epoch'"),
         ('{"split": {"n_train": -5}}', "split.n_train: Input should be greater than 0"),
+        ('{"split": {"calibration_fraction": 0.6}}', "split.calibration_fraction: Input should be less than or equal to 0.5"),
+        ('{"split": {"calibration_fraction": 0}}', "split.calibration_fraction: Input should be greater than 0"),
+        ('{"split": {"n_train": 5, "calibration_fraction": 0.05}}', "calibration_fraction=0.05 of n_train=5 rows leaves an empty"),
+        ('{"split": {"n_train": 3, "calibration_fraction": 0.5}}', "calibration_fraction=0.5 of n_train=3 rows leaves fewer than 2"),
+        ('{"split": {"n_train": 0.7, "n_test": 0.4}}', "split: Value error, n_train + n_test = 0.7 + 0.4 is more than all"),
+        ('{"validate": {"split_suites": {"train": "qqp_split_duplicates.v1"}}}', "validate.split_suites: Value error, needs"),
         ('[{"seed": 1}]', "expected a JSON object of RetrainConfig fields, got list"),
         (b"\xff\xfe{", "cannot read it"),
     ],
-    ids=["syntax", "unknown-section", "unknown-field", "bad-value", "not-an-object", "not-utf8"],
+    ids=["syntax", "unknown-section", "unknown-field", "bad-value", "calibration-above-half", "calibration-zero",
+         "empty-calibration", "no-train-rows", "fractions-over-one", "suite-missing", "not-an-object", "not-utf8"],
 )
 def test_a_bad_config_file_is_one_message_naming_file_and_problem(tmp_path: Path, text: str | bytes, problem: str) -> None:
     path = tmp_path / "bad.json"
@@ -73,4 +80,14 @@ def test_cli_reports_a_bad_config_file_in_one_line_with_exit_2(tmp_path: Path, c
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"qdup: error: {path}: ") and problem in lines[0]
+    assert "Traceback" not in done.stderr and not (tmp_path / "home").exists()
+
+
+def test_an_impossible_split_fails_before_any_stage_runs(tmp_path: Path) -> None:
+    path = tmp_path / "split.json"
+    path.write_text('{"split": {"n_train": 4, "calibration_fraction": 0.1}}')
+    done = _qdup(tmp_path, "run", "--config", str(path), "--source", str(tmp_path / "absent.tsv"))
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "calibration_fraction=0.1 of n_train=4 rows leaves an empty calibration split" in lines[0]
     assert "Traceback" not in done.stderr and not (tmp_path / "home").exists()

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from qdup.config import SplitConfig
+from qdup.config import SplitConfig, ValidateConfig
 from qdup.data import contracts, splits
 from qdup.errors import ConfigError
 
@@ -26,24 +27,92 @@ def _frame(labels: list[int]) -> pd.DataFrame:
 
 
 def test_positional_split_matches_hand_computed_rows():
-    # rows 0..11 training range, 12..15 test; duplicates at 1,2,4,6,7,9,10,11 (8 of them)
-    labels = [0, 1, 1, 0, 1, 0, 1, 1, 0, 1, 1, 1, 0, 1, 0, 1, 0, 1]
-    parts, facts = splits.make_splits(_frame(labels), SplitConfig(n_train=12, n_test=4))
-    assert parts["train"]["id"].tolist() == [1, 2, 4, 6, 7, 9]  # int(8 * 0.8) = 6, file order
-    assert parts["val"]["id"].tolist() == [10, 11]
-    assert parts["test"]["id"].tolist() == [12, 13, 14, 15]
-    assert parts["calibration"]["id"].tolist() == [10, 11]  # from the first val duplicate to row 11
-    assert facts["val_start_row"] == 10
-    assert facts["n_rows"] == 18
+    # rows 0..19 training range, 20..23 test; calibration region = last round(20 * 0.25) = 5 rows (15..19);
+    # duplicates before it at 1,2,4,6,7,9,10,11,13 (9): int(9 * 0.8) = 7 go to train, val starts at row 11
+    labels = [0, 1, 1, 0, 1, 0, 1, 1, 0, 1, 1, 1, 0, 1, 0, 1, 0, 0, 1, 1, 0, 1, 0, 1]
+    cfg = SplitConfig(n_train=20, n_test=4, val_fraction=0.2, calibration_fraction=0.25)
+    parts, facts = splits.make_splits(_frame(labels), cfg)
+    assert parts["train"]["id"].tolist() == [1, 2, 4, 6, 7, 9, 10]
+    assert parts["negatives"]["id"].tolist() == [0, 3, 5, 8]  # the train region's non-duplicates
+    assert parts["val"]["id"].tolist() == [11, 13]  # row 12 (a non-duplicate of the val region) is not used
+    assert parts["calibration"]["id"].tolist() == [15, 16, 17, 18, 19]
+    assert parts["test"]["id"].tolist() == [20, 21, 22, 23]
+    assert facts["val_start_row"] == 11 and facts["calibration_start_row"] == 15
+    assert facts["regions"] == {
+        "train": {"start": 0, "end": 11, "duplicates": 7, "non_duplicates": 4},
+        "val": {"start": 11, "end": 15, "duplicates": 2, "non_duplicates": 2},
+        "calibration": {"start": 15, "end": 20, "duplicates": 3, "non_duplicates": 2},
+    }
+    assert facts["n_rows"] == 24 and facts["mode"] == "positional"
 
 
-def test_calibration_holds_both_labels_and_no_training_row():
+def test_calibration_holds_both_labels_and_nothing_trained_or_early_stopped_on():
     labels = [1, 0] * 50
-    parts, _ = splits.make_splits(_frame(labels), SplitConfig(n_train=80, n_test=20))
-    assert set(parts["calibration"]["is_duplicate"]) == {0, 1}
-    assert set(parts["calibration"]["id"]).isdisjoint(parts["train"]["id"])
-    assert set(parts["val"]["id"]) <= set(parts["calibration"]["id"])
-    assert set(parts["test"]["id"]).isdisjoint(set(range(80)))
+    parts, facts = splits.make_splits(_frame(labels), SplitConfig(n_train=80, n_test=20))
+    assert set(parts["calibration"]["is_duplicate"]) == {0, 1} and len(parts["calibration"]) == 12  # round(80 * 0.15)
+    used = [set(parts[name]["id"]) for name in ("train", "negatives", "val", "calibration", "test")]
+    assert sum(len(u) for u in used) == len(set().union(*used))  # no pair in two splits
+    assert set(parts["calibration"]["id"]).isdisjoint(parts["val"]["id"])
+    assert set(parts["negatives"]["is_duplicate"]) == {0} and set(parts["train"]["is_duplicate"]) == {1}
+    assert max(parts["negatives"]["id"]) < min(parts["val"]["id"]) <= max(parts["val"]["id"]) < min(parts["calibration"]["id"])
+    assert set(parts["test"]["id"]) == set(range(80, 100))
+    # 34 duplicates before row 68: int(34 * 0.9) = 30 train, 4 val
+    assert (len(parts["train"]), len(parts["val"])) == (30, 4)
+    assert set(facts["shared_questions"].values()) == {0} and facts["test_questions_seen"] == 0
+
+
+def _graph_frame() -> pd.DataFrame:
+    """Pairs whose questions chain into components of 1 to 4 pairs, both labels, in a shuffled order."""
+    rows, qid = [], 1
+    for c in range(60):
+        size = 1 + c % 4
+        for k in range(size):
+            rows.append((qid + k, qid + k + 1, int((c + k) % 3 != 0)))
+        qid += size + 1
+    order = np.random.default_rng(0).permutation(len(rows))
+    q1, q2, y = (np.array(col)[order] for col in zip(*rows, strict=True))
+    n = len(rows)
+    return pd.DataFrame(
+        {"id": range(n), "qid1": q1, "qid2": q2, "question1": [f"q{a}" for a in q1], "question2": [f"q{b}" for b in q2],
+         "is_duplicate": pd.array(y, dtype="int8")}
+    )
+
+
+def test_question_components_group_pairs_that_share_a_question():
+    comp = splits.question_components(np.array([1, 3, 2, 7, 9]), np.array([2, 4, 5, 8, 7]))
+    assert comp.tolist() == [0, 1, 0, 2, 2]  # 1-2-5 chained; 3-4 alone; 7-8-9 chained
+
+
+def test_question_disjoint_mode_shares_no_question_across_splits():
+    frame = _graph_frame()  # 150 pairs in 60 components
+    cfg = SplitConfig(mode="question_disjoint", n_train=110, n_test=40, calibration_fraction=0.2)
+    parts, facts = splits.make_splits(frame, cfg, seed=3)
+    assert facts["test_questions_seen"] == 0
+    assert set(facts["shared_questions"].values()) <= {0} | {facts["shared_questions"]["train&negatives"]}
+    assert {k: v for k, v in facts["shared_questions"].items() if k != "train&negatives"} == dict.fromkeys(
+        [k for k in facts["shared_questions"] if k != "train&negatives"], 0
+    )
+    assert facts["cuts_on_component_boundaries"] == {"val": True, "calibration": True}
+    assert len(parts["test"]) == 40 and facts["n_train"] == 110 and facts["components"] == 60
+    assert facts["regions"]["calibration"]["end"] - facts["regions"]["calibration"]["start"] in range(20, 26)
+    every = pd.concat([parts[n] for n in splits.SPLITS])
+    assert every["id"].is_unique
+    # The same seed draws the same splits; another seed others.
+    again, _ = splits.make_splits(frame, cfg, seed=3)
+    assert all(again[n].equals(parts[n]) for n in splits.SPLITS)
+    other, _ = splits.make_splits(frame, cfg, seed=4)
+    assert set(other["test"]["id"]) != set(parts["test"]["id"])
+
+
+def test_positional_mode_on_the_same_frame_does_share_questions():
+    # The check above can fail: the positional split of the same pairs puts one component on both sides.
+    _, facts = splits.make_splits(_graph_frame(), SplitConfig(n_train=110, n_test=40, calibration_fraction=0.2))
+    assert facts["test_questions_seen"] > 0
+
+
+def test_question_disjoint_mode_needs_a_seed():
+    with pytest.raises(ConfigError, match="seed"):
+        splits.make_splits(_graph_frame(), SplitConfig(mode="question_disjoint", n_train=110, n_test=40))
 
 
 @pytest.mark.parametrize(
@@ -60,22 +129,24 @@ def test_too_small_data_is_a_clear_error_suggesting_fractions():
 
 
 def test_rows_with_a_missing_question_are_dropped_and_counted():
-    frame = _frame([1] * 10 + [0] * 5)
+    frame = _frame([1] * 8 + [0, 1] + [0] * 5)
     frame.loc[3, "question2"] = None
     frame.loc[12, "question1"] = None
     parts, facts = splits.make_splits(frame, SplitConfig(n_train=10, n_test=5))
-    assert facts["dropped_missing_question"] == {"train": 1, "val": 0, "test": 1, "calibration": 0}
+    assert facts["calibration_start_row"] == 8 and facts["val_start_row"] == 7
+    assert facts["dropped_missing_question"] == {"train": 1, "negatives": 0, "val": 0, "test": 1, "calibration": 0}
     assert 3 not in parts["train"]["id"].tolist() and len(parts["test"]) == 4
 
 
 def test_written_parquet_has_the_explicit_schema_and_a_stable_content_hash(tmp_path):
-    parts, _ = splits.make_splits(_frame([1, 0, 1, 1, 0, 1, 1, 0, 1, 0]), SplitConfig(n_train=8, n_test=2))
+    cfg = SplitConfig(n_train=8, n_test=2, calibration_fraction=0.25)
+    parts, _ = splits.make_splits(_frame([1, 0, 1, 1, 0, 1, 1, 0, 1, 0]), cfg)
     entry = splits.write_split(parts["train"], tmp_path / "train.parquet")
     schema = pq.read_schema(tmp_path / "train.parquet")
     assert schema.field("is_duplicate").type == "int8" and schema.field("id").type == "int64"
     assert pq.read_metadata(tmp_path / "train.parquet").row_group(0).column(0).compression == "ZSTD"
     back = splits.read_split(tmp_path / "train.parquet")
-    assert entry["rows"] == len(back) == 4 and entry["duplicates"] == 4
+    assert entry["rows"] == len(back) == 3 and entry["duplicates"] == 3
     assert splits.content_sha256(back) == entry["content_sha256"]
     changed = back.copy()
     changed.loc[0, "question1"] = "changed"
@@ -86,22 +157,37 @@ def test_generated_data_splits_in_the_expected_proportions(demo_tsv):
     _, typed = contracts.read_tsv(demo_tsv)
     frame = contracts.to_int_frame(typed)
     parts, facts = splits.make_splits(frame, SplitConfig(n_train=0.8, n_test=0.2))
-    dups = int(frame["is_duplicate"].iloc[:480].sum())
-    assert len(parts["train"]) == int(dups * 0.8) and len(parts["val"]) == dups - int(dups * 0.8)
-    assert len(parts["test"]) == 120
+    assert facts["calibration_start_row"] == 480 - 72  # round(480 * 0.15)
+    dups = int(frame["is_duplicate"].iloc[:408].sum())
+    assert len(parts["train"]) == int(dups * 0.9) and len(parts["val"]) == dups - int(dups * 0.9)
+    assert len(parts["calibration"]) == 72 and len(parts["test"]) == 120
+    assert len(parts["negatives"]) == (frame["is_duplicate"].iloc[: facts["val_start_row"]] == 0).sum()
     assert 0.25 < parts["test"]["is_duplicate"].mean() < 0.5
+
+
+def test_every_split_passes_its_own_contract(demo_tsv):
+    _, typed = contracts.read_tsv(demo_tsv)
+    parts, _ = splits.make_splits(contracts.to_int_frame(typed), SplitConfig(n_train=0.8, n_test=0.2))
+    suites = ValidateConfig().split_suites
+    assert suites["negatives"] == "qqp_split_negatives.v1"
+    for name in splits.SPLITS:
+        assert contracts.validate_frame(parts[name], suites[name], name).success, name
+    # A duplicate among the negatives breaks their contract.
+    report = contracts.validate_frame(parts["train"].head(3), suites["negatives"], "negatives")
+    assert [f.expectation for f in report.failures] == ["expect_column_values_to_be_in_set"]
 
 
 def test_real_sample_splits(shared_sample):
     _, typed = contracts.read_tsv(shared_sample)
     frame = contracts.to_int_frame(typed)
     parts, facts = splits.make_splits(frame, SplitConfig(n_train=8000, n_test=2000))
-    dups = int(frame["is_duplicate"].iloc[:8000].sum())
-    assert {k: len(v) for k, v in parts.items()} == {
-        "train": int(dups * 0.8),
-        "val": dups - int(dups * 0.8),
-        "test": 2000,
-        "calibration": 8000 - facts["val_start_row"],
+    assert {k: (len(v), int(v["is_duplicate"].sum())) for k, v in parts.items()} == {
+        "train": (2311, 2311),
+        "negatives": (3745, 0),
+        "val": (257, 257),
+        "test": (2000, 732),
+        "calibration": (1200, 411),
     }
-    assert (len(parts["train"]), len(parts["val"])) == (2383, 596)
-    assert int(parts["test"]["is_duplicate"].sum()) == 732
+    assert (facts["val_start_row"], facts["calibration_start_row"]) == (6056, 6800)
+    disjoint, facts = splits.make_splits(frame, SplitConfig(n_train=8000, n_test=2000, mode="question_disjoint"), seed=42)
+    assert facts["test_questions_seen"] == 0 and len(disjoint["test"]) == 2000 and facts["n_train"] == 8000

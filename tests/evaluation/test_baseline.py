@@ -22,8 +22,11 @@ from qdup.evaluation.metrics import binary_metrics, choose_threshold, ranking_me
 
 
 def frame(pairs: list[tuple[str, str, int]]) -> pd.DataFrame:
+    # Question ids as the release gives them: one per distinct question text.
+    qid, _ = pd.factorize(pd.Series([p[0] for p in pairs] + [p[1] for p in pairs]))
     return pd.DataFrame(
-        {"id": range(len(pairs)), "question1": [p[0] for p in pairs], "question2": [p[1] for p in pairs],
+        {"id": range(len(pairs)), "qid1": qid[: len(pairs)] + 1, "qid2": qid[len(pairs) :] + 1,
+         "question1": [p[0] for p in pairs], "question2": [p[1] for p in pairs],
          "is_duplicate": np.array([p[2] for p in pairs], dtype=np.int8)}
     )
 

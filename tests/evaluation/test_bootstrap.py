@@ -126,3 +126,46 @@ def test_bad_inputs_are_refused():
         paired_difference([0, 1], [0.1, 0.2], 0.5, [0.1], 0.5, "f1", resamples=10)
     with pytest.raises(QdupError, match="unknown metric"):
         paired_difference([0, 1], [0.1, 0.2], 0.5, [0.1, 0.2], 0.5, "recall", resamples=10)
+
+
+def test_cluster_resamples_move_whole_groups():
+    groups = np.array([5, 5, 9, 2, 9, 9, 7])  # 4 groups: {0, 1}, {2, 4, 5}, {3}, {6}
+    counts = next(resample_counts(7, 50, seed=4, groups=groups))
+    assert counts.shape == (50, 7)
+    assert (counts[:, 0] == counts[:, 1]).all() and (counts[:, 2] == counts[:, 4]).all() and (counts[:, 4] == counts[:, 5]).all()
+    # Each resample draws 4 groups: the counts of one member of each group add up to 4.
+    assert (counts[:, [0, 2, 3, 6]].sum(axis=1) == 4).all()
+    assert not (counts[:, 0] == counts[:, 3]).all()
+
+
+def test_singleton_groups_give_exactly_the_pair_bootstrap():
+    y, s = scored(300, 12)
+    pairs = bootstrap_intervals(y, s, 0.3, resamples=200, seed=5)
+    singletons = bootstrap_intervals(y, s, 0.3, resamples=200, seed=5, groups=np.arange(300) * 3 + 1)
+    assert singletons["metrics"] == pairs["metrics"]
+    assert (pairs["method"], pairs["groups"]) == (bootstrap.METHOD, None)
+    assert (singletons["method"], singletons["groups"]) == (bootstrap.CLUSTER_METHOD, 300)
+    d_pairs = paired_difference(y, s, 0.3, s[::-1].copy(), 0.3, "f1", resamples=200, seed=5)
+    d_single = paired_difference(y, s, 0.3, s[::-1].copy(), 0.3, "f1", resamples=200, seed=5, groups=np.arange(300))
+    assert (d_single["low"], d_single["high"]) == (d_pairs["low"], d_pairs["high"])
+
+
+def test_pairs_that_share_a_question_widen_the_interval():
+    # 40 clusters of 10 pairs each; the pairs of a cluster share a question, so they share the label and
+    # almost the same score: 400 pairs carry the information of about 40.
+    rng = np.random.default_rng(3)
+    y_c = rng.integers(0, 2, 40)
+    s_c = rng.normal(y_c, 1.0)
+    y = np.repeat(y_c, 10)
+    s = np.repeat(s_c, 10) + rng.normal(0, 0.01, 400)
+    groups = np.repeat(np.arange(40), 10)
+    pairs = bootstrap_intervals(y, s, 0.5, resamples=500, seed=2)["metrics"]["roc_auc"]
+    clusters = bootstrap_intervals(y, s, 0.5, resamples=500, seed=2, groups=groups)
+    auc = clusters["metrics"]["roc_auc"]
+    assert auc["estimate"] == pairs["estimate"] and clusters["groups"] == 40
+    # About sqrt(10) wider: the pair bootstrap pretends to know the AUC ~3x better than it does.
+    assert 2.3 < (auc["high"] - auc["low"]) / (pairs["high"] - pairs["low"]) < 4.5
+    text = bootstrap.format_paired_difference(
+        paired_difference(y, s, 0.5, s + rng.normal(0, 1, 400), 0.5, "roc_auc", resamples=100, seed=1, groups=groups)
+    )
+    assert "of 400 pairs in 40 question clusters" in text

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from qdup.config import EvalConfig
-from qdup.evaluation.bootstrap import point_metrics
-from qdup.evaluation.trust import trust_blocks
+from qdup.errors import QdupError
+from qdup.evaluation.bootstrap import CLUSTER_METHOD, point_metrics
+from qdup.evaluation.trust import pair_groups, trust_blocks
 from tests.evaluation.test_baseline import CAL, TEST, TRAIN
 
 
@@ -18,6 +19,9 @@ def test_blocks_for_metrics_json():
     out = trust_blocks(TRAIN, CAL, TEST, sim, 0.45, EvalConfig(bootstrap_resamples=300), seed=7, gate_metric="roc_auc")
     assert set(out) == {"intervals", "baseline", "lift_over_baseline"}
     assert out["intervals"]["seed"] == out["baseline"]["intervals"]["seed"] == 7
+    # Rows 0 and 4 share "How do I cook rice?": 4 question clusters, resampled whole everywhere.
+    for block in (out["intervals"], out["baseline"]["intervals"], out["lift_over_baseline"]):
+        assert block["method"] == CLUSTER_METHOD and block["groups"] == 4 and block["n"] == 5
     assert out["intervals"]["metrics"]["roc_auc"]["estimate"] == pytest.approx(5 / 6)
     base_auc = out["baseline"]["test"]["ranking"]["roc_auc"]
     assert out["baseline"]["intervals"]["metrics"]["roc_auc"]["estimate"] == base_auc == 1.0
@@ -30,3 +34,9 @@ def test_blocks_for_metrics_json():
 def test_no_resamples_no_intervals():
     out = trust_blocks(TRAIN, CAL, TEST, np.zeros(5), 0.0, EvalConfig(bootstrap_resamples=0, baseline_ngram_range=(3, 3)), seed=0)
     assert set(out) == {"baseline"} and out["baseline"]["params"]["ngram_range"] == [3, 3]
+
+
+def test_groups_are_the_question_clusters_and_need_question_ids():
+    assert pair_groups(TEST).tolist() == [0, 1, 2, 3, 0]
+    with pytest.raises(QdupError, match="qid1"):
+        trust_blocks(TRAIN, CAL, TEST.drop(columns=["qid1"]), np.zeros(5), 0.0, EvalConfig(bootstrap_resamples=10), seed=0)

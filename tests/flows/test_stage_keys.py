@@ -52,12 +52,14 @@ def edited(root: Path, module: str, old: str, new: str, count: int = -1):
     [
         # The example: which texts the vocabulary is fitted on.
         ("qdup/stages/vocab.py", "return list(part[\"question1\"]) + list(part[\"question2\"])",
-         "return list(part[\"question1\"])", {"vocab", "train", "evaluate", "retrieval", "export", "index"}),
+         "return list(part[\"question1\"])", {"vocab", "train", "evaluate", "rerank", "retrieval", "export", "index"}),
         # The Prefect task module of a stage counts too.
         ("tasks/splits.py", "log(f\"[splits] {r['split']}", "log(f\"[splits]  {r['split']}",
-         {"splits", "vocab", "train", "evaluate", "retrieval", "export", "index"}),
+         {"splits", "vocab", "train", "evaluate", "rerank", "retrieval", "export", "index"}),
         # A helper the stage body calls, found through its imports.
-        ("qdup/model/train.py", "def epoch_seed(", "def epoch_seed(  ", {"train", "evaluate", "retrieval", "export", "index"}),
+        ("qdup/model/train.py", "def epoch_seed(", "def epoch_seed(  ", {"train", "evaluate", "rerank", "retrieval", "export", "index"}),
+        # The reranker's features: the rerank stage, and what takes the reranker (retrieval, export, index).
+        ("qdup/evaluation/reranker.py", "def pair_groups(", "def pair_groups(  ", {"rerank", "retrieval", "export", "index"}),
         # The drift check hangs off validate: nothing downstream depends on it.
         ("qdup/stages/drift.py", "def build_profile(", "def build_profile(  ", {"drift"}),
     ],

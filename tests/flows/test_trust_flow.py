@@ -84,8 +84,14 @@ def test_metrics_hold_the_baseline_and_intervals_and_test_scores(runs):
     roc = metrics["intervals"]["metrics"]["roc_auc"]
     assert roc["low"] <= metrics["test"]["ranking"]["roc_auc"] <= roc["high"]
     assert metrics["lift_over_baseline"]["metric"] == "roc_auc"
+    assert metrics["gate"]["split"] == "calibration" and metrics["gate"]["test"] == "reported only"
+    for block in (metrics["intervals"], base["intervals"], metrics["lift_over_baseline"]):
+        assert block["method"].startswith("cluster bootstrap") and 0 < block["groups"] <= metrics["test"]["rows"]
     scores = pd.read_parquet(evaluate / "test_scores.parquet")
     assert len(scores) == metrics["test"]["rows"] and scores["is_duplicate"].sum() == metrics["test"]["duplicates"]
+    assert {"qid1", "qid2"} <= set(scores.columns)
+    cal = pd.read_parquet(evaluate / "calibration_scores.parquet")
+    assert len(cal) == metrics["calibration"]["rows"]
 
 
 @pytest.mark.slow
@@ -95,7 +101,7 @@ def test_first_run_records_the_profile_and_the_version_keeps_it_and_its_card(run
     m = store.manifest(version)
     assert m["drift"]["status"] == "no production" and "profile recorded" in m["drift"]["message"]
     assert {"profile/profile.json", "profile/question_hashes.npy", "profile/pair_labels.npy", "card.md",
-            "evaluation/test_scores.parquet", "drift/drift.md"} <= set(m["files"])
+            "evaluation/test_scores.parquet", "evaluation/calibration_scores.parquet", "drift/drift.md"} <= set(m["files"])
     assert m["metrics"]["baseline"]["test"]["ranking"]["roc_auc"] == pytest.approx(
         json.loads((Path(runs["first"]["evaluate"]) / "metrics.json").read_text())["baseline"]["test"]["ranking"]["roc_auc"]
     )
@@ -125,10 +131,14 @@ def test_warned_drift_is_named_and_the_baseline_gate_refuses(runs):
     gate = m["compared_against"]
     assert gate["promote"] is False and "lexical baseline" in gate["reason"] and "min_lift_over_baseline" in gate["reason"]
     assert gate["baseline"]["ok"] is False and gate["baseline"]["min_lift"] == 0.5
-    # Production was re-scored on the challenger's test rows, and paired with it on the same resamples.
+    # Production was re-scored on the challenger's calibration rows (the selection split; test is reported
+    # only), and paired with it on the same cluster-bootstrap resamples.
     paired = gate["paired_difference"]
-    assert gate["production_measured_on"].startswith("re-scored") and paired["resamples"] == 200
-    assert paired["n"] == m["splits"]["test"]["rows"] and "challenger - production roc_auc" in paired["text"]
+    assert gate["production_measured_on"] == "re-scored on the challenger's calibration split" and paired["resamples"] == 200
+    assert paired["n"] == m["splits"]["calibration"]["rows"] and "challenger - production roc_auc" in paired["text"]
+    assert paired["split"] == "calibration" and paired["method"].startswith("cluster bootstrap") and paired["groups"] > 0
+    assert gate["split"] == "the calibration split" and gate["baseline"]["split"] == "calibration"
+    assert "question clusters" in paired["text"]
 
 
 @pytest.mark.slow

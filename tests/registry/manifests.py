@@ -15,6 +15,8 @@ from qdup.stagecache import StageResult
 Y_TEST = np.array([1, 0, 1, 0, 1, 0, 0, 1, 0, 0] * 20)
 MODEL_TEST = np.where(Y_TEST == 1, 0.8, 0.3) + np.tile(np.linspace(-0.45, 0.45, 10), 20)
 BASELINE_TEST = np.where(Y_TEST == 1, 0.6, 0.4) + np.tile(np.linspace(-0.3, 0.3, 10)[::-1], 20)
+# Question clusters of the test pairs: pairs 2k and 2k + 1 share a question.
+GROUPS = np.arange(200) // 2
 
 
 def _metrics() -> dict[str, Any]:
@@ -25,7 +27,8 @@ def _metrics() -> dict[str, Any]:
         "label_convention": "is_duplicate 1 = same intent",
         "threshold": {"value": 0.55, "objective": "accuracy", "chosen_on": "calibration", "calibration_accuracy": 0.81,
                       "f1_threshold": 0.5, "calibration_f1": 0.78, "reference": 0.7},
-        "calibration": {"rows": 300, "duplicates": 110, "ranking": {"roc_auc": 0.88, "pr_auc": 0.8, "positives": 110, "negatives": 190}},
+        "calibration": {"rows": 300, "duplicates": 110, "ranking": {"roc_auc": 0.88, "pr_auc": 0.8, "positives": 110, "negatives": 190},
+                        "at_threshold": {"accuracy": 0.81, "precision": 0.75, "recall": 0.74, "f1": 0.78}},
         "test": {"rows": len(Y_TEST), "duplicates": int(Y_TEST.sum()), "ranking": ranking_metrics(Y_TEST, MODEL_TEST),
                  "at_threshold": at, "at_reference_threshold": binary_metrics(Y_TEST, MODEL_TEST, 0.7),
                  "at_f1_threshold": binary_metrics(Y_TEST, MODEL_TEST, 0.5)},
@@ -41,10 +44,16 @@ def stages(tmp: Path) -> dict[str, StageResult]:
         "fetch": stage("fetch", {"source": "http://example.test/qqp.tsv", "sha256": "a" * 64, "md5": "b" * 32, "size": 123456}),
         "validate": stage("validate", {"suite": "qqp_raw.v1", "rows": 2000, "duplicate_share": 0.37, "missing_questions": 0}),
         "splits": stage("splits", {
-            "splits": {"train": {**split, "rows": 1000, "content_sha256": "1" * 64}, "val": {**split, "rows": 250},
+            "splits": {"train": {**split, "rows": 1000, "content_sha256": "1" * 64},
+                       "negatives": {**split, "rows": 600, "duplicates": 0}, "val": {**split, "rows": 250},
                        "test": {**split, "content_sha256": "3" * 64}, "calibration": {**split, "rows": 300}},
-            "n_rows": 2000, "n_train": 1600, "n_test": 200, "val_start_row": 1200,
-            "dropped_missing_question": {"train": 0, "val": 0, "test": 0, "calibration": 0},
+            "mode": "positional", "n_rows": 2000, "n_train": 1600, "n_test": 200, "val_start_row": 1000,
+            "calibration_start_row": 1300,
+            "regions": {"train": {"start": 0, "end": 1000, "duplicates": 400, "non_duplicates": 600},
+                        "val": {"start": 1000, "end": 1300, "duplicates": 100, "non_duplicates": 200},
+                        "calibration": {"start": 1300, "end": 1600, "duplicates": 110, "non_duplicates": 190}},
+            "test_questions_seen": 12,
+            "dropped_missing_question": {"train": 0, "negatives": 0, "val": 0, "test": 0, "calibration": 0},
         }),
         "vocab": stage("vocab", {"sha256": "d" * 64, "size": 5321, "oov_rate": 0.02}),
         "train": stage("train", {"encoder_sha256": "e" * 64, "best_epoch": 3, "best_val_loss": 0.1234, "epochs_run": 5,
@@ -67,20 +76,20 @@ def full_manifest(tmp: Path) -> dict[str, Any]:
     from qdup.evaluation.metrics import binary_metrics, ranking_metrics
 
     m = copy.deepcopy(older_manifest(tmp))
-    m["metrics"]["intervals"] = bootstrap_intervals(Y_TEST, MODEL_TEST, 0.55, resamples=200, seed=42)
+    m["metrics"]["intervals"] = bootstrap_intervals(Y_TEST, MODEL_TEST, 0.55, resamples=200, seed=42, groups=GROUPS)
     m["metrics"]["baseline"] = {
         "name": "char n-gram TF-IDF cosine",
         "params": {"analyzer": "char_wb", "ngram_range": [2, 5], "min_df": 1, "sublinear_tf": True, "features": 4321},
         "threshold": {"value": 0.5, "objective": "accuracy", "chosen_on": "calibration", "calibration_accuracy": 0.7},
         "test": {"ranking": ranking_metrics(Y_TEST, BASELINE_TEST), "at_threshold": binary_metrics(Y_TEST, BASELINE_TEST, 0.5)},
-        "intervals": bootstrap_intervals(Y_TEST, BASELINE_TEST, 0.5, resamples=200, seed=42),
+        "intervals": bootstrap_intervals(Y_TEST, BASELINE_TEST, 0.5, resamples=200, seed=42, groups=GROUPS),
     }
     m["drift"] = {"mode": "warn", "status": "drifted", "blocking": False, "production_version": "20251201T000000000Z-012345",
                   "message": "drift: 1 of 8 drift expectations failed (warning only): expect_column_mean_to_be_between on 'is_duplicate'",
                   "failing": [("expect_column_mean_to_be_between on column 'is_duplicate' (duplicate share within 0.05 of "
                                "production's 0.3700): observed 0.45")]}
     # Stands in for production's scores on the same test pairs.
-    paired = paired_difference(Y_TEST, MODEL_TEST, 0.55, BASELINE_TEST, 0.5, "roc_auc", resamples=200, seed=42)
+    paired = paired_difference(Y_TEST, MODEL_TEST, 0.55, BASELINE_TEST, 0.5, "roc_auc", resamples=200, seed=42, groups=GROUPS)
     m["metrics"]["lift_over_baseline"] = paired
     m["compared_against"] = {
         **m["compared_against"], "version": "20251201T000000000Z-012345", "production": 0.85, "paired_difference": paired,

@@ -33,9 +33,16 @@ def test_full_card_has_every_section_in_order_with_the_recorded_numbers(tmp_path
     assert mi["low"] <= roc <= mi["high"] and bi["low"] <= base <= bi["high"]
     acc = m["metrics"]["baseline"]["test"]["at_threshold"]["accuracy"]
     assert f"| accuracy | {m['metrics']['test']['accuracy']:.4f} |" in card and f"| {acc:.4f} |" in card
-    assert "95% percentile bootstrap intervals over the test pairs (200 resamples, seed 42)" in card
+    assert ("Intervals are 95% intervals by cluster bootstrap over test pairs: whole groups (connected components of the "
+            "question graph, pairs sharing a question) drawn with replacement; percentile intervals, threshold fixed "
+            "(200 resamples, seed 42; 100 question clusters in 200 test pairs).") in card
+    # Which split decided what.
+    assert "Test is reported only: the threshold, the promotion gate (challenger against production)" in card
+    assert "On the calibration split (the selection split): ROC AUC 0.8800, PR AUC 0.8000, accuracy 0.8100, F1 0.7800." in card
+    assert "rows before 1,000: duplicates are `train`, non-duplicates `negatives`" in card
     assert 'ngram_range=[2, 5]' in card and "features=4321" in card
-    assert "Against production 20251201T000000000Z-012345: challenger - production roc_auc:" in card
+    assert ("Against production 20251201T000000000Z-012345 on the calibration split: challenger - production roc_auc:"
+            in card)
     lift = m["metrics"]["lift_over_baseline"]
     assert f"Paired on the same resamples: model - lexical baseline roc_auc: {lift['difference']:+.4f} (95% CI" in card
     # Threshold and how it was chosen.

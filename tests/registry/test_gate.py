@@ -19,10 +19,14 @@ from qdup.registry.publish import decide
 
 
 def metrics(model_auc: float = 0.80, base_auc: float = 0.78, base: bool = True) -> dict:
-    m = {"test": {"ranking": {"roc_auc": model_auc, "pr_auc": 0.7}, "at_threshold": {"accuracy": 0.75, "f1": 0.6}}}
+    # The gate reads calibration; test holds other figures (a lift of -0.2) that must not count.
+    m = {"calibration": {"ranking": {"roc_auc": model_auc, "pr_auc": 0.7}, "at_threshold": {"accuracy": 0.75, "f1": 0.6}},
+         "test": {"ranking": {"roc_auc": 0.6, "pr_auc": 0.5}, "at_threshold": {"accuracy": 0.6, "f1": 0.5}}}
     if base:
         m["baseline"] = {"name": "char n-gram TF-IDF cosine",
-                         "test": {"ranking": {"roc_auc": base_auc, "pr_auc": 0.65}, "at_threshold": {"accuracy": 0.7, "f1": None}}}
+                         "calibration": {"ranking": {"roc_auc": base_auc, "pr_auc": 0.65},
+                                         "at_threshold": {"accuracy": 0.7, "f1": None}},
+                         "test": {"ranking": {"roc_auc": 0.8, "pr_auc": 0.7}, "at_threshold": {"accuracy": 0.8, "f1": 0.7}}}
     return m
 
 
@@ -30,14 +34,16 @@ def test_off_by_default_but_the_lift_is_reported():
     assert RetrainConfig().publish.min_lift_over_baseline is None
     c = check_baseline(metrics(), "roc_auc", None)
     assert c.ok and c.lift == pytest.approx(0.02) and "no minimum lift required" in c.reason
-    assert "lexical baseline (char n-gram TF-IDF cosine) roc_auc=0.7800: lift +0.0200" in c.reason
+    assert "lexical baseline (char n-gram TF-IDF cosine) roc_auc=0.7800 on the calibration split: lift +0.0200" in c.reason
+    assert c.split == "calibration" and lift_over_baseline(metrics(), "roc_auc")["split"] == "calibration"
 
 
 def test_refuses_when_the_lift_is_below_the_margin_and_names_it():
     c = check_baseline(metrics(0.80, 0.79), "roc_auc", 0.02)
     assert not c.ok and c.lift == pytest.approx(0.01) and c.min_lift == 0.02
     assert c.reason == (
-        "challenger roc_auc=0.8000 vs lexical baseline (char n-gram TF-IDF cosine) roc_auc=0.7900: lift +0.0100 "
+        "challenger roc_auc=0.8000 vs lexical baseline (char n-gram TF-IDF cosine) roc_auc=0.7900 on the calibration split: "
+        "lift +0.0100 "
         "is less than publish.min_lift_over_baseline=0.02: the model does not beat the lexical baseline by enough"
     )
     assert check_baseline(metrics(0.80, 0.78), "roc_auc", 0.02).ok  # exactly the margin passes
@@ -79,9 +85,11 @@ def test_paired_difference_text_and_gate_record():
     y = np.array([0, 1] * 50)
     s = np.linspace(0, 1, 100)
     same = paired_difference(y, s, 0.5, s, 0.5, "roc_auc", resamples=50, seed=1)
-    decision = decide("roc_auc", 0.0, 0.8, "v-prod", 0.8, "re-scored on this test split")
+    decision = decide("roc_auc", 0.0, 0.8, "v-prod", 0.8, "re-scored on the challenger's calibration split")
     rec = gate_record(decision, check_baseline(metrics(), "roc_auc", None), same)
     assert rec["promote"] and rec["baseline"]["lift"] == pytest.approx(0.02)
+    assert rec["split"] == "the calibration split" and rec["baseline"]["split"] == "calibration"
+    assert "on the calibration split (test is reported only)" in rec["reason"]
     assert rec["paired_difference"]["text"].startswith("challenger - production roc_auc: +0.0000 (95% CI +0.0000 to +0.0000")
     assert json.loads(json.dumps(rec)) == rec
     assert gate_record(decision) == decision.as_dict()

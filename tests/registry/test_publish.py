@@ -31,11 +31,19 @@ def test_first_version_becomes_production():
     assert d.promote and "first version" in d.reason
 
 
-def test_gate_value_reads_the_configured_metric():
-    metrics = {"test": {"ranking": {"roc_auc": 0.8, "pr_auc": 0.6}, "at_threshold": {"accuracy": 0.7, "f1": None}}}
+def test_gate_value_reads_the_configured_metric_on_calibration_never_test():
+    metrics = {"calibration": {"ranking": {"roc_auc": 0.8, "pr_auc": 0.6}, "at_threshold": {"accuracy": 0.7, "f1": None}},
+               "test": {"ranking": {"roc_auc": 0.5, "pr_auc": 0.4}, "at_threshold": {"accuracy": 0.3, "f1": 0.2}}}
     assert publish.gate_value(metrics, "pr_auc") == 0.6 and publish.gate_value(metrics, "accuracy") == 0.7
-    with pytest.raises(ValueError, match="undefined"):
+    assert publish.gate_value(metrics, "accuracy", split="test") == 0.3  # reported, when asked for by name
+    with pytest.raises(ValueError, match="undefined for this model on calibration"):
         publish.gate_value(metrics, "f1")
+    retrieval = {"val": {"dense": {"mrr@10": 0.61}}, "test": {"dense": {"mrr@10": 0.4}}}
+    assert publish.gate_value(metrics, "retrieval_mrr@10", retrieval) == 0.61
+    with pytest.raises(ValueError, match="no 'val' part"):
+        publish.gate_value(metrics, "retrieval_mrr@10", {"test": retrieval["test"]})
+    d = publish.decide("retrieval_mrr@10", 0.0, 0.61, "v1", 0.6, "stored metrics")
+    assert d.split == "the retrieval validation part" and d.reason.endswith("on the retrieval validation part (test is reported only)")
 
 
 def test_code_version_names_the_checkout():

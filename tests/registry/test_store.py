@@ -321,8 +321,8 @@ def test_qdup_verify_exit_codes_and_predict_refusing_a_tampered_version(tmp_path
     assert one.returncode == 0 and json.loads(one.stdout)["versions"] == [{"version": v2, "aliases": [], "problems": []}]
     by_alias = _qdup(tmp_path, "verify", "production", "--store", store_url, "--json")
     assert by_alias.returncode == 2 and json.loads(by_alias.stdout)["damaged"] == 1
-    neither = _qdup(tmp_path, "verify", "--store", store_url)
-    assert neither.returncode == 2 and "give a VERSION or ALIAS, or --all" in neither.stderr
+    default = _qdup(tmp_path, "verify", "--store", store_url)  # no --model: production
+    assert default.returncode == 2 and default.stdout.startswith(f"DAMAGED {v1} (production)")
     predict = _qdup(tmp_path, "predict", "--model", "production", "--store", store_url, "how old is the sun", "age of the sun")
     assert predict.returncode == 2 and predict.stdout == ""
     assert f"version {v1} is damaged and was not used: model/threshold.json: sha256" in predict.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import keras
 import pandas as pd
@@ -81,3 +82,56 @@ def test_bad_input_is_refused_with_nothing_written(world, tmp_path):
         run(["search", *other, "python"])
     with pytest.raises(QdupError, match="empty question"):
         run(["search", "--model", versions[0], "--store", store.url, "  "])
+
+
+def test_warm_answers_every_method_before_the_first_query(world, tmp_path):
+    from qdup.search.encoder import load_query_encoder
+    from qdup.search.index import load_index
+    from qdup.search.service import METHODS, VersionSearcher
+
+    tmp, store, versions, tsv, questions = world
+    assert run(["index", "build", "--model", versions[1], "--store", store.url, "--questions", str(tsv),
+                "--index", str(tmp_path / "idx")]) == 0
+    searcher = VersionSearcher(load_index(tmp_path / "idx", expected_model_version=versions[1]),
+                               load_query_encoder(store.open_version(versions[1]) / "model"))
+    searcher.warm()  # the default method only (dense here): the lexical side is not paid for
+    assert searcher.default_method == "dense" and not searcher.lexical_ready
+    searcher.warm(METHODS)
+    assert searcher.lexical_ready
+
+
+def test_the_server_loads_a_searcher_warmed_for_its_method(world):
+    """A hybrid version's lexical side is fitted before the server serves it (so before /readyz turns 200)."""
+    from qdup.search.index import load_index
+    from qdup.search.service import late_index_dir
+    from qdup.serving.searcher import load_searcher
+
+    tmp, store, versions, tsv, questions = world
+    built = tmp / "hybrid-source"
+    assert run(["index", "build", "-m", versions[1], "--store", store.url, "--questions", str(tsv), "--index", str(built)]) == 0
+    index = load_index(built, expected_model_version=versions[1])
+    index.search_defaults = {"method": "hybrid", "hybrid": {"method": "rrf", "weight": None}, "rrf_k": 60}
+    index.save(late_index_dir(Path(store.root), versions[1]))
+    searcher = load_searcher(store.open_version(versions[1]))
+    assert searcher.default_method == "hybrid" and searcher.lexical_ready
+
+
+def test_cli_search_verbose_prints_its_timing_breakdown(world, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    tmp, store, versions, tsv, questions = world
+    assert run(["index", "build", "-m", versions[1], "--store", store.url, "--questions", str(tsv),
+                "--index", str(tmp_path / "idx")]) == 0
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-m", "qdup.cli", "search", "-m", versions[1], "--store", store.url, "--index", str(tmp_path / "idx"),
+         questions[3], "-k", "2", "--verbose"],
+        cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    timing = [line for line in done.stderr.splitlines() if line.startswith("timing: ")]
+    steps = [part.rsplit(" ", 2)[0] for part in timing[0].removeprefix("timing: ").split(", ")]
+    assert steps == ["resolve version", "start TensorFlow", "load index", "load encoder", "warm-up", "search", "total"]
+    assert done.stdout.splitlines()[1].split()[0] == "1" and questions[3] in done.stdout.splitlines()[1]

@@ -129,3 +129,26 @@ def test_evaluate_retrieval_reports_three_methods_and_chooses_on_validation(demo
     grid = {t["weight"]: t["mrr@10"] for t in result["hybrid_grid"] if t["method"] == "weighted"}
     assert grid[1.0] == pytest.approx(result["dense"]["val"]["mrr@10"], abs=0.02)
     assert grid[0.0] == pytest.approx(result["lexical"]["val"]["mrr@10"], abs=0.02)
+
+
+def test_retrieval_pairs_leave_out_every_question_training_may_see(tmp_path):
+    from qdup.data.splits import SPLITS, write_split
+    from qdup.stages.retrieval import retrieval_pairs
+
+    rows = {
+        "train": [("a", "b", 1)],
+        "negatives": [("c", "d", 0)],
+        "val": [("k", "l", 1)],
+        "test": [("a", "x", 1), ("c", "y", 1), ("e", "f", 1)],
+        "calibration": [("g", "h", 1), ("e", "i", 0), ("k", "m", 1)],
+    }
+    ids = iter(range(100))
+    for name in SPLITS:
+        part = pd.DataFrame(
+            [(next(ids), ord(q1), ord(q2), q1, q2, y) for q1, q2, y in rows[name]],
+            columns=["id", "qid1", "qid2", "question1", "question2", "is_duplicate"],
+        ).astype({"is_duplicate": "int8"})
+        write_split(part, tmp_path / f"{name}.parquet")
+    pairs = retrieval_pairs(tmp_path)
+    # (a, x) shares a train question, (c, y) a negatives question; val's questions were never trained on.
+    assert list(zip(pairs["question1"], pairs["question2"], strict=True)) == [("e", "f"), ("g", "h"), ("e", "i"), ("k", "m")]
