@@ -10,6 +10,7 @@ from prefect.logging import get_run_logger
 
 from flows.runners import run_chunks, runs_on, task_runner_for
 from qdup.config import BatchSearchConfig
+from qdup.evaluation.reranker import has_reranker
 from qdup.search.batch import read_questions, result_schema
 from qdup.search.index import load_index_cached
 from qdup.search.mine import chunk_bounds, write_mined
@@ -41,7 +42,7 @@ def search_queries(config: BatchSearchConfig) -> dict[str, Any]:
          "queries": queries[lo:hi], "offset": lo, "k": config.k, "method": method, "query_ids": query_ids[lo:hi]}
         for lo, hi in bounds
     ], config.dask)
-    schema = result_schema(index, query_ids)
+    schema = result_schema(index, query_ids, has_reranker(config.model_dir))
     table = pa.concat_tables(tables) if tables else schema.empty_table()
     write_mined(table, config.out)
     get_run_logger().info("wrote %d results of %d queries in %d chunks to %s", table.num_rows, len(queries), len(bounds), config.out)

@@ -378,7 +378,7 @@ class BatchSearchConfig(_Section):
     k: int = Field(default=10, ge=1)
     chunk_size: int = Field(default=8192, gt=0, description="queries per task")
     model_version: str | None = Field(default=None, description="refuse an index built by another model version")
-    method: Literal["dense", "lexical", "hybrid"] | None = Field(
+    method: Literal["dense", "lexical", "hybrid", "reranked"] | None = Field(
         default=None, description="ranking; None: the index's default (the version's choice on its retrieval validation part)")
     dask: DaskAddress = None
 

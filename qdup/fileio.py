@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import shutil
+import socket
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -104,22 +106,16 @@ def atomic_dir(final: Path) -> Iterator[Path]:
         raise
 
 
-def clean_stale_temps(parent: Path, older_than_s: float = 3600.0) -> list[Path]:
+def clean_stale_temps(parent: Path) -> list[Path]:
     """Remove leftovers of interrupted atomic writes (hidden `.*.tmp` entries) under `parent`.
 
-    Only entries untouched for `older_than_s` are removed, so that a write still in progress
-    in another process is not pulled from under it.
+    Call it only while holding the lock (`file_lock`) that every writer into `parent` holds: then no
+    write is in progress, and every temporary entry is a dead run's leftover, whatever its age.
     """
     removed: list[Path] = []
     if not parent.is_dir():
         return removed
-    now = time.time()
     for p in parent.glob(".*.tmp"):
-        try:
-            if now - p.stat().st_mtime < older_than_s:
-                continue
-        except FileNotFoundError:
-            continue
         if p.is_dir():
             shutil.rmtree(p, ignore_errors=True)
         else:
@@ -127,3 +123,28 @@ def clean_stale_temps(parent: Path, older_than_s: float = 3600.0) -> list[Path]:
                 p.unlink()
         removed.append(p)
     return removed
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, on_wait: Callable[[str], None]) -> Iterator[None]:
+    """Hold an exclusive lock on the file `path` while the body runs; if another process holds it, wait.
+
+    An flock: the kernel releases it when its holder exits, however it exits, so a lock left by a
+    killed run is free at once and staleness is never guessed from age (NFS maps it to a POSIX lock,
+    shared across hosts). `on_wait(holder)` is called once before waiting, with what the file records
+    of its holder (pid, host, since when).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            on_wait(os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "another process")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {since}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the flock

@@ -5,13 +5,10 @@ from __future__ import annotations
 import ast
 import contextlib
 import datetime as dt
-import fcntl
 import functools
 import hashlib
 import importlib.metadata
-import os
 import shutil
-import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from qdup import __version__
-from qdup.fileio import atomic_dir, atomic_write_json, read_json, sha256_file, sha256_json
+from qdup.fileio import atomic_dir, atomic_write_json, file_lock, read_json, sha256_file, sha256_json
 from qdup.log import LogFn
 from qdup.paths import runs_dir
 
@@ -198,28 +195,17 @@ def stage_lock_path(stage: str, key: str, home: Path | None = None) -> Path:
 
 @contextlib.contextmanager
 def stage_lock(stage: str, key: str, log: LogFn, home: Path | None = None) -> Iterator[None]:
-    """Hold the lock of (stage, key) while the body runs; wait, saying so, while another process holds it.
+    """Hold the lock of (stage, key) while the body runs; wait, saying so and for which stage, while another run holds it.
 
-    The lock is an flock on a file beside the stage folder: the kernel releases it when its holder
-    exits, however it exits, so a lock left by a killed run is free at once; staleness is never
-    guessed from age. The file records its holder (host, pid, start) for the waiting message only.
+    A file lock (`qdup.fileio.file_lock`): a lock left by a killed run is free at once, never judged by age.
     """
     path = stage_lock_path(stage, key, home)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "another process"
-            log(f"[{stage}] waiting: stage {stage} (key {key[:12]}) is being run by {holder}; its output will be reused ({path})")
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {started}\n".encode(), 0)
+
+    def waiting(holder: str) -> None:
+        log(f"[{stage}] waiting: stage {stage} (key {key[:12]}) is being run by {holder}; its output will be reused ({path})")
+
+    with file_lock(path, waiting):
         yield
-    finally:
-        os.close(fd)  # closing the descriptor releases the flock
 
 
 def _remove_leftover_temps(final: Path) -> None:

@@ -9,16 +9,16 @@ from prefect.artifacts import create_link_artifact
 
 from qdup.config import RetrainConfig
 from qdup.registry.publish import CARD_FILE, publish_version
-from qdup.registry.store import ArtifactStore, RegistryUnavailable, actor
+from qdup.registry.store import ArtifactStore, StoreUnavailable, actor
 from qdup.stagecache import StageResult
 from tasks.common import TASK_OPTIONS, artifact, flow_run_info, run_log
 
 
 def retry_on_io(task, task_run, state) -> bool:
-    """Retry publishing only for transient failures (I/O, registry unreachable or busy), never for a refused (invalid) publish."""
+    """Retry publishing only for transient failures (I/O, store or registry unreachable or busy), never for a refused (invalid) publish."""
     try:
         state.result()
-    except (OSError, RegistryUnavailable):
+    except (OSError, StoreUnavailable):
         return True
     except Exception:
         return False

@@ -26,6 +26,7 @@ from qdup.fileio import (
     atomic_dir,
     atomic_write_json,
     clean_stale_temps,
+    file_lock,
     read_json,
 )
 
@@ -126,7 +127,17 @@ def fetch_dataset(cfg: FetchConfig, cache_root: Path, log: Callable[[str], None]
     """
     cache_root = Path(cache_root)
     cache_root.mkdir(parents=True, exist_ok=True)
-    clean_stale_temps(cache_root)
+
+    def waiting(holder: str) -> None:
+        log(f"fetch: waiting: {holder} is fetching into {cache_root}; its download will be reused")
+
+    # Runs sharing a cache take turns: none removes another's download in progress.
+    with file_lock(cache_root / ".fetch.lock", waiting):
+        clean_stale_temps(cache_root)
+        return _fetch_dataset(cfg, cache_root, log)
+
+
+def _fetch_dataset(cfg: FetchConfig, cache_root: Path, log: Callable[[str], None]) -> CachedDataset:
     source = cfg.source
     expected = _Expected(
         sha256=cfg.sha256.strip().lower() if cfg.sha256 else None,

@@ -14,10 +14,6 @@ from typing import Any
 
 import numpy as np
 
-# The Agg canvas directly, not pyplot: no display needed and no process-wide backend switch.
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-
 from qdup.errors import QdupError
 from qdup.fileio import atomic_write_bytes
 
@@ -184,6 +180,11 @@ def roc_curve_png(
     reference_threshold: float | None = None,
 ) -> Path:
     """Render the ROC curve to a PNG (written atomically), marking the chosen/reference thresholds."""
+    # Imported here: a serving host (qdup[serve]) uses this module's metrics without matplotlib.
+    # The Agg canvas directly, not pyplot: no display needed and no process-wide backend switch.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     fpr, tpr, _ = roc_points(y_true, sim)
     auc = ranking_metrics(y_true, sim)["roc_auc"]
     fig = Figure(figsize=(5.5, 5), dpi=120)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import json
 import os
@@ -29,7 +30,8 @@ MANIFEST = "manifest.json"
 REGISTRY_FILE = "registry.sqlite"
 REGISTRY_ENV = "QDUP_REGISTRY_URL"
 _VERSION_RE = re.compile(r"^\d{8}T\d{6}\d{3}Z-[0-9a-f]{6}$")
-_STAGING_MAX_AGE_S = 3600.0
+# A publish's upload takes minutes; its staging folder is a leftover of a crash only long after.
+_STAGING_MAX_AGE_S = 24 * 3600.0
 _SQLITE_BUSY_TIMEOUT_MS = 120_000
 # One PostgreSQL advisory lock serialises every alias move of a registry ("qdup" in ASCII).
 _PG_LOCK_KEY = 0x71647570
@@ -45,8 +47,39 @@ def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split())
 
 
-class RegistryUnavailable(StoreError):
-    """The registry could not be reached or was busy: a transient failure, worth retrying (nothing was changed)."""
+class StoreUnavailable(StoreError):
+    """The store's storage or its registry could not be reached (or was busy): transient, worth retrying; nothing was changed."""
+
+
+class RegistryUnavailable(StoreUnavailable):
+    """The registry could not be reached or was busy."""
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """A failure to reach remote storage (connection refused, timeout, DNS), not an answer from it."""
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return True
+    kind = type(exc)
+    # botocore's EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError... (S3 through s3fs) are not OSErrors.
+    return kind.__module__.split(".")[0] in ("botocore", "aiobotocore", "aiohttp") and any(
+        word in kind.__name__ for word in ("Connect", "Connection", "Timeout", "HTTPClient"))
+
+
+def _reaching_storage(method):
+    """Name the store in one line when its storage cannot be reached, as StoreUnavailable."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except StoreError:
+            raise
+        except Exception as exc:
+            if _unreachable(exc):
+                raise StoreUnavailable(f"store {self.url} cannot be reached: {_one_line(exc)}") from exc
+            raise
+
+    return wrapper
 
 
 @dataclass(frozen=True)
@@ -321,6 +354,7 @@ class ArtifactStore:
                     if target in known:
                         conn.execute(sa.insert(_T_ALIASES).values(name=name[: -len(".json")], version=target, revision=1, updated_at=_now()))
 
+    @_reaching_storage
     def _version_folders(self) -> list[str]:
         base = self._p("versions")
         if not self.fs.exists(base):
@@ -348,21 +382,28 @@ class ArtifactStore:
 
     # ------------------------------------------------------------ publish
 
+    @_reaching_storage
     def clean_staging(self, max_age_s: float = _STAGING_MAX_AGE_S) -> list[str]:
-        """Remove leftovers of crashed publishes (staging folders untouched for `max_age_s`)."""
+        """Remove leftovers of crashed publishes: staging folders of versions named more than `max_age_s` ago.
+
+        A staging folder's age is read from the version id in its name (object stores give a prefix no
+        modification time); one whose age is unknown is left alone, so that another host's upload in
+        progress is never removed.
+        """
         staging = self._p(".staging")
         if not self.fs.exists(staging):
             return []
         removed = []
-        now = dt.datetime.now(dt.UTC).timestamp()
-        for entry in self.fs.ls(staging, detail=True):
-            mtime = entry.get("mtime") or entry.get("LastModified") or entry.get("created")
-            if isinstance(mtime, dt.datetime):
-                mtime = mtime.timestamp()
-            if mtime is not None and now - float(mtime) < max_age_s:
+        now = dt.datetime.now(dt.UTC)
+        for path in self.fs.ls(staging, detail=False):
+            version = posixpath.basename(path.rstrip("/")).split(".")[0]
+            if not _VERSION_RE.fullmatch(version):
                 continue
-            self.fs.rm(entry["name"], recursive=True)
-            removed.append(entry["name"])
+            named = dt.datetime.strptime(version[:18], "%Y%m%dT%H%M%S%f").replace(tzinfo=dt.UTC)
+            if (now - named).total_seconds() < max_age_s:
+                continue
+            self.fs.rm(path, recursive=True)
+            removed.append(path)
         return removed
 
     def publish(self, files: dict[str, Path], manifest: dict[str, Any], version: str | None = None) -> str:
@@ -375,6 +416,7 @@ class ArtifactStore:
         self.register(staged)
         return staged.version
 
+    @_reaching_storage
     def upload(self, files: dict[str, Path], manifest: dict[str, Any], version: str | None = None) -> StagedVersion:
         """Write a version's files and manifest into the store, unregistered (invisible to readers); `register` publishes it.
 
@@ -417,6 +459,7 @@ class ArtifactStore:
         """Make an uploaded version visible (one registry row); inside `lock()`, part of its transaction."""
         self._register(staged.version, staged.manifest_sha256)
 
+    @_reaching_storage
     def discard_upload(self, version: str) -> None:
         """Remove the files of a version that was uploaded but never registered (its publish gave it up).
 
@@ -470,6 +513,7 @@ class ArtifactStore:
         with self._tx(write=False) as conn:
             return list(conn.execute(sa.select(_T_VERSIONS.c.id).order_by(_T_VERSIONS.c.id)).scalars())
 
+    @_reaching_storage
     def _manifest_bytes(self, version: str) -> bytes:
         """The manifest as registered; a manifest edited since its publish is refused."""
         validate_version_id(version)
@@ -507,6 +551,7 @@ class ArtifactStore:
 
     # ------------------------------------------------------------ verification
 
+    @_reaching_storage
     def verify(self, version: str) -> list[str]:
         """Every way the version differs from what was published (empty: intact): a manifest that is
         missing, unreadable or not the registered one; files missing, resized, altered or unexpected."""
@@ -529,6 +574,7 @@ class ArtifactStore:
             return problems + [f"{MANIFEST}: unreadable ({exc})"]
         return problems + check_tree(self.fs, folder, files)
 
+    @_reaching_storage
     def open_version(self, ref: str) -> Path:
         """The local folder of a version or alias, every file checked against the manifest's sha256.
 

@@ -44,18 +44,21 @@ def query_id_type(query_ids: Sequence[Any]) -> pa.DataType:
     return pa.int64() if all(isinstance(i, int) for i in query_ids) else pa.string()
 
 
-def result_schema(index: QuestionIndex, query_ids: Sequence[Any] = ()) -> pa.Schema:
+def result_schema(index: QuestionIndex, query_ids: Sequence[Any] = (), reranker: bool = False) -> pa.Schema:
     """Columns of `search_table`, one row per (query, indexed question found).
 
     `query_id` is the query's id in the queries file; `ranking` the method that ordered the results and
     `rank` their place in it (1 = best); `match_id`/`match_question` the indexed question found;
     `encoder_cosine` its cosine with the query under the encoder, which is not what a lexical or
-    hybrid ranking sorts by; `duplicate` the encoder's calibrated decision (encoder_cosine >= threshold).
+    hybrid ranking sorts by; with a pair `reranker` (the version has one), `reranker_score`; `duplicate`
+    the version's calibrated decision: the reranker's (reranker_score >= its threshold) when it has one,
+    else the encoder's (encoder_cosine >= threshold).
     """
     match_type = pa.int64() if index.ids.dtype.kind in "iu" else pa.string()
     return pa.schema([
         ("query_id", query_id_type(query_ids)), ("query", pa.string()), ("ranking", pa.string()), ("rank", pa.int64()),
-        ("match_id", match_type), ("match_question", pa.string()), ("encoder_cosine", pa.float32()), ("duplicate", pa.bool_()),
+        ("match_id", match_type), ("match_question", pa.string()), ("encoder_cosine", pa.float32()),
+        *([("reranker_score", pa.float64())] if reranker else []), ("duplicate", pa.bool_()),
     ])
 
 
@@ -74,7 +77,7 @@ def search_table(
         raise QdupError(f"{len(query_ids)} query ids for {len(queries)} queries")
     if k < 1:
         raise QdupError(f"k must be >= 1, got {k}")
-    schema = result_schema(searcher.index, query_ids)
+    schema = result_schema(searcher.index, query_ids, searcher.reranker is not None)
     if not queries:
         return schema.empty_table()
     method = method or searcher.default_method
@@ -84,6 +87,12 @@ def search_table(
     pos = positions[found]
     sims = cosines[found].astype(np.float32)
     take_queries = pa.array(q_rows)
+    columns: dict[str, pa.Array] = {}
+    duplicate = sims >= searcher.encoder.threshold
+    if searcher.reranker is not None:
+        scores = searcher.reranker_scores(queries, positions, cosines)[found]
+        columns["reranker_score"] = pa.array(scores, pa.float64())
+        duplicate = scores >= searcher.reranker.threshold
     return pa.table(
         {
             "query_id": pa.array(query_ids, schema.field("query_id").type).take(take_queries),
@@ -93,7 +102,8 @@ def search_table(
             "match_id": pa.array(searcher.index.ids.tolist(), schema.field("match_id").type).take(pa.array(pos)),
             "match_question": pa.array(searcher.index.texts, pa.string()).take(pa.array(pos)),
             "encoder_cosine": pa.array(sims, pa.float32()),
-            "duplicate": pa.array(sims >= searcher.encoder.threshold, pa.bool_()),
+            **columns,
+            "duplicate": pa.array(duplicate, pa.bool_()),
         },
         schema=schema,
     )

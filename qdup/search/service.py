@@ -185,7 +185,8 @@ def load_searcher_cached(index_dir: Path, model_dir: Path, model_version: str | 
     if searcher is None or searcher.index is not index or searcher.encoder is not encoder:
         if len(_SEARCHERS) >= 8:
             _SEARCHERS.clear()
-        searcher = _SEARCHERS[(id(index), id(encoder))] = VersionSearcher(index, encoder)
+        reranker = load_version_reranker(Path(model_dir))
+        searcher = _SEARCHERS[(id(index), id(encoder))] = VersionSearcher(index, encoder, reranker)
     return searcher
 
 

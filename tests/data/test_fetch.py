@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import socket
 import threading
 import time
@@ -215,7 +214,7 @@ def assert_nothing_cached(cache_root: Path) -> None:
     """No data, no half-written temp files; only the (possibly empty) source index may exist."""
     assert not list(cache_root.rglob("data.tsv"))
     assert not list(cache_root.rglob("*.tmp"))
-    assert {p.name for p in cache_root.iterdir()} <= {"sources"}
+    assert {p.name for p in cache_root.iterdir()} <= {"sources", ".fetch.lock"}  # the lock file of runs sharing the cache
 
 
 def source_index(cache_root: Path, source: str) -> Path:
@@ -401,17 +400,37 @@ def test_connection_refused_is_transient(cache_root: Path) -> None:
     assert_nothing_cached(cache_root)
 
 
-def test_stale_temps_are_cleaned(server: Server, cache_root: Path) -> None:
+def test_a_fetch_waits_for_a_running_one_then_clears_what_it_left(server: Server, cache_root: Path) -> None:
+    import threading
+
+    from qdup.fileio import file_lock
+
     cache_root.mkdir(parents=True)
-    stale = cache_root / ".download-dead.tmp"
-    stale.write_bytes(b"half a file")
-    fresh = cache_root / ".download-in-progress.tmp"
-    fresh.write_bytes(b"another process is still writing this")
-    two_hours_ago = time.time() - 7200
-    os.utime(stale, (two_hours_ago, two_hours_ago))
-    fetch_dataset(cfg(server.url("/data.tsv")), cache_root, log=lambda _: None)
-    assert not stale.exists()
-    assert fresh.exists()
+    in_progress = cache_root / ".download-in-progress.tmp"
+    in_progress.write_bytes(b"another run is still writing this")
+    holding, release = threading.Event(), threading.Event()
+
+    def other_run() -> None:  # holds the cache's lock as a fetch does while it downloads
+        with file_lock(cache_root / ".fetch.lock", lambda _: None):
+            holding.set()
+            release.wait(120)
+
+    other = threading.Thread(target=other_run)
+    other.start()
+    assert holding.wait(60)
+    logs: list[str] = []
+    fetcher = threading.Thread(target=fetch_dataset, args=(cfg(server.url("/data.tsv")), cache_root), kwargs={"log": logs.append})
+    fetcher.start()
+    deadline = time.monotonic() + 60
+    while not any("waiting" in line for line in logs):
+        assert time.monotonic() < deadline, logs
+        time.sleep(0.02)
+    assert in_progress.exists()  # never removed while its writer runs, however old
+    release.set()
+    other.join(60)
+    fetcher.join(60)
+    assert not in_progress.exists()  # its writer is gone: a leftover
+    assert len(entries(cache_root)) == 1
 
 
 def test_corrupt_source_index_is_ignored_and_rewritten(server: Server, cache_root: Path, logs: list[str]) -> None:

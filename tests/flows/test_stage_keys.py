@@ -96,10 +96,10 @@ def test_a_resource_file_is_in_the_key_of_the_stages_that_read_it(project_copy, 
     [
         # faiss builds the index and the retrieval evaluation's search; nothing before them.
         ("faiss-cpu", {"retrieval", "index"}),
-        # scikit-learn computes evaluation figures: evaluate, retrieval, and what takes their outputs.
-        ("scikit-learn", {"evaluate", "retrieval", "export", "index"}),
+        # scikit-learn computes evaluation figures and the pair reranker, and what takes their outputs.
+        ("scikit-learn", {"evaluate", "rerank", "retrieval", "export", "index"}),
         # TensorFlow computes from the vocabulary on; validation and splits never load it.
-        ("tensorflow", {"vocab", "train", "evaluate", "retrieval", "export", "index"}),
+        ("tensorflow", {"vocab", "train", "evaluate", "rerank", "retrieval", "export", "index"}),
     ],
 )
 def test_a_library_version_is_in_the_key_of_the_stages_that_compute_with_it(project_copy, base_keys, distribution, changed):

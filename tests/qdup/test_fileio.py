@@ -7,9 +7,7 @@ import time
 
 import pytest
 
-from qdup.errors import ConfigError
 from qdup.fileio import atomic_dir, atomic_write_json, clean_stale_temps, read_json, sha256_tree
-from qdup.paths import validate_name
 
 
 def test_atomic_dir_is_invisible_until_complete_and_removed_on_error(tmp_path):
@@ -51,22 +49,12 @@ def test_tree_hash_changes_with_content_and_names(tmp_path):
     assert len({h1, h2, sha256_tree(tmp_path)}) == 3
 
 
-def test_only_old_temps_are_cleaned(tmp_path):
+def test_temps_are_cleaned_whatever_their_age_under_the_lock(tmp_path):
     old, new = tmp_path / ".x.tmp", tmp_path / ".y.tmp"
     old.mkdir()
-    new.write_text("busy")
+    new.write_text("left by a run that died a moment ago")
     past = time.time() - 7200
     os.utime(old, (past, past))
-    assert clean_stale_temps(tmp_path) == [old]
-    assert new.exists()
-
-
-@pytest.mark.parametrize("name", ["v1", "2026-11-23T00-00-00Z-abc", "production", "qqp_raw.v1"])
-def test_safe_names_are_accepted(name):
-    assert validate_name(name) == name
-
-
-@pytest.mark.parametrize("name", ["", "..", "../x", "a/b", "a\\b", ".hidden", "a..b", "x" * 200, "a b", "é"])
-def test_unsafe_names_are_refused(name):
-    with pytest.raises(ConfigError, match="invalid"):
-        validate_name(name)
+    (tmp_path / "kept").write_text("not a temporary entry")
+    assert sorted(clean_stale_temps(tmp_path)) == [old, new]
+    assert [p.name for p in tmp_path.iterdir()] == ["kept"]

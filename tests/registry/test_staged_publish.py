@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -90,3 +91,17 @@ def test_an_unreachable_registry_is_transient_and_named_in_one_line(tmp_path):
     assert ran.returncode == 2 and "Traceback" not in ran.stderr
     lines = ran.stderr.strip().splitlines()
     assert len(lines) == 1 and url in lines[0], ran.stderr
+
+
+def test_only_staging_folders_of_old_versions_are_cleaned(tmp_path):
+    import datetime as dt
+
+    store = ArtifactStore(str(tmp_path / "store"))
+    staging = tmp_path / "store" / ".staging"
+    old = new_version_id(dt.datetime.now(dt.UTC) - dt.timedelta(days=2))
+    for name in (f"{new_version_id()}.abcd", f"{old}.abcd", "not-a-version"):
+        (staging / name).mkdir(parents=True)
+        (staging / name / "f").write_text("x")
+    # Another host's upload in progress (a fresh id) and anything unknown stay; only a crash's old leftover goes.
+    assert [Path(p).name for p in store.clean_staging()] == [f"{old}.abcd"]
+    assert len(list(staging.iterdir())) == 2
