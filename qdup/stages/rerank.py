@@ -6,6 +6,7 @@ threshold), with bootstrap intervals on the same resamples and the paired differ
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +85,7 @@ def build_rerank(
     groups_cal = pair_groups(c1, c2)
     oof = out_of_fold_scores(x_cal, y_cal, groups_cal, params, cfg.folds, seed)
     info = {"fitted_on": "calibration", "calibration_pairs": len(y_cal), "calibration_groups": int(len(np.unique(groups_cal))),
-            "folds": cfg.folds, "seed": seed, "params": params.__dict__, "features_fitted_on": "train"}
+            "folds": cfg.folds, "seed": seed, "params": asdict(params), "features_fitted_on": "train"}
     reranker = fit_reranker(featurizer, x_cal, y_cal, oof, params, seed, info)
     (out_dir / RERANKER_DIR).mkdir(parents=True, exist_ok=True)
     digests = save_reranker(reranker, out_dir / RERANKER_DIR)
