@@ -40,7 +40,8 @@ DIFFERENCE_METRIC = "roc_auc"
 
 def boosting_params(cfg: RerankConfig) -> BoostingParams:
     return BoostingParams(max_iter=cfg.max_iter, learning_rate=cfg.learning_rate, max_leaf_nodes=cfg.max_leaf_nodes,
-                          min_samples_leaf=cfg.min_samples_leaf, l2_regularization=cfg.l2_regularization)
+                          min_samples_leaf=cfg.min_samples_leaf, l2_regularization=cfg.l2_regularization,
+                          monotonic=cfg.monotonic)
 
 
 def _block(y: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, Any]:
