@@ -27,6 +27,7 @@ from scipy.sparse.csgraph import connected_components
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.model_selection import StratifiedGroupKFold
+from threadpoolctl import threadpool_limits
 
 from qdup.errors import QdupError
 from qdup.evaluation.baseline import fit_char_tfidf, tfidf_pair_cosines
@@ -53,10 +54,6 @@ FEATURE_NAMES = (
     "digit_tokens_differ",
     "same_first_word",
 )
-# A pair whose two questions standardise to the same words is one question asked twice: its score is 1 whatever
-# the trees say (calibration holds no such pair, so the trees never learnt it, and on generated data they can
-# extrapolate "very alike" to "not a duplicate").
-EXACT_COPY_SCORE = 1.0
 # Okapi BM25 constants (Robertson & Zaragoza's usual choice, also rank_bm25's and Lucene's defaults).
 BM25_K1 = 1.2
 BM25_B = 0.75
@@ -72,6 +69,9 @@ FILES = (META_FILE, *DATA_FILES)
 # it trusts): the fitted trees of a HistGradientBoostingClassifier.
 TRUSTED_TYPES = ("sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",)
 FORMAT = "qdup-reranker/1"
+# Features along which more similarity may never lower the score (BoostingParams.monotonic).
+INCREASING = ("encoder_cosine", "char_tfidf_cosine", "word_jaccard", "idf_weighted_jaccard", "shared_share_of_shorter",
+              "bm25_max_normalised")
 
 def standard_tokens(text: str) -> list[str]:
     """The question's words as the vocabulary sees them (`qdup.text.standardize`, plain Python: features are
@@ -88,14 +88,22 @@ class BoostingParams:
     max_leaf_nodes: int = 15
     min_samples_leaf: int = 20
     l2_regularization: float = 1.0
+    monotonic: bool = False
 
     def model(self, seed: int) -> HistGradientBoostingClassifier:
         # No early stopping: its internal validation split would take pairs away from a small calibration split.
+        cst = [1 if name in INCREASING else 0 for name in FEATURE_NAMES] if self.monotonic else None
         return HistGradientBoostingClassifier(
             max_iter=self.max_iter, learning_rate=self.learning_rate, max_leaf_nodes=self.max_leaf_nodes,
             min_samples_leaf=self.min_samples_leaf, l2_regularization=self.l2_regularization, early_stopping=False,
-            random_state=int(seed),
+            random_state=int(seed), monotonic_cst=cst,
         )
+
+
+# The trees are fitted on a few thousand pairs and score a few hundred per query: OpenMP threads cost more than they
+# save there (18x slower fits measured on 2 busy cores), and the results do not depend on the thread count.
+def _one_thread():
+    return threadpool_limits(limits=1, user_api="openmp")
 
 
 @dataclass
@@ -222,15 +230,10 @@ def out_of_fold_scores(
     for k, (fit_idx, held_idx) in enumerate(splitter.split(x, y, groups)):
         if len(np.unique(y[fit_idx])) < 2:
             raise QdupError(f"rerank: fold {k} of calibration leaves one class to fit on; lower rerank.folds")
-        model = params.model(seed).fit(x[fit_idx], y[fit_idx])
-        scores[held_idx] = model.predict_proba(x[held_idx])[:, 1]
+        with _one_thread():
+            model = params.model(seed).fit(x[fit_idx], y[fit_idx])
+            scores[held_idx] = model.predict_proba(x[held_idx])[:, 1]
     return scores
-
-
-def with_exact_copies(scores: np.ndarray, q1: Sequence[str], q2: Sequence[str]) -> np.ndarray:
-    """`scores` with every pair whose questions standardise to the same words set to `EXACT_COPY_SCORE`."""
-    same = np.fromiter((standard_tokens(a) == standard_tokens(b) for a, b in zip(q1, q2, strict=True)), dtype=bool, count=len(q1))
-    return np.where(same, EXACT_COPY_SCORE, np.asarray(scores, dtype=np.float64))
 
 
 @dataclass
@@ -245,13 +248,19 @@ class Reranker:
     def score_features(self, x: np.ndarray) -> np.ndarray:
         if len(x) == 0:
             return np.zeros(0, dtype=np.float64)
-        return self.model.predict_proba(x)[:, 1].astype(np.float64)
+        with _one_thread():
+            return self.model.predict_proba(x)[:, 1].astype(np.float64)
 
     def score(self, q1: Sequence[str], q2: Sequence[str], cosine: Sequence[float] | np.ndarray) -> np.ndarray:
-        """Duplicate probability of each pair, given the encoder's cosine of it (exact copies: `EXACT_COPY_SCORE`)."""
-        return with_exact_copies(self.score_features(self.featurizer.features(q1, q2, cosine)), q1, q2)
+        """Duplicate probability of each pair, given the encoder's cosine of it; 1 for a question and itself.
 
-
+        Labelled pairs never hold one question twice, so the trees have not seen that case and may score it
+        anywhere; the same words in the same order (after standardisation) ask the same thing by definition.
+        """
+        scores = self.score_features(self.featurizer.features(q1, q2, cosine))
+        same = [bool(ta) and ta == self.featurizer.tokens(b) for ta, b in zip(map(self.featurizer.tokens, q1), q2, strict=True)]
+        scores[np.asarray(same, dtype=bool)] = 1.0
+        return scores
 
     def decide(self, scores: np.ndarray) -> np.ndarray:
         return np.asarray(scores) >= self.threshold
@@ -263,7 +272,8 @@ def fit_reranker(
 ) -> Reranker:
     """The final model on all of `x` (calibration); its threshold maximises accuracy on the out-of-fold scores."""
     check_labelled(y, "calibration", 2)
-    model = params.model(seed).fit(x, y)
+    with _one_thread():
+        model = params.model(seed).fit(x, y)
     choice = choose_threshold(y, oof_scores)
     meta = {
         **(info or {}),

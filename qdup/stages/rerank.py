@@ -6,6 +6,7 @@ threshold), with bootstrap intervals on the same resamples and the paired differ
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,6 @@ from qdup.evaluation.reranker import (
     out_of_fold_scores,
     pair_groups,
     save_reranker,
-    with_exact_copies,
 )
 from qdup.evaluation.trust import pair_groups as test_pair_groups
 from qdup.fileio import atomic_write_json
@@ -41,7 +41,8 @@ DIFFERENCE_METRIC = "roc_auc"
 
 def boosting_params(cfg: RerankConfig) -> BoostingParams:
     return BoostingParams(max_iter=cfg.max_iter, learning_rate=cfg.learning_rate, max_leaf_nodes=cfg.max_leaf_nodes,
-                          min_samples_leaf=cfg.min_samples_leaf, l2_regularization=cfg.l2_regularization)
+                          min_samples_leaf=cfg.min_samples_leaf, l2_regularization=cfg.l2_regularization,
+                          monotonic=cfg.monotonic)
 
 
 def _block(y: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, Any]:
@@ -84,13 +85,13 @@ def build_rerank(
     x_test = featurizer.features(t1, t2, cos_test)
     params = boosting_params(cfg)
     groups_cal = pair_groups(c1, c2)
-    oof = with_exact_copies(out_of_fold_scores(x_cal, y_cal, groups_cal, params, cfg.folds, seed), c1, c2)
+    oof = out_of_fold_scores(x_cal, y_cal, groups_cal, params, cfg.folds, seed)
     info = {"fitted_on": "calibration", "calibration_pairs": len(y_cal), "calibration_groups": int(len(np.unique(groups_cal))),
-            "folds": cfg.folds, "seed": seed, "params": params.__dict__, "features_fitted_on": "train"}
+            "folds": cfg.folds, "seed": seed, "params": asdict(params), "features_fitted_on": "train"}
     reranker = fit_reranker(featurizer, x_cal, y_cal, oof, params, seed, info)
     (out_dir / RERANKER_DIR).mkdir(parents=True, exist_ok=True)
     digests = save_reranker(reranker, out_dir / RERANKER_DIR)
-    rr_test = with_exact_copies(reranker.score_features(x_test), t1, t2)
+    rr_test = reranker.score_features(x_test)
 
     # The lexical baseline's score is the char TF-IDF feature itself (same vectoriser, fitted on train).
     base_cal, base_test = x_cal[:, FEATURE_NAMES.index("char_tfidf_cosine")], x_test[:, FEATURE_NAMES.index("char_tfidf_cosine")]

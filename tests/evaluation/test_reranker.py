@@ -196,3 +196,17 @@ def test_the_stage_fits_on_calibration_and_reports_all_three_on_test(small_run, 
     again = loaded.score(test.question1.tolist()[:20], test.question2.tolist()[:20], scores.encoder.to_numpy()[:20])
     assert np.allclose(again, scores.reranker.to_numpy()[:20], atol=1e-12)
     assert manifest["metrics"]["reranker"]["roc_auc"] == rr["test"]["ranking"]["roc_auc"]
+
+
+def test_a_question_and_itself_score_one_and_monotonic_trees_never_fall_with_similarity():
+    q1, q2, cos, y = _synthetic(300, seed=4)
+    f = fit_featurizer(TRAIN)
+    x = f.features(q1, q2, cos)
+    params = BoostingParams(max_iter=40, monotonic=True)
+    reranker = fit_reranker(f, x, y, out_of_fold_scores(x, y, pair_groups(q1, q2), params, 3, 0), params, 0)
+    assert reranker.score(["How do I learn Python?", "a b"], ["how do I learn python", "b a"], [-1.0, -1.0])[0] == 1.0
+    assert reranker.score(["a b"], ["b a"], [-1.0])[0] < 1.0
+    for name in ("encoder_cosine", "char_tfidf_cosine", "word_jaccard"):
+        higher = x.copy()
+        higher[:, FEATURE_NAMES.index(name)] += 0.3
+        assert (reranker.score_features(higher) >= reranker.score_features(x) - 1e-12).all()

@@ -93,7 +93,7 @@ def test_runs_publish_versions_with_lineage_both_ways(three_runs):
         assert m["prefect"]["flow_run_id"] and m["code"]["version"] and m["libraries"]["tensorflow"]
         assert m["parameters"]["model"]["embedding_dim"] == 16
         assert m["splits"]["test"]["rows"] == 500
-        assert set(m["stages"]) == {"fetch", "validate", "drift", "splits", "vocab", "train", "evaluate", "retrieval", "export", "index"}
+        assert set(m["stages"]) == {"fetch", "validate", "drift", "splits", "vocab", "train", "evaluate", "rerank", "retrieval", "export", "index"}
     # forward: dataset -> versions
     from_d1 = [r["id"] for r in lineage.versions_from_dataset(store, ma["dataset"]["sha256"][:10])]
     assert from_d1 == sorted([a, c])
