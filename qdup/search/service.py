@@ -74,6 +74,11 @@ class VersionSearcher:
             self._lexical = LexicalIndex(self.index.texts, block_elements=self.index.cfg.block_elements)
         return self._lexical
 
+    @property
+    def methods(self) -> tuple[str, ...]:
+        """The methods this version answers: `reranked` only with a pair reranker."""
+        return tuple(m for m in METHODS if m != "reranked" or self.reranker is not None)
+
     def warm(self, methods: tuple[str, ...] | list[str] | None = None) -> None:
         """Answer a probe query with each method (default: the one `search` uses), so that the first real query is
         served at full speed: the lexical side is fitted here, and the encoder's graph traced."""

@@ -96,7 +96,8 @@ def test_warm_answers_every_method_before_the_first_query(world, tmp_path):
                                load_query_encoder(store.open_version(versions[1]) / "model"))
     searcher.warm()  # the default method only (dense here): the lexical side is not paid for
     assert searcher.default_method == "dense" and not searcher.lexical_ready
-    searcher.warm(METHODS)
+    assert searcher.methods == tuple(m for m in METHODS if m != "reranked")  # no reranker in this version
+    searcher.warm(searcher.methods)
     assert searcher.lexical_ready
 
 
@@ -133,5 +134,5 @@ def test_cli_search_verbose_prints_its_timing_breakdown(world, tmp_path):
     assert done.returncode == 0, done.stderr
     timing = [line for line in done.stderr.splitlines() if line.startswith("timing: ")]
     steps = [part.rsplit(" ", 2)[0] for part in timing[0].removeprefix("timing: ").split(", ")]
-    assert steps == ["resolve version", "start TensorFlow", "load index", "load encoder", "warm-up", "search", "total"]
+    assert steps == ["resolve version", "start TensorFlow", "load index", "load encoder", "load reranker", "warm-up", "search", "total"]
     assert done.stdout.splitlines()[1].split()[0] == "1" and questions[3] in done.stdout.splitlines()[1]
