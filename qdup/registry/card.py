@@ -91,6 +91,15 @@ def _values(manifest: dict[str, Any]) -> _Values:
         v["lstm"] = "bidirectional" if model["bidirectional"] else "unidirectional"
     if "margin" in train:
         v["margin"] = train["margin"]
+    v["subwords"] = " plus hashed character n-gram embeddings of each word (fastText style)" if model.get("subwords") else ""
+    if train.get("loss") == "softmax":
+        v["loss"] = f"a symmetric in-batch softmax loss (multiple-negatives ranking, scale {train.get('scale')})"
+    else:
+        v["loss"] = f"a triplet loss (margin {train.get('margin', 'unknown')})"
+    hard = train.get("hard_negatives") or 0
+    v["negatives"] = (f"; {hard} labelled non-duplicates per duplicate pair join each batch, in a CoSENT ranking term"
+                      if hard > 0 else "")
+    v["pretrain"] = ("; pre-trained SimCSE-style on the train region's questions" if (params.get("pretrain") or {}).get("enabled") else "")
     if vocab.get("size") is not None:
         v["vocabulary_size"] = f"{vocab['size']:,}"
     share = (manifest.get("validation") or {}).get("duplicate_share")
