@@ -252,6 +252,13 @@ def _split_targets(y_true, batch):
     return rows, rows, ops.ones((batch,), "float32")
 
 
+def _unpack(y_true, y_pred):
+    """The Siamese output concat[v1, v2] split in two, the batch size, and the targets (`_split_targets`)."""
+    d = y_pred.shape[-1] // 2
+    batch = ops.shape(y_pred)[0]
+    return (y_pred[:, :d], y_pred[:, d:], batch, *_split_targets(y_true, batch))
+
+
 def _pair_ranking(cosines, labels, scale: float):
     """CoSENT: log(1 + sum over (non-duplicate i, duplicate j) of exp(scale * (cos_i - cos_j))), a batch scalar.
 
@@ -292,11 +299,7 @@ class TripletLoss(keras.losses.Loss):
         self.ranking_scale = float(ranking_scale)
 
     def call(self, y_true, y_pred):
-        d = y_pred.shape[-1] // 2
-        v1 = y_pred[:, :d]
-        v2 = y_pred[:, d:]
-        batch = ops.shape(y_pred)[0]
-        g1, g2, label = _split_targets(y_true, batch)
+        v1, v2, batch, g1, g2, label = _unpack(y_true, y_pred)
         scores = ops.matmul(v2, ops.transpose(v1))
         eye = ops.eye(batch, dtype=scores.dtype)
         # Candidate j of anchor i (row i of scores) is question1 of row j; it is masked when in i's cluster.
@@ -347,11 +350,7 @@ class InBatchSoftmaxLoss(keras.losses.Loss):
         return ops.logsumexp(logits, axis=1) - ops.diagonal(logits)
 
     def call(self, y_true, y_pred):
-        d = y_pred.shape[-1] // 2
-        v1 = y_pred[:, :d]
-        v2 = y_pred[:, d:]
-        batch = ops.shape(y_pred)[0]
-        g1, g2, label = _split_targets(y_true, batch)
+        v1, v2, batch, g1, g2, label = _unpack(y_true, y_pred)
         per_row = self._direction(v1, v2, g1, g2)
         if self.symmetric:
             per_row = 0.5 * (per_row + self._direction(v2, v1, g2, g1))
