@@ -462,6 +462,10 @@ def train_model(
     for stale in [*ckpt_dir.glob(".tmp-*"), *work_dir.glob(".tmp-*")]:
         stale.unlink()
 
+    for name, frame in (("train", train_df), ("val", val_df)):
+        for col in ("question1", "question2"):
+            if col not in frame.columns:
+                raise QdupError(f"the {name} split has no {col!r} column (columns: {list(frame.columns)})")
     use_negatives = train_cfg.hard_negatives > 0
     if use_negatives and (negatives_df is None or len(negatives_df) == 0):
         raise QdupError("train.hard_negatives > 0 needs labelled non-duplicates, but the negatives split is empty or missing")

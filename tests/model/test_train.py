@@ -93,7 +93,9 @@ def test_a_tiny_model_learns_paraphrases(data, tmp_path):
     sim = similarities(
         encoder, vec, [q, q], ["What is the best way to learn Python?", "What is the capital of France?"], TINY.max_length
     )
-    assert sim[0] > sim[1] + 0.3, sim
+    # The paraphrase templates put many pairs in one duplicate cluster, never each other's negatives (masked):
+    # four epochs open a smaller gap than unmasked training did, but a clear one.
+    assert sim[0] > sim[1] + 0.15, sim
     assert result.history[-1]["loss"] < result.history[0]["loss"]
     epoch_lines = [line for line in lines if line.startswith("epoch ")]
     assert len(epoch_lines) == 4

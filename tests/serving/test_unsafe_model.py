@@ -38,4 +38,6 @@ def test_predict_prints_no_tensorflow_noise(tmp_path):
         env=env, capture_output=True, text=True, timeout=300,
     )
     assert ran.returncode == 2
-    assert ran.stderr.strip().splitlines() == [f"qdup: error: --model {tmp_path / 'missing'}: no such export folder"]
+    assert ran.stderr.strip().splitlines() == [
+        f"qdup: error: --model {tmp_path / 'missing'}: no such export folder (or give a version id or alias; list them with: qdup versions)"
+    ]
