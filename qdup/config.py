@@ -204,7 +204,7 @@ class TrainConfig(_Section):
     """Optimisation. The reference course: loss="triplet", epochs=10, learning_rate=0.01, lr_schedule="constant".
 
     The softmax loss at learning rate 0.002 was chosen by calibration ROC-AUC and retrieval validation MRR@10 on the
-    real sample (bench/results/quality); the triplet loss at 0.01 early-stops within 8 epochs under it.
+    real sample (bench/results/quality); at 0.01 the softmax loss early-stopped after 8 epochs.
     """
 
     epochs: int = Field(default=50, gt=0, description="at most; early stopping usually ends training sooner")
