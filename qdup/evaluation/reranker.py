@@ -155,8 +155,10 @@ class PairFeaturizer:
             sa, sb = set(ta), set(tb)
             shared, union = sa & sb, sa | sb
             out[i, 2] = len(shared) / len(union) if union else 0.0
-            idf_union = sum(self.idf(t) for t in union)
-            out[i, 3] = sum(self.idf(t) for t in shared) / idf_union if idf_union > 0 else 0.0
+            # math.fsum: exact, so the sum over a set does not depend on its (hash-seeded) order and the feature is
+            # the same for (a, b) and (b, a) in every process.
+            idf_union = math.fsum(self.idf(t) for t in union)
+            out[i, 3] = math.fsum(self.idf(t) for t in shared) / idf_union if idf_union > 0 else 0.0
             out[i, 4] = len(shared)
             out[i, 5] = len(shared) / min(len(sa), len(sb)) if sa and sb else 0.0
             ab, ba = self.bm25(ta, tb), self.bm25(tb, ta)

@@ -22,7 +22,7 @@ from qdup.model.vocab import fit_vectorizer
 
 V1 = np.array([[0.26726124, 0.53452248, 0.80178373], [0.5178918, 0.57543534, 0.63297887]])
 V2 = np.array([[0.26726124, 0.53452248, 0.80178373], [-0.5178918, -0.57543534, -0.63297887]])
-TINY = ModelConfig(embedding_dim=8, lstm_units=8, max_length=6)
+TINY = ModelConfig(embedding_dim=8, lstm_units=8, max_length=6, subwords=False)  # the words-only path; sub-words: test_subwords.py
 
 
 def _loss(v1: np.ndarray, v2: np.ndarray, margin: float = 0.25, **kw) -> np.ndarray:

@@ -172,7 +172,7 @@ def test_training_with_every_option_exports_a_safe_model(tmp_path):
     val = paraphrases(96, seed=1)
     neg = pd.DataFrame({"question1": train["question1"][:200].values, "question2": train["question2"][200:].values, "is_duplicate": 0})
     vec = fit_vectorizer(train["question1"].tolist() + train["question2"].tolist(), VocabConfig())
-    cfg = TrainConfig(epochs=3, batch_size=32, loss="softmax", hard_negatives=0.25)
+    cfg = TrainConfig(epochs=3, batch_size=32, loss="softmax", hard_negatives=0.25, learning_rate=0.01)
     result = train_model(train, val, vec, SUB, cfg, seed=0, work_dir=tmp_path / "w", log=lambda m: None, negatives_df=neg)
     assert result.facts["negative_pairs"] == 200 and result.facts["negatives_per_batch"] == 8
     assert result.history[-1]["val_loss"] < result.history[0]["val_loss"]

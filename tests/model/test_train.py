@@ -34,7 +34,7 @@ TEMPLATES = (
     ("what is the population of {}", "how many people live in {}", PLACES),
     ("is {} worth learning", "should i learn {}", TOPICS),
 )
-TINY = ModelConfig(embedding_dim=16, lstm_units=16, max_length=12)
+TINY = ModelConfig(embedding_dim=16, lstm_units=16, max_length=12, subwords=False)
 
 
 def paraphrases(n: int, seed: int) -> pd.DataFrame:
@@ -86,7 +86,7 @@ def test_batch_plan_drops_only_a_single_pair_remainder(n, batch, expected_batche
 def test_a_tiny_model_learns_paraphrases(data, tmp_path):
     train, val, vec = data
     lines: list[str] = []
-    cfg = TrainConfig(epochs=4, batch_size=32, learning_rate=0.01)
+    cfg = TrainConfig(epochs=4, batch_size=32, learning_rate=0.01, loss="triplet")
     result = train_model(train, val, vec, TINY, cfg, seed=0, work_dir=tmp_path, log=lines.append)
     encoder = keras.saving.load_model(result.encoder_path, safe_mode=True)
     q = "How do I learn Python?"
@@ -105,7 +105,7 @@ def test_a_tiny_model_learns_paraphrases(data, tmp_path):
     assert result.best_val_loss == min(h["val_loss"] for h in result.history)
     assert any(result.tensorboard_dir.rglob("events.out.tfevents.*"))
     # Calling again with a finished work_dir trains nothing.
-    again = train_model(train, val, vec, TINY, TrainConfig(epochs=4, batch_size=32), seed=0, work_dir=tmp_path, log=lines.append)
+    again = train_model(train, val, vec, TINY, cfg, seed=0, work_dir=tmp_path, log=lines.append)
     assert again.history == result.history
     assert lines[-1].startswith("training already complete at epoch 4")
 

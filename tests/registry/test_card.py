@@ -22,7 +22,8 @@ def test_full_card_has_every_section_in_order_with_the_recorded_numbers(tmp_path
                  "| train | 1,000 | 80 | `" + "1" * 64 + "` |", "| calibration | 300 |", "2026-01-01T00:00:00+00:00"):
         assert text in card, text
     # Model and parameters.
-    assert "a bidirectional LSTM with 128 units" in card and "triplet loss (margin 0.25)" in card
+    assert "a bidirectional LSTM with 128 units" in card and "in-batch softmax loss (multiple-negatives ranking, scale 20.0)" in card
+    assert "hashed character n-gram embeddings" in card and "never one of the anchor's own duplicate cluster" in card
     assert "| best epoch | 3 |" in card and '`model`: bidirectional=true' in card
     # Metrics with intervals beside the baseline, and the lift.
     mi, bi = m["metrics"]["intervals"]["metrics"]["roc_auc"], m["metrics"]["baseline"]["intervals"]["metrics"]["roc_auc"]
