@@ -95,15 +95,11 @@ def pair_figures(y: np.ndarray, scores: dict[str, np.ndarray], groups: np.ndarra
 
 
 def pair_groups(df: pd.DataFrame) -> np.ndarray:
-    """Cluster of each pair: connected components of its questions (pairs that share a question move together)."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
+    """Cluster of each pair: connected components of its questions (pairs that share a question move together),
+    by the reranker's own grouping of its folds."""
+    from qdup.evaluation.reranker import pair_groups as question_graph_groups
 
-    codes, uniques = pd.factorize(pd.concat([df["question1"], df["question2"]], ignore_index=True))
-    n = len(df)
-    graph = coo_matrix((np.ones(n), (codes[:n], codes[n:])), shape=(len(uniques), len(uniques)))
-    _, labels = connected_components(graph, directed=False)
-    return labels[codes[:n]]
+    return question_graph_groups(df["question1"].tolist(), df["question2"].tolist())
 
 
 def retrieval_figures(per_query: dict[str, dict[str, np.ndarray]], groups: np.ndarray, boot: dict[str, Any], seed: int,
