@@ -23,7 +23,7 @@ from qdup.evaluation.reranker import Reranker, has_reranker, load_reranker
 from qdup.fileio import atomic_write_bytes, read_json
 
 # Importing qdup.model.encode imports qdup.model.network, which registers the custom layers that saved models name.
-from qdup.model.encode import encoder_fn, pair_cosines
+from qdup.model.encode import encode_with, encoder_fn, pair_cosines
 from qdup.model.network import load_saved_model
 
 INFERENCE_FILE = "inference.keras"
@@ -82,6 +82,11 @@ class Predictor:
             raise QdupError(f"the inference model should hold one TextVectorization layer, found {len(vectorizers)}")
         self._vectorizer = vectorizers[0]
         self._encode_run = encoder_fn(self._encoder)
+
+    def encode(self, texts: Sequence[str], batch_size: int = 1024) -> np.ndarray:
+        """Unit encodings (n, d) float32 of questions (each a non-blank str, else QdupError naming its index)."""
+        items = check_questions(texts, "questions")
+        return encode_with(self._encode_run, self._encoder, self._vectorizer, items, self.max_length, batch_size)
 
     def similarity(self, q1s: Sequence[str], q2s: Sequence[str], batch_size: int = 1024) -> np.ndarray:
         """Cosine similarity (float32) of each pair; questions over max_length tokens are truncated.
