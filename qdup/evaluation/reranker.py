@@ -13,6 +13,7 @@ other file and `load_reranker` refuses a file that differs.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import Counter
 from collections.abc import Sequence
@@ -22,15 +23,15 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.sparse import coo_matrix
+from scipy.sparse import coo_matrix, csr_array
 from scipy.sparse.csgraph import connected_components
 from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.feature_extraction.text import TfidfTransformer, TfidfVectorizer
 from sklearn.model_selection import StratifiedGroupKFold
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from qdup.errors import QdupError
-from qdup.evaluation.baseline import fit_char_tfidf, tfidf_pair_cosines
+from qdup.evaluation.baseline import fit_char_tfidf
 from qdup.evaluation.metrics import choose_threshold
 from qdup.fileio import atomic_write_bytes, atomic_write_json, read_json, sha256_file
 from qdup.text import standardize
@@ -101,83 +102,230 @@ class BoostingParams:
 
 
 # The trees are fitted on a few thousand pairs and score a few hundred per query: OpenMP threads cost more than they
-# save there (18x slower fits measured on 2 busy cores), and the results do not depend on the thread count.
+# save there (18x slower fits measured on 2 busy cores; 10x slower scoring of 5,000 pairs), and the results do not
+# depend on the thread count. One controller for the process: building one scans every loaded library (3-5 ms, more
+# than scoring a small batch); it is built on first use, after this module's import loaded scikit-learn's OpenMP.
+@functools.cache
+def _controller() -> ThreadpoolController:
+    return ThreadpoolController()
+
+
 def _one_thread():
-    return threadpool_limits(limits=1, user_api="openmp")
+    return _controller().limit(limits=1, user_api="openmp")
+
+
+# Entries each cache of a PairFeaturizer may hold before it is emptied: a server scores unbounded streams of new questions.
+CACHE_LIMIT = 200_000
+
+
+def _ratio(num: np.ndarray, den: np.ndarray, where: np.ndarray, otherwise: float) -> np.ndarray:
+    out = np.full(len(num), otherwise, dtype=np.float64)
+    return np.divide(num, den, out=out, where=where)
+
+
+def _row_sums(m: csr_array) -> np.ndarray:
+    return np.asarray(m.sum(axis=1), dtype=np.float64).ravel()
+
+
+def _fsums(values: np.ndarray, indptr: np.ndarray) -> np.ndarray:
+    """math.fsum of each CSR row's values (exactly rounded: independent of order)."""
+    flat, bounds = values.tolist(), indptr.tolist()
+    return np.fromiter((math.fsum(flat[s:e]) for s, e in zip(bounds[:-1], bounds[1:], strict=True)), dtype=np.float64,
+                       count=len(bounds) - 1)
+
+
+@dataclass(frozen=True)
+class _Bm25:
+    """Okapi BM25 between a batch's distinct questions: their token codes in order, and each (question, token) weight.
+
+    `scores` adds one weight per query token occurrence, in query order, one position at a time for all pairs at once:
+    the same additions in the same order as a per-pair loop, so the sums equal its to the last bit (a saved reranker's
+    trees compare features with thresholds that are training features themselves).
+    """
+
+    codes: np.ndarray  # token codes of every question, question after question
+    starts: np.ndarray  # question u's codes are codes[starts[u]:starts[u + 1]]
+    lengths: np.ndarray
+    keys: np.ndarray  # question * n_terms + token code of each weight, ascending
+    weights: np.ndarray
+    n_terms: int
+
+    def scores(self, query: np.ndarray, doc: np.ndarray) -> np.ndarray:
+        """BM25 of question doc[k] for question query[k], for each k."""
+        out = np.zeros(len(query), dtype=np.float64)
+        lens = self.lengths[query]
+        pair = np.repeat(np.arange(len(query)), lens)
+        pos = np.arange(len(pair)) - np.repeat(np.cumsum(lens) - lens, lens)
+        key = doc[pair] * self.n_terms + self.codes[self.starts[query][pair] + pos]
+        at = np.minimum(np.searchsorted(self.keys, key), max(len(self.keys) - 1, 0))
+        found = self.keys[at] == key if len(self.keys) else np.zeros(len(key), dtype=bool)
+        pair, pos, value = pair[found], pos[found], self.weights[at[found]]
+        order = np.argsort(pos, kind="stable")
+        bounds = np.concatenate([[0], np.cumsum(np.bincount(pos, minlength=1))])
+        for start, end in zip(bounds[:-1], bounds[1:], strict=True):
+            step = order[start:end]  # one occurrence per pair: at this position of its query
+            out[pair[step]] += value[step]
+        return out
 
 
 @dataclass
 class PairFeaturizer:
-    """Lexical statistics of the training questions, and the features of any question pair."""
+    """Lexical statistics of the training questions, and the features of any question pair.
+
+    Features are computed for a whole batch at once: each distinct question is tokenised and TF-IDF-transformed
+    once, then every pair feature is a row-wise operation on sparse per-question matrices (token counts, BM25
+    weights, TF-IDF rows) gathered by pair. tests/evaluation/test_reranker.py checks them against a per-pair
+    implementation of the definitions.
+    """
 
     tfidf: TfidfVectorizer
     bm25_idf: dict[str, float]
     bm25_unseen_idf: float
     bm25_avgdl: float
     documents: int
-    _tokens: dict[str, list[str]] = field(default_factory=dict, repr=False)
+    _tokens: dict[str, list[str]] = field(default_factory=dict, init=False, repr=False)
+    _word_ngrams: dict[str, bytes] = field(default_factory=dict, init=False, repr=False)
 
-    def tokens(self, text: str) -> list[str]:
-        got = self._tokens.get(text)
-        if got is None:
-            if len(self._tokens) > 200_000:  # bounded: a server scores unbounded streams of new questions
-                self._tokens.clear()
-            got = self._tokens[text] = standard_tokens(text)
+    def __post_init__(self) -> None:
+        v = self.tfidf
+        if v.analyzer != "char_wb" or v.preprocessor is not None or v.strip_accents is not None or v.binary or v.input != "content":
+            raise QdupError(
+                f"reranker TF-IDF: analyzer={v.analyzer!r} preprocessor={v.preprocessor!r} strip_accents={v.strip_accents!r} "
+                f"binary={v.binary} input={v.input!r}; the featurizer computes plain char_wb n-grams of str only")
+        # char_wb n-grams never cross whitespace: a question's n-gram counts are the sum of its words' (the vectoriser
+        # splits its lowercased text with str.split, after collapsing whitespace runs that str.split treats alike), so
+        # each distinct word is analysed once (by scikit-learn's own analyser, lowercasing already done) and cached as
+        # its known n-grams' column ids. The counts then go through the vectoriser's own TF-IDF weighting; the rows
+        # equal TfidfVectorizer.transform's bit for bit, at a fraction of its per-character Python cost.
+        self._analyze_word = TfidfVectorizer(analyzer="char_wb", ngram_range=v.ngram_range, lowercase=False).build_analyzer()
+        self._weigh = TfidfTransformer(norm=v.norm, use_idf=v.use_idf, smooth_idf=v.smooth_idf, sublinear_tf=v.sublinear_tf)
+        self._weigh.idf_ = v.idf_
+
+    def _question_tokens(self, texts: Sequence[str]) -> list[list[str]]:
+        cache = self._tokens
+        if len(cache) > CACHE_LIMIT:
+            cache.clear()
+        out = []
+        for text in texts:
+            got = cache.get(text)
+            if got is None:
+                got = cache[text] = standard_tokens(text)
+            out.append(got)
+        return out
+
+    def _ngram_ids(self, word: str) -> bytes:
+        vocab = self.tfidf.vocabulary_
+        ids = [vocab[g] for g in self._analyze_word(word) if g in vocab]
+        got = self._word_ngrams[word] = np.asarray(ids, dtype=np.int32).tobytes()
         return got
 
-    def idf(self, token: str) -> float:
-        return self.bm25_idf.get(token, self.bm25_unseen_idf)
-
-    def bm25(self, query: list[str], doc: list[str]) -> float:
-        """Okapi BM25 of `doc` for `query` (every query occurrence counts), IDF and mean length from training.
-
-        Hand-written: rank_bm25 and bm25s score a query against the corpus they indexed, not one
-        question against another with a training corpus's statistics.
-        """
-        if not doc:
-            return 0.0
-        tf = Counter(doc)
-        norm = BM25_K1 * (1 - BM25_B + BM25_B * len(doc) / self.bm25_avgdl)
-        return float(sum(self.idf(t) * tf[t] * (BM25_K1 + 1) / (tf[t] + norm) for t in query if t in tf))
+    def tfidf_rows(self, texts: Sequence[str]) -> csr_array:
+        """The TF-IDF vectors (L2-normalised CSR rows, as `self.tfidf.transform(texts)`) of `texts`."""
+        cache = self._word_ngrams
+        if len(cache) > CACHE_LIMIT:
+            cache.clear()
+        lower = self.tfidf.lowercase
+        docs = []
+        for text in texts:
+            words = (text.lower() if lower else text).split()
+            docs.append(b"".join([cache.get(w) or self._ngram_ids(w) for w in words]))
+        indptr = np.zeros(len(docs) + 1, dtype=np.int64)
+        np.cumsum(np.fromiter(map(len, docs), dtype=np.int64, count=len(docs)) // 4, out=indptr[1:])
+        indices = np.frombuffer(b"".join(docs), dtype=np.int32)
+        counts = csr_array((np.ones(len(indices)), indices, indptr), shape=(len(docs), len(self.tfidf.vocabulary_)))
+        counts.sum_duplicates()
+        return csr_array(self._weigh.transform(counts, copy=False))
 
     def features(self, q1: Sequence[str], q2: Sequence[str], cosine: Sequence[float] | np.ndarray) -> np.ndarray:
         """(n, len(FEATURE_NAMES)) float64 features; symmetric in the two questions."""
+        return self.features_and_same(q1, q2, cosine)[0]
+
+    def features_and_same(
+        self, q1: Sequence[str], q2: Sequence[str], cosine: Sequence[float] | np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`features`, and whether each pair's questions have the same non-empty tokens in the same order."""
         cos = np.asarray(cosine, dtype=np.float64)
         if not (len(q1) == len(q2) == len(cos)):
             raise QdupError(f"reranker features: {len(q1)} question1, {len(q2)} question2 and {len(cos)} cosines")
-        out = np.zeros((len(q1), len(FEATURE_NAMES)), dtype=np.float64)
-        if not len(q1):
-            return out
+        n = len(q1)
+        out = np.zeros((n, len(FEATURE_NAMES)), dtype=np.float64)
+        if not n:
+            return out, np.zeros(0, dtype=bool)
+        slot: dict[str, int] = {}
+        i1 = np.fromiter((slot.setdefault(q, len(slot)) for q in q1), dtype=np.int64, count=n)
+        i2 = np.fromiter((slot.setdefault(q, len(slot)) for q in q2), dtype=np.int64, count=n)
+        texts = list(slot)
+        u = len(texts)
         out[:, 0] = cos
-        out[:, 1] = tfidf_pair_cosines(self.tfidf, list(q1), list(q2))
-        for i, (a, b) in enumerate(zip(q1, q2, strict=True)):
-            ta, tb = self.tokens(a), self.tokens(b)
-            sa, sb = set(ta), set(tb)
-            shared, union = sa & sb, sa | sb
-            out[i, 2] = len(shared) / len(union) if union else 0.0
-            # math.fsum: exact, so the sum over a set does not depend on its (hash-seeded) order and the feature is
-            # the same for (a, b) and (b, a) in every process.
-            idf_union = math.fsum(self.idf(t) for t in union)
-            out[i, 3] = math.fsum(self.idf(t) for t in shared) / idf_union if idf_union > 0 else 0.0
-            out[i, 4] = len(shared)
-            out[i, 5] = len(shared) / min(len(sa), len(sb)) if sa and sb else 0.0
-            ab, ba = self.bm25(ta, tb), self.bm25(tb, ta)
-            out[i, 6], out[i, 7] = max(ab, ba), min(ab, ba)
-            # Normalised by each question's score against itself, so long questions do not dominate.
-            selfs = max(self.bm25(ta, ta), self.bm25(tb, tb))
-            out[i, 8] = max(ab, ba) / selfs if selfs > 0 else 0.0
-            la, lb = len(ta), len(tb)
-            out[i, 9], out[i, 10] = min(la, lb), max(la, lb)
-            out[i, 11] = abs(la - lb)
-            out[i, 12] = min(la, lb) / max(la, lb) if max(la, lb) else 1.0
-            ca, cb = len(a), len(b)
-            out[i, 13] = abs(ca - cb)
-            out[i, 14] = min(ca, cb) / max(ca, cb) if max(ca, cb) else 1.0
-            da = {t for t in sa if any(c.isdigit() for c in t)}
-            db = {t for t in sb if any(c.isdigit() for c in t)}
-            out[i, 15] = float(da != db)
-            out[i, 16] = float(bool(ta) and bool(tb) and ta[0] == tb[0])
-        return out
+
+        x = self.tfidf_rows(texts)
+        # Rows are L2-normalised: the cosine is the row-wise dot product (as tfidf_pair_cosines computes it).
+        out[:, 1] = np.clip(_row_sums(x[i1].multiply(x[i2])), 0.0, 1.0)
+
+        # Each distinct question's standardised tokens as a row of counts over this batch's distinct tokens.
+        toks = self._question_tokens(texts)
+        n_tok = np.fromiter(map(len, toks), dtype=np.int64, count=u)
+        term_of: dict[str, int] = {}
+        codes = np.fromiter((term_of.setdefault(t, len(term_of)) for ts in toks for t in ts), dtype=np.int32,
+                            count=int(n_tok.sum()))
+        terms = list(term_of)
+        idf = np.fromiter((self.bm25_idf.get(t, self.bm25_unseen_idf) for t in terms), dtype=np.float64, count=len(terms))
+        has_digit = np.fromiter((not t.isalpha() and any(c.isdigit() for c in t) for t in terms), dtype=np.float64,
+                                count=len(terms))
+        starts = np.zeros(u + 1, dtype=np.int64)
+        np.cumsum(n_tok, out=starts[1:])
+        first = np.full(u, -1, dtype=np.int64)  # each question's first token, -1 for none
+        first[n_tok > 0] = codes[starts[:-1][n_tok > 0]]
+        counts = csr_array((np.ones(len(codes)), codes.copy(), starts.copy()), shape=(u, len(terms)))  # sum_duplicates works in place
+        counts.sum_duplicates()
+        present = counts.copy()
+        present.data[:] = 1.0
+        distinct = np.diff(counts.indptr)
+        digits = present @ has_digit
+        # Okapi BM25 weight of each (question as document, token): idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * len / avgdl)),
+        # in the order of operations of the per-pair definition, so that each weight is the same float.
+        norm = BM25_K1 * (1 - BM25_B + BM25_B * n_tok / self.bm25_avgdl)
+        row = np.repeat(np.arange(u), distinct)
+        tf = counts.data
+        bm25 = _Bm25(codes, starts, n_tok, row * len(terms) + counts.indices,
+                     idf[counts.indices] * tf * (BM25_K1 + 1) / (tf + norm[row]), len(terms))
+
+        shared_set = present[i1].multiply(present[i2])
+        shared = np.diff(shared_set.indptr).astype(np.float64)
+        na, nb = distinct[i1], distinct[i2]
+        union = na + nb - shared
+        out[:, 2] = _ratio(shared, union, union > 0, 0.0)
+        # math.fsum: exactly rounded, so the sum over a set depends neither on its order nor on the pair's.
+        idf_shared = _fsums(idf[shared_set.indices], shared_set.indptr)
+        union_set = present[i1] + present[i2]
+        idf_union = _fsums(idf[union_set.indices], union_set.indptr)
+        out[:, 3] = _ratio(idf_shared, idf_union, idf_union > 0, 0.0)
+        out[:, 4] = shared
+        out[:, 5] = _ratio(shared, np.minimum(na, nb), (na > 0) & (nb > 0), 0.0)
+        ab, ba = bm25.scores(i1, i2), bm25.scores(i2, i1)
+        out[:, 6], out[:, 7] = np.maximum(ab, ba), np.minimum(ab, ba)
+        # Normalised by each question's score against itself, so long questions do not dominate.
+        own = bm25.scores(np.arange(u), np.arange(u))
+        selfs = np.maximum(own[i1], own[i2])
+        out[:, 8] = _ratio(out[:, 6], selfs, selfs > 0, 0.0)
+        la, lb = n_tok[i1], n_tok[i2]
+        out[:, 9], out[:, 10] = np.minimum(la, lb), np.maximum(la, lb)
+        out[:, 11] = np.abs(la - lb)
+        out[:, 12] = _ratio(out[:, 9], out[:, 10], out[:, 10] > 0, 1.0)
+        chars = np.fromiter(map(len, texts), dtype=np.int64, count=u)
+        ca, cb = chars[i1], chars[i2]
+        lo, hi = np.minimum(ca, cb), np.maximum(ca, cb)
+        out[:, 13] = hi - lo
+        out[:, 14] = _ratio(lo, hi, hi > 0, 1.0)
+        # The sets of digit-bearing tokens differ unless both hold as many as they share.
+        da, db = digits[i1], digits[i2]
+        out[:, 15] = ((da != db) | (shared_set @ has_digit != da)).astype(np.float64)
+        out[:, 16] = ((first[i1] >= 0) & (first[i1] == first[i2])).astype(np.float64)
+
+        sequence: dict[tuple[str, ...], int] = {}
+        seq = np.fromiter((sequence.setdefault(tuple(t), len(sequence)) for t in toks), dtype=np.int64, count=u)
+        same = (n_tok[i1] > 0) & (seq[i1] == seq[i2])
+        return out, same
 
 
 def fit_featurizer(train_df: pd.DataFrame, *, ngram_range: tuple[int, int] = (2, 5), min_df: int = 1) -> PairFeaturizer:
@@ -259,9 +407,9 @@ class Reranker:
         Labelled pairs never hold one question twice, so the trees have not seen that case and may score it
         anywhere; the same words in the same order (after standardisation) ask the same thing by definition.
         """
-        scores = self.score_features(self.featurizer.features(q1, q2, cosine))
-        same = [bool(ta) and ta == self.featurizer.tokens(b) for ta, b in zip(map(self.featurizer.tokens, q1), q2, strict=True)]
-        scores[np.asarray(same, dtype=bool)] = 1.0
+        x, same = self.featurizer.features_and_same(q1, q2, cosine)
+        scores = self.score_features(x)
+        scores[same] = 1.0
         return scores
 
     def decide(self, scores: np.ndarray) -> np.ndarray:
