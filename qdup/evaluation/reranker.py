@@ -25,9 +25,11 @@ import numpy as np
 import pandas as pd
 from scipy.sparse import coo_matrix, csr_array
 from scipy.sparse.csgraph import connected_components
+from scipy.special import expit
 from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.feature_extraction.text import TfidfTransformer, TfidfVectorizer
+from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.model_selection import StratifiedGroupKFold
+from sklearn.utils.sparsefuncs_fast import inplace_csr_row_normalize_l2
 from threadpoolctl import ThreadpoolController
 
 from qdup.errors import QdupError
@@ -188,18 +190,17 @@ class PairFeaturizer:
 
     def __post_init__(self) -> None:
         v = self.tfidf
-        if v.analyzer != "char_wb" or v.preprocessor is not None or v.strip_accents is not None or v.binary or v.input != "content":
+        if (v.analyzer != "char_wb" or v.preprocessor is not None or v.strip_accents is not None or v.binary
+                or v.input != "content" or v.norm != "l2" or not v.use_idf):
             raise QdupError(
                 f"reranker TF-IDF: analyzer={v.analyzer!r} preprocessor={v.preprocessor!r} strip_accents={v.strip_accents!r} "
-                f"binary={v.binary} input={v.input!r}; the featurizer computes plain char_wb n-grams of str only")
+                f"binary={v.binary} input={v.input!r} norm={v.norm!r} use_idf={v.use_idf}; the featurizer computes "
+                "L2-normalised TF-IDF of plain char_wb n-grams of str only")
         # char_wb n-grams never cross whitespace: a question's n-gram counts are the sum of its words' (the vectoriser
         # splits its lowercased text with str.split, after collapsing whitespace runs that str.split treats alike), so
         # each distinct word is analysed once (by scikit-learn's own analyser, lowercasing already done) and cached as
-        # its known n-grams' column ids. The counts then go through the vectoriser's own TF-IDF weighting; the rows
-        # equal TfidfVectorizer.transform's bit for bit, at a fraction of its per-character Python cost.
+        # its known n-grams' column ids.
         self._analyze_word = TfidfVectorizer(analyzer="char_wb", ngram_range=v.ngram_range, lowercase=False).build_analyzer()
-        self._weigh = TfidfTransformer(norm=v.norm, use_idf=v.use_idf, smooth_idf=v.smooth_idf, sublinear_tf=v.sublinear_tf)
-        self._weigh.idf_ = v.idf_
 
     def _question_tokens(self, texts: Sequence[str]) -> list[list[str]]:
         cache = self._tokens
@@ -234,7 +235,14 @@ class PairFeaturizer:
         indices = np.frombuffer(b"".join(docs), dtype=np.int32)
         counts = csr_array((np.ones(len(indices)), indices, indptr), shape=(len(docs), len(self.tfidf.vocabulary_)))
         counts.sum_duplicates()
-        return csr_array(self._weigh.transform(counts, copy=False))
+        # TfidfTransformer.transform's steps, with its own numpy operations and L2 normalisation, so the rows equal
+        # TfidfVectorizer.transform's bit for bit; without its input validation, which costs more than a small batch.
+        if self.tfidf.sublinear_tf:
+            np.log(counts.data, out=counts.data)
+            counts.data += 1.0
+        counts.data *= self.tfidf.idf_[counts.indices]
+        inplace_csr_row_normalize_l2(counts)
+        return counts
 
     def features(self, q1: Sequence[str], q2: Sequence[str], cosine: Sequence[float] | np.ndarray) -> np.ndarray:
         """(n, len(FEATURE_NAMES)) float64 features; symmetric in the two questions."""
@@ -386,6 +394,61 @@ def out_of_fold_scores(
     return scores
 
 
+# Up to this many pairs the trees are walked by SmallBatchTrees; above, by scikit-learn's compiled predictor.
+SMALL_BATCH = 128
+
+
+class SmallBatchTrees:
+    """A fitted binary HistGradientBoostingClassifier's trees as flat arrays, walked for every tree and row at once.
+
+    Hand-written because scikit-learn's predict walks the trees one Python call each (about 1 ms for 100 trees
+    whatever the batch, more than the features of a small batch cost); this takes a few numpy operations per tree
+    level. It reads the fitted model's `_predictors` and `_baseline_prediction` and repeats its arithmetic (a NaN goes
+    the side `missing_go_to_left` says, else left iff value <= threshold; the leaf values added to the baseline one
+    tree after another; expit), so it gives predict_proba's probabilities bit for bit (tests compare them).
+    """
+
+    def __init__(self, model: HistGradientBoostingClassifier):
+        if model.n_trees_per_iteration_ != 1:
+            raise QdupError(f"reranker trees: {model.n_trees_per_iteration_} trees per iteration, a binary model has 1")
+        trees = [stage[0].nodes for stage in model._predictors]
+        nodes = np.concatenate(trees)
+        if nodes["is_categorical"].any():
+            raise QdupError("reranker trees: categorical splits, which the reranker's features never need")
+        offsets = np.cumsum([0] + [len(t) for t in trees[:-1]])
+        owner = np.repeat(offsets, [len(t) for t in trees])
+        leaf = nodes["is_leaf"].astype(bool)
+        own = np.arange(len(nodes))
+        # children[2 * node] is the left child, children[2 * node + 1] the right; a leaf is its own child both ways.
+        self.children = np.stack([np.where(leaf, own, nodes["left"] + owner),
+                                  np.where(leaf, own, nodes["right"] + owner)], axis=1).ravel().astype(np.intp)
+        self.feature = np.where(leaf, 0, nodes["feature_idx"]).astype(np.intp)
+        self.threshold = np.where(leaf, np.inf, nodes["num_threshold"])
+        self.nan_right = ~nodes["missing_go_to_left"].astype(bool)
+        self.value = nodes["value"].astype(np.float64)
+        self.roots = offsets.astype(np.intp)
+        self.depth = int(nodes["depth"].max())
+        self.baseline = float(np.asarray(model._baseline_prediction).ravel()[0])
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """Duplicate probability (predict_proba(x)[:, 1]) of each row of x."""
+        x = np.ascontiguousarray(x, dtype=np.float64)
+        n, d = x.shape
+        node = np.repeat(self.roots[None, :], n, axis=0)
+        row = (np.arange(n) * d)[:, None]
+        flat = x.ravel()
+        for _ in range(self.depth):
+            v = flat[row + self.feature[node]]
+            right = v > self.threshold[node]
+            right |= np.isnan(v) & self.nan_right[node]
+            node = self.children[2 * node + right]
+        raw = np.empty((n, node.shape[1] + 1), dtype=np.float64)
+        raw[:, 0] = self.baseline
+        raw[:, 1:] = self.value[node]
+        # cumsum adds left to right: the baseline, then each tree's value in order, as scikit-learn adds them.
+        return expit(np.cumsum(raw, axis=1)[:, -1])
+
+
 @dataclass
 class Reranker:
     """A fitted reranker: pair features -> duplicate probability; `threshold` chosen on out-of-fold calibration scores."""
@@ -394,10 +457,15 @@ class Reranker:
     model: HistGradientBoostingClassifier
     threshold: float
     info: dict[str, Any] = field(default_factory=dict)
+    _small: SmallBatchTrees | None = field(default=None, init=False, repr=False)
 
     def score_features(self, x: np.ndarray) -> np.ndarray:
         if len(x) == 0:
             return np.zeros(0, dtype=np.float64)
+        if len(x) <= SMALL_BATCH:
+            if self._small is None:
+                self._small = SmallBatchTrees(self.model)
+            return self._small.predict_proba(x)
         with _one_thread():
             return self.model.predict_proba(x)[:, 1].astype(np.float64)
 

@@ -353,3 +353,26 @@ def test_a_question_and_itself_score_one_and_monotonic_trees_never_fall_with_sim
         higher = x.copy()
         higher[:, FEATURE_NAMES.index(name)] += 0.3
         assert (reranker.score_features(higher) >= reranker.score_features(x) - 1e-12).all()
+
+
+def test_small_batches_walk_the_trees_to_scikit_learns_probabilities_bit_for_bit():
+    q1, q2, cos, y = _synthetic(300, seed=6)
+    f = fit_featurizer(TRAIN)
+    x = f.features(q1, q2, cos)
+    for params in (BoostingParams(max_iter=40), BoostingParams(max_iter=25, max_leaf_nodes=31, monotonic=True)):
+        reranker = fit_reranker(f, x, y, out_of_fold_scores(x, y, pair_groups(q1, q2), params, 3, 0), params, 0)
+        trees = reranker_module.SmallBatchTrees(reranker.model)
+        # Rows at the split thresholds themselves (<= goes left), just above them, missing values, the fitted rows.
+        thresholds = trees.threshold[np.isfinite(trees.threshold)]
+        rng = np.random.default_rng(0)
+        assert len(thresholds) > 50
+        at = x[np.arange(len(thresholds)) % len(x)].copy()
+        at[np.arange(len(thresholds)), trees.feature[np.isfinite(trees.threshold)]] = thresholds
+        above = np.nextafter(at, np.inf)
+        missing = x[:40].copy()
+        missing[rng.random(missing.shape) < 0.3] = np.nan
+        for rows in (at, above, missing, x):
+            want = reranker.model.predict_proba(rows)[:, 1]
+            assert np.array_equal(trees.predict_proba(rows), want)
+        assert np.array_equal(reranker.score_features(x[:reranker_module.SMALL_BATCH]),
+                              reranker.model.predict_proba(x[:reranker_module.SMALL_BATCH])[:, 1])
