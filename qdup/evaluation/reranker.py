@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import functools
 import math
+import operator
+from array import array
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -116,6 +118,7 @@ def _one_thread():
     return _controller().limit(limits=1, user_api="openmp")
 
 
+_IS_NOT_NONE = functools.partial(operator.is_not, None)
 # Entries each cache of a PairFeaturizer may hold before it is emptied: a server scores unbounded streams of new questions.
 CACHE_LIMIT = 200_000
 
@@ -202,7 +205,7 @@ class PairFeaturizer:
         # its known n-grams' column ids.
         self._analyze_word = TfidfVectorizer(analyzer="char_wb", ngram_range=v.ngram_range, lowercase=False).build_analyzer()
 
-    def _question_tokens(self, texts: Sequence[str]) -> list[list[str]]:
+    def _question_tokens(self, texts: Sequence[str]) -> list[tuple[str, ...]]:
         cache = self._tokens
         if len(cache) > CACHE_LIMIT:
             cache.clear()
@@ -210,14 +213,15 @@ class PairFeaturizer:
         for text in texts:
             got = cache.get(text)
             if got is None:
-                got = cache[text] = standard_tokens(text)
+                # Tuples of strings: the garbage collector stops tracking them, so a full cache costs it nothing.
+                got = cache[text] = tuple(standard_tokens(text))
             out.append(got)
         return out
 
     def _ngram_ids(self, word: str) -> bytes:
-        vocab = self.tfidf.vocabulary_
-        ids = [vocab[g] for g in self._analyze_word(word) if g in vocab]
-        got = self._word_ngrams[word] = np.asarray(ids, dtype=np.int32).tobytes()
+        """The column ids (C ints) of the known n-grams of `word`, in the analyser's order; cached."""
+        ids = filter(_IS_NOT_NONE, map(self.tfidf.vocabulary_.get, self._analyze_word(word)))
+        got = self._word_ngrams[word] = array("i", ids).tobytes()
         return got
 
     def tfidf_rows(self, texts: Sequence[str]) -> csr_array:
@@ -229,10 +233,14 @@ class PairFeaturizer:
         docs = []
         for text in texts:
             words = (text.lower() if lower else text).split()
-            docs.append(b"".join([cache.get(w) or self._ngram_ids(w) for w in words]))
+            ids = [cache.get(w) for w in words]
+            if None in ids:
+                ids = [cache.get(w) or self._ngram_ids(w) for w in words]
+            docs.append(b"".join(ids))
+        width = np.dtype(np.intc).itemsize
         indptr = np.zeros(len(docs) + 1, dtype=np.int64)
-        np.cumsum(np.fromiter(map(len, docs), dtype=np.int64, count=len(docs)) // 4, out=indptr[1:])
-        indices = np.frombuffer(b"".join(docs), dtype=np.int32)
+        np.cumsum(np.fromiter(map(len, docs), dtype=np.int64, count=len(docs)) // width, out=indptr[1:])
+        indices = np.frombuffer(b"".join(docs), dtype=np.intc)
         counts = csr_array((np.ones(len(indices)), indices, indptr), shape=(len(docs), len(self.tfidf.vocabulary_)))
         counts.sum_duplicates()
         # TfidfTransformer.transform's steps, with its own numpy operations and L2 normalisation, so the rows equal
@@ -274,7 +282,7 @@ class PairFeaturizer:
         toks = self._question_tokens(texts)
         n_tok = np.fromiter(map(len, toks), dtype=np.int64, count=u)
         term_of: dict[str, int] = {}
-        codes = np.fromiter((term_of.setdefault(t, len(term_of)) for ts in toks for t in ts), dtype=np.int32,
+        codes = np.fromiter((term_of.setdefault(t, len(term_of)) for ts in toks for t in ts), dtype=np.int64,
                             count=int(n_tok.sum()))
         terms = list(term_of)
         idf = np.fromiter((self.bm25_idf.get(t, self.bm25_unseen_idf) for t in terms), dtype=np.float64, count=len(terms))
@@ -331,7 +339,7 @@ class PairFeaturizer:
         out[:, 16] = ((first[i1] >= 0) & (first[i1] == first[i2])).astype(np.float64)
 
         sequence: dict[tuple[str, ...], int] = {}
-        seq = np.fromiter((sequence.setdefault(tuple(t), len(sequence)) for t in toks), dtype=np.int64, count=u)
+        seq = np.fromiter((sequence.setdefault(t, len(sequence)) for t in toks), dtype=np.int64, count=u)
         same = (n_tok[i1] > 0) & (seq[i1] == seq[i2])
         return out, same
 
