@@ -128,10 +128,6 @@ def _ratio(num: np.ndarray, den: np.ndarray, where: np.ndarray, otherwise: float
     return np.divide(num, den, out=out, where=where)
 
 
-def _row_sums(m: csr_array) -> np.ndarray:
-    return np.asarray(m.sum(axis=1), dtype=np.float64).ravel()
-
-
 def _fsums(values: np.ndarray, indptr: np.ndarray) -> np.ndarray:
     """math.fsum of each CSR row's values (exactly rounded: independent of order)."""
     flat, bounds = values.tolist(), indptr.tolist()
@@ -139,13 +135,57 @@ def _fsums(values: np.ndarray, indptr: np.ndarray) -> np.ndarray:
                        count=len(bounds) - 1)
 
 
+def _segments(pair: np.ndarray, n: int) -> np.ndarray:
+    """CSR row pointers of entries sorted by pair (0..n-1)."""
+    ptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(pair, minlength=n), out=ptr[1:])
+    return ptr
+
+
+def _row_entries(indptr: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(k, entry position) of every entry of CSR row rows[k], k after k, each row's entries in order."""
+    lens = indptr[rows + 1] - indptr[rows]
+    pos = np.arange(int(lens.sum())) - np.repeat(np.cumsum(lens) - lens - indptr[rows], lens)
+    return np.repeat(np.arange(len(rows)), lens), pos
+
+
+@dataclass(frozen=True)
+class _PairedRows:
+    """The entries of CSR rows a[k] and b[k] (sorted column indices) for each pair k, and the columns both hold.
+
+    Numpy on the flat arrays: scipy's row indexing and element-wise products validate their input on each call, which
+    costs more than a small batch's whole computation.
+    """
+
+    pair_a: np.ndarray  # pair of each entry of the a rows, pair after pair
+    pos_a: np.ndarray  # its position in the matrix's data
+    pair_b: np.ndarray
+    pos_b: np.ndarray
+    hit_a: np.ndarray  # a's entries whose column b holds too
+    hit_b: np.ndarray  # b's entries whose column a holds too
+    match: np.ndarray  # for each a entry in hit_a, the index (into pair_b/pos_b) of b's entry of that column
+
+    @classmethod
+    def of(cls, indptr: np.ndarray, indices: np.ndarray, a: np.ndarray, b: np.ndarray) -> _PairedRows:
+        pair_a, pos_a = _row_entries(indptr, a)
+        pair_b, pos_b = _row_entries(indptr, b)
+        width = int(indices.max(initial=0)) + 1
+        key_a = pair_a * width + indices[pos_a]
+        key_b = pair_b * width + indices[pos_b]  # ascending: pair after pair, columns sorted
+        at = np.minimum(np.searchsorted(key_b, key_a), max(len(key_b) - 1, 0))
+        hit_a = key_b[at] == key_a if len(key_b) else np.zeros(len(key_a), dtype=bool)
+        hit_b = np.zeros(len(key_b), dtype=bool)
+        hit_b[at[hit_a]] = True
+        return cls(pair_a, pos_a, pair_b, pos_b, hit_a, hit_b, at[hit_a])
+
+
 @dataclass(frozen=True)
 class _Bm25:
     """Okapi BM25 between a batch's distinct questions: their token codes in order, and each (question, token) weight.
 
-    `scores` adds one weight per query token occurrence, in query order, one position at a time for all pairs at once:
-    the same additions in the same order as a per-pair loop, so the sums equal its to the last bit (a saved reranker's
-    trees compare features with thresholds that are training features themselves).
+    `scores` adds one weight per query token occurrence, in query order: the same additions in the same order as a
+    per-pair loop, so the sums equal its to the last bit (a saved reranker's trees compare features with thresholds
+    that are training features themselves).
     """
 
     codes: np.ndarray  # token codes of every question, question after question
@@ -157,20 +197,14 @@ class _Bm25:
 
     def scores(self, query: np.ndarray, doc: np.ndarray) -> np.ndarray:
         """BM25 of question doc[k] for question query[k], for each k."""
-        out = np.zeros(len(query), dtype=np.float64)
         lens = self.lengths[query]
         pair = np.repeat(np.arange(len(query)), lens)
         pos = np.arange(len(pair)) - np.repeat(np.cumsum(lens) - lens, lens)
         key = doc[pair] * self.n_terms + self.codes[self.starts[query][pair] + pos]
         at = np.minimum(np.searchsorted(self.keys, key), max(len(self.keys) - 1, 0))
         found = self.keys[at] == key if len(self.keys) else np.zeros(len(key), dtype=bool)
-        pair, pos, value = pair[found], pos[found], self.weights[at[found]]
-        order = np.argsort(pos, kind="stable")
-        bounds = np.concatenate([[0], np.cumsum(np.bincount(pos, minlength=1))])
-        for start, end in zip(bounds[:-1], bounds[1:], strict=True):
-            step = order[start:end]  # one occurrence per pair: at this position of its query
-            out[pair[step]] += value[step]
-        return out
+        # bincount adds each pair's weights in array order (its query's token order), as the per-pair loop does.
+        return np.bincount(pair[found], weights=self.weights[at[found]], minlength=len(query)).astype(np.float64)
 
 
 @dataclass
@@ -275,16 +309,26 @@ class PairFeaturizer:
         out[:, 0] = cos
 
         x = self.tfidf_rows(texts)
-        # Rows are L2-normalised: the cosine is the row-wise dot product (as tfidf_pair_cosines computes it).
-        out[:, 1] = np.clip(_row_sums(x[i1].multiply(x[i2])), 0.0, 1.0)
+        # Rows are L2-normalised: the cosine is the row-wise dot product, summed as tfidf_pair_cosines's scipy calls sum
+        # it (x[i1].multiply(x[i2]).sum(axis=1): the non-zero products in column order, np.add.reduceat per row).
+        px = _PairedRows.of(x.indptr, x.indices, i1, i2)
+        prod = x.data[px.pos_a[px.hit_a]] * x.data[px.pos_b[px.match]]
+        nonzero = prod != 0
+        prod, pair = prod[nonzero], px.pair_a[px.hit_a][nonzero]
+        cosines = np.zeros(n, dtype=np.float64)
+        if len(prod):
+            first_of_pair = np.flatnonzero(np.concatenate([[True], pair[1:] != pair[:-1]]))
+            cosines[pair[first_of_pair]] = np.add.reduceat(prod, first_of_pair)
+        out[:, 1] = np.clip(cosines, 0.0, 1.0)
 
-        # Each distinct question's standardised tokens as a row of counts over this batch's distinct tokens.
+        # Each distinct question's standardised tokens: codes in order, and distinct codes (ascending) with counts.
         toks = self._question_tokens(texts)
         n_tok = np.fromiter(map(len, toks), dtype=np.int64, count=u)
         term_of: dict[str, int] = {}
         codes = np.fromiter((term_of.setdefault(t, len(term_of)) for ts in toks for t in ts), dtype=np.int64,
                             count=int(n_tok.sum()))
         terms = list(term_of)
+        n_terms = max(len(terms), 1)
         idf = np.fromiter((self.bm25_idf.get(t, self.bm25_unseen_idf) for t in terms), dtype=np.float64, count=len(terms))
         has_digit = np.fromiter((not t.isalpha() and any(c.isdigit() for c in t) for t in terms), dtype=np.float64,
                                 count=len(terms))
@@ -292,29 +336,31 @@ class PairFeaturizer:
         np.cumsum(n_tok, out=starts[1:])
         first = np.full(u, -1, dtype=np.int64)  # each question's first token, -1 for none
         first[n_tok > 0] = codes[starts[:-1][n_tok > 0]]
-        counts = csr_array((np.ones(len(codes)), codes.copy(), starts.copy()), shape=(u, len(terms)))  # sum_duplicates works in place
-        counts.sum_duplicates()
-        present = counts.copy()
-        present.data[:] = 1.0
-        distinct = np.diff(counts.indptr)
-        digits = present @ has_digit
+        keys, tf = np.unique(np.repeat(np.arange(u) * n_terms, n_tok) + codes, return_counts=True)
+        row, term = keys // n_terms, keys % n_terms
+        distinct = np.bincount(row, minlength=u)
+        term_ptr = np.zeros(u + 1, dtype=np.int64)
+        np.cumsum(distinct, out=term_ptr[1:])
+        digits = np.bincount(row, weights=has_digit[term], minlength=u)
         # Okapi BM25 weight of each (question as document, token): idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * len / avgdl)),
         # in the order of operations of the per-pair definition, so that each weight is the same float.
         norm = BM25_K1 * (1 - BM25_B + BM25_B * n_tok / self.bm25_avgdl)
-        row = np.repeat(np.arange(u), distinct)
-        tf = counts.data
-        bm25 = _Bm25(codes, starts, n_tok, row * len(terms) + counts.indices,
-                     idf[counts.indices] * tf * (BM25_K1 + 1) / (tf + norm[row]), len(terms))
+        tf = tf.astype(np.float64)
+        bm25 = _Bm25(codes, starts, n_tok, keys, idf[term] * tf * (BM25_K1 + 1) / (tf + norm[row]), n_terms)
 
-        shared_set = present[i1].multiply(present[i2])
-        shared = np.diff(shared_set.indptr).astype(np.float64)
+        pt = _PairedRows.of(term_ptr, term, i1, i2)
+        shared_terms = term[pt.pos_a[pt.hit_a]]
+        shared_pair = pt.pair_a[pt.hit_a]
+        shared = np.bincount(shared_pair, minlength=n).astype(np.float64)
         na, nb = distinct[i1], distinct[i2]
         union = na + nb - shared
         out[:, 2] = _ratio(shared, union, union > 0, 0.0)
         # math.fsum: exactly rounded, so the sum over a set depends neither on its order nor on the pair's.
-        idf_shared = _fsums(idf[shared_set.indices], shared_set.indptr)
-        union_set = present[i1] + present[i2]
-        idf_union = _fsums(idf[union_set.indices], union_set.indptr)
+        idf_shared = _fsums(idf[shared_terms], _segments(shared_pair, n))
+        union_pair = np.concatenate([pt.pair_a, pt.pair_b[~pt.hit_b]])
+        order = np.argsort(union_pair, kind="stable")
+        union_terms = term[np.concatenate([pt.pos_a, pt.pos_b[~pt.hit_b]])[order]]
+        idf_union = _fsums(idf[union_terms], _segments(union_pair, n))
         out[:, 3] = _ratio(idf_shared, idf_union, idf_union > 0, 0.0)
         out[:, 4] = shared
         out[:, 5] = _ratio(shared, np.minimum(na, nb), (na > 0) & (nb > 0), 0.0)
@@ -335,7 +381,8 @@ class PairFeaturizer:
         out[:, 14] = _ratio(lo, hi, hi > 0, 1.0)
         # The sets of digit-bearing tokens differ unless both hold as many as they share.
         da, db = digits[i1], digits[i2]
-        out[:, 15] = ((da != db) | (shared_set @ has_digit != da)).astype(np.float64)
+        digits_shared = np.bincount(shared_pair, weights=has_digit[shared_terms], minlength=n)
+        out[:, 15] = ((da != db) | (digits_shared != da)).astype(np.float64)
         out[:, 16] = ((first[i1] >= 0) & (first[i1] == first[i2])).astype(np.float64)
 
         sequence: dict[tuple[str, ...], int] = {}
