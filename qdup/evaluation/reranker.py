@@ -212,9 +212,10 @@ class PairFeaturizer:
     """Lexical statistics of the training questions, and the features of any question pair.
 
     Features are computed for a whole batch at once: each distinct question is tokenised and TF-IDF-transformed
-    once, then every pair feature is a row-wise operation on sparse per-question matrices (token counts, BM25
-    weights, TF-IDF rows) gathered by pair. tests/evaluation/test_reranker.py checks them against a per-pair
-    implementation of the definitions.
+    once (words and questions seen before come from bounded caches), then every pair feature is an array operation
+    over the pairs on per-question entries (TF-IDF rows, distinct tokens with counts and BM25 weights, token codes in
+    order). The sums are made in the same order as the per-pair definitions make them, so the features are the same
+    floats: tests/evaluation/test_reranker.py compares them, bit for bit, with a per-pair implementation.
     """
 
     tfidf: TfidfVectorizer
@@ -222,8 +223,8 @@ class PairFeaturizer:
     bm25_unseen_idf: float
     bm25_avgdl: float
     documents: int
-    _tokens: dict[str, list[str]] = field(default_factory=dict, init=False, repr=False)
-    _word_ngrams: dict[str, bytes] = field(default_factory=dict, init=False, repr=False)
+    _tokens: dict[str, tuple[str, ...]] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _word_ngrams: dict[str, bytes] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         v = self.tfidf
@@ -512,7 +513,7 @@ class Reranker:
     model: HistGradientBoostingClassifier
     threshold: float
     info: dict[str, Any] = field(default_factory=dict)
-    _small: SmallBatchTrees | None = field(default=None, init=False, repr=False)
+    _small: SmallBatchTrees | None = field(default=None, init=False, repr=False, compare=False)
 
     def score_features(self, x: np.ndarray) -> np.ndarray:
         if len(x) == 0:

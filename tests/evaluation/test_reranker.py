@@ -194,7 +194,11 @@ def test_batch_features_equal_the_per_pair_definitions_on_generated_text(monkeyp
     texts = list(dict.fromkeys(q1 + q2))
     rows, sk = f.tfidf_rows(texts), f.tfidf.transform(texts).tocsr()
     assert all(np.array_equal(getattr(rows, k), getattr(sk, k)) for k in ("data", "indices", "indptr"))
-    # Batches of any size, with warm caches, with caches emptied along the way: the same features.
+    # Batches of any size (each edge case alone, among them pairs with no token at all), with warm caches, with caches
+    # emptied along the way: the same features.
+    for k in range(len(q1) - len(EDGE) - 40, len(q1) - 40):
+        alone, alone_same = f.features_and_same([q1[k]], [q2[k]], cos[k:k + 1])
+        assert np.array_equal(alone[0], want[k]) and alone_same[0] == want_same[k]
     assert np.array_equal(np.concatenate([f.features(q1[s:s + 7], q2[s:s + 7], cos[s:s + 7]) for s in range(0, len(q1), 7)]), want)
     monkeypatch.setattr(reranker_module, "CACHE_LIMIT", 5)
     fresh = fit_featurizer(train)
