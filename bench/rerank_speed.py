@@ -7,7 +7,7 @@
 #   cold    a freshly loaded reranker (empty caches), the first CHUNK pairs in one call;
 #   stream  a freshly loaded reranker, all pairs in calls of CHUNK (batch scoring of a file: caches warm up);
 #   repeat  the first CHUNK pairs again after the stream (every question seen before: a search's repeated candidates);
-#   calls_of_N  after the stream, new pairs (another seed) in calls of N pairs (a server's requests);
+#   calls_of_N  after the stream, pairs of rows the stream did not score, in calls of N pairs (a server's requests);
 # features_repeat and trees: the two parts of `repeat` apart; trees_default_threads: the trees with OpenMP at the
 # library's default thread count instead of one (what qdup runs). With --against REV the same measurements,
 # interleaved, for qdup/evaluation/reranker.py as of git revision REV loaded beside this checkout's, and a check that
