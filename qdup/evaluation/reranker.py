@@ -106,9 +106,10 @@ class BoostingParams:
 
 
 # The trees are fitted on a few thousand pairs and score a few hundred per query: OpenMP threads cost more than they
-# save there (18x slower fits measured on 2 busy cores; 10x slower scoring of 5,000 pairs), and the results do not
-# depend on the thread count. One controller for the process: building one scans every loaded library (3-5 ms, more
-# than scoring a small batch); it is built on first use, after this module's import loaded scikit-learn's OpenMP.
+# save there (18x slower fits measured on 2 busy cores; scoring several times slower: bench.rerank_speed's
+# trees_default_threads), and the results do not depend on the thread count. One controller for the process: building
+# one scans every loaded library (3-5 ms, more than scoring a small batch); it is built on first use, after this
+# module's import loaded scikit-learn's OpenMP.
 @functools.cache
 def _controller() -> ThreadpoolController:
     return ThreadpoolController()
@@ -190,17 +191,14 @@ class _Bm25:
 
     codes: np.ndarray  # token codes of every question, question after question
     starts: np.ndarray  # question u's codes are codes[starts[u]:starts[u + 1]]
-    lengths: np.ndarray
     keys: np.ndarray  # question * n_terms + token code of each weight, ascending
     weights: np.ndarray
     n_terms: int
 
     def scores(self, query: np.ndarray, doc: np.ndarray) -> np.ndarray:
         """BM25 of question doc[k] for question query[k], for each k."""
-        lens = self.lengths[query]
-        pair = np.repeat(np.arange(len(query)), lens)
-        pos = np.arange(len(pair)) - np.repeat(np.cumsum(lens) - lens, lens)
-        key = doc[pair] * self.n_terms + self.codes[self.starts[query][pair] + pos]
+        pair, pos = _row_entries(self.starts, query)
+        key = doc[pair] * self.n_terms + self.codes[pos]
         at = np.minimum(np.searchsorted(self.keys, key), max(len(self.keys) - 1, 0))
         found = self.keys[at] == key if len(self.keys) else np.zeros(len(key), dtype=bool)
         # bincount adds each pair's weights in array order (its query's token order), as the per-pair loop does.
@@ -347,7 +345,7 @@ class PairFeaturizer:
         # in the order of operations of the per-pair definition, so that each weight is the same float.
         norm = BM25_K1 * (1 - BM25_B + BM25_B * n_tok / self.bm25_avgdl)
         tf = tf.astype(np.float64)
-        bm25 = _Bm25(codes, starts, n_tok, keys, idf[term] * tf * (BM25_K1 + 1) / (tf + norm[row]), n_terms)
+        bm25 = _Bm25(codes, starts, keys, idf[term] * tf * (BM25_K1 + 1) / (tf + norm[row]), n_terms)
 
         pt = _PairedRows.of(term_ptr, term, i1, i2)
         shared_terms = term[pt.pos_a[pt.hit_a]]
