@@ -1,16 +1,21 @@
-"""The pair reranker: features by hand, grouped folds, save/load round trip and refusal, the rerank stage on generated data."""
+"""The pair reranker: features by hand and against their per-pair definitions, grouped folds, save/load round trip and
+refusal, the rerank stage on generated data."""
 
 from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from qdup.config import EvalConfig, ModelConfig, RerankConfig, SplitConfig, ValidateConfig, VocabConfig
+from qdup.data.demo import generate_pairs
 from qdup.errors import QdupError
+from qdup.evaluation import reranker as reranker_module
+from qdup.evaluation.baseline import tfidf_pair_cosines
 from qdup.evaluation.reranker import (
     BM25_B,
     BM25_K1,
@@ -18,6 +23,7 @@ from qdup.evaluation.reranker import (
     FILES,
     MODEL_FILE,
     BoostingParams,
+    PairFeaturizer,
     fit_featurizer,
     fit_reranker,
     load_reranker,
@@ -61,11 +67,19 @@ def test_features_by_hand():
     assert feature(x, "chars_abs_diff").tolist() == [len(q1[0]) - len(q2[0]), len(q2[1]) - len(q1[1])]
     assert feature(x, "digit_tokens_differ").tolist() == [0.0, 1.0]
     assert feature(x, "same_first_word").tolist() == [0.0, 1.0]
-    # BM25 of "python learn" (doc, 2 tokens) for the query "learn python fast": two matching terms, tf 1 each.
-    norm = BM25_K1 * (1 - BM25_B + BM25_B * 2 / f.bm25_avgdl)
-    doc_for_q1 = (f.bm25_idf["learn"] + f.bm25_idf["python"]) * (BM25_K1 + 1) / (1 + norm)
-    assert f.bm25(["learn", "python", "fast"], ["python", "learn"]) == pytest.approx(doc_for_q1)
-    assert max(feature(x, "bm25_max")[0], 0) >= feature(x, "bm25_min")[0] > 0
+    # BM25 of "python learn" (doc, 2 tokens) for the query "learn python fast": two matching terms, tf 1 each; the other
+    # way round the document is 3 tokens long, so the same two terms weigh less.
+    def norm(length):
+        return BM25_K1 * (1 - BM25_B + BM25_B * length / f.bm25_avgdl)
+
+    idf = f.bm25_idf
+    doc_is_q2 = (idf["learn"] + idf["python"]) * (BM25_K1 + 1) / (1 + norm(2))
+    doc_is_q1 = (idf["learn"] + idf["python"]) * (BM25_K1 + 1) / (1 + norm(3))
+    assert feature(x, "bm25_max")[0] == pytest.approx(doc_is_q2) and feature(x, "bm25_min")[0] == pytest.approx(doc_is_q1)
+    own = max((idf["learn"] + idf["python"] + idf["fast"]) * (BM25_K1 + 1) / (1 + norm(3)), doc_is_q2)
+    assert feature(x, "bm25_max_normalised")[0] == pytest.approx(doc_is_q2 / own)
+    # "zebra 2019 one" / "zebra 2020 one two": unseen words weigh the unseen IDF.
+    assert feature(x, "bm25_min")[1] == pytest.approx(2 * f.bm25_unseen_idf * (BM25_K1 + 1) / (1 + norm(4)))
     # Identical questions: TF-IDF cosine 1, every overlap feature at its maximum.
     same = f.features(["How do I learn Python?"], ["How do I learn Python?"], [1.0])
     assert feature(same, "char_tfidf_cosine")[0] == pytest.approx(1.0)
@@ -77,6 +91,139 @@ def test_features_are_symmetric():
     f = fit_featurizer(TRAIN)
     a, b = ["How do I learn Python 3?", "capital of France"], ["Best way to learn python?", "Which is the capital city of Spain?"]
     assert np.array_equal(f.features(a, b, [0.1, 0.2]), f.features(b, a, [0.1, 0.2]))
+
+
+def reference_features(f: PairFeaturizer, q1: list[str], q2: list[str], cos) -> tuple[np.ndarray, np.ndarray]:
+    """The features (and the reranker's same-question rule) by their per-pair definitions, one pair at a time: what
+    the batch computation must reproduce to the last bit (a saved reranker's trees split on training features).
+
+    The char TF-IDF cosine comes from the lexical baseline's function (scikit-learn's own transform). BM25 adds one
+    term per query token occurrence, in query order; the IDF-weighted Jaccard sums with math.fsum (exact).
+    """
+    def idf(t):
+        return f.bm25_idf.get(t, f.bm25_unseen_idf)
+
+    def bm25(query, doc):
+        if not doc:
+            return 0.0
+        tf = Counter(doc)
+        norm = BM25_K1 * (1 - BM25_B + BM25_B * len(doc) / f.bm25_avgdl)
+        total = 0.0
+        for t in query:
+            if t in tf:
+                total += idf(t) * tf[t] * (BM25_K1 + 1) / (tf[t] + norm)
+        return total
+
+    out = np.zeros((len(q1), len(FEATURE_NAMES)))
+    out[:, 0] = cos
+    out[:, 1] = tfidf_pair_cosines(f.tfidf, q1, q2)
+    same = np.zeros(len(q1), dtype=bool)
+    for i, (a, b) in enumerate(zip(q1, q2, strict=True)):
+        ta, tb = standard_tokens(a), standard_tokens(b)
+        sa, sb = set(ta), set(tb)
+        shared, union = sa & sb, sa | sb
+        out[i, 2] = len(shared) / len(union) if union else 0.0
+        idf_union = math.fsum(idf(t) for t in union)
+        out[i, 3] = math.fsum(idf(t) for t in shared) / idf_union if idf_union > 0 else 0.0
+        out[i, 4] = len(shared)
+        out[i, 5] = len(shared) / min(len(sa), len(sb)) if sa and sb else 0.0
+        ab, ba = bm25(ta, tb), bm25(tb, ta)
+        out[i, 6], out[i, 7] = max(ab, ba), min(ab, ba)
+        selfs = max(bm25(ta, ta), bm25(tb, tb))
+        out[i, 8] = max(ab, ba) / selfs if selfs > 0 else 0.0
+        la, lb = len(ta), len(tb)
+        out[i, 9], out[i, 10] = min(la, lb), max(la, lb)
+        out[i, 11] = abs(la - lb)
+        out[i, 12] = min(la, lb) / max(la, lb) if max(la, lb) else 1.0
+        ca, cb = len(a), len(b)
+        out[i, 13] = abs(ca - cb)
+        out[i, 14] = min(ca, cb) / max(ca, cb) if max(ca, cb) else 1.0
+        da = {t for t in sa if any(c.isdigit() for c in t)}
+        db = {t for t in sb if any(c.isdigit() for c in t)}
+        out[i, 15] = float(da != db)
+        out[i, 16] = float(bool(ta) and bool(tb) and ta[0] == tb[0])
+        same[i] = bool(ta) and ta == tb
+    return out, same
+
+
+# Hand-made edge cases: nothing left after standardisation, repeated words, unseen words, digits of other scripts,
+# case and accents, whitespace that splits words for one tokeniser and not the other, a question paired with itself.
+EDGE = [
+    ("???", "!!! ... ---"),
+    ("", "What is it?"),
+    ("?!", "How do I learn Python?"),
+    ("the the the cat", "the cat cat"),
+    ("python python python python", "python"),
+    ("zzqx vrrb 42", "zzqx 42 vrrb"),
+    ("Best laptop under $1,000 in 2017?", "best laptop under 1000 in 2018"),
+    ("Was ist der Unterschied? Ça va. ÉCOLE", "was ist der unterschied ça va école"),
+    ("ΟΔΟΣ ΣΟΦΙΑΣ İstanbul", "οδος σοφιας istanbul"),
+    ("x² + y² = z²", "x2 y2 z2"),
+    ("٣ apples and ٤ pears", "3 apples and 4 pears"),
+    ("emoji 😀 and 中文 questions", "中文 emoji 😀"),
+    ("non\u00a0breaking\u2003space\u3000here", "non breaking space here"),
+    ("tab\tnew\nline\x0bvertical\x1cfile separator", "tab new line vertical file separator"),
+    ("e\u0301 combining  accent", "é combining accent"),
+    ("How do I learn Python?", "How do I learn Python?"),
+    ("How do I learn Python?", "how do i learn python"),
+    ("a b", "b a"),
+    ("C++ or C#?", "c or c"),
+    ("What's the U.S.A.'s GDP?", "whats the usas gdp"),
+]
+
+
+def _generated_pairs(seed: int) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """A training frame and pairs from generated data: real pairs, shuffled (non-duplicate) pairs, the edge cases."""
+    df = generate_pairs(500, seed=seed)
+    train, rest = df.iloc[:250], df.iloc[250:]
+    rng = np.random.default_rng(seed)
+    q1 = rest.question1.tolist() + rest.question1.tolist() + [a for a, _ in EDGE]
+    q2 = rest.question2.tolist() + list(rng.permutation(rest.question2.tolist())) + [b for _, b in EDGE]
+    return train, q1 + q2[:40], q2 + q1[:40]
+
+
+def test_batch_features_equal_the_per_pair_definitions_on_generated_text(monkeypatch):
+    train, q1, q2 = _generated_pairs(seed=5)
+    f = fit_featurizer(train)
+    cos = np.random.default_rng(0).uniform(-1, 1, len(q1))
+    want, want_same = reference_features(f, q1, q2, cos)
+    got, same = f.features_and_same(q1, q2, cos)
+    assert np.array_equal(got, want) and np.array_equal(same, want_same)
+    assert same.sum() >= 2 and (feature(want, "tokens_min") == 0).sum() >= 3  # the edge cases are there
+    # The TF-IDF rows are scikit-learn's, bit for bit.
+    texts = list(dict.fromkeys(q1 + q2))
+    rows, sk = f.tfidf_rows(texts), f.tfidf.transform(texts).tocsr()
+    assert all(np.array_equal(getattr(rows, k), getattr(sk, k)) for k in ("data", "indices", "indptr"))
+    # Batches of any size (each edge case alone, among them pairs with no token at all), with warm caches, with caches
+    # emptied along the way: the same features.
+    for k in range(len(q1) - len(EDGE) - 40, len(q1) - 40):
+        alone, alone_same = f.features_and_same([q1[k]], [q2[k]], cos[k:k + 1])
+        assert np.array_equal(alone[0], want[k]) and alone_same[0] == want_same[k]
+    assert np.array_equal(np.concatenate([f.features(q1[s:s + 7], q2[s:s + 7], cos[s:s + 7]) for s in range(0, len(q1), 7)]), want)
+    monkeypatch.setattr(reranker_module, "CACHE_LIMIT", 5)
+    fresh = fit_featurizer(train)
+    assert np.array_equal(np.concatenate([fresh.features(q1[s:s + 50], q2[s:s + 50], cos[s:s + 50])
+                                          for s in range(0, len(q1), 50)]), want)
+    assert len(fresh._tokens) <= 5 + 100 and len(fresh._word_ngrams) <= 5 + 2000
+
+
+def test_batch_features_equal_the_per_pair_definitions_on_real_text(shared_sample):
+    df = pd.read_csv(shared_sample, sep="\t", keep_default_na=False, dtype=str)
+    f = fit_featurizer(df.iloc[:3000])
+    rest = df.iloc[3000:4500]
+    q1 = rest.question1.tolist() * 2
+    q2 = rest.question2.tolist() + list(np.random.default_rng(1).permutation(rest.question2.tolist()))
+    cos = np.random.default_rng(2).uniform(-1, 1, len(q1))
+    want, want_same = reference_features(f, q1, q2, cos)
+    got, same = f.features_and_same(q1, q2, cos)
+    assert np.array_equal(got, want) and np.array_equal(same, want_same)
+
+
+def test_a_vectoriser_the_batch_path_does_not_reproduce_is_refused():
+    f = fit_featurizer(TRAIN)
+    f.tfidf.set_params(strip_accents="unicode")
+    with pytest.raises(QdupError, match="strip_accents='unicode'"):
+        PairFeaturizer(f.tfidf, f.bm25_idf, f.bm25_unseen_idf, f.bm25_avgdl, f.documents)
 
 
 def test_pair_groups_join_pairs_that_share_a_question():
@@ -210,3 +357,26 @@ def test_a_question_and_itself_score_one_and_monotonic_trees_never_fall_with_sim
         higher = x.copy()
         higher[:, FEATURE_NAMES.index(name)] += 0.3
         assert (reranker.score_features(higher) >= reranker.score_features(x) - 1e-12).all()
+
+
+def test_small_batches_walk_the_trees_to_scikit_learns_probabilities_bit_for_bit():
+    q1, q2, cos, y = _synthetic(300, seed=6)
+    f = fit_featurizer(TRAIN)
+    x = f.features(q1, q2, cos)
+    for params in (BoostingParams(max_iter=40), BoostingParams(max_iter=25, max_leaf_nodes=31, monotonic=True)):
+        reranker = fit_reranker(f, x, y, out_of_fold_scores(x, y, pair_groups(q1, q2), params, 3, 0), params, 0)
+        trees = reranker_module.SmallBatchTrees(reranker.model)
+        # Rows at the split thresholds themselves (<= goes left), just above them, missing values, the fitted rows.
+        thresholds = trees.threshold[np.isfinite(trees.threshold)]
+        rng = np.random.default_rng(0)
+        assert len(thresholds) > 50
+        at = x[np.arange(len(thresholds)) % len(x)].copy()
+        at[np.arange(len(thresholds)), trees.feature[np.isfinite(trees.threshold)]] = thresholds
+        above = np.nextafter(at, np.inf)
+        missing = x[:40].copy()
+        missing[rng.random(missing.shape) < 0.3] = np.nan
+        for rows in (at, above, missing, x):
+            want = reranker.model.predict_proba(rows)[:, 1]
+            assert np.array_equal(trees.predict_proba(rows), want)
+        assert np.array_equal(reranker.score_features(x[:reranker_module.SMALL_BATCH]),
+                              reranker.model.predict_proba(x[:reranker_module.SMALL_BATCH])[:, 1])
