@@ -185,8 +185,12 @@ def render_markdown(results: dict[str, Any]) -> str:
     promo = results["phases"].get("promotion")
     if promo:
         s = promo["server"]
-        out += ["", f"Promotion at {promo['promoted_at_s']:.1f} s of {promo['seconds']:.0f} s: production {model['first']} → "
-                f"{model['second']}; answers by version {s['versions']}; version changes seen per wrk thread "
+        served_at = promo.get("served_at_s")
+        out += ["", f"Promotion {promo['promoted_at_s']:.1f} s into the phase: production {model['first']} → {model['second']}; "
+                + ("the server did not serve the new version within the phase" if served_at is None else
+                   f"the server served it {served_at - promo['promoted_at_s']:.1f} s later (its poll, load, verification "
+                   "and warm-up while under load)")
+                + f"; the phase ran {_f(s.get('window_s'))} s; answers by version {s['versions']}; version changes seen per wrk thread "
                 f"{s['version_changes_per_thread']} (a thread's connections interleave, so a change can be seen more than once "
                 f"around the switch); statuses {s['statuses']}; socket errors {s['socket_errors']}."]
     pred = results.get("predict")

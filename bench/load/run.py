@@ -32,6 +32,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -236,6 +237,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def wait_idle(pid: int, max_s: float = 30.0, interval_s: float = 0.25) -> float:
+    """Wait until the server has drained what wrk left queued (under 5% of a core for two intervals); seconds waited."""
+    t0 = time.monotonic()
+    quiet, last = 0, cpu_seconds(pid)
+    while quiet < 2 and time.monotonic() - t0 < max_s:
+        time.sleep(interval_s)
+        now = cpu_seconds(pid)
+        quiet = quiet + 1 if now - last < 0.05 * interval_s else 0
+        last = now
+    return round(time.monotonic() - t0, 2)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind((HOST, 0))
@@ -268,11 +281,18 @@ def start_server(store_url: str, port: int, args: argparse.Namespace, log_path: 
 # ---------------------------------------------------------------- wrk phases
 
 
-def run_wrk(cmd: list[str], raw_path: Path, during: Callable[[float], Any] | None = None) -> tuple[dict[str, Any], float, Any]:
-    """Run wrk; returns its parsed result line, its CPU seconds (wait4), and what `during` returned (called once wrk runs)."""
+def run_wrk(cmd: list[str], raw_path: Path, during: Callable[[subprocess.Popen, float], Any] | None = None
+            ) -> tuple[dict[str, Any], float, Any]:
+    """Run wrk; returns its parsed result line, its CPU seconds (wait4), and what `during(wrk, start)` returned
+    (called once wrk runs; it may end wrk early with SIGINT, after which wrk prints its results as usual)."""
     with open(raw_path, "w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
-        event = during(time.monotonic()) if during else None
+        try:
+            event = during(proc, time.monotonic()) if during else None
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
     text = raw_path.read_text()
@@ -293,11 +313,12 @@ class Bench:
                            max_requests=self.args.max_requests, timeout_s=self.args.request_timeout_s)
 
     def phase(self, name: str, route: str, bodies: Path, clients: int, threads: int, items: int,
-              reference: Callable[[], dict[str, Any]] | None, during: Callable[[float], Any] | None = None,
-              seconds: float | None = None) -> dict[str, Any]:
+              reference: Callable[[], dict[str, Any]] | None,
+              during: Callable[[subprocess.Popen, float], Any] | None = None, seconds: float | None = None) -> dict[str, Any]:
         seconds = seconds or self.args.duration
         if self.args.warmup_s > 0 and during is None:  # not recorded: first calls of a shape may trace graphs
             run_wrk(self.command(route, bodies, clients, threads, self.args.warmup_s), self.work / f"warmup-{name}.txt")
+            wait_idle(self.server.pid)
         before = reference() if reference else None
         load = os.getloadavg()[0]
         print(f"[{name}] {clients} connection(s), {items} item(s) per request, {seconds:.0f} s (load average {load:.2f}) ...",
@@ -306,12 +327,13 @@ class Bench:
         raw, client_cpu, event = run_wrk(self.command(route, bodies, clients, threads, seconds), self.out / "wrk" / f"{name}.txt",
                                          during)
         server_cpu = cpu_seconds(self.server.pid) - cpu0
+        drained = wait_idle(self.server.pid)  # requests wrk left in flight are still computed: not the model alone's time
         after = reference() if reference else None
         s = summarise(raw, items)
         result: dict[str, Any] = {
             "route": route, "clients": clients, "wrk_threads": min(threads, clients), "items_per_request": items,
             "seconds": seconds, "loadavg_before": round(load, 2), "server": s,
-            "server_cpu_s": round(server_cpu, 2), "client_cpu_s": client_cpu,
+            "server_cpu_s": round(server_cpu, 2), "client_cpu_s": client_cpu, "server_drain_s": drained,
             "server_items_per_cpu_s": round(s["ok"] * items / server_cpu, 1) if server_cpu > 0 else None,
             "server_peak_rss_mib": round(proc_status(self.server.pid, "VmHWM") / MIB, 1),
         }
@@ -384,8 +406,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch-pairs", type=int, default=1000)
     p.add_argument("--search-clients", type=int, default=16)
     p.add_argument("--k", type=int, default=10, help="hits per /v1/search query (default %(default)s)")
-    p.add_argument("--promotion-duration", type=float, default=30.0,
-                   help="seconds of the promotion phase; production moves at a quarter of it (default %(default)s)")
+    p.add_argument("--promote-at-s", type=float, default=3.0,
+                   help="seconds into the promotion phase when production moves (default %(default)s)")
+    p.add_argument("--after-switch-s", type=float, default=5.0,
+                   help="seconds the promotion phase goes on once the server serves the new version (default %(default)s)")
+    p.add_argument("--promotion-max-s", type=float, default=120.0,
+                   help="the promotion phase's limit, should the server never switch (default %(default)s)")
     p.add_argument("--predict-runs", type=int, default=5, help="timed `qdup predict` processes (default %(default)s)")
     p.add_argument("--request-timeout-s", type=float, default=60.0, help="wrk's per-request timeout (default %(default)s)")
     p.add_argument("--poll-s", type=float, default=1.0, help="the server's alias poll (default %(default)s)")
@@ -400,8 +426,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.batch_clients = [int(x) for x in str(args.batch_clients).split(",") if x.strip()]
     except ValueError:
         p.error(f"--batch-clients: comma-separated whole numbers, got {args.batch_clients!r}")
-    if not 0 < args.duration <= 600 or not 0 < args.promotion_duration <= 600 or args.max_requests < 1:
-        p.error("--duration and --promotion-duration must be in (0, 600] and --max-requests >= 1")
+    if not 0 < args.duration <= 600 or not 0 < args.promotion_max_s <= 600 or args.max_requests < 1:
+        p.error("--duration and --promotion-max-s must be in (0, 600] and --max-requests >= 1")
+    if not 0 <= args.promote_at_s < args.promotion_max_s or args.after_switch_s < 0:
+        p.error("--promote-at-s must be in [0, --promotion-max-s) and --after-switch-s >= 0")
     if min([args.clients, args.search_clients, args.wrk_threads, args.batch_pairs, args.k, args.predict_runs,
             *args.batch_clients] or [0]) < 1 or not args.batch_clients:
         p.error("client counts, --wrk-threads, --batch-pairs, --k and --predict-runs must be >= 1")
@@ -502,7 +530,8 @@ def main(argv: list[str] | None = None) -> int:
         "questions": q,
         "bodies": {k: {kk: vv for kk, vv in v.items() if kk != "path"} for k, v in body_files.items()},
         "settings": {k: getattr(args, k) for k in ("duration", "max_requests", "warmup_s", "reference_s", "clients", "wrk_threads",
-                                                   "batch_clients", "batch_pairs", "search_clients", "k", "promotion_duration",
+                                                   "batch_clients", "batch_pairs", "search_clients", "k", "promote_at_s",
+                                                   "after_switch_s", "promotion_max_s",
                                                    "predict_runs", "request_timeout_s", "poll_s", "server_arg", "skip")},
         "phases": b.phases,
         "predict": predict,
@@ -518,18 +547,29 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def promote_phase(b: Bench, store: dict[str, Any], bodies: Path) -> None:
-    """Single pairs on --clients connections while `production` moves to the second version a quarter of the way in."""
+    """Single pairs on --clients connections; `production` moves to the second version --promote-at-s seconds in,
+    and wrk stops --after-switch-s seconds after the server says it serves it (at --promotion-max-s at the latest)."""
+    import httpx
+
     from qdup.registry.store import ArtifactStore
 
-    seconds = b.args.promotion_duration
-    at = seconds / 4
-
-    def promote(t0: float) -> dict[str, Any]:
-        time.sleep(max(0.0, t0 + at - time.monotonic()))
+    def promote(wrk: subprocess.Popen, t0: float) -> dict[str, Any]:
+        time.sleep(max(0.0, t0 + b.args.promote_at_s - time.monotonic()))
         promoted_at = time.monotonic() - t0
         ArtifactStore(store["store"]).promote(store["second"], "bench.load", why="load test: promotion under load")
-        return {"promoted_at_s": round(promoted_at, 2)}
+        served_at = None
+        with httpx.Client(base_url=b.url, timeout=30) as client:
+            while wrk.poll() is None:
+                if client.get("/v1/model").json().get("version") == store["second"]:
+                    served_at = time.monotonic() - t0
+                    break
+                time.sleep(0.5)
+        if served_at is not None:
+            time.sleep(b.args.after_switch_s)
+            wrk.send_signal(signal.SIGINT)  # wrk stops and prints its results, done() included
+        return {"promoted_at_s": round(promoted_at, 2), "served_at_s": None if served_at is None else round(served_at, 2)}
 
-    result = b.phase("promotion", "/v1/similarity", bodies, b.args.clients, b.args.wrk_threads, 1, None, promote, seconds)
+    result = b.phase("promotion", "/v1/similarity", bodies, b.args.clients, b.args.wrk_threads, 1, None, promote,
+                     b.args.promotion_max_s)
     versions = result["server"]["versions"]
     result["switched"] = store["first"] in versions and store["second"] in versions

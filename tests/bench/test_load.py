@@ -127,10 +127,10 @@ def _results(generated=False):
             "search_single": _phase(80.0, 12.0, 20.0, 100.0, alone_key="queries_per_s", alone_p50=9.0),
             "search_concurrent": _phase(150.0, 90.0, 200.0, 110.0, clients=16, alone_key="queries_per_s"),
             "promotion": _phase(2000.0, 20.0, 80.0, None, clients=32) | {
-                "switched": True, "promoted_at_s": 7.5, "seconds": 30.0,
+                "switched": True, "promoted_at_s": 3.0, "served_at_s": 7.5, "seconds": 120.0,
                 "server": {"failed": 0, "answered": 5000, "versions": {"v1": 2000, "v2": 3000},
                            "version_changes_per_thread": [1, 2], "statuses": {"200": 5000}, "socket_errors": 0,
-                           "latency_ms": {}}},
+                           "latency_ms": {}, "window_s": 12.5}},
         },
         "predict": {"command": "qdup predict", "runs_s": [2.5, 2.4, 2.6], "median_s": 2.5},
         "server_peak_rss_mib": 900.0,
@@ -175,6 +175,7 @@ def test_markdown_flags_generated_questions():
     results["targets"] = targets_table(results)
     md = render_markdown(results)
     assert "**The questions are generated" in md
+    assert "the server served it 4.5 s later" in md and "the phase ran 12.5 s" in md
     assert "| `/v1/similarity` one pair, 1 client, p50 | 5.8 ms | 2.00 ms | ≤ 4 ms |" in md
     results = _results()
     results["targets"] = targets_table(results)
