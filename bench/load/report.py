@@ -48,6 +48,15 @@ def _num(v: float | None, unit: str, digits: int = 1) -> str:
     return "not measured" if v is None else f"{v:,.{digits}f} {unit}"
 
 
+def _alone(phase: dict[str, Any], key: str, unit: str, digits: int) -> str:
+    """The model-alone figure of a similarity phase; with a pair reranker, its `Predictor.similarity` part beside it."""
+    text = _num(_get(phase, "model_alone", key), unit, digits)
+    encoder = _get(phase, "model_alone", "encoder", key)
+    if _get(phase, "model_alone", "reranker") and encoder is not None:
+        text += f" (with the reranker; `Predictor.similarity` alone {_num(encoder, unit, digits)})"
+    return text
+
+
 def _row(figure: str, today: str, alone: str, target: str, measured: str, met: bool | None, ratio_: float | None,
          ratio_means: str) -> dict[str, Any]:
     return {"figure": figure, "today": today, "model_alone": alone, "target": target, "measured": measured,
@@ -65,7 +74,7 @@ def targets_table(results: dict[str, Any]) -> list[dict[str, Any]]:
 
     single = phases.get("similarity_single") or {}
     p50, alone_p50 = _get(single, "server", "latency_ms", "p50"), _get(single, "model_alone", "p50_ms")
-    rows.append(_row("`/v1/similarity` one pair, 1 client, p50", ISSUE_TODAY["single_p50"], _num(alone_p50, "ms", 2),
+    rows.append(_row("`/v1/similarity` one pair, 1 client, p50", ISSUE_TODAY["single_p50"], _alone(single, "p50_ms", "ms", 2),
                      "≤ 4 ms", _num(p50, "ms", 2) + f" (p99 {_num(_get(single, 'server', 'latency_ms', 'p99'), 'ms', 2)})",
                      _met(p50 is not None and p50 <= TARGETS["single_p50_ms"], p50), ratio(p50, alone_p50),
                      "server p50 / model-alone p50"))
@@ -75,7 +84,7 @@ def targets_table(results: dict[str, Any]) -> list[dict[str, Any]]:
     alone_rate = _get(conc, "model_alone", "pairs_per_s")
     failed = _get(conc, "server", "failed")
     rows.append(_row(f"one pair per request, {conc.get('clients', 32)} clients", ISSUE_TODAY["concurrent"],
-                     _num(alone_rate, "pairs/s", 0) + " in 32-pair calls", "≥ 2,500 pairs/s, p99 ≤ 100 ms",
+                     _alone(conc, "pairs_per_s", "pairs/s", 0) + " in 32-pair calls", "≥ 2,500 pairs/s, p99 ≤ 100 ms",
                      f"{_num(rate, 'pairs/s', 0)}, p99 {_num(p99, 'ms', 1)}, {failed} failed",
                      _met(rate is not None and p99 is not None and rate >= TARGETS["concurrent_pairs_per_s"]
                           and p99 <= TARGETS["concurrent_p99_ms"] and failed == 0, rate, p99),
@@ -87,12 +96,14 @@ def targets_table(results: dict[str, Any]) -> list[dict[str, Any]]:
         rate, alone_rate = _get(best, "server", "items_per_s"), _get(best, "model_alone", "pairs_per_s")
         share = ratio(rate, alone_rate)
         each = ", ".join(f"{p['clients']} clients {_num(_get(p, 'server', 'items_per_s'), 'pairs/s', 0)}" for p in batch_runs)
-        rows.append(_row("1,000-pair requests, 2–8 clients (best)", ISSUE_TODAY["batch"], _num(alone_rate, "pairs/s", 0),
+        rows.append(_row("1,000-pair requests, 2–8 clients (best)", ISSUE_TODAY["batch"], _alone(best, "pairs_per_s", "pairs/s", 0),
                          "≥ 90% of in-process", f"{_num(rate, 'pairs/s', 0)} ({each})",
                          _met(share is not None and share >= TARGETS["batch_share_of_in_process"], share), share,
                          "server pairs/s / model-alone pairs/s (target ≥ 0.90)"))
-        alone_best = max((_get(p, "model_alone", "pairs_per_s") or 0.0) for p in batch_runs) or None
-        rows.append(_row("in-process batch scoring (real-length text, 1,000-pair calls)", ISSUE_TODAY["in_process_batch"], "—",
+        # The encoder's own speed: `Predictor.similarity`, without the reranker the endpoint adds.
+        alone_best = max((_get(p, "model_alone", "encoder", "pairs_per_s") or _get(p, "model_alone", "pairs_per_s") or 0.0)
+                         for p in batch_runs) or None
+        rows.append(_row("in-process batch scoring (`Predictor.similarity`, real-length text, 1,000-pair calls)", ISSUE_TODAY["in_process_batch"], "—",
                          "≥ 15,000 pairs/s", _num(alone_best, "pairs/s", 0),
                          _met(alone_best is not None and alone_best >= TARGETS["in_process_batch_pairs_per_s"], alone_best),
                          None, ""))

@@ -111,15 +111,15 @@ def _version_files(folder: Path) -> dict[str, Path]:
     return files
 
 
-def build_store(root: Path, source_url: str) -> dict[str, Any]:
-    """A fresh store with the source's production version (same id, so its index still names it) and a second
+def build_store(root: Path, source_url: str, ref: str = "production") -> dict[str, Any]:
+    """A fresh store with the source's `ref` version (same id, so its index still names it) and a second
     version of the same files whose threshold is 0.01 higher; production -> the first."""
     from qdup.registry.store import ArtifactStore, new_version_id
     from qdup.search.index import MANIFEST as INDEX_MANIFEST
     from qdup.search.service import VERSION_INDEX_DIR
 
     source = ArtifactStore(source_url)
-    first = source.resolve("production")
+    first = source.resolve(ref)
     folder = source.open_version(first)  # every file checked against the manifest
     manifest = {k: v for k, v in source.manifest(first).items() if k not in ("id", "created", "files")}
     files = _version_files(folder)
@@ -177,47 +177,71 @@ def load_questions(seed: int, generated_rows: int = 20_000) -> dict[str, Any]:
 # ---------------------------------------------------------------- the model alone
 
 
-def endpoint_similarity(served, q1: list[str], q2: list[str]):
-    """What /v1/similarity computes: the encoder's similarities, then the version's pair reranker when it has one."""
+def endpoint_similarity(served, q1: list[str], q2: list[str]) -> float:
+    """What /v1/similarity computes: the encoder's similarities (`Predictor.similarity`), then the version's pair
+    reranker when it has one. Returns the seconds `Predictor.similarity` took (the rest was the reranker's)."""
+    t0 = time.perf_counter()
     sims = served.predictor.similarity(q1, q2)
+    encoder_s = time.perf_counter() - t0
     reranker = served.predictor.reranker
-    return sims if reranker is None else reranker.score(q1, q2, sims)
+    if reranker is not None:
+        reranker.score(q1, q2, sims)
+    return encoder_s
 
 
 def timed_calls(call: Callable[[Any], Any], payloads: Sequence[Any], seconds: float, min_calls: int = 3) -> dict[str, Any]:
-    """Call on the payloads in turn for `seconds` (at least min_calls, one untimed first): wall and CPU per call."""
+    """Call on the payloads in turn for `seconds` (at least min_calls, one untimed first): wall and CPU per call, and
+    what each call returned (`returned`: e.g. the seconds of a part of it)."""
     call(payloads[0])
-    walls, cpus, i = [], [], 0
+    walls, cpus, returned, i = [], [], [], 0
     t_end = time.monotonic() + seconds
     while time.monotonic() < t_end or len(walls) < min_calls:
         payload = payloads[i % len(payloads)]
         i += 1
         w0, c0 = time.perf_counter(), time.process_time()
-        call(payload)
+        returned.append(call(payload))
         walls.append(time.perf_counter() - w0)
         cpus.append(time.process_time() - c0)
+    return {"calls": len(walls), **_latency(walls), "cpu_s": round(sum(cpus), 2), "wall_s": round(sum(walls), 2),
+            "returned": returned}
+
+
+def _latency(walls: Sequence[float]) -> dict[str, float]:
     lat = latency_summary(walls)
-    return {"calls": len(walls), "p50_ms": round(lat["p50_ms"], 3), "p99_ms": round(lat["p99_ms"], 3),
-            "calls_per_s": round(len(walls) / sum(walls), 1), "cpu_s": round(sum(cpus), 2), "wall_s": round(sum(walls), 2)}
+    return {"p50_ms": round(lat["p50_ms"], 3), "p99_ms": round(lat["p99_ms"], 3), "calls_per_s": round(len(walls) / sum(walls), 1)}
 
 
 def similarity_reference(served, batches: list[list[tuple[str, str]]], seconds: float) -> dict[str, Any]:
+    """/v1/similarity's work on these batches in this process; `encoder`: the `Predictor.similarity` part alone."""
     r = timed_calls(lambda b: endpoint_similarity(served, [a for a, _ in b], [q for _, q in b]), batches, seconds)
+    encoder_walls = r.pop("returned")
     pairs = len(batches[0])
+    encoder = _latency(encoder_walls)
     return r | {"pairs_per_call": pairs, "pairs_per_s": round(r["calls_per_s"] * pairs, 1),
-                "pairs_per_cpu_s": round(r["calls"] * pairs / r["cpu_s"], 1) if r["cpu_s"] > 0 else None}
+                "pairs_per_cpu_s": round(r["calls"] * pairs / r["cpu_s"], 1) if r["cpu_s"] > 0 else None,
+                "reranker": served.predictor.reranker is not None,
+                "encoder": encoder | {"pairs_per_s": round(encoder["calls_per_s"] * pairs, 1)}}
 
 
 def search_reference(served, queries: list[str], k: int, seconds: float) -> dict[str, Any]:
+    """/v1/search's work (the version's searcher, its default method), one query at a time, in this process."""
     r = timed_calls(lambda q: served.searcher.search([q], k), queries, seconds)
+    r.pop("returned")
     return r | {"queries_per_s": r["calls_per_s"]}
 
 
+MEAN_KEYS = ("p50_ms", "p99_ms", "pairs_per_s", "queries_per_s", "pairs_per_cpu_s")
+
+
 def both_sides(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
-    """The mean of the measurements taken before and after a phase, with both kept."""
-    keys = ("p50_ms", "p99_ms", "pairs_per_s", "queries_per_s", "pairs_per_cpu_s")
-    mean = {k: round((before[k] + after[k]) / 2, 3) for k in keys if before.get(k) is not None and after.get(k) is not None}
-    return mean | {"before": before, "after": after}
+    """The mean of the measurements taken before and after a phase (the encoder part's too), with both kept."""
+    def mean(x: dict[str, Any], y: dict[str, Any]) -> dict[str, Any]:
+        return {k: round((x[k] + y[k]) / 2, 3) for k in MEAN_KEYS if x.get(k) is not None and y.get(k) is not None}
+
+    out = mean(before, after)
+    if "encoder" in before and "encoder" in after:
+        out["encoder"] = mean(before["encoder"], after["encoder"])
+    return out | {"reranker": before.get("reranker"), "before": before, "after": after}
 
 
 # ---------------------------------------------------------------- the server
@@ -457,7 +481,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             source_url = train_source_store(work / "train-home", args.run_timeout_s)
             description = f"`qdup run` on the real 10k sample (8,000 + 2,000 rows), project defaults, commit {git_commit()}"
-        store = build_store(work, source_url)
+        # A store of one's own run: its one version, whether or not the gate promoted it.
+        store = build_store(work, source_url, "production" if args.store else "latest")
         from qdup.registry.store import ArtifactStore
         from qdup.serving.follower import load_served
 

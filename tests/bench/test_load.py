@@ -158,6 +158,18 @@ def test_targets_table_checks_each_figure_and_the_ratio():
     assert _row(rows, "promotion under load")["met"] is True
 
 
+def test_with_a_reranker_the_encoder_alone_is_shown_and_scores_in_process_batches():
+    results = _results()
+    for name in ("similarity_batch_2", "similarity_batch_8"):
+        results["phases"][name]["model_alone"] |= {"reranker": True, "encoder": {"pairs_per_s": 16000.0}}
+    rows = targets_table(results)
+    batch = _row(rows, "1,000-pair requests")
+    assert batch["ratio"] == pytest.approx(0.9375, abs=1e-3)  # like for like: the endpoint's work, reranker included
+    assert "`Predictor.similarity` alone 16,000 pairs/s" in batch["model_alone"]
+    scoring = _row(rows, "in-process batch scoring")
+    assert (scoring["met"], scoring["measured"]) == (True, "16,000 pairs/s")
+
+
 def test_targets_table_fails_a_promotion_with_a_failed_request_and_says_unmeasured():
     results = _results()
     results["phases"]["promotion"]["server"]["failed"] = 1
