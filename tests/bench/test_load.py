@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
@@ -240,3 +241,48 @@ def test_rotate_lua_rotates_bodies_counts_statuses_and_versions_and_stops_on_bud
     assert len(_Handler.seen) == 50 and {b["_path"] for b in _Handler.seen} == {"/v1/search"}
     assert {b["question"] for b in _Handler.seen} == set(QUESTIONS[:4])  # every body sent
     assert all(b["k"] == 3 for b in _Handler.seen)
+
+
+def test_build_store_copies_production_and_a_second_version_the_server_can_load(tmp_path):
+    """The benchmark's store: the source's production version (model and index, built later beside it) under the same
+    id, and a second version differing only in its threshold (+ 0.01) whose index names it; the source is untouched."""
+    import keras
+
+    from bench.load.run import build_store
+    from qdup.config import ModelConfig, VocabConfig
+    from qdup.model.network import build_encoder
+    from qdup.model.vocab import fit_vectorizer
+    from qdup.registry.store import ArtifactStore
+    from qdup.search.encoder import load_query_encoder
+    from qdup.search.index import build_index
+    from qdup.search.service import late_index_dir
+    from qdup.serving.export import export_models
+    from qdup.serving.follower import load_served
+
+    cfg = ModelConfig(embedding_dim=8, lstm_units=8, max_length=8)
+    vec = fit_vectorizer(QUESTIONS, VocabConfig())
+    keras.utils.set_random_seed(0)
+    build_encoder(vec.vocabulary_size(), cfg).save(tmp_path / "encoder.keras")
+    export = Path(export_models(tmp_path / "encoder.keras", vec, cfg, 0.5, tmp_path / "export")["dir"])
+    source = ArtifactStore(str(tmp_path / "source"))
+    version = source.publish({f"model/{p.name}": p for p in export.iterdir()}, {"threshold": {"value": 0.5}})
+    source.promote(version, "test", why="first")
+    embeddings = load_query_encoder(export).encode(QUESTIONS)
+    build_index(list(range(len(QUESTIONS))), QUESTIONS, embeddings, model_version=version, corpus={"note": "test"},
+                seed=0).save(late_index_dir(source.local_path(version).parent.parent, version))
+    before = (source.versions(), source.aliases())
+
+    made = build_store(tmp_path / "bench", source.url)
+    store = ArtifactStore(made["store"])
+    assert made["first"] == version and store.resolve("production") == version
+    assert sorted(store.versions()) == sorted([version, made["second"]])
+    # The first is the source's files as they were (its index moved into the version); the second is what the
+    # server must switch to under load: loaded and verified by the server's own loader.
+    first = store.open_version(version)
+    assert json.loads((first / "index" / "index.json").read_text())["model_version"] == version
+    assert json.loads((first / "model" / "threshold.json").read_text())["threshold"] == pytest.approx(0.5)
+    second = load_served(store, made["second"])
+    assert second.threshold == pytest.approx(0.51) and store.manifest(made["second"])["threshold"]["value"] == second.threshold
+    assert second.searcher is not None
+    assert second.searcher.search([QUESTIONS[3]], 1)[0][0]["question"] == QUESTIONS[3]
+    assert (source.versions(), source.aliases()) == before
