@@ -2,10 +2,14 @@
 -- count response statuses and the `version` field of the answers, stop after a request budget, and print
 -- one JSON line of everything (latency percentiles in microseconds) for the benchmark to parse.
 --
--- wrk -t T -c C -d D -s rotate.lua URL -- BODIES PATH MAX_PER_THREAD
+-- wrk -t T -c C -d D -s rotate.lua URL -- BODIES PATH MAX_PER_THREAD START T
 --   BODIES          file of request bodies, one JSON document per line
 --   PATH            request path (e.g. /v1/similarity)
 --   MAX_PER_THREAD  answers after which each thread stops (0: no budget, time only)
+--   START           body to start at (0-based): thread i of T sends bodies START + i, START + i + T, ..., so a run sends
+--                   about one contiguous stretch of the file and the next run can start where it ended (no body is
+--                   sent twice before the file is used up: a server's cache sees no repeats it would not see in use)
+--   T               wrk's thread count again (a thread's init runs before the next thread is set up)
 
 local ffi = require("ffi")
 ffi.cdef[[
@@ -38,9 +42,11 @@ function init(args)
    end
    if #bodies == 0 then error("no request bodies in " .. path) end
    route_path = route
-   -- Each thread starts at its own place in the rotation, so threads do not send the same bodies in step.
-   local n = thread_index or 0
-   next_body = (n * 7919) % #bodies
+   -- Thread i sends START + i, START + i + T, ...: together the threads send one stretch of the file.
+   step = tonumber(args[5] or "1")
+   position = tonumber(args[4] or "0") + (thread_index or 0)
+   -- wrk calls the first thread's request() once right after init, to check the request it builds: not sent.
+   verifying = (thread_index or 0) == 0
    sent, answered = 0, 0
    first_sent_s, last_answer_s = 0, 0
    statuses, versions, switches = {}, {}, 0
@@ -50,7 +56,12 @@ function init(args)
 end
 
 function request()
-   next_body = next_body % #bodies + 1
+   if verifying then
+      verifying = false
+      return wrk.format("POST", route_path, nil, bodies[position % #bodies + 1])
+   end
+   local next_body = position % #bodies + 1
+   position = position + step
    sent = sent + 1
    if first_sent_s == 0 then first_sent_s = now() end
    return wrk.format("POST", route_path, nil, bodies[next_body])

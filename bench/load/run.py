@@ -329,27 +329,40 @@ class Bench:
     """One benchmark run: the server, wrk, the in-process model and the phases' results."""
 
     def __init__(self, args: argparse.Namespace, wrk: str, url: str, server: subprocess.Popen, served, work: Path, out: Path):
-        self.args, self.wrk, self.url, self.server, self.served, self.work, self.out = args, wrk, url, server, served, work, out
+        self.args, self.wrk_exe, self.url, self.server, self.served = args, wrk, url, server, served
+        self.work, self.out = work, out
         self.phases: dict[str, Any] = {}
+        # Bodies sent so far from each file: every wrk run goes on where the last one stopped, so that no body is
+        # sent twice (and no question repeats, as far as the pool goes) before its file is used up.
+        self.sent: dict[Path, int] = {}
+        self.bodies: dict[Path, int] = {}
 
-    def command(self, route: str, bodies: Path, clients: int, threads: int, seconds: float) -> list[str]:
-        return wrk_command(self.wrk, self.url, route, bodies, threads=threads, connections=clients, seconds=seconds,
-                           max_requests=self.args.max_requests, timeout_s=self.args.request_timeout_s)
+    def wrk(self, name: str, route: str, bodies: Path, clients: int, threads: int, seconds: float, raw_path: Path,
+            during: Callable[[subprocess.Popen, float], Any] | None = None) -> tuple[dict[str, Any], float, Any]:
+        if bodies not in self.bodies:
+            self.bodies[bodies] = sum(1 for line in open(bodies, encoding="utf-8") if line.strip())
+        start = self.sent.get(bodies, 0)
+        cmd = wrk_command(self.wrk_exe, self.url, route, bodies, threads=threads, connections=clients, seconds=seconds,
+                          max_requests=self.args.max_requests, timeout_s=self.args.request_timeout_s,
+                          start=start % self.bodies[bodies])
+        raw, cpu, event = run_wrk(cmd, raw_path, during)
+        self.sent[bodies] = start + sum(int(t.get("sent") or 0) for t in raw.get("threads") or [])
+        return raw, cpu, event
 
     def phase(self, name: str, route: str, bodies: Path, clients: int, threads: int, items: int,
               reference: Callable[[], dict[str, Any]] | None,
               during: Callable[[subprocess.Popen, float], Any] | None = None, seconds: float | None = None) -> dict[str, Any]:
         seconds = seconds or self.args.duration
         if self.args.warmup_s > 0 and during is None:  # not recorded: first calls of a shape may trace graphs
-            run_wrk(self.command(route, bodies, clients, threads, self.args.warmup_s), self.work / f"warmup-{name}.txt")
+            self.wrk(name, route, bodies, clients, threads, self.args.warmup_s, self.work / f"warmup-{name}.txt")
             wait_idle(self.server.pid)
         before = reference() if reference else None
         load = os.getloadavg()[0]
         print(f"[{name}] {clients} connection(s), {items} item(s) per request, {seconds:.0f} s (load average {load:.2f}) ...",
               flush=True)
         cpu0 = cpu_seconds(self.server.pid)
-        raw, client_cpu, event = run_wrk(self.command(route, bodies, clients, threads, seconds), self.out / "wrk" / f"{name}.txt",
-                                         during)
+        first_body = self.sent.get(bodies, 0)
+        raw, client_cpu, event = self.wrk(name, route, bodies, clients, threads, seconds, self.out / "wrk" / f"{name}.txt", during)
         server_cpu = cpu_seconds(self.server.pid) - cpu0
         drained = wait_idle(self.server.pid)  # requests wrk left in flight are still computed: not the model alone's time
         after = reference() if reference else None
@@ -360,6 +373,9 @@ class Bench:
             "server_cpu_s": round(server_cpu, 2), "client_cpu_s": client_cpu, "server_drain_s": drained,
             "server_items_per_cpu_s": round(s["ok"] * items / server_cpu, 1) if server_cpu > 0 else None,
             "server_peak_rss_mib": round(proc_status(self.server.pid, "VmHWM") / MIB, 1),
+            # Bodies of the file sent before this phase, and whether it went past the file's end (repeating bodies).
+            "bodies_sent_before": first_body, "bodies_in_file": self.bodies[bodies],
+            "bodies_repeated": self.sent[bodies] > self.bodies[bodies],
         }
         if before is not None:
             result["model_alone"] = both_sides(before, after)
@@ -498,15 +514,20 @@ def main(argv: list[str] | None = None) -> int:
 
         bodies = work / "bodies"
         bodies.mkdir()
-        single = pair_batches(questions, 1, 20_000, args.seed)
+        # Each file goes once through the pool before any question repeats (the batch file, 80,000 questions, goes
+        # past the real pool's ~49,000); the phases then go through each file in turn (Bench.sent).
+        single = pair_batches(questions, 1, max(1000, len(questions) // 2), args.seed)
         single_file = write_bodies(bodies / "single.jsonl", [similarity_body(b) for b in single])
         # The model alone's 32-pair calls, on the same pairs the single-pair requests carry.
         in32 = [[p[0] for p in single[i:i + 32]] for i in range(0, len(single) - 31, 32)]
         batch = pair_batches(questions, args.batch_pairs, 40, args.seed + 1)
         batch_file = write_bodies(bodies / "batch.jsonl", [similarity_body(b) for b in batch])
-        queries = search_queries(questions, 20_000, args.seed + 2)
+        queries = search_queries(questions, max(1000, len(questions)), args.seed + 2)
         search_file = write_bodies(bodies / "search.jsonl", [search_body(s, args.k) for s in queries])
         body_files = {"single": single_file, "batch": batch_file, "search": search_file}
+        for info, texts in ((single_file, [x for b in single for p in b for x in p]),
+                            (batch_file, [x for b in batch for p in b for x in p]), (search_file, queries)):
+            info |= {"questions": len(texts), "distinct_questions": len(set(texts))}
 
         port = free_port()
         url = f"http://{HOST}:{port}"

@@ -90,16 +90,16 @@ def write_bodies(path: Path, bodies: Sequence[dict[str, Any]]) -> dict[str, Any]
 
 
 def wrk_command(exe: str, url: str, route: str, bodies: Path, *, threads: int, connections: int, seconds: float,
-                max_requests: int, timeout_s: float) -> list[str]:
+                max_requests: int, timeout_s: float, start: int = 0) -> list[str]:
     """wrk's command line: `connections` keep-alive connections over `threads` threads for `seconds`,
-    each thread stopping after its share of `max_requests` answers (rotate.lua)."""
+    each thread stopping after its share of `max_requests` answers, sending the bodies from `start` on (rotate.lua)."""
     if connections < 1 or threads < 1 or seconds <= 0 or max_requests < 1:
         raise ValueError("connections, threads and max_requests must be >= 1 and seconds > 0")
     threads = min(threads, connections)  # wrk refuses fewer connections than threads
     per_thread = max(1, math.ceil(max_requests / threads))
     return [exe, "-t", str(threads), "-c", str(connections), "-d", f"{max(1, round(seconds))}s",
             "--timeout", f"{max(1, round(timeout_s))}s", "-s", str(LUA_SCRIPT), url,
-            "--", str(bodies), route, str(per_thread)]
+            "--", str(bodies), route, str(per_thread), str(start), str(threads)]
 
 
 def parse_wrk_output(text: str) -> dict[str, Any]:
@@ -156,4 +156,5 @@ def summarise(raw: dict[str, Any], items_per_request: int) -> dict[str, Any]:
         "versions": versions,
         "version_changes_per_thread": [int(t.get("version_changes") or 0) for t in threads],
         "stopped_on_budget": any(bool(t.get("stopped_on_budget")) for t in threads),
+        "sent": sum(int(t.get("sent") or 0) for t in threads),
     }
