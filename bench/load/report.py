@@ -165,8 +165,15 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"Machine: {m['cpus']} CPUs ({m['usable_cores']} usable, {m['cpu_model']}), {_f(m.get('ram_gib'))} GiB RAM, "
         f"load average at start {m['loadavg_start']}; {m['wrk']}.  ",
         f"Model: {model['description']}; versions {model['first']} → {model['second']}.  ",
-        f"Questions sent: {q['source']} ({q['pool']:,} distinct questions in the pool).",
+        f"Questions sent: {q['source']} ({q['pool']:,} distinct questions in the pool, median {q.get('median_chars', '?')} "
+        "characters).",
     ]
+    bodies = results.get("bodies") or {}
+    if bodies:
+        out[-1] += "  "
+        out.append("Body files: " + "; ".join(
+            f"{name} {b['bodies']:,} bodies (mean {b['mean_bytes']:,.0f} bytes, {b.get('distinct_questions', 0):,} distinct of "
+            f"{b.get('questions', 0):,} questions)" for name, b in bodies.items()) + ".")
     if q.get("generated"):
         out += ["", "**The questions are generated (no shared real pairs were found): figures are not real-length text.**"]
     out += ["", "## Issue 17's targets", ""]
