@@ -119,7 +119,8 @@ def _results(generated=False):
         "command": "python -m bench.load", "commit": "abc", "started": "now", "total_seconds": 1.0,
         "machine": {"cpus": 2, "usable_cores": 2, "cpu_model": "x", "ram_gib": 8.0, "loadavg_start": [0.1], "wrk": "wrk 4"},
         "model": {"description": "m", "first": "v1", "second": "v2", "search_method": "hybrid", "index_questions": 19413},
-        "questions": {"source": "s", "pool": 10, "generated": generated},
+        "questions": {"source": "s", "pool": 10, "generated": generated, "median_chars": 30},
+        "bodies": {"single": {"bodies": 5, "mean_bytes": 80.0, "questions": 10, "distinct_questions": 10}},
         "phases": {
             "similarity_single": _phase(300.0, 3.5, 9.0, None, alone_p50=2.0),
             "similarity_concurrent": _phase(2600.0, 20.0, 99.0, 3000.0, clients=32),
@@ -189,6 +190,7 @@ def test_markdown_flags_generated_questions():
     md = render_markdown(results)
     assert "**The questions are generated" in md
     assert "the server served it 4.5 s later" in md and "the phase ran 12.5 s" in md
+    assert "Body files: single 5 bodies (mean 80 bytes, 10 distinct of 10 questions)." in md
     assert "| `/v1/similarity` one pair, 1 client, p50 | 5.8 ms | 2.00 ms | ≤ 4 ms |" in md
     results = _results()
     results["targets"] = targets_table(results)
