@@ -241,7 +241,9 @@ def both_sides(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     out = mean(before, after)
     if "encoder" in before and "encoder" in after:
         out["encoder"] = mean(before["encoder"], after["encoder"])
-    return out | {"reranker": before.get("reranker"), "before": before, "after": after}
+    if "reranker" in before:
+        out["reranker"] = before["reranker"]
+    return out | {"before": before, "after": after}
 
 
 # ---------------------------------------------------------------- the server
