@@ -189,7 +189,9 @@ def render_markdown(results: dict[str, Any]) -> str:
             "benchmark's own process on the same request payloads, measured just before and just after the phase (the "
             "server idle); the ratio is the one to compare across machines. Each phase goes on through its body file where "
             "the last one stopped; `bodies repeated?` says whether it went past the file's end (a server cache would then "
-            "see questions again).", ""]
+            "see questions again). `others' share of the cores`: the CPU time other processes of the machine took during the "
+            "phase (its busy time less the server's, wrk's and the benchmark's), as a share of all cores: 0 on a quiet machine.",
+            ""]
     rows = []
     for name, p in results["phases"].items():
         s, a = p.get("server") or {}, p.get("model_alone") or {}
@@ -197,10 +199,11 @@ def render_markdown(results: dict[str, Any]) -> str:
         rows.append([name, p["clients"], p.get("items_per_request", 1), _f(s.get("answered"), 0), s.get("failed"),
                      _f(s.get("requests_per_s")), _f(s.get("items_per_s")), _f(lat.get("p50"), 2), _f(lat.get("p99"), 2),
                      _f(a.get("p50_ms"), 2), _f(a.get("pairs_per_s", a.get("queries_per_s")), 0),
-                     _f(p.get("loadavg_before"), 2), _f(p.get("server_cpu_s"), 1), _f(p.get("client_cpu_s"), 1),
+                     _f(p.get("loadavg_before"), 2), _f(p.get("others_core_share"), 2), _f(p.get("server_cpu_s"), 1),
+                     _f(p.get("client_cpu_s"), 1),
                      _f(p.get("server_peak_rss_mib"), 0), "yes" if p.get("bodies_repeated") else "no"])
     out.append(table(["phase", "clients", "items/request", "answered", "failed", "requests/s", "items/s", "p50 ms", "p99 ms",
-                      "alone p50 ms", "alone items/s", "load avg before", "server CPU s", "wrk CPU s", "server peak RSS MiB",
+                      "alone p50 ms", "alone items/s", "load avg before", "others' share of the cores", "server CPU s", "wrk CPU s", "server peak RSS MiB",
                       "bodies repeated?"],
                      rows))
     promo = results["phases"].get("promotion")

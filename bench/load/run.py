@@ -263,6 +263,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_busy_seconds() -> float:
+    """CPU-seconds the whole machine has been busy (all processes, all cores) since boot, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    # guest time is already counted in user/nice
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def wait_idle(pid: int, max_s: float = 30.0, interval_s: float = 0.25) -> float:
     """Wait until the server has drained what wrk left queued (under 5% of a core for two intervals); seconds waited."""
     t0 = time.monotonic()
@@ -362,10 +370,13 @@ class Bench:
         load = os.getloadavg()[0]
         print(f"[{name}] {clients} connection(s), {items} item(s) per request, {seconds:.0f} s (load average {load:.2f}) ...",
               flush=True)
-        cpu0 = cpu_seconds(self.server.pid)
+        cpu0, busy0, own0, t0 = cpu_seconds(self.server.pid), machine_busy_seconds(), time.process_time(), time.monotonic()
         first_body = self.sent.get(bodies, 0)
         raw, client_cpu, event = self.wrk(name, route, bodies, clients, threads, seconds, self.out / "wrk" / f"{name}.txt", during)
         server_cpu = cpu_seconds(self.server.pid) - cpu0
+        # What other processes took meanwhile: the machine's busy time less the server's, wrk's and this process's.
+        others = machine_busy_seconds() - busy0 - server_cpu - client_cpu - (time.process_time() - own0)
+        wall = time.monotonic() - t0
         drained = wait_idle(self.server.pid)  # requests wrk left in flight are still computed: not the model alone's time
         after = reference() if reference else None
         s = summarise(raw, items)
@@ -373,6 +384,8 @@ class Bench:
             "route": route, "clients": clients, "wrk_threads": min(threads, clients), "items_per_request": items,
             "seconds": seconds, "loadavg_before": round(load, 2), "server": s,
             "server_cpu_s": round(server_cpu, 2), "client_cpu_s": client_cpu, "server_drain_s": drained,
+            "others_cpu_s": round(max(0.0, others), 2),
+            "others_core_share": round(max(0.0, others) / (wall * len(os.sched_getaffinity(0))), 3) if wall > 0 else None,
             "server_items_per_cpu_s": round(s["ok"] * items / server_cpu, 1) if server_cpu > 0 else None,
             "server_peak_rss_mib": round(proc_status(self.server.pid, "VmHWM") / MIB, 1),
             # Bodies of the file sent before this phase, and whether it went past the file's end (repeating bodies).
