@@ -249,18 +249,50 @@ def both_sides(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
 # ---------------------------------------------------------------- the server
 
 
-def proc_status(pid: int, field: str) -> int:
-    """A /proc/PID/status size field (VmRSS, VmHWM) in bytes."""
+def process_tree(pid: int) -> list[int]:
+    """The process and its living descendants (uvicorn's worker processes, should the server be given --workers)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        for task in Path(f"/proc/{p}/task").glob("*/children"):
+            try:
+                todo += [int(c) for c in task.read_text().split()]
+            except FileNotFoundError:  # the thread ended meanwhile
+                pass
+    return out
+
+
+def _status_bytes(pid: int, field: str) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(field + ":"):
             return int(line.split()[1]) * 1024
     raise RuntimeError(f"no {field} for pid {pid}")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (from /proc, in clock ticks)."""
+def proc_status(pid: int, field: str) -> int:
+    """A /proc/PID/status size field (VmRSS, VmHWM) in bytes, summed over the process tree (for VmHWM: an upper bound)."""
+    return sum(_gone_is_zero(_status_bytes, p, field, root=pid) for p in process_tree(pid))
+
+
+def _cpu(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time so far of a process and its living descendants (from /proc, in clock ticks)."""
+    return sum(_gone_is_zero(_cpu, p, root=pid) for p in process_tree(pid))
+
+
+def _gone_is_zero(read, pid: int, *args: Any, root: int):
+    """read(pid, *args) for a descendant that may have ended since it was listed (0 then); the server itself must be there."""
+    try:
+        return read(pid, *args)
+    except (FileNotFoundError, ProcessLookupError):
+        if pid == root:
+            raise
+        return 0
 
 
 def machine_busy_seconds() -> float:
