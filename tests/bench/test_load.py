@@ -4,9 +4,12 @@ rotate.lua itself against a small HTTP server on 127.0.0.1 (when wrk is installe
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -292,3 +295,21 @@ def test_build_store_copies_production_and_a_second_version_the_server_can_load(
     assert second.searcher is not None
     assert second.searcher.search([QUESTIONS[3]], 1)[0][0]["question"] == QUESTIONS[3]
     assert (source.versions(), source.aliases()) == before
+
+
+def test_the_server_is_measured_over_its_process_tree():
+    from bench.load.run import cpu_seconds, proc_status, process_tree
+
+    parent = subprocess.Popen(["sh", "-c", "sleep 30 & sleep 30 & wait"])
+    try:
+        deadline = time.monotonic() + 10
+        while len(process_tree(parent.pid)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        tree = process_tree(parent.pid)
+        assert tree[0] == parent.pid and len(tree) == 3  # the shell and its two sleeps
+        assert proc_status(parent.pid, "VmHWM") > proc_status(tree[1], "VmHWM") > 0
+        assert cpu_seconds(parent.pid) >= 0
+    finally:
+        for pid in process_tree(parent.pid)[1:]:
+            os.kill(pid, signal.SIGTERM)
+        parent.wait(timeout=10)
