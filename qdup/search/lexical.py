@@ -62,16 +62,21 @@ def _stemmer():
     return Stemmer.Stemmer("english")
 
 
+def _words(words: list[str]) -> list[str]:
+    return words
+
+
 class BM25Index:
     """Okapi BM25 (Lucene's variant) over word stems: an inverted index of precomputed term scores (bm25s's eager sparse
     matrix, CSC by term), built once with the question index, saved beside it and loaded, never fitted on a request.
 
-    `texts` are the corpus questions (kept by reference, for `search_positions`).
+    `texts` are the corpus questions (kept by reference, for `search_positions`). `stem=False` (words as they are) exists
+    for the comparison in bench/SEARCH.md only; such an index is not saved.
     """
 
     kind = BM25_KIND
 
-    def __init__(self, retriever: Any, texts: Sequence[str]):
+    def __init__(self, retriever: Any, texts: Sequence[str], stem: bool = True):
         scores = retriever.scores
         self.retriever = retriever
         self.texts = texts
@@ -80,23 +85,26 @@ class BM25Index:
         self._indptr = np.asarray(scores["indptr"], dtype=np.int64)
         self._n = int(scores["num_docs"])
         self._vocab: dict[str, int] = retriever.vocab_dict
-        self._stem = _stemmer().stemWords
+        self.stem = stem
+        self._stem = _stemmer().stemWords if stem else _words
         if self._n != len(texts):
             raise QdupError(f"lexical index: {self._n} documents for a corpus of {len(texts)} questions")
 
     @classmethod
-    def build(cls, texts: Sequence[str]) -> BM25Index:
+    def build(cls, texts: Sequence[str], stem: bool = True) -> BM25Index:
         import bm25s
 
         if not len(texts):
             raise QdupError("lexical index: no texts")
-        stem = _stemmer().stemWords
+        terms = _stemmer().stemWords if stem else _words
         retriever = bm25s.BM25(k1=BM25_PARAMS["k1"], b=BM25_PARAMS["b"], method=BM25_PARAMS["method"])
-        retriever.index([stem(_WORD.findall(t.lower())) for t in texts], show_progress=False)
-        return cls(retriever, texts)
+        retriever.index([terms(_WORD.findall(t.lower())) for t in texts], show_progress=False)
+        return cls(retriever, texts, stem)
 
     def save(self, directory: Path) -> list[str]:
         """Write the index's files into `directory` (the question index's folder while it is written); their names."""
+        if not self.stem:
+            raise QdupError("lexical index: only the stemmed BM25 index is saved (the one load reads)")
         self.retriever.save(str(directory), show_progress=False, **BM25_FILES)
         return sorted(BM25_FILES.values())
 
