@@ -4,6 +4,7 @@ and its fusion with dense retrieval (RRF, weighted sum)."""
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -66,9 +67,43 @@ def _words(words: list[str]) -> list[str]:
     return words
 
 
+def bm25_matrix(
+    token_lists: Sequence[list[str]], k1: float = BM25_PARAMS["k1"], b: float = BM25_PARAMS["b"]
+) -> tuple[dict[str, Any], dict[str, int]]:
+    """bm25s's eager BM25 index of tokenised documents, built with whole-array operations: its `scores` arrays (CSC by
+    term: data = each (term, document) pair's Lucene BM25 score, indices = documents, indptr) and vocabulary.
+
+    Hand-written because bm25s's own `index` loops over documents in Python (35 s for 535k questions here) and numbers
+    its vocabulary in set order, which changes with Python's string hashing; this gives the same scores (a test compares
+    them with bm25s's) in a fraction of the time, with terms numbered in first-seen order, so a rebuild is identical.
+    Like bm25s, the vocabulary ends with the empty token "" (no postings).
+    """
+    import pandas as pd
+
+    n_docs = len(token_lists)
+    lengths = np.fromiter((len(t) for t in token_lists), dtype=np.int64, count=n_docs)
+    flat = np.fromiter((tok for toks in token_lists for tok in toks), dtype=object, count=int(lengths.sum()))
+    codes, uniques = pd.factorize(flat, sort=False)
+    vocab = {str(t): i for i, t in enumerate(uniques)}
+    vocab.setdefault("", len(vocab))
+    n_terms = len(vocab)
+    doc = np.repeat(np.arange(n_docs, dtype=np.int64), lengths)
+    # (term, document) pairs with their term frequency, sorted by term then document: the CSC order.
+    pairs, tf = np.unique(codes.astype(np.int64) * n_docs + doc, return_counts=True)
+    term, doc = np.divmod(pairs, n_docs)
+    df = np.bincount(term, minlength=n_terms)
+    idf = np.log1p((n_docs - df + 0.5) / (df + 0.5))
+    avg = lengths.mean() if n_docs else 0.0
+    norm = k1 * (1 - b + b * lengths[doc] / avg) if avg > 0 else np.full(len(doc), k1)
+    data = (idf[term] * tf / (norm + tf)).astype(np.float32)
+    indptr = np.concatenate([[0], np.cumsum(df)]).astype(np.int64)
+    return {"data": data, "indices": doc.astype(np.int32), "indptr": indptr, "num_docs": n_docs}, vocab
+
+
 class BM25Index:
     """Okapi BM25 (Lucene's variant) over word stems: an inverted index of precomputed term scores (bm25s's eager sparse
-    matrix, CSC by term), built once with the question index, saved beside it and loaded, never fitted on a request.
+    matrix, CSC by term, saved and loaded with bm25s), built once with the question index, saved beside it and loaded,
+    never fitted on a request.
 
     `texts` are the corpus questions (kept by reference, for `search_positions`). `stem=False` (words as they are) exists
     for the comparison in bench/SEARCH.md only; such an index is not saved.
@@ -87,8 +122,12 @@ class BM25Index:
         self._vocab: dict[str, int] = retriever.vocab_dict
         self.stem = stem
         self._stem = _stemmer().stemWords if stem else _words
+        self._local = threading.local()
         if self._n != len(texts):
             raise QdupError(f"lexical index: {self._n} documents for a corpus of {len(texts)} questions")
+        if len(self._indptr) != len(self._vocab) + 1 or self._indptr[-1] != len(self._data) != len(self._indices):
+            raise QdupError(f"lexical index: {len(self._vocab)} terms, {len(self._indptr)} term offsets and "
+                            f"{len(self._data)} postings do not fit together")
 
     @classmethod
     def build(cls, texts: Sequence[str], stem: bool = True) -> BM25Index:
@@ -98,7 +137,8 @@ class BM25Index:
             raise QdupError("lexical index: no texts")
         terms = _stemmer().stemWords if stem else _words
         retriever = bm25s.BM25(k1=BM25_PARAMS["k1"], b=BM25_PARAMS["b"], method=BM25_PARAMS["method"])
-        retriever.index([terms(_WORD.findall(t.lower())) for t in texts], show_progress=False)
+        retriever.scores, retriever.vocab_dict = bm25_matrix([terms(_WORD.findall(t.lower())) for t in texts])
+        retriever.nonoccurrence_array = None  # Lucene's BM25 has no score for absent terms (bm25s sets it so too)
         return cls(retriever, texts, stem)
 
     def save(self, directory: Path) -> list[str]:
@@ -123,47 +163,80 @@ class BM25Index:
         vocab = self._vocab
         return np.unique(np.fromiter((vocab[t] for t in self._stem(_WORD.findall(text.lower())) if t in vocab), dtype=np.int64))
 
-    def scores(self, text: str) -> np.ndarray:
-        """BM25 score of `text` against every corpus question (0 for those sharing no word)."""
+    def _buffers(self) -> tuple[np.ndarray, np.ndarray]:
+        # Per thread (searches may run on several): a score accumulator kept at zero between queries, and a scratch
+        # array that marks one posting per document.
+        local = self._local
+        if getattr(local, "acc", None) is None:
+            local.acc = np.zeros(self._n, dtype=np.float32)
+            local.mark = np.zeros(self._n, dtype=np.int64)
+        return local.acc, local.mark
+
+    def _matches(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        """The documents sharing a word stem with `text` (each once) and their BM25 scores.
+
+        Touches only the query terms' postings, never the whole corpus: a query costs what its words' document
+        frequencies add up to, whatever the corpus size (bm25s's own retrieve fills and sorts a score per document).
+        """
         ids = self.token_ids(text)
         if not len(ids):
-            return np.zeros(self._n, dtype=np.float32)
+            return np.empty(0, np.int64), np.empty(0, np.float32)
         starts, ends = self._indptr[ids], self._indptr[ids + 1]
-        docs = np.concatenate([self._indices[a:b] for a, b in zip(starts, ends, strict=True)])
-        vals = np.concatenate([self._data[a:b] for a, b in zip(starts, ends, strict=True)])
-        # bincount sums each document's term scores in one pass over the query terms' postings (bm25s's own
-        # retrieve adds them with np.add.at, term by term, and sorts every document's score).
-        return np.bincount(docs, weights=vals, minlength=self._n).astype(np.float32)
+        docs = np.concatenate([self._indices[a:z] for a, z in zip(starts, ends, strict=True)])
+        vals = np.concatenate([self._data[a:z] for a, z in zip(starts, ends, strict=True)])
+        acc, mark = self._buffers()
+        np.add.at(acc, docs, vals)
+        # Every document once: the last posting written for it marks it.
+        order = np.arange(len(docs))
+        mark[docs] = order
+        unique = docs[mark[docs] == order]
+        sums = acc[unique]
+        acc[docs] = 0.0
+        return unique, sums
 
-    def _top(self, scores: np.ndarray, k: int, exclude: int = -1) -> tuple[np.ndarray, np.ndarray]:
+    def scores(self, text: str) -> np.ndarray:
+        """BM25 score of `text` against every corpus question (0 for those sharing no word)."""
+        out = np.zeros(self._n, dtype=np.float32)
+        docs, sums = self._matches(text)
+        out[docs] = sums
+        return out
+
+    def _top(self, text: str, k: int, exclude: int = -1) -> tuple[np.ndarray, np.ndarray]:
+        docs, sums = self._matches(text)
         if exclude >= 0:
-            scores[exclude] = 0.0
-        found = np.flatnonzero(scores > 0)
+            keep = docs != exclude
+            docs, sums = docs[keep], sums[keep]
         idx = np.full(k, -1, dtype=np.int64)
         top = np.full(k, -np.inf, dtype=np.float32)
-        if len(found):
-            order, best = top_k_rows(scores[found][None, :], min(k, len(found)))
-            idx[: order.shape[1]] = found[order[0]]
-            top[: order.shape[1]] = best[0]
+        if len(docs):
+            # Ties by lower position, as everywhere in search: sort the survivors by (score desc, position).
+            order, best = top_k_rows(sums[None, :], min(k, len(docs)))
+            found = docs[order[0]]
+            tie = np.lexsort((found, -best[0]))
+            idx[: len(found)] = found[tie]
+            top[: len(found)] = best[0][tie]
         return idx, top
 
     def search(self, texts: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k corpus positions and BM25 scores of new query texts (-1 / -inf: fewer than k share a word)."""
-        out = [self._top(self.scores(t), k) for t in texts]
+        out = [self._top(t, k) for t in texts]
         return np.stack([o[0] for o in out]), np.stack([o[1] for o in out])
 
     def search_positions(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k for corpus questions used as queries, each query left out of its own results."""
-        out = [self._top(self.scores(self.texts[int(q)]), k, int(q)) for q in queries]
+        out = [self._top(self.texts[int(q)], k, int(q)) for q in queries]
         return np.stack([o[0] for o in out]), np.stack([o[1] for o in out])
 
     def query_pair_scores(self, texts: Sequence[str], candidates: np.ndarray) -> np.ndarray:
-        """BM25 score of query text i with each corpus position candidates[i, j] (-1: none, scored -inf)."""
+        """BM25 score of query text i with each corpus position candidates[i, j] (-1: none, scored -inf; 0: no word shared)."""
         out = np.full(candidates.shape, -np.inf, dtype=np.float32)
+        acc, _ = self._buffers()
         for i, text in enumerate(texts):
+            docs, sums = self._matches(text)
             row = candidates[i]
-            scores = self.scores(text)
-            out[i] = np.where(row >= 0, scores[np.where(row >= 0, row, 0)], -np.inf)
+            acc[docs] = sums  # borrowed for the lookup, cleared again below
+            out[i] = np.where(row >= 0, acc[np.where(row >= 0, row, 0)], -np.inf)
+            acc[docs] = 0.0
         return out
 
     def pair_scores(self, queries: np.ndarray, candidates: np.ndarray) -> np.ndarray:

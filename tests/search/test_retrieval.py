@@ -137,6 +137,25 @@ def test_bm25_index_ranks_by_lucene_bm25_of_word_stems():
     assert none.tolist() == [[-1, -1]] and np.isneginf(none_scores).all()
 
 
+def test_bm25_matrix_scores_as_bm25s_own_index_does(demo_tsv):
+    import bm25s
+
+    from qdup.search.lexical import bm25_matrix
+
+    df = pd.read_csv(demo_tsv, sep="\t", keep_default_na=False)
+    texts = list(dict.fromkeys(list(df.question1) + list(df.question2)))[:400] + ["???"]  # and a question with no word
+    tokens = [t.lower().replace("?", " ").split() for t in texts]
+    theirs = bm25s.BM25()
+    theirs.index(tokens, show_progress=False)
+    scores, vocab = bm25_matrix(tokens)
+    assert set(vocab) == set(theirs.vocab_dict) and vocab[""] == len(vocab) - 1
+    ours = bm25s.BM25()
+    ours.scores, ours.vocab_dict, ours.nonoccurrence_array = scores, vocab, None
+    for query in tokens[:40:7] + [["how", "do", "i", "zebra"]]:
+        np.testing.assert_allclose(ours.get_scores(query), theirs.get_scores(query), rtol=1e-5, atol=1e-6)
+    assert bm25_matrix(tokens)[1] == vocab  # terms numbered in first-seen order: a rebuild is identical
+
+
 def test_bm25_index_saves_and_loads_the_same_scores(tmp_path):
     lex = BM25Index.build(CORPUS)
     names = lex.save(tmp_path)
