@@ -123,6 +123,11 @@ class BM25Index:
         self.stem = stem
         self._stem = _stemmer().stemWords if stem else _words
         self._local = threading.local()
+        # Each term's highest score in any document: what it can add at most (MaxScore pruning in `_candidates`).
+        self._max = np.zeros(len(self._indptr) - 1, dtype=np.float32)
+        filled = np.flatnonzero(np.diff(self._indptr) > 0)
+        if len(filled):
+            self._max[filled] = np.maximum.reduceat(self._data, self._indptr[filled])
         if self._n != len(texts):
             raise QdupError(f"lexical index: {self._n} documents for a corpus of {len(texts)} questions")
         if len(self._indptr) != len(self._vocab) + 1 or self._indptr[-1] != len(self._data) != len(self._indices):
@@ -172,13 +177,8 @@ class BM25Index:
             local.mark = np.zeros(self._n, dtype=np.int64)
         return local.acc, local.mark
 
-    def _matches(self, text: str) -> tuple[np.ndarray, np.ndarray]:
-        """The documents sharing a word stem with `text` (each once) and their BM25 scores.
-
-        Touches only the query terms' postings, never the whole corpus: a query costs what its words' document
-        frequencies add up to, whatever the corpus size (bm25s's own retrieve fills and sorts a score per document).
-        """
-        ids = self.token_ids(text)
+    def _postings(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The documents holding any of the terms `ids` (each once) and the sum of those terms' scores in each."""
         if not len(ids):
             return np.empty(0, np.int64), np.empty(0, np.float32)
         starts, ends = self._indptr[ids], self._indptr[ids + 1]
@@ -194,18 +194,55 @@ class BM25Index:
         acc[docs] = 0.0
         return unique, sums
 
+    def _term_scores(self, ids: np.ndarray, docs: np.ndarray) -> np.ndarray:
+        """Sum over the terms `ids` of each document's score, looked up in the terms' postings (sorted by document)."""
+        total = np.zeros(len(docs), dtype=np.float32)
+        for t in ids:
+            a, z = self._indptr[t], self._indptr[t + 1]
+            if z == a:
+                continue
+            seg = self._indices[a:z]
+            at = np.minimum(np.searchsorted(seg, docs), len(seg) - 1)
+            total += np.where(seg[at] == docs, self._data[a + at], 0.0).astype(np.float32)
+        return total
+
     def scores(self, text: str) -> np.ndarray:
         """BM25 score of `text` against every corpus question (0 for those sharing no word)."""
         out = np.zeros(self._n, dtype=np.float32)
-        docs, sums = self._matches(text)
+        docs, sums = self._postings(self.token_ids(text))
         out[docs] = sums
         return out
 
+    def _candidates(self, text: str, k: int, exclude: int) -> tuple[np.ndarray, np.ndarray]:
+        """Documents that surely hold the top k of `text` (never `exclude`), with their exact BM25 scores.
+
+        MaxScore (Turtle and Flood 1995): the query's terms in decreasing order of the most each can add; the documents
+        of the first j terms are scored exactly (the other terms looked up in their postings); once the k-th best of
+        them beats the most the remaining terms could give a document holding none of the first j, no other document
+        can enter the top k. So a query reads the postings of its rare words, and of its common ones ("how", "i",
+        "the": a third of a 537k corpus each) only the entries of those documents: exact, and far cheaper than
+        adding every posting (bm25s's own retrieve scores and sorts every document).
+        """
+        ids = self.token_ids(text)
+        if not len(ids):
+            return np.empty(0, np.int64), np.empty(0, np.float32)
+        ids = ids[np.argsort(-self._max[ids], kind="stable")]
+        # rest[j]: the most the terms after the first j + 1 can add to one document.
+        rest = np.concatenate([np.cumsum(self._max[ids][::-1])[::-1][1:], [0.0]])
+        for j in range(1, len(ids) + 1):
+            docs, sums = self._postings(ids[:j])
+            if exclude >= 0:
+                keep = docs != exclude
+                docs, sums = docs[keep], sums[keep]
+            if j < len(ids) and len(docs) >= k:
+                kth = np.partition(sums, len(sums) - k)[len(sums) - k]
+                # The other terms only raise these k scores; a document outside them scores at most rest[j - 1].
+                if kth > rest[j - 1]:
+                    return docs, sums + self._term_scores(ids[j:], docs)
+        return docs, sums
+
     def _top(self, text: str, k: int, exclude: int = -1) -> tuple[np.ndarray, np.ndarray]:
-        docs, sums = self._matches(text)
-        if exclude >= 0:
-            keep = docs != exclude
-            docs, sums = docs[keep], sums[keep]
+        docs, sums = self._candidates(text, k, exclude)
         idx = np.full(k, -1, dtype=np.int64)
         top = np.full(k, -np.inf, dtype=np.float32)
         if len(docs):
@@ -230,13 +267,9 @@ class BM25Index:
     def query_pair_scores(self, texts: Sequence[str], candidates: np.ndarray) -> np.ndarray:
         """BM25 score of query text i with each corpus position candidates[i, j] (-1: none, scored -inf; 0: no word shared)."""
         out = np.full(candidates.shape, -np.inf, dtype=np.float32)
-        acc, _ = self._buffers()
         for i, text in enumerate(texts):
-            docs, sums = self._matches(text)
             row = candidates[i]
-            acc[docs] = sums  # borrowed for the lookup, cleared again below
-            out[i] = np.where(row >= 0, acc[np.where(row >= 0, row, 0)], -np.inf)
-            acc[docs] = 0.0
+            out[i] = np.where(row >= 0, self._term_scores(self.token_ids(text), np.where(row >= 0, row, 0)), -np.inf)
         return out
 
     def pair_scores(self, queries: np.ndarray, candidates: np.ndarray) -> np.ndarray:

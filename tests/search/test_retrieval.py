@@ -156,6 +156,27 @@ def test_bm25_matrix_scores_as_bm25s_own_index_does(demo_tsv):
     assert bm25_matrix(tokens)[1] == vocab  # terms numbered in first-seen order: a rebuild is identical
 
 
+@pytest.mark.parametrize("k", [1, 5, 100])
+def test_bm25_top_k_is_the_exhaustive_top_k(demo_tsv, k):
+    """The pruned search (MaxScore) returns what scoring every question and sorting would, scores and order alike."""
+    df = pd.read_csv(demo_tsv, sep="\t", keep_default_na=False)
+    texts = list(dict.fromkeys(list(df.question1) + list(df.question2)))[:1500]
+    lex = BM25Index.build(texts)
+    queries = texts[::60] + ["How do I learn Python quickly?", "the the the", "zebra"]
+    idx, scores = lex.search(queries, k)
+    for row, query in enumerate(queries):
+        full = lex.scores(query).astype(np.float64)
+        order = np.lexsort((np.arange(len(full)), -full))
+        want = [int(i) for i in order[:k] if full[i] > 0]
+        got = [int(i) for i in idx[row] if i >= 0]
+        np.testing.assert_allclose(scores[row, : len(got)], full[got], rtol=1e-5)
+        np.testing.assert_allclose(full[got], full[want], rtol=1e-5)  # the same scores (ties may swap equal ones)
+        assert len(got) == len(want)
+    some = np.arange(0, len(texts), 97)
+    own, _ = lex.search_positions(some, k)
+    assert not (own == some[:, None]).any()
+
+
 def test_bm25_index_saves_and_loads_the_same_scores(tmp_path):
     lex = BM25Index.build(CORPUS)
     names = lex.save(tmp_path)
