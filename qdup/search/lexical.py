@@ -236,8 +236,13 @@ class BM25Index:
                 docs, sums = docs[keep], sums[keep]
             if j < len(ids) and len(docs) >= k:
                 kth = np.partition(sums, len(sums) - k)[len(sums) - k]
-                # The other terms only raise these k scores; a document outside them scores at most rest[j - 1].
+                # The other terms only raise these k scores; a document outside them scores at most rest[j - 1], and so
+                # does one of them that, given every remaining term, would still stay below the k-th.
                 if kth > rest[j - 1]:
+                    keep = sums + rest[j - 1] >= kth
+                    docs, sums = docs[keep], sums[keep]
+                    order = np.argsort(docs)  # sorted lookups walk each posting list once
+                    docs, sums = docs[order], sums[order]
                     return docs, sums + self._term_scores(ids[j:], docs)
         return docs, sums
 
