@@ -94,11 +94,14 @@ $("search-form").addEventListener("submit", async (event) => {
     meta.className = "meta mono";
     const score = document.createElement("span");
     score.className = "score";
-    score.textContent = `${kind} ${hit.score.toFixed(4)}`;
-    const cosine = document.createElement("span");
-    cosine.className = "cosine";
-    cosine.textContent = `cosine ${hit.similarity.toFixed(3)}`;
-    meta.append(score, cosine);
+    score.textContent = `score ${hit.score.toFixed(4)} (${kind})`;
+    meta.append(score);
+    if (data.score_kind !== "cosine") {
+      const cosine = document.createElement("span");
+      cosine.className = "cosine";
+      cosine.textContent = `cosine ${hit.similarity.toFixed(3)}`;
+      meta.append(cosine);
+    }
     if (hit.reranker_score !== null && hit.reranker_score !== undefined && data.score_kind !== "reranker") {
       const rr = document.createElement("span");
       rr.className = "reranker";
