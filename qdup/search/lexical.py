@@ -195,15 +195,23 @@ class BM25Index:
         return unique, sums
 
     def _term_scores(self, ids: np.ndarray, docs: np.ndarray) -> np.ndarray:
-        """Sum over the terms `ids` of each document's score, looked up in the terms' postings (sorted by document)."""
+        """Sum over the terms `ids` of each document's score in `docs` (sorted, distinct): each term's postings
+        (sorted by document) searched for the documents, or, when the documents are many next to the postings,
+        the postings spread into the accumulator and read back (whichever touches fewer entries)."""
         total = np.zeros(len(docs), dtype=np.float32)
+        acc, _ = self._buffers()
         for t in ids:
-            a, z = self._indptr[t], self._indptr[t + 1]
+            a, z = int(self._indptr[t]), int(self._indptr[t + 1])
             if z == a:
                 continue
             seg = self._indices[a:z]
-            at = np.minimum(np.searchsorted(seg, docs), len(seg) - 1)
-            total += np.where(seg[at] == docs, self._data[a + at], 0.0).astype(np.float32)
+            if len(docs) * np.log2(z - a + 1) < 4 * (z - a):
+                at = np.minimum(np.searchsorted(seg, docs), len(seg) - 1)
+                total += np.where(seg[at] == docs, self._data[a + at], 0.0).astype(np.float32)
+            else:
+                acc[seg] = self._data[a:z]
+                total += acc[docs]
+                acc[seg] = 0.0
         return total
 
     def scores(self, text: str) -> np.ndarray:
@@ -274,7 +282,8 @@ class BM25Index:
         out = np.full(candidates.shape, -np.inf, dtype=np.float32)
         for i, text in enumerate(texts):
             row = candidates[i]
-            out[i] = np.where(row >= 0, self._term_scores(self.token_ids(text), np.where(row >= 0, row, 0)), -np.inf)
+            docs, back = np.unique(np.where(row >= 0, row, 0), return_inverse=True)
+            out[i] = np.where(row >= 0, self._term_scores(self.token_ids(text), docs)[back], -np.inf)
         return out
 
     def pair_scores(self, queries: np.ndarray, candidates: np.ndarray) -> np.ndarray:
