@@ -223,10 +223,13 @@ def cmd_search(args: argparse.Namespace) -> int:
         print(f"version {searcher.index.model_version}, {method} ranking: hits ordered by their {_score_label(kind)}; "
               f"duplicate when {by} >= {rule['threshold']:.4f}")
         width = max(len(_score_label(kind)), 6)
-        print(f"{'rank':>4}  {_score_label(kind):>{width}}  {'cosine':>6}  {'duplicate':<9}  question")
+        # The reranker's score beside the cosine when it decides duplicates (and is not already the ranking score).
+        rr = rule["by"] == "reranker_score" and kind != "reranker"
+        print(f"{'rank':>4}  {_score_label(kind):>{width}}  {'cosine':>6}  {'reranker  ' if rr else ''}{'duplicate':<9}  question")
         for r in rows:
             mark = "DUPLICATE" if r["duplicate"] else "-"
-            print(f"{r['rank']:>4}  {r['score']:>{width}.4f}  {r['similarity']:>6.3f}  {mark:<9}  {r['question']}  (id {r['id']})")
+            extra = f"{r['reranker_score']:>8.4f}  " if rr else ""
+            print(f"{r['rank']:>4}  {r['score']:>{width}.4f}  {r['similarity']:>6.3f}  {extra}{mark:<9}  {r['question']}  (id {r['id']})")
     return 0
 
 
