@@ -145,7 +145,7 @@ def step_query(work: Path, n: int, threads: int) -> dict[str, Any]:
     import pyarrow.parquet as pq
 
     from bench.report import latency_summary
-    from qdup.model.encode import encoder_fn
+    from qdup.model.onnx_export import fast_encoder_from_keras
     from qdup.search.encoder import QueryEncoder
     from qdup.search.index import load_index
 
@@ -157,7 +157,7 @@ def step_query(work: Path, n: int, threads: int) -> dict[str, Any]:
     del texts
     queries = pq.read_table(work / "queries.parquet").column("question").to_pylist()
     # The query path of `qdup search "text"`: QueryEncoder.encode_one, then QuestionIndex.search.
-    qe = QueryEncoder(encoder, vectorizer, 64, 0.5, encoder_fn(encoder))
+    qe = QueryEncoder(fast_encoder_from_keras(encoder, vectorizer, 64), 64, 0.5)
     for q in queries[:50]:  # warm: trace the graph function for the shapes single queries use
         index.search(qe.encode_one(q), 10)
     encode_lat, search_lat, total_lat, total_cpu = [], [], [], []
@@ -212,7 +212,7 @@ def step_hybrid(work: Path, n: int, threads: int) -> dict[str, Any]:
     full index and on its first 14,000 questions; dense and lexical alone beside it."""
     import pyarrow.parquet as pq
 
-    from qdup.model.encode import encoder_fn
+    from qdup.model.onnx_export import fast_encoder_from_keras
     from qdup.search.encoder import QueryEncoder
     from qdup.search.index import build_index, load_index
     from qdup.search.service import VersionSearcher
@@ -221,7 +221,7 @@ def step_hybrid(work: Path, n: int, threads: int) -> dict[str, Any]:
     index = load_index(work / "index", expected_model_version="bench-random")
     load_s = time.perf_counter() - t0
     encoder, vectorizer = _encoder(index.texts, SEED)
-    qe = QueryEncoder(encoder, vectorizer, 64, 0.5, encoder_fn(encoder))
+    qe = QueryEncoder(fast_encoder_from_keras(encoder, vectorizer, 64), 64, 0.5)
     queries = pq.read_table(work / "queries.parquet").column("question").to_pylist()[:400]
     out: dict[str, Any] = {"load_s": load_s, "questions": len(index)}
     m = min(SMALL_INDEX, len(index))

@@ -15,7 +15,7 @@ from typing import Any
 from qdup.cli.common import STORE_HELP, Parser, add_command, add_model_option, open_store, resolve_version, settle_model
 from qdup.config import STAGES, RetrainConfig, load_config_file
 from qdup.errors import QdupError
-from qdup.runtime import VERBOSE, apply_tf_thread_defaults, import_tensorflow_quietly
+from qdup.runtime import VERBOSE, apply_tf_thread_defaults
 
 # Modules with a `register(subparsers)` function adding their commands.
 COMMAND_MODULES: tuple[str, ...] = ("qdup.cli.registry", "qdup.cli.serve", "qdup.cli.search", "qdup.cli.release")
@@ -152,9 +152,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     elif len(args.questions) != 2:
         raise QdupError(f'give exactly two questions (got {len(args.questions)}): qdup predict "Q1?" "Q2?", '
                         "or --pairs FILE.tsv --out FILE.parquet")
-    # The version is found (and its files checked) before TensorFlow starts: a wrong name answers at once.
+    # The version is found (and its files checked) before the model loads: a wrong name answers at once.
     model_path = resolve_model_path(args.model, args.store)
-    import_tensorflow_quietly()
     from qdup.serving.predictor import load_inference, score_file
 
     predictor = load_inference(model_path)

@@ -11,7 +11,6 @@ from typing import Any
 
 from qdup.cli.common import STORE_HELP, add_command, add_model_option, open_store, resolve_version, settle_model
 from qdup.errors import ConfigError, QdupError
-from qdup.runtime import import_tensorflow_quietly
 
 DASK_HELP = ("Dask scheduler whose workers run the chunks, as a Prefect flow; the index (and model) folders must be "
              "at the same path on every worker (shared storage)")
@@ -43,8 +42,7 @@ def _dataset_questions(manifest: dict[str, Any]) -> tuple[list, list[str], dict[
 def cmd_index_build(args: argparse.Namespace) -> int:
     if args.questions and not Path(args.questions).is_file():
         raise QdupError(f"--questions {args.questions}: no such file (a TSV with a 'question' column)")
-    store, version = _version(args)  # before TensorFlow starts: a wrong name answers at once
-    import_tensorflow_quietly()
+    store, version = _version(args)  # before the slow imports: a wrong name answers at once
     from qdup.config import SearchConfig
     from qdup.fileio import sha256_file
     from qdup.search.batch import read_questions
@@ -96,11 +94,8 @@ def _encode_checked(encoder, texts: list[str]):
 def _load(args: argparse.Namespace, timings: dict[str, float] | None = None):
     timings = {} if timings is None else timings
     t0 = time.perf_counter()
-    store, version = _version(args)  # before TensorFlow starts: a wrong name answers at once
+    store, version = _version(args)  # before the slow imports: a wrong name answers at once
     timings["resolve version"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    import_tensorflow_quietly()
-    timings["start TensorFlow"] = time.perf_counter() - t0
     from qdup.search.encoder import load_query_encoder
     from qdup.search.index import load_index
     from qdup.search.service import VersionSearcher, find_index_dir, load_version_reranker
@@ -123,7 +118,6 @@ def _load(args: argparse.Namespace, timings: dict[str, float] | None = None):
 
 def _index_location(args: argparse.Namespace, store, version: str) -> tuple[Path, Path]:
     """(index folder, model folder) of a version, as absolute paths that Dask workers on shared storage can read."""
-    import_tensorflow_quietly()  # the search modules import it
     from qdup.search.service import find_index_dir
 
     version_dir = store.open_version(version)

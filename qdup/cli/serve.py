@@ -6,15 +6,13 @@ import argparse
 import logging
 
 from qdup.cli.common import STORE_HELP, add_command, add_model_option, open_store, port, resolve_version, settle_model
-from qdup.runtime import import_tensorflow_quietly
 
 
 def cmd_serve_model(args: argparse.Namespace) -> int:
     settle_model(args)
-    # The reference is resolved before TensorFlow and the server start: a wrong name answers at once.
+    # The reference is resolved before the server starts: a wrong name answers at once.
     store = open_store(args)
     resolve_version(store, args.model)
-    import_tensorflow_quietly()
     import uvicorn
 
     from qdup.serving.follower import ModelFollower

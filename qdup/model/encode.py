@@ -1,4 +1,10 @@
-"""Encoding questions with a trained encoder, and cosine similarity of pairs (shared by evaluation and serving)."""
+"""Encoding questions with a trained Keras encoder, and cosine similarity of pairs (evaluation, export, retrieval).
+
+`encode` and `similarities` run the encoder's fast form (`qdup.model.fast`), built in memory from the Keras
+model: the same path the server and `qdup predict` run from an export's derived file. The Keras graph
+functions below remain for versions exported before the fast form existed (`KerasPairEncoder`) and as the
+reference the fast form is checked against.
+"""
 
 from __future__ import annotations
 
@@ -61,6 +67,36 @@ def encode_with(run, encoder: keras.Model, vectorizer, texts: Sequence[str], max
     return out
 
 
+class KerasPairEncoder:
+    """The encoder inside a saved inference model (two raw-string inputs), as a `PairEncoder`: the fallback runtime."""
+
+    def __init__(self, model: keras.Model, max_length: int):
+        self.max_length = int(max_length)
+        self.encoder = model.get_layer("encoder")
+        vectorizers = [layer for layer in model.layers if isinstance(layer, keras.layers.TextVectorization)]
+        if len(vectorizers) != 1:
+            raise QdupError(f"the inference model should hold one TextVectorization layer, found {len(vectorizers)}")
+        self.vectorizer = vectorizers[0]
+        self.run = encoder_fn(self.encoder)
+
+    def encode(self, texts: Sequence[str], batch_size: int = 1024) -> np.ndarray:
+        return encode_with(self.run, self.encoder, self.vectorizer, list(texts), self.max_length, batch_size)
+
+    def similarity(self, q1: Sequence[str], q2: Sequence[str], batch_size: int = 1024) -> np.ndarray:
+        return pair_cosines(self.run, self.encoder, self.vectorizer, q1, q2, self.max_length, batch_size)
+
+
+def encode_keras(
+    encoder: keras.Model,
+    vectorizer: keras.layers.TextVectorization,
+    texts: Sequence[str],
+    max_length: int,
+    batch_size: int = 1024,
+) -> np.ndarray:
+    """`encode` by the Keras graph itself: the reference the fast form is held to."""
+    return encode_with(encoder_fn(encoder), encoder, vectorizer, texts, max_length, batch_size)
+
+
 def encode(
     encoder: keras.Model,
     vectorizer: keras.layers.TextVectorization,
@@ -70,10 +106,12 @@ def encode(
 ) -> np.ndarray:
     """Unit-length encodings (n, d) float32 of `texts`, truncated to max_length tokens.
 
-    Texts are encoded in length order so each batch is padded only to its own longest text;
-    an encoder that does not mask padding gets every text padded to max_length, as in training.
+    Distinct texts are encoded once, in length order, each padded to its own length bucket; an encoder that
+    does not mask padding gets every text padded to max_length, as in training.
     """
-    return encode_with(encoder_fn(encoder), encoder, vectorizer, texts, max_length, batch_size)
+    from qdup.model.onnx_export import fast_encoder_from_keras
+
+    return fast_encoder_from_keras(encoder, vectorizer, max_length).encode(list(texts), min(batch_size, 256))
 
 
 def pair_cosines(
@@ -101,5 +139,7 @@ def similarities(
     max_length: int,
     batch_size: int = 1024,
 ) -> np.ndarray:
-    """Cosine similarity (float32, in [-1, 1]) of each pair (q1[i], q2[i])."""
-    return pair_cosines(encoder_fn(encoder), encoder, vectorizer, q1, q2, max_length, batch_size)
+    """Cosine similarity (float32, in [-1, 1]) of each pair (q1[i], q2[i]), by the encoder's fast form."""
+    from qdup.model.onnx_export import fast_encoder_from_keras
+
+    return fast_encoder_from_keras(encoder, vectorizer, max_length).similarity(list(q1), list(q2), min(batch_size, 256))

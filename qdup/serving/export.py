@@ -16,11 +16,15 @@ from qdup.errors import QdupError
 from qdup.evaluation.reranker import FILES as RERANKER_FILES
 from qdup.evaluation.reranker import META_FILE as RERANKER_META
 from qdup.evaluation.reranker import load_reranker
-from qdup.fileio import atomic_dir, atomic_write_json, read_json, sha256_file
-from qdup.model.encode import similarities
-from qdup.model.network import build_inference_model
+from qdup.fileio import atomic_dir, atomic_write_bytes, atomic_write_json, read_json, sha256_file
+from qdup.model.encode import KerasPairEncoder, encode_keras
+from qdup.model.fast import FastEncoder
+from qdup.model.features import QuestionFeaturizer
+from qdup.model.network import build_inference_model, encoder_masks_padding
+from qdup.model.onnx_export import encoder_to_onnx, subword_spec
 from qdup.model.vocab import write_vocabulary
-from qdup.serving.predictor import ENCODER_FILE, INFERENCE_FILE, THRESHOLD_FILE, VOCAB_FILE, Predictor
+from qdup.model.vocabulary_file import read_vocabulary
+from qdup.serving.predictor import ENCODER_FILE, FAST_FILE, INFERENCE_FILE, THRESHOLD_FILE, VOCAB_FILE
 
 # Pairs the export checks itself on: the saved model must agree with the training-time path.
 PROBE_PAIRS = (
@@ -30,6 +34,12 @@ PROBE_PAIRS = (
     ("word " * 200, "word"),
 )
 PROBE_ATOL = 1e-5
+
+
+def probe_texts() -> list[str]:
+    """Questions the fast form is checked on against the Keras encoder: the probe pairs and awkward text."""
+    extra = ["Ünïcödé façade naïve café ❤️ 日本語?", "a" * 300, "How   many\tspaces\nhere ?!", "1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17"]
+    return [q for pair in PROBE_PAIRS for q in pair] + extra
 
 def export_models(
     encoder_path: Path,
@@ -44,6 +54,7 @@ def export_models(
     out_dir/inference.keras: two string inputs -> similarity, vectorizer and truncation inside;
     out_dir/encoder.keras: the trained encoder (token ids -> unit vectors);
     out_dir/vocabulary.txt: the vocabulary, line i = token id i;
+    out_dir/encoder.onnx: the encoder's derived fast form (`qdup.model.onnx_export`), what serving runs;
     out_dir/threshold.json: the threshold (chosen on the calibration split) and what it means;
     with `reranker_dir`, the pair reranker's files (`qdup.evaluation.reranker.FILES`), loaded back
     (hash-checked) before they are kept. Before the rename, the saved inference model is reloaded with safe_mode=True and must
@@ -66,14 +77,22 @@ def export_models(
         reloaded = keras.saving.load_model(tmp / INFERENCE_FILE, safe_mode=True, compile=False)
         p1 = [a for a, _ in PROBE_PAIRS]
         p2 = [b for _, b in PROBE_PAIRS]
-        got = Predictor(reloaded, float(threshold), model_cfg.max_length).similarity(p1, p2)
-        want = similarities(encoder, vectorizer, p1, p2, model_cfg.max_length)
+        got = KerasPairEncoder(reloaded, model_cfg.max_length).similarity(p1, p2)
+        # The derived fast form: written from the encoder's weights, read back from its file, held to the Keras encoder.
+        atomic_write_bytes(tmp / FAST_FILE, encoder_to_onnx(encoder))
+        fast = FastEncoder(tmp / FAST_FILE, QuestionFeaturizer(read_vocabulary(tmp / VOCAB_FILE), model_cfg.max_length,
+                                                               subword_spec(encoder)), encoder_masks_padding(encoder))
+        want = fast.similarity(p1, p2)
         if not np.allclose(got, want, atol=PROBE_ATOL):
             raise QdupError(
                 f"the saved inference model disagrees with the encoder on probe pairs: {got.tolist()} vs {want.tolist()}"
             )
+        texts = probe_texts()
+        gap = float(np.abs(fast.encode(texts) - encode_keras(encoder, vectorizer, texts, model_cfg.max_length)).max())
+        if gap > PROBE_ATOL:
+            raise QdupError(f"the fast form ({FAST_FILE}) differs from the Keras encoder by {gap:.2e} on probe questions (> {PROBE_ATOL})")
 
-        names = [INFERENCE_FILE, ENCODER_FILE, VOCAB_FILE]
+        names = [INFERENCE_FILE, ENCODER_FILE, VOCAB_FILE, FAST_FILE]
         reranker_threshold = None
         if reranker_dir is not None:
             for name in RERANKER_FILES:
@@ -97,6 +116,10 @@ def export_models(
                 "reranker": None if reranker_threshold is None else {
                     "threshold": reranker_threshold, "meta": RERANKER_META, "decides": "duplicate iff reranker score >= its threshold",
                 },
+                "fast_inference": {
+                    "file": FAST_FILE, "runtime": "onnxruntime", "derived_from": ENCODER_FILE,
+                    "masks_padding": encoder_masks_padding(encoder), "max_abs_diff_vs_keras": gap,
+                },
                 "keras": keras.__version__,
                 "tensorflow": tf.__version__,
             },
@@ -105,7 +128,7 @@ def export_models(
     return {
         "dir": str(out_dir),
         "threshold": meta["threshold"],
-        "files": {name: str(out_dir / name) for name in (INFERENCE_FILE, ENCODER_FILE, VOCAB_FILE, THRESHOLD_FILE)},
+        "files": {name: str(out_dir / name) for name in (INFERENCE_FILE, ENCODER_FILE, VOCAB_FILE, FAST_FILE, THRESHOLD_FILE)},
         "sha256": meta["sha256"],
         "reranker_threshold": reranker_threshold,
     }

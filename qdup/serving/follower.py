@@ -17,7 +17,7 @@ import numpy as np
 from qdup.errors import QdupError
 from qdup.registry.store import ArtifactStore, TamperedVersionError
 from qdup.serving.export import PROBE_PAIRS
-from qdup.serving.predictor import SMALL_BATCH, Predictor, load_inference
+from qdup.serving.predictor import Predictor, load_inference
 from qdup.serving.searcher import Searcher, load_searcher
 
 log = logging.getLogger("qdup.serving")
@@ -60,9 +60,8 @@ def manifest_threshold(manifest: dict[str, Any]) -> float | None:
 def verify(predictor: Predictor, manifest: dict[str, Any]) -> None:
     """Refuse a loaded model whose probe answers are not cosines or whose threshold is not its manifest's.
 
-    The probes go through both of the predictor's paths (one graph call for small inputs, the
-    deduplicating batch path above SMALL_BATCH pairs), which also traces both before the first
-    request arrives.
+    The probes are a few pairs and a batch of many (several length buckets and batches), which also
+    warms the runtime before the first request arrives.
     """
     if not (math.isfinite(predictor.threshold) and -1.0 <= predictor.threshold <= 1.0):
         raise QdupError(f"threshold {predictor.threshold!r} is not a cosine in [-1, 1]")
@@ -70,7 +69,7 @@ def verify(predictor: Predictor, manifest: dict[str, Any]) -> None:
     if published is not None and abs(published - predictor.threshold) > 1e-9:
         raise QdupError(f"model threshold {predictor.threshold} differs from the manifest's {published}")
     small = ([a for a, _ in PROBE_PAIRS], [b for _, b in PROBE_PAIRS])
-    large = ([f"{a} {i}" for i in range(SMALL_BATCH + 1) for a in small[0][:1]], [small[1][0]] * (SMALL_BATCH + 1))
+    large = ([f"{a} {i}" for i in range(300) for a in small[0][:1]], [small[1][0]] * 300)
     for q1, q2 in (small, large):
         sims = predictor.similarity(q1, q2)
         if sims.shape != (len(q1),) or not np.all(np.isfinite(sims)) or np.any(np.abs(sims) > 1.0):

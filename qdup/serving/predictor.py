@@ -9,29 +9,33 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-import keras
 import numpy as np
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
-import tensorflow as tf
 
 from qdup.errors import QdupError
 from qdup.evaluation.reranker import Reranker, has_reranker, load_reranker
-from qdup.fileio import atomic_write_bytes, read_json
-
-# Importing qdup.model.encode imports qdup.model.network, which registers the custom layers that saved models name.
-from qdup.model.encode import encode_with, encoder_fn, pair_cosines
-from qdup.model.network import load_saved_model
+from qdup.fileio import atomic_write_bytes, read_json, sha256_file
+from qdup.log import get_logger
 
 INFERENCE_FILE = "inference.keras"
 ENCODER_FILE = "encoder.keras"
+# The derived fast-inference form of encoder.keras (qdup.model.onnx_export), hashed in threshold.json.
+FAST_FILE = "encoder.onnx"
 THRESHOLD_FILE = "threshold.json"
 VOCAB_FILE = "vocabulary.txt"
-# Predictor.similarity's single-call path (latency) up to this many pairs; above, the batch path.
-SMALL_BATCH = 64
+
+log = get_logger(__name__)
+
+
+class PairEncoder(Protocol):
+    """What a predictor needs of an encoder: unit encodings of questions, and cosines of pairs."""
+
+    max_length: int
+
+    def encode(self, texts: Sequence[str], batch_size: int = ...) -> np.ndarray: ...
+
+    def similarity(self, q1: Sequence[str], q2: Sequence[str], batch_size: int = ...) -> np.ndarray: ...
 
 
 def _first_invalid(values: Sequence[Any]) -> tuple[int, Any, str] | None:
@@ -57,45 +61,33 @@ def check_questions(values: Sequence[Any], name: str) -> list[str]:
 
 
 class Predictor:
-    """A loaded export: `similarity` for raw question pairs and the calibrated `threshold`; `reranker` when the export has one."""
+    """A loaded export: `similarity` for raw question pairs and the calibrated `threshold`; `reranker` when the export has one.
+
+    `encoder` is the export's fast form (`qdup.model.fast.FastEncoder`), or, for a version exported without one,
+    its Keras model (`qdup.model.encode.KerasPairEncoder`); `runtime` says which.
+    """
 
     def __init__(
-        self, model: keras.Model, threshold: float, max_length: int, meta: dict[str, Any] | None = None,
-        reranker: Reranker | None = None,
+        self, encoder: PairEncoder, threshold: float, max_length: int, meta: dict[str, Any] | None = None,
+        reranker: Reranker | None = None, runtime: str = "onnxruntime",
     ):
-        self.model = model
+        self.encoder = encoder
         self.threshold = float(threshold)
         self.max_length = int(max_length)
         self.meta = dict(meta or {})
         self.reranker = reranker
+        self.runtime = runtime
 
-        # One graph for every batch size (traced once), rather than Keras predict's per-shape retracing.
-        @tf.function(input_signature=[tf.TensorSpec((None,), tf.string), tf.TensorSpec((None,), tf.string)])
-        def run(q1, q2):
-            return model([q1, q2], training=False)
-
-        self._run = run
-        # The batch path runs the same encoder and vectorizer, taken out of the saved model.
-        self._encoder = model.get_layer("encoder")
-        vectorizers = [layer for layer in model.layers if isinstance(layer, keras.layers.TextVectorization)]
-        if len(vectorizers) != 1:
-            raise QdupError(f"the inference model should hold one TextVectorization layer, found {len(vectorizers)}")
-        self._vectorizer = vectorizers[0]
-        self._encode_run = encoder_fn(self._encoder)
-
-    def encode(self, texts: Sequence[str], batch_size: int = 1024) -> np.ndarray:
+    def encode(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
         """Unit encodings (n, d) float32 of questions (each a non-blank str, else QdupError naming its index)."""
-        items = check_questions(texts, "questions")
-        return encode_with(self._encode_run, self._encoder, self._vectorizer, items, self.max_length, batch_size)
+        return self.encoder.encode(check_questions(texts, "questions"), batch_size)
 
-    def similarity(self, q1s: Sequence[str], q2s: Sequence[str], batch_size: int = 1024) -> np.ndarray:
+    def similarity(self, q1s: Sequence[str], q2s: Sequence[str], batch_size: int = 256) -> np.ndarray:
         """Cosine similarity (float32) of each pair; questions over max_length tokens are truncated.
 
-        Every question must be a non-blank str; otherwise QdupError names its index and value.
-        Up to SMALL_BATCH pairs go through the saved model's graph in one call (lowest latency).
-        Larger inputs encode each distinct question once, in length order so that each batch is
-        padded only to its own longest question, then take the cosines; the encodings do not
-        depend on the padding, so both paths agree to float rounding.
+        Every question must be a non-blank str; otherwise QdupError names its index and value. Each
+        distinct question is encoded once, padded to its own length bucket, so a pair gets the same
+        similarity whatever it is batched with.
         """
         a = check_questions(q1s, "question1")
         b = check_questions(q2s, "question2")
@@ -103,18 +95,14 @@ class Predictor:
             raise QdupError(f"question lists differ in length: {len(a)} question1 vs {len(b)} question2")
         if batch_size < 1:
             raise QdupError(f"batch_size must be >= 1, got {batch_size}")
-        if len(a) > SMALL_BATCH:
-            return pair_cosines(self._encode_run, self._encoder, self._vectorizer, a, b, self.max_length, batch_size)
-        out = self._run(tf.constant(a, dtype=tf.string), tf.constant(b, dtype=tf.string)).numpy()
-        # As in evaluation: float32 rounding can step a cosine just past +-1.
-        return np.clip(out, -1.0, 1.0).astype(np.float32)
+        return self.encoder.similarity(a, b, batch_size)
 
     @property
     def decision_threshold(self) -> float:
         """The threshold the duplicate decision uses: the reranker's (on its score) when there is one, else the cosine's."""
         return self.threshold if self.reranker is None else self.reranker.threshold
 
-    def decide(self, q1s: Sequence[str], q2s: Sequence[str], batch_size: int = 1024) -> dict[str, np.ndarray | None]:
+    def decide(self, q1s: Sequence[str], q2s: Sequence[str], batch_size: int = 256) -> dict[str, np.ndarray | None]:
         """similarity (encoder cosine), reranker_score (None without a reranker) and duplicate for each pair."""
         sim = self.similarity(q1s, q2s, batch_size)
         if self.reranker is None:
@@ -122,29 +110,68 @@ class Predictor:
         score = self.reranker.score(list(q1s), list(q2s), sim)
         return {"similarity": sim, "reranker_score": score, "duplicate": self.reranker.decide(score)}
 
-    def predict(self, q1s: Sequence[str], q2s: Sequence[str], batch_size: int = 1024) -> np.ndarray:
+    def predict(self, q1s: Sequence[str], q2s: Sequence[str], batch_size: int = 256) -> np.ndarray:
         """True where a pair is predicted to be a duplicate (the reranker's decision when there is one, else similarity >= threshold)."""
         return self.decide(q1s, q2s, batch_size)["duplicate"]
 
 
-def load_inference(path: Path) -> Predictor:
-    """Load an export directory written by `export_models` (safe_mode=True: no arbitrary code)."""
-    path = Path(path)
-    meta_path = path / THRESHOLD_FILE
-    model_path = path / INFERENCE_FILE
-    for p in (meta_path, model_path):
-        if not p.is_file():
-            raise QdupError(f"{path} is not a qdup export: {p.name} is missing")
+def read_export_meta(path: Path) -> dict[str, Any]:
+    """threshold.json of an export directory, with the keys every loader needs checked."""
+    meta_path = Path(path) / THRESHOLD_FILE
+    if not meta_path.is_file():
+        raise QdupError(f"{path} is not a qdup export: {THRESHOLD_FILE} is missing")
     meta = read_json(meta_path)
     for key in ("threshold", "max_length"):
         if key not in meta:
             raise QdupError(f"{meta_path} has no {key!r}")
-    model = load_saved_model(model_path)
+    return meta
+
+
+def load_pair_encoder(path: Path, meta: dict[str, Any]) -> tuple[PairEncoder, str]:
+    """The encoder of an export and the runtime it runs on: the fast form when the export has one (its file and the
+    vocabulary checked against threshold.json's sha256, an altered or missing one refused), else the Keras model
+    (said in a log line: versions exported before the fast form existed)."""
+    path = Path(path)
+    max_length = int(meta["max_length"])
+    fast = meta.get("fast_inference")
+    if fast:
+        from qdup.model.fast import FastEncoder, featurizer_for
+        from qdup.model.vocabulary_file import read_vocabulary
+
+        digests = meta.get("sha256") or {}
+        for name in (FAST_FILE, VOCAB_FILE):
+            file = path / name
+            if not file.is_file():
+                raise QdupError(f"{file}: missing; {THRESHOLD_FILE} names it as part of this export")
+            if name not in digests:
+                raise QdupError(f"{path / THRESHOLD_FILE}: no sha256 for {name}")
+            if sha256_file(file) != digests[name]:
+                raise QdupError(f"{file}: sha256 differs from {THRESHOLD_FILE}; the file was altered or damaged")
+        featurizer = featurizer_for(read_vocabulary(path / VOCAB_FILE), max_length, meta.get("model") or {})
+        return FastEncoder(path / FAST_FILE, featurizer, bool(fast["masks_padding"])), "onnxruntime"
+    model_path = path / INFERENCE_FILE
+    if not model_path.is_file():
+        raise QdupError(f"{path} is not a qdup export: {INFERENCE_FILE} is missing")
+    log.warning("%s has no derived fast-inference file (%s): serving its Keras model, %s", path, FAST_FILE, INFERENCE_FILE)
+    from qdup.runtime import import_tensorflow_quietly
+
+    import_tensorflow_quietly()
+    from qdup.model.encode import KerasPairEncoder
+    from qdup.model.network import load_saved_model
+
+    return KerasPairEncoder(load_saved_model(model_path), max_length), "keras"
+
+
+def load_inference(path: Path) -> Predictor:
+    """Load an export directory written by `export_models` (its fast form, else its Keras model with safe_mode=True)."""
+    path = Path(path)
+    meta = read_export_meta(path)
+    encoder, runtime = load_pair_encoder(path, meta)
     reranker = load_reranker(path) if has_reranker(path) else None
     if reranker is None and meta.get("reranker"):
-        raise QdupError(f"{meta_path} names a reranker but {path} holds none")
-    return Predictor(model=model, threshold=float(meta["threshold"]), max_length=int(meta["max_length"]), meta=meta,
-                     reranker=reranker)
+        raise QdupError(f"{path / THRESHOLD_FILE} names a reranker but {path} holds none")
+    return Predictor(encoder, threshold=float(meta["threshold"]), max_length=int(meta["max_length"]), meta=meta,
+                     reranker=reranker, runtime=runtime)
 
 
 def score_file(
@@ -161,6 +188,11 @@ def score_file(
     Pairs are scored in chunks of `chunk_size` (large, so that `Predictor.similarity` can sort
     and deduplicate the questions of many pairs); `progress(done, total)` is called after each.
     """
+    # Imported here: `qdup predict` of one pair should not pay for them.
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     pairs_tsv = Path(pairs_tsv)
     out_parquet = Path(out_parquet)
     if not pairs_tsv.is_file():

@@ -239,5 +239,5 @@ def test_cli_search_verbose_prints_its_timing_breakdown(world, tmp_path):
     assert done.returncode == 0, done.stderr
     timing = [line for line in done.stderr.splitlines() if line.startswith("timing: ")]
     steps = [part.rsplit(" ", 2)[0] for part in timing[0].removeprefix("timing: ").split(", ")]
-    assert steps == ["resolve version", "start TensorFlow", "load index", "load encoder", "load reranker", "warm-up", "search", "total"]
+    assert steps == ["resolve version", "load index", "load encoder", "load reranker", "warm-up", "search", "total"]
     assert done.stdout.splitlines()[2].split()[0] == "1" and questions[3] in done.stdout.splitlines()[2]

@@ -20,7 +20,7 @@ from qdup.model.encode import similarities
 from qdup.model.network import build_encoder
 from qdup.model.vocab import fit_vectorizer
 from qdup.serving.export import export_models
-from qdup.serving.predictor import SMALL_BATCH, load_inference, score_file
+from qdup.serving.predictor import load_inference, score_file
 
 ROOT = Path(__file__).resolve().parents[2]
 CFG = ModelConfig(embedding_dim=8, lstm_units=8, max_length=5)
@@ -49,12 +49,17 @@ def bundle(tmp_path_factory):
 def test_export_writes_the_bundle(bundle):
     tmp, _, _, info = bundle
     out = tmp / "export"
-    assert sorted(p.name for p in out.iterdir()) == ["encoder.keras", "inference.keras", "threshold.json", "vocabulary.txt"]
+    assert sorted(p.name for p in out.iterdir()) == ["encoder.keras", "encoder.onnx", "inference.keras", "threshold.json",
+                                                     "vocabulary.txt"]
     meta = json.loads((out / "threshold.json").read_text())
     assert meta["threshold"] == 0.61 and meta["chosen_on"] == "calibration"
     assert meta["max_length"] == 5 and meta["similarity"] == "cosine"
     assert "predicted duplicate iff similarity >= threshold" in meta["label_convention"]
-    assert info["threshold"] == 0.61 and set(info["sha256"]) == {"encoder.keras", "inference.keras", "vocabulary.txt"}
+    assert info["threshold"] == 0.61
+    assert set(info["sha256"]) == {"encoder.keras", "inference.keras", "vocabulary.txt", "encoder.onnx"}
+    fast = meta["fast_inference"]
+    assert fast["file"] == "encoder.onnx" and fast["derived_from"] == "encoder.keras" and fast["masks_padding"] is True
+    assert 0 <= fast["max_abs_diff_vs_keras"] <= 1e-5
     assert not [p for p in tmp.iterdir() if p.name.startswith(".")]  # no temporary leftovers
 
 
@@ -164,19 +169,21 @@ def test_score_file_names_the_file_and_the_problem(bundle, tmp_path):
     assert not (tmp_path / "out.parquet").exists()
 
 
-def test_batch_path_deduplicates_sorts_and_agrees_with_the_single_graph(bundle):
+def test_a_pair_scores_the_same_whatever_it_is_batched_with(bundle):
     p = load_inference(bundle[0] / "export")
-    # Repeated questions of very different lengths, more pairs than the single-call path takes.
+    assert p.runtime == "onnxruntime"
+    # Repeated questions of very different lengths (several length buckets), batched in different sizes.
     rng = np.random.default_rng(0)
     words = ["how", "do", "i", "learn", "python", "best", "way", "capital", "france", "sky", "blue"]
     pool = [" ".join(rng.choice(words, size=n)) for n in rng.integers(1, 90, size=40)]
-    q1 = [pool[i] for i in rng.integers(0, len(pool), size=SMALL_BATCH * 3)]
-    q2 = [pool[i] for i in rng.integers(0, len(pool), size=SMALL_BATCH * 3)]
-    got = p.similarity(q1, q2, batch_size=16)
-    # Calls of at most SMALL_BATCH pairs take the single-graph path (vectoriser inside the model).
-    want = np.concatenate([p.similarity(q1[i : i + SMALL_BATCH], q2[i : i + SMALL_BATCH]) for i in range(0, len(q1), SMALL_BATCH)])
-    np.testing.assert_allclose(got, want, atol=1e-5)
-    # Identical questions give cosine 1 on either path.
-    assert p.similarity(pool[:1] * (SMALL_BATCH + 1), pool[:1] * (SMALL_BATCH + 1)) == pytest.approx(1.0, abs=1e-5)
+    q1 = [pool[i] for i in rng.integers(0, len(pool), size=200)]
+    q2 = [pool[i] for i in rng.integers(0, len(pool), size=200)]
+    together = p.similarity(q1, q2, batch_size=16)
+    alone = np.concatenate([p.similarity([a], [b]) for a, b in zip(q1[:40], q2[:40], strict=True)])
+    np.testing.assert_allclose(alone, together[:40], atol=1e-6)
+    np.testing.assert_allclose(p.similarity(q1, q2, batch_size=1000), together, atol=1e-6)
+    # The Keras encoder agrees: the fast form is a derived copy of it.
+    np.testing.assert_allclose(together, similarities(bundle[2], bundle[1], q1, q2, CFG.max_length), atol=1e-5)
+    assert p.similarity(pool[:1] * 70, pool[:1] * 70) == pytest.approx(1.0, abs=1e-5)
     with pytest.raises(QdupError, match="batch_size must be >= 1"):
         p.similarity(q1, q2, batch_size=0)
