@@ -130,7 +130,7 @@ class BM25Index:
             self._max[filled] = np.maximum.reduceat(self._data, self._indptr[filled])
         if self._n != len(texts):
             raise QdupError(f"lexical index: {self._n} documents for a corpus of {len(texts)} questions")
-        if len(self._indptr) != len(self._vocab) + 1 or self._indptr[-1] != len(self._data) != len(self._indices):
+        if len(self._indptr) != len(self._vocab) + 1 or not self._indptr[-1] == len(self._data) == len(self._indices):
             raise QdupError(f"lexical index: {len(self._vocab)} terms, {len(self._indptr)} term offsets and "
                             f"{len(self._data)} postings do not fit together")
 
