@@ -99,7 +99,8 @@ class TantivyIndex:
 
 
 def builder(kind: str):
-    from qdup.search.lexical import BM25Index, CharTfidfIndex
+    from qdup.search.bm25 import BM25Index
+    from qdup.search.lexical import CharTfidfIndex
 
     return {
         "char TF-IDF": CharTfidfIndex,

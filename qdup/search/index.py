@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 from qdup.config import SearchConfig
 from qdup.errors import QdupError
 from qdup.fileio import atomic_dir, atomic_write_json, sha256_file
+from qdup.search.topk import top_k_rows
 
 FORMAT = "qdup-question-index/1"
 MANIFEST = "index.json"
@@ -42,20 +43,6 @@ def _check_vectors(vectors: np.ndarray, what: str, dims: int | None = None) -> n
         row = int(np.flatnonzero(~np.isfinite(arr).all(axis=1))[0])
         raise QdupError(f"{what}: row {row} holds a NaN or infinite value")
     return arr
-
-
-def top_k_rows(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k columns of each row of `scores`, best first, ties by lower column (deterministic)."""
-    n, m = scores.shape
-    k = min(k, m)
-    if k == 0:
-        return np.empty((n, 0), np.int64), np.empty((n, 0), np.float32)
-    # argpartition is O(m) per row; sorting only the k survivors keeps the block cost linear.
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < m else np.broadcast_to(np.arange(m), (n, m)).copy()
-    top = np.take_along_axis(scores, part, axis=1)
-    order = np.lexsort((part, -top), axis=1)
-    idx = np.take_along_axis(part, order, axis=1).astype(np.int64)
-    return idx, np.take_along_axis(top, order, axis=1)
 
 
 def query_block_rows(corpus_size: int, block_elements: int) -> int:
@@ -158,7 +145,7 @@ class QuestionIndex:
     def ensure_lexical(self) -> Any:
         """The lexical index: the one saved with this index, else (an index built before qdup saved one) fitted now."""
         if self.lexical is None:
-            from qdup.search.lexical import build_lexical
+            from qdup.search.bm25 import build_lexical
 
             where = self.directory or "this index"
             log.warning("%s: no lexical index saved with it (built before qdup saved one): fitting it in memory now "
@@ -290,7 +277,7 @@ def build_index(
     graph = _build_ivf(vectors, cfg, seed) if backend == "ivf" else None
     lexical_index = None
     if lexical:
-        from qdup.search.lexical import build_lexical
+        from qdup.search.bm25 import build_lexical
 
         lexical_index = build_lexical(texts)
     return QuestionIndex(ids_arr, texts, vectors, model_version, dict(corpus), backend, seed, cfg, graph,
@@ -338,7 +325,7 @@ def load_index(directory: Path, expected_model_version: str | None = None) -> Qu
                             f"{manifest['count']} of {manifest['dims']}")
     lexical = None
     if manifest.get("lexical") is not None:
-        from qdup.search.lexical import BM25_KIND, BM25Index
+        from qdup.search.bm25 import BM25_KIND, BM25Index
 
         if manifest["lexical"].get("kind") != BM25_KIND:
             raise QdupError(f"{path}: lexical index of kind {manifest['lexical'].get('kind')!r}, this qdup reads "

@@ -88,9 +88,9 @@ def test_bad_input_is_refused_with_nothing_written(world, tmp_path):
 def test_the_lexical_index_is_built_with_the_index_hashed_and_loaded_ready(world, tmp_path, caplog):
     import shutil
 
+    from qdup.search.bm25 import BM25_FILES
     from qdup.search.encoder import load_query_encoder
     from qdup.search.index import load_index
-    from qdup.search.lexical import BM25_FILES
     from qdup.search.service import METHODS, VersionSearcher
 
     tmp, store, versions, tsv, questions = world

@@ -11,8 +11,8 @@ from sklearn.metrics import ndcg_score
 
 from qdup.config import SearchConfig
 from qdup.errors import QdupError
+from qdup.search.bm25 import BM25Index
 from qdup.search.lexical import (
-    BM25Index,
     CharTfidfIndex,
     candidate_union,
     evaluate_retrieval,
@@ -140,7 +140,7 @@ def test_bm25_index_ranks_by_lucene_bm25_of_word_stems():
 def test_bm25_matrix_scores_as_bm25s_own_index_does(demo_tsv):
     import bm25s
 
-    from qdup.search.lexical import bm25_matrix
+    from qdup.search.bm25 import bm25_matrix
 
     df = pd.read_csv(demo_tsv, sep="\t", keep_default_na=False)
     texts = list(dict.fromkeys(list(df.question1) + list(df.question2)))[:400] + ["???"]  # and a question with no word
