@@ -254,3 +254,23 @@ def test_retrieval_pairs_leave_out_every_question_training_may_see(tmp_path):
     pairs = retrieval_pairs(tmp_path)
     # (a, x) shares a train question, (c, y) a negatives question; val's questions were never trained on.
     assert list(zip(pairs["question1"], pairs["question2"], strict=True)) == [("e", "f"), ("g", "h"), ("e", "i"), ("k", "m")]
+
+
+def test_blocked_evaluation_reranks_and_fuses_as_one_block_would(demo_tsv, monkeypatch):
+    """The evaluation works by blocks of queries (memory); a reranker that scores by the cosine gives the dense ranking
+    back, and small blocks give the same figures as one block."""
+    import qdup.search.lexical as lexical
+
+    df = pd.read_csv(demo_tsv, sep="\t", keep_default_na=False)
+    split = retrieval_split(df, seed=1)
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(len(split.corpus), 8)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    cfg = SearchConfig(hybrid_weight_step=0.5)
+    by_cosine = lambda q, c, cos: cos  # noqa: E731
+    whole = evaluate_retrieval(split, emb, cfg=cfg, rerank=by_cosine)
+    assert whole["reranked"]["test"] == pytest.approx(whole["dense"]["test"])
+    monkeypatch.setattr(lexical, "ROW_BLOCK", 7)
+    blocked = evaluate_retrieval(split, emb, cfg=cfg, rerank=by_cosine)
+    assert blocked["hybrid_grid"] == whole["hybrid_grid"] and blocked["hybrid"] == whole["hybrid"]
+    assert blocked["reranked"] == whole["reranked"]
