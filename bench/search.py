@@ -4,8 +4,9 @@
 # distinct questions with qdup's demo generator, build the question index (encoding with a
 # randomly initialised encoder of the default architecture: the same work per question as a trained
 # one), single-query latency and batch throughput in a warm process, top-10 mining of the whole
-# corpus, mining recall against exact mining on a subset, and the lexical baseline on the real
-# duplicate pairs of ../shared/data when present. Writes search.json and search.md to --out.
+# corpus, mining recall against exact mining on a subset, the lexical (BM25) index on the real
+# duplicate pairs of ../shared/data when present, one hybrid query's latency on the full index and on 14,000
+# questions, and the retrieval evaluation's peak memory on 77,000 questions. Writes search.json and search.md to --out.
 
 from __future__ import annotations
 
@@ -27,7 +28,9 @@ if not SHARED.is_dir():
 REAL_PAIRS = SHARED / "data" / "quora_real_duplicate_pairs.tsv"
 FULL_QUESTIONS = 537_933  # distinct questions of the full Quora release
 SEED = 20260101
-STEPS = ("corpus", "build", "query", "mine", "mine_recall", "real_lexical")
+STEPS = ("corpus", "build", "query", "hybrid", "mine", "mine_recall", "real_lexical", "retrieval_memory")
+SMALL_INDEX = 14_000  # the real sample's index size, for the hybrid latency target at that size
+RETRIEVAL_CORPUS = 77_000  # distinct questions the retrieval stage indexed on the 123k-row real data set
 TARGETS = {
     "build_s": 60.0,
     "query_p50_ms": 5.0,
@@ -36,6 +39,9 @@ TARGETS = {
     "mine_s": 600.0,
     "mine_recall": 0.95,
     "peak_rss_bytes": 4 * 1024**3,
+    "hybrid_p50_ms": 10.0,
+    "dense_p50_ms": 5.0,
+    "retrieval_rss_bytes": 2 * 1024**3,
 }
 
 
@@ -104,7 +110,12 @@ def step_build(work: Path, n: int, threads: int) -> dict[str, Any]:
     vectors = encode(encoder, vectorizer, texts, max_length=64)
     t2, c2 = time.perf_counter(), _cpu_s()
     cfg = SearchConfig(threads=threads)
-    index = build_index(ids, texts, vectors, model_version="bench-random", corpus={"demo_seed": SEED}, ann="auto", seed=SEED, cfg=cfg)
+    index = build_index(ids, texts, vectors, model_version="bench-random", corpus={"demo_seed": SEED}, ann="auto", seed=SEED, cfg=cfg,
+                        lexical=False)
+    t2b, c2b = time.perf_counter(), _cpu_s()
+    from qdup.search.bm25 import build_lexical
+
+    index.lexical = build_lexical(index.texts)  # what build_index(lexical=True) does, timed apart
     t3, c3 = time.perf_counter(), _cpu_s()
     recall = recall_against_exact(index, sample_queries(index, 1000, SEED), 10)
     t4 = time.perf_counter()
@@ -117,6 +128,10 @@ def step_build(work: Path, n: int, threads: int) -> dict[str, Any]:
         "encode_cpu_s": c2 - c1,
         "index_cpu_s": c3 - c2,
         "index_s": t3 - t2,
+        "ann_s": t2b - t2,
+        "lexical_s": t3 - t2b,
+        "lexical_cpu_s": c3 - c2b,
+        "lexical": index.lexical.describe(),
         "build_s": t3 - t1,
         "recall_measure_s": t4 - t3,
         "save_s": t5 - t4,
@@ -180,6 +195,87 @@ def step_query(work: Path, n: int, threads: int) -> dict[str, Any]:
     }
 
 
+def _hybrid_latency(searcher, queries: list[str], method: str) -> dict[str, float]:
+    from bench.report import latency_summary
+
+    for q in queries[:30]:
+        searcher.search([q], 10, method)
+    times = []
+    for q in queries[30:330]:
+        t0 = time.perf_counter()
+        searcher.search([q], 10, method)
+        times.append(time.perf_counter() - t0)
+    return latency_summary(times)
+
+
+def step_hybrid(work: Path, n: int, threads: int) -> dict[str, Any]:
+    """One query through VersionSearcher.search (encode, dense, lexical, fusion, answer), as /v1/search runs it, on the
+    full index and on its first 14,000 questions; dense and lexical alone beside it."""
+    import pyarrow.parquet as pq
+
+    from qdup.model.onnx_export import fast_encoder_from_keras
+    from qdup.search.encoder import QueryEncoder
+    from qdup.search.index import build_index, load_index
+    from qdup.search.service import VersionSearcher
+
+    t0 = time.perf_counter()
+    index = load_index(work / "index", expected_model_version="bench-random")
+    load_s = time.perf_counter() - t0
+    encoder, vectorizer = _encoder(index.texts, SEED)
+    qe = QueryEncoder(fast_encoder_from_keras(encoder, vectorizer, 64), 64, 0.5)
+    queries = pq.read_table(work / "queries.parquet").column("question").to_pylist()[:400]
+    out: dict[str, Any] = {"load_s": load_s, "questions": len(index)}
+    m = min(SMALL_INDEX, len(index))
+    small = build_index(index.ids[:m], index.texts[:m], index.embeddings[:m], model_version="bench-random", corpus={},
+                        ann="auto", seed=SEED, cfg=index.cfg)
+    for name, idx in (("full", index), ("small", small)):
+        for form in ("rrf", "weighted"):
+            idx.search_defaults = {"method": "hybrid", "hybrid": {"method": form, "weight": 0.5 if form == "weighted" else None},
+                                   "rrf_k": 60}
+            searcher = VersionSearcher(idx, qe)
+            out[f"{name}_hybrid_{form}"] = _hybrid_latency(searcher, queries, "hybrid")
+        out[f"{name}_dense"] = _hybrid_latency(searcher, queries, "dense")
+        out[f"{name}_lexical"] = _hybrid_latency(searcher, queries, "lexical")
+        out[f"{name}_questions"] = len(idx)
+    return out
+
+
+def step_retrieval_memory(work: Path, n: int, threads: int) -> dict[str, Any]:
+    """Peak memory of the retrieval evaluation (the retrieval stage's work after encoding) on a corpus of 77,000 distinct
+    generated questions: split, dense exact rankings, BM25 index, hybrid grid; encoder with seeded random weights."""
+    import pandas as pd
+
+    from qdup.config import SearchConfig
+    from qdup.data.demo import write_demo_tsv
+    from qdup.model.encode import encode
+    from qdup.search.lexical import evaluate_retrieval
+    from qdup.search.retrieval import retrieval_split
+
+    tsv = work / "retrieval.tsv"
+    write_demo_tsv(tsv, rows=123_000, seed=SEED)
+    df = pd.read_csv(tsv, sep="\t", keep_default_na=False)
+    seen: set[str] = set()
+    end = len(df)
+    for row, (a, b) in enumerate(zip(df.question1, df.question2, strict=True)):
+        seen.update((a, b))
+        if len(seen) >= RETRIEVAL_CORPUS:
+            end = row + 1
+            break
+    pairs = df.iloc[:end][["question1", "question2", "is_duplicate"]]
+    split = retrieval_split(pairs, seed=SEED)
+    encoder, vectorizer = _encoder(split.corpus, SEED)
+    t0, c0 = time.perf_counter(), _cpu_s()
+    embeddings = encode(encoder, vectorizer, split.corpus, max_length=64)
+    t1, c1 = time.perf_counter(), _cpu_s()
+    rss_before = _peak_rss()
+    result = evaluate_retrieval(split, embeddings, cfg=SearchConfig())
+    t2, c2 = time.perf_counter(), _cpu_s()
+    return {"pairs": len(pairs), "corpus": len(split.corpus), "val_queries": len(split.val), "test_queries": len(split.test),
+            "encode_s": t1 - t0, "encode_cpu_s": c1 - c0, "evaluate_s": t2 - t1, "evaluate_cpu_s": c2 - c1,
+            "peak_rss_before_evaluation_bytes": rss_before, "hybrid": result["hybrid"]["method"],
+            "lexical_index": result["lexical_index"]}
+
+
 def _recall(index, sample) -> float:
     from qdup.search.index import recall_against_exact
 
@@ -236,7 +332,7 @@ def step_real_lexical(work: Path, n: int, threads: int) -> dict[str, Any]:
     import numpy as np
     import pandas as pd
 
-    from qdup.search.lexical import LexicalIndex
+    from qdup.search.bm25 import build_lexical
     from qdup.search.retrieval import ranking_metrics
 
     if not REAL_PAIRS.is_file():
@@ -247,7 +343,7 @@ def step_real_lexical(work: Path, n: int, threads: int) -> dict[str, Any]:
     keep = q1 != q2
     q1, q2 = q1[keep], q2[keep]
     t0 = time.perf_counter()
-    lex = LexicalIndex(list(corpus))
+    lex = build_lexical([str(t) for t in corpus])  # the lexical index search serves (BM25)
     t1 = time.perf_counter()
     ranked, _ = lex.search_positions(q1, 100)
     t2 = time.perf_counter()
@@ -258,6 +354,7 @@ def step_real_lexical(work: Path, n: int, threads: int) -> dict[str, Any]:
         "fit_s": t1 - t0,
         "search_s": t2 - t1,
         "metrics": m,
+        "lexical_index": lex.kind,
         "task": "query = question1, relevant = its question2 only, corpus = every distinct question of the file",
     }
 
@@ -288,7 +385,19 @@ def evaluate(results: dict[str, Any]) -> list[list[str]]:
         rows.append([name, target, fmt.format(value), ("met" if met else "MISSED") + miss])
 
     b, q, m, r = (results.get(s, {}) for s in ("build", "query", "mine", "mine_recall"))
+    h, rm = results.get("hybrid", {}), results.get("retrieval_memory", {})
     row("index build (encode + index)", "<= 60 s", b.get("build_s"), TARGETS["build_s"])
+    row("  of which the lexical (BM25) index", "small part", b.get("lexical_s"), TARGETS["build_s"])
+    for size in ("full", "small"):
+        count = h.get(f"{size}_questions")
+        label = "?" if count is None else f"{count:,}"
+        row(f"hybrid search p50, one query (VersionSearcher.search), {label} questions", "<= 10 ms",
+            h.get(f"{size}_hybrid_rrf", {}).get("p50_ms"), TARGETS["hybrid_p50_ms"])
+        row(f"dense search p50, one query, {label} questions", "<= 5 ms", h.get(f"{size}_dense", {}).get("p50_ms"),
+            TARGETS["dense_p50_ms"])
+    rss = rm.get("peak_rss_bytes")
+    row(f"peak RSS, retrieval evaluation, {rm.get('corpus', RETRIEVAL_CORPUS):,} questions", "<= 2 GiB",
+        None if rss is None else rss / 1024**3, 2.0, fmt="{:.2f} GiB")
     row("one query p50 (encode + search)", "<= 5 ms", q.get("single_total", {}).get("p50_ms"), TARGETS["query_p50_ms"])
     row("one query p99 (encode + search)", "<= 20 ms", q.get("single_total", {}).get("p99_ms"), TARGETS["query_p99_ms"])
     row("batch search (search only)", ">= 2,000 q/s", q.get("batch_search_qps"), TARGETS["batch_qps"], True, "{:,.0f}")
@@ -336,7 +445,7 @@ def render(results: dict[str, Any]) -> str:
         mm = rl["metrics"]
         lines += [
             (
-                f"Real duplicate pairs ({rl['pairs']:,} queries, corpus {rl['corpus']:,} questions), lexical char n-gram TF-IDF: "
+                f"Real duplicate pairs ({rl['pairs']:,} queries, corpus {rl['corpus']:,} questions), lexical ({rl['lexical_index']}): "
                 f"MRR@10 {mm['mrr@10']:.4f}, recall@1 {mm['recall@1']:.4f}, recall@10 {mm['recall@10']:.4f}, "
                 f"recall@100 {mm['recall@100']:.4f} (fit {rl['fit_s']:.1f} s, search {rl['search_s']:.1f} s)."
             ),

@@ -49,6 +49,8 @@ LIBRARIES = {
     "sklearn": "scikit-learn",
     "great_expectations": "great-expectations",
     "faiss": "faiss-cpu",
+    "bm25s": "bm25s",
+    "Stemmer": "PyStemmer",
     "numpy": "numpy",
     "pandas": "pandas",
     "pyarrow": "pyarrow",

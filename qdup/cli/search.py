@@ -141,16 +141,15 @@ def _dask_config(cls, values: dict[str, Any]):
 
 
 def _rows(searcher, queries: list[str], k: int, method: str | None) -> list[dict[str, Any]]:
-    threshold = searcher.encoder.threshold
     rows = []
     for query, hits in zip(queries, searcher.search(queries, k, method), strict=True):
         for rank, hit in enumerate(hits, start=1):
-            # A version with a pair reranker decides by it (the hit carries its score); else by the encoder's cosine.
-            extra = {"reranker_score": hit["reranker_score"]} if "reranker_score" in hit else {}
-            rows.append({"query": query, "rank": rank, "id": hit["id"], "question": hit["question"],
-                         "similarity": hit["similarity"], **extra,
-                         "duplicate": bool(hit.get("duplicate", hit["similarity"] >= threshold))})
+            rows.append({"query": query, "rank": rank, **hit})
     return rows
+
+
+def _score_label(kind: str) -> str:
+    return {"cosine": "cosine", "bm25": "BM25", "rrf": "RRF score", "weighted": "weighted score", "reranker": "reranker"}[kind]
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -207,16 +206,24 @@ def cmd_search(args: argparse.Namespace) -> int:
     if getattr(args, "verbose", False):
         timings["total"] = time.perf_counter() - started
         print("timing: " + ", ".join(f"{name} {seconds * 1000:.0f} ms" for name, seconds in timings.items()), file=sys.stderr)
+    kind = searcher.score_kind(method)
+    rule = searcher.duplicate_rule()
     if args.json:
-        print(json.dumps({"version": searcher.index.model_version, "method": method, "threshold": searcher.encoder.threshold,
-                          "results": rows}, indent=2, default=str))
+        print(json.dumps({"version": searcher.index.model_version, "method": method, "score_kind": kind,
+                          "threshold": searcher.encoder.threshold, "duplicate_by": rule["by"],
+                          "duplicate_threshold": rule["threshold"], "results": rows}, indent=2, default=str))
     else:
-        rule = (f"similarity >= {searcher.encoder.threshold:.4f}" if searcher.reranker is None
-                else f"reranker score >= {searcher.reranker.threshold:.4f}")
-        print(f"version {searcher.index.model_version}, {method} ranking, duplicate at {rule}")
+        by = "similarity (encoder cosine)" if rule["by"] == "similarity" else "reranker score"
+        print(f"version {searcher.index.model_version}, {method} ranking: hits ordered by their {_score_label(kind)}; "
+              f"duplicate when {by} >= {rule['threshold']:.4f}")
+        width = max(len(_score_label(kind)), 6)
+        # The reranker's score beside the cosine when it decides duplicates (and is not already the ranking score).
+        rr = rule["by"] == "reranker_score" and kind != "reranker"
+        print(f"{'rank':>4}  {_score_label(kind):>{width}}  {'cosine':>6}  {'reranker  ' if rr else ''}{'duplicate':<9}  question")
         for r in rows:
             mark = "DUPLICATE" if r["duplicate"] else "-"
-            print(f"{r['rank']:>3}  {r['similarity']:.4f}  {mark:<9}  id={r['id']}  {r['question']}")
+            extra = f"{r['reranker_score']:>8.4f}  " if rr else ""
+            print(f"{r['rank']:>4}  {r['score']:>{width}.4f}  {r['similarity']:>6.3f}  {extra}{mark:<9}  {r['question']}  (id {r['id']})")
     return 0
 
 

@@ -48,16 +48,17 @@ def result_schema(index: QuestionIndex, query_ids: Sequence[Any] = (), reranker:
     """Columns of `search_table`, one row per (query, indexed question found).
 
     `query_id` is the query's id in the queries file; `ranking` the method that ordered the results and
-    `rank` their place in it (1 = best); `match_id`/`match_question` the indexed question found;
-    `encoder_cosine` its cosine with the query under the encoder, which is not what a lexical or
-    hybrid ranking sorts by; with a pair `reranker` (the version has one), `reranker_score`; `duplicate`
+    `rank` their place in it (1 = best); `score` the score that ordered them (descending within a query) and
+    `score_kind` what it is (cosine, bm25, rrf, weighted or reranker); `match_id`/`match_question` the indexed
+    question found; `encoder_cosine` its cosine with the query under the encoder, which is not what a lexical
+    or hybrid ranking sorts by; with a pair `reranker` (the version has one), `reranker_score`; `duplicate`
     the version's calibrated decision: the reranker's (reranker_score >= its threshold) when it has one,
     else the encoder's (encoder_cosine >= threshold).
     """
     match_type = pa.int64() if index.ids.dtype.kind in "iu" else pa.string()
     return pa.schema([
         ("query_id", query_id_type(query_ids)), ("query", pa.string()), ("ranking", pa.string()), ("rank", pa.int64()),
-        ("match_id", match_type), ("match_question", pa.string()), ("encoder_cosine", pa.float32()),
+        ("score", pa.float64()), ("score_kind", pa.string()), ("match_id", match_type), ("match_question", pa.string()), ("encoder_cosine", pa.float32()),
         *([("reranker_score", pa.float64())] if reranker else []), ("duplicate", pa.bool_()),
     ])
 
@@ -81,29 +82,29 @@ def search_table(
     if not queries:
         return schema.empty_table()
     method = method or searcher.default_method
-    positions, cosines = searcher.rank(queries, k, method)
-    found = positions >= 0
+    ranking = searcher.ranking(queries, k, method)
+    found = ranking.positions >= 0
     q_rows, ranks = np.nonzero(found)
-    pos = positions[found]
-    sims = cosines[found].astype(np.float32)
+    pos = ranking.positions[found]
+    sims = ranking.cosines[found].astype(np.float32)
     take_queries = pa.array(q_rows)
     columns: dict[str, pa.Array] = {}
-    duplicate = sims >= searcher.encoder.threshold
-    if searcher.reranker is not None:
-        scores = searcher.reranker_scores(queries, positions, cosines)[found]
-        columns["reranker_score"] = pa.array(scores, pa.float64())
-        duplicate = scores >= searcher.reranker.threshold
+    rerank, duplicate = searcher.decide(ranking, queries)
+    if rerank is not None:
+        columns["reranker_score"] = pa.array(rerank[found], pa.float64())
     return pa.table(
         {
             "query_id": pa.array(query_ids, schema.field("query_id").type).take(take_queries),
             "query": pa.array(queries, pa.string()).take(take_queries),
             "ranking": pa.array([method] * len(pos), pa.string()),
             "rank": pa.array(ranks + 1, pa.int64()),
+            "score": pa.array(ranking.scores[found], pa.float64()),
+            "score_kind": pa.array([ranking.kind] * len(pos), pa.string()),
             "match_id": pa.array(searcher.index.ids.tolist(), schema.field("match_id").type).take(pa.array(pos)),
             "match_question": pa.array(searcher.index.texts, pa.string()).take(pa.array(pos)),
             "encoder_cosine": pa.array(sims, pa.float32()),
             **columns,
-            "duplicate": pa.array(duplicate, pa.bool_()),
+            "duplicate": pa.array(duplicate[found], pa.bool_()),
         },
         schema=schema,
     )

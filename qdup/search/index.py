@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ import pyarrow.parquet as pq
 from qdup.config import SearchConfig
 from qdup.errors import QdupError
 from qdup.fileio import atomic_dir, atomic_write_json, sha256_file
+from qdup.search.topk import top_k_rows
 
 FORMAT = "qdup-question-index/1"
 MANIFEST = "index.json"
@@ -25,6 +27,7 @@ GRAPH = "ivf.faiss"
 BACKENDS = ("exact", "ivf")
 # A unit vector's float32 norm may differ from 1 by rounding; anything further off was not normalised.
 _NORM_TOLERANCE = 1e-3
+log = logging.getLogger("qdup.search")
 
 
 def _check_vectors(vectors: np.ndarray, what: str, dims: int | None = None) -> np.ndarray:
@@ -40,20 +43,6 @@ def _check_vectors(vectors: np.ndarray, what: str, dims: int | None = None) -> n
         row = int(np.flatnonzero(~np.isfinite(arr).all(axis=1))[0])
         raise QdupError(f"{what}: row {row} holds a NaN or infinite value")
     return arr
-
-
-def top_k_rows(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k columns of each row of `scores`, best first, ties by lower column (deterministic)."""
-    n, m = scores.shape
-    k = min(k, m)
-    if k == 0:
-        return np.empty((n, 0), np.int64), np.empty((n, 0), np.float32)
-    # argpartition is O(m) per row; sorting only the k survivors keeps the block cost linear.
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < m else np.broadcast_to(np.arange(m), (n, m)).copy()
-    top = np.take_along_axis(scores, part, axis=1)
-    order = np.lexsort((part, -top), axis=1)
-    idx = np.take_along_axis(part, order, axis=1).astype(np.int64)
-    return idx, np.take_along_axis(top, order, axis=1)
 
 
 def query_block_rows(corpus_size: int, block_elements: int) -> int:
@@ -145,9 +134,24 @@ class QuestionIndex:
     recall: dict[str, Any] | None = None
     # How search ranks by default (method, hybrid form and weight), chosen by the retrieval evaluation.
     search_defaults: dict[str, Any] | None = None
+    # The lexical side of lexical and hybrid search (qdup.search.lexical.BM25Index), built with the index and saved in
+    # its folder; None for an index saved before it existed, fitted by `ensure_lexical` (with a log line).
+    lexical: Any = None
+    directory: Path | None = None
 
     def __len__(self) -> int:
         return len(self.texts)
+
+    def ensure_lexical(self) -> Any:
+        """The lexical index: the one saved with this index, else (an index built before qdup saved one) fitted now."""
+        if self.lexical is None:
+            from qdup.search.bm25 import build_lexical
+
+            where = self.directory or "this index"
+            log.warning("%s: no lexical index saved with it (built before qdup saved one): fitting it in memory now "
+                        "(%d questions); rebuild the index to load it ready-made", where, len(self))
+            self.lexical = build_lexical(self.texts)
+        return self.lexical
 
     @property
     def dims(self) -> int:
@@ -194,6 +198,8 @@ class QuestionIndex:
             pq.write_table(table, tmp / QUESTIONS, compression="zstd")
             if self.graph is not None:
                 _faiss(self.cfg.threads).write_index(self.graph, str(tmp / GRAPH))
+            if self.lexical is not None:
+                self.lexical.save(tmp)
             files = sorted(p.name for p in tmp.iterdir())
             manifest = {
                 "format": FORMAT,
@@ -206,6 +212,7 @@ class QuestionIndex:
                 "settings": self.cfg.model_dump(),
                 "recall_vs_exact": self.recall,
                 "search_defaults": self.search_defaults,
+                "lexical": None if self.lexical is None else self.lexical.describe(),
                 "files": {name: sha256_file(tmp / name) for name in files},
             }
             atomic_write_json(tmp / MANIFEST, manifest)
@@ -247,11 +254,13 @@ def build_index(
     ann: str = "auto",
     seed: int,
     cfg: SearchConfig | None = None,
+    lexical: bool = True,
 ) -> QuestionIndex:
     """Index `texts` (distinct, non-empty) with their unit `embeddings` from `model_version`'s encoder.
 
     `ann`: "exact", "ivf", or "auto" (exact up to cfg.exact_max questions, IVF above; bench/SEARCH.md says why).
     `corpus` is the lineage of the questions (e.g. the dataset's sha256) recorded in the manifest.
+    `lexical`: also build the lexical (BM25) index of lexical and hybrid search, saved with the index.
     """
     cfg = cfg or SearchConfig()
     if not model_version:
@@ -266,7 +275,13 @@ def build_index(
         raise QdupError(f"ann: expected auto, exact or ivf, got {ann!r}")
     backend = ann if ann != "auto" else ("exact" if len(texts) <= cfg.exact_max else "ivf")
     graph = _build_ivf(vectors, cfg, seed) if backend == "ivf" else None
-    return QuestionIndex(ids_arr, texts, vectors, model_version, dict(corpus), backend, seed, cfg, graph)
+    lexical_index = None
+    if lexical:
+        from qdup.search.bm25 import build_lexical
+
+        lexical_index = build_lexical(texts)
+    return QuestionIndex(ids_arr, texts, vectors, model_version, dict(corpus), backend, seed, cfg, graph,
+                         lexical=lexical_index)
 
 
 def load_index(directory: Path, expected_model_version: str | None = None) -> QuestionIndex:
@@ -308,9 +323,17 @@ def load_index(directory: Path, expected_model_version: str | None = None) -> Qu
         if graph.ntotal != manifest["count"] or graph.d != manifest["dims"]:
             raise QdupError(f"{directory / GRAPH}: {graph.ntotal} vectors of {graph.d} dims, the manifest says "
                             f"{manifest['count']} of {manifest['dims']}")
+    lexical = None
+    if manifest.get("lexical") is not None:
+        from qdup.search.bm25 import BM25_KIND, BM25Index
+
+        if manifest["lexical"].get("kind") != BM25_KIND:
+            raise QdupError(f"{path}: lexical index of kind {manifest['lexical'].get('kind')!r}, this qdup reads "
+                            f"{BM25_KIND!r}; rebuild the index")
+        lexical = BM25Index.load(directory, texts)
     return QuestionIndex(
         ids, texts, embeddings, manifest["model_version"], manifest["corpus"], manifest["backend"], manifest["seed"], cfg, graph,
-        manifest.get("recall_vs_exact"), manifest.get("search_defaults"),
+        manifest.get("recall_vs_exact"), manifest.get("search_defaults"), lexical, directory,
     )
 
 

@@ -1,15 +1,16 @@
-"""Lexical retrieval (character n-gram TF-IDF cosine) and its fusion with dense retrieval (RRF, weighted sum)."""
+"""Lexical retrieval (word BM25 inverted index, built with the question index; character n-gram TF-IDF as the old baseline)
+and its fusion with dense retrieval (RRF, weighted sum)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
-from sklearn.feature_extraction.text import TfidfVectorizer
 
 from qdup.config import SearchConfig
 from qdup.errors import QdupError
+from qdup.search.bm25 import build_lexical
 from qdup.search.index import query_block_rows, top_k_rows
 from qdup.search.retrieval import (
     METRIC_NAMES,
@@ -23,15 +24,41 @@ SELECT_METRIC = "mrr@10"
 # Scores of (query texts, candidate texts, encoder cosines) pairs, higher = more likely a duplicate: a pair reranker.
 PairScorer = Callable[[list[str], list[str], np.ndarray], np.ndarray]
 
+class Lexical(Protocol):
+    """A lexical index of a corpus: what the retrieval evaluation and the search service both call."""
 
-class LexicalIndex:
-    """Character n-gram (2-5, within word boundaries) TF-IDF vectors of a corpus, searched by cosine."""
+    kind: str
+
+    def __len__(self) -> int: ...
+
+    def search(self, texts: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def search_positions(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def pair_scores(self, queries: np.ndarray, candidates: np.ndarray) -> np.ndarray: ...
+
+    def query_pair_scores(self, texts: Sequence[str], candidates: np.ndarray) -> np.ndarray: ...
+
+
+# What builds a corpus's lexical side in the retrieval evaluation (default: `build_lexical`, the index search serves).
+LexicalBuilder = Callable[[Sequence[str]], Lexical]
+
+
+class CharTfidfIndex:
+    """Character n-gram (2-5, within word boundaries) TF-IDF vectors of a corpus, searched by cosine: the lexical side
+    before the BM25 index (fitted in memory, every query scored against the whole corpus); kept as the baseline that
+    bench/SEARCH.md compares against."""
+
+    kind = "tfidf"
 
     def __init__(self, texts: Sequence[str], *, ngram_range: tuple[int, int] = (2, 5), block_elements: int | None = None):
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
         if not len(texts):
             raise QdupError("lexical index: no texts")
         self.vectorizer = TfidfVectorizer(analyzer="char_wb", ngram_range=ngram_range, sublinear_tf=True, dtype=np.float32)
         self.matrix = self.vectorizer.fit_transform(list(texts)).tocsr()
+        self._corpus_t = self.matrix.T.tocsr()
         self.block_elements = block_elements or SearchConfig().block_elements
 
     def __len__(self) -> int:
@@ -43,10 +70,9 @@ class LexicalIndex:
         idx_out = np.full((n, k), -1, dtype=np.int64)
         score_out = np.full((n, k), -np.inf, dtype=np.float32)
         step = query_block_rows(len(self), self.block_elements)
-        corpus_t = self.matrix.T.tocsc()
         for start in range(0, n, step):
             # The sparse product of char n-grams is nearly dense; a dense block of at most block_elements scores.
-            block = (rows[start : start + step] @ corpus_t).toarray()
+            block = (rows[start : start + step] @ self._corpus_t).toarray()
             if exclude is not None:
                 ex = exclude[start : start + step]
                 hit = np.flatnonzero(ex >= 0)
@@ -65,12 +91,19 @@ class LexicalIndex:
         """Top-k for corpus questions used as queries, each query left out of its own results."""
         return self._search_rows(self.matrix[queries], k, np.asarray(queries))
 
+    def _pairs(self, rows, candidates: np.ndarray) -> np.ndarray:
+        safe = np.where(candidates >= 0, candidates, 0)
+        rep = rows[np.repeat(np.arange(candidates.shape[0]), candidates.shape[1])]
+        sims = np.asarray(rep.multiply(self.matrix[safe.ravel()]).sum(axis=1)).reshape(candidates.shape)
+        return np.where(candidates >= 0, sims, -np.inf).astype(np.float32)
+
     def pair_scores(self, queries: np.ndarray, candidates: np.ndarray) -> np.ndarray:
         """TF-IDF cosine of query i (corpus position) with each candidates[i, j] (-1: none, scored -inf)."""
-        safe = np.where(candidates >= 0, candidates, 0)
-        rep = np.repeat(queries, candidates.shape[1])
-        sims = np.asarray(self.matrix[rep].multiply(self.matrix[safe.ravel()]).sum(axis=1)).reshape(candidates.shape)
-        return np.where(candidates >= 0, sims, -np.inf).astype(np.float32)
+        return self._pairs(self.matrix[queries], candidates)
+
+    def query_pair_scores(self, texts: Sequence[str], candidates: np.ndarray) -> np.ndarray:
+        """TF-IDF cosine of query text i with each candidates[i, j] (-1: none, scored -inf)."""
+        return self._pairs(self.vectorizer.transform(list(texts)).tocsr(), candidates)
 
 
 def candidate_union(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -82,12 +115,19 @@ def candidate_union(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return both
 
 
+# Rows per block of the retrieval evaluation's per-candidate work: its (rows, candidates, ...) temporaries stay near
+# 100 MB whatever the number of queries (17k validation queries x 200 candidates x 256 dims would be 3.5 GB at once).
+ROW_BLOCK = 512
+
+
 def _rank_of(candidates: np.ndarray, ranked: np.ndarray) -> np.ndarray:
     """1-based rank of each candidate in its row's ranked list, 0 where absent."""
     out = np.zeros(candidates.shape, dtype=np.int64)
-    for r in range(len(candidates)):
-        where = {int(p): i + 1 for i, p in enumerate(ranked[r]) if p >= 0}
-        out[r] = [where.get(int(c), 0) for c in candidates[r]]
+    for a in range(0, len(candidates), ROW_BLOCK):
+        c, r = candidates[a : a + ROW_BLOCK], ranked[a : a + ROW_BLOCK]
+        # One (rows, candidates, ranked) comparison per block: cheaper than a dict per row.
+        same = (c[:, :, None] == r[:, None, :]) & (c[:, :, None] >= 0)
+        out[a : a + ROW_BLOCK] = np.where(same.any(axis=2), same.argmax(axis=2) + 1, 0)
     return out
 
 
@@ -102,19 +142,53 @@ def rrf_scores(candidates: np.ndarray, dense_idx: np.ndarray, lexical_idx: np.nd
 
 def rank_by(candidates: np.ndarray, scores: np.ndarray, k: int) -> np.ndarray:
     """Candidates reordered by descending score (ties by position), first k, -1 where none."""
+    return rank_with_scores(candidates, scores, k)[0]
+
+
+def rank_with_scores(candidates: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """`rank_by` and the score of each ranked candidate (-inf where none): the score that ordered them."""
     idx, top = top_k_rows(np.where(candidates >= 0, scores, -np.inf), min(k, candidates.shape[1]))
     ranked = np.take_along_axis(candidates, idx, axis=1)
-    ranked[~np.isfinite(top)] = -1
-    return ranked
+    gone = ~np.isfinite(top)
+    ranked[gone] = -1
+    return ranked, np.where(gone, -np.inf, top)
+
+
+def normalise_lexical(scores: np.ndarray) -> np.ndarray:
+    """Each row's lexical scores divided by its best (so in [0, 1], as cosines of unit vectors are at most 1); 0 where a
+    row has no positive score, -inf entries (no candidate) become 0. BM25 has no upper bound, and its scale varies with
+    the query's words, so a weighted sum with the cosine needs it brought to one scale per query."""
+    finite = np.where(np.isfinite(scores), scores, 0.0)
+    best = finite.max(axis=1, keepdims=True) if finite.size else finite
+    return np.where(best > 0, finite / np.where(best > 0, best, 1.0), 0.0)
+
+
+def fused_scores(
+    candidates: np.ndarray, dense_idx: np.ndarray, lexical_idx: np.ndarray, dense_scores: np.ndarray,
+    lexical_scores: np.ndarray, method: str, weight: float | None, rrf_k: int,
+) -> np.ndarray:
+    """The hybrid score of each candidate: RRF of the two ranked lists, or weight * cosine + (1 - weight) * the lexical
+    score normalised by the query's best (`normalise_lexical`); -inf where no candidate. Search and the retrieval
+    evaluation both call this, so the form chosen on validation is the one served."""
+    if method == "rrf":
+        return rrf_scores(candidates, dense_idx, lexical_idx, rrf_k)
+    w = float(weight or 0.0)
+    present = candidates >= 0
+    # Missing candidates (-1) score -inf in both; 0 * -inf would be NaN, so mix finite scores only.
+    mixed = w * np.where(present, dense_scores, 0.0) + (1.0 - w) * normalise_lexical(np.where(present, lexical_scores, -np.inf))
+    return np.where(present, mixed, -np.inf)
 
 
 def _dense_pair_scores(embeddings: np.ndarray, queries: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-    safe = np.where(candidates >= 0, candidates, 0)
-    sims = np.einsum("nkd,nd->nk", embeddings[safe], embeddings[queries])
-    return np.where(candidates >= 0, sims, -np.inf).astype(np.float32)
+    out = np.empty(candidates.shape, dtype=np.float32)
+    for a in range(0, len(candidates), ROW_BLOCK):
+        c = candidates[a : a + ROW_BLOCK]
+        sims = np.einsum("nkd,nd->nk", embeddings[np.where(c >= 0, c, 0)], embeddings[queries[a : a + ROW_BLOCK]])
+        out[a : a + ROW_BLOCK] = np.where(c >= 0, sims, -np.inf)
+    return out
 
 
-def _runs(split_part: QuerySet, embeddings: np.ndarray, lexical: LexicalIndex, k: int) -> dict[str, np.ndarray]:
+def _runs(split_part: QuerySet, embeddings: np.ndarray, lexical: Lexical, k: int) -> dict[str, np.ndarray]:
     d_idx, _ = dense_rankings(embeddings, split_part.queries, k)
     l_idx, _ = lexical.search_positions(split_part.queries, k)
     cands = candidate_union(d_idx, l_idx)
@@ -127,14 +201,10 @@ def _runs(split_part: QuerySet, embeddings: np.ndarray, lexical: LexicalIndex, k
     }
 
 
-def _hybrid(run: dict[str, np.ndarray], method: str, weight: float, rrf_k: int, k: int) -> np.ndarray:
+def _hybrid(run: dict[str, np.ndarray], method: str, weight: float | None, rrf_k: int, k: int) -> np.ndarray:
     cands = run["candidates"]
-    if method == "rrf":
-        return rank_by(cands, rrf_scores(cands, run["dense"], run["lexical"], rrf_k), k)
-    # Missing candidates (-1) score -inf in both; 0 * -inf would be NaN, so mix finite scores only.
-    present = cands >= 0
-    mixed = weight * np.where(present, run["dense_scores"], 0.0) + (1.0 - weight) * np.where(present, run["lexical_scores"], 0.0)
-    return rank_by(cands, np.where(present, mixed, -np.inf), k)
+    scores = fused_scores(cands, run["dense"], run["lexical"], run["dense_scores"], run["lexical_scores"], method, weight, rrf_k)
+    return rank_by(cands, scores, k)
 
 
 def rerank_candidates(
@@ -142,12 +212,15 @@ def rerank_candidates(
 ) -> np.ndarray:
     """The run's candidates (union of dense and lexical top-k) reordered by `rerank(query texts, candidate texts, cosines)`."""
     cands = run["candidates"]
-    rows, cols = np.nonzero(cands >= 0)
     scores = np.full(cands.shape, -np.inf, dtype=np.float64)
-    if len(rows):
-        q_texts = [corpus[int(part.queries[r])] for r in rows]
-        c_texts = [corpus[int(cands[r, c])] for r, c in zip(rows, cols, strict=True)]
-        scores[rows, cols] = rerank(q_texts, c_texts, run["dense_scores"][rows, cols].astype(np.float64))
+    # By blocks of queries: the pairs' texts and features of 17k queries x 200 candidates at once would take gigabytes.
+    for a in range(0, len(cands), ROW_BLOCK):
+        rows, cols = np.nonzero(cands[a : a + ROW_BLOCK] >= 0)
+        rows = rows + a
+        if len(rows):
+            q_texts = [corpus[int(part.queries[r])] for r in rows]
+            c_texts = [corpus[int(cands[r, c])] for r, c in zip(rows, cols, strict=True)]
+            scores[rows, cols] = rerank(q_texts, c_texts, run["dense_scores"][rows, cols].astype(np.float64))
     return rank_by(cands, scores, k)
 
 
@@ -167,12 +240,14 @@ def evaluate_retrieval(
     select_metric: str = SELECT_METRIC,
     rerank: PairScorer | None = None,
     rerank_seen: set[str] | None = None,
+    lexical_builder: LexicalBuilder | None = None,
 ) -> dict[str, Any]:
     """Lexical, dense and hybrid retrieval on the same split; the hybrid's form and weight chosen on validation.
 
     `embeddings[i]` is the unit encoding of split.corpus[i]. Hybrid candidates are the union of both top-k
-    lists, rescored by RRF or by weight * dense cosine + (1 - weight) * lexical cosine, weight on a grid of
-    cfg.hybrid_weight_step. Validation alone chooses the hybrid and the best method; test is only reported.
+    lists, rescored by `fused_scores` (RRF, or weight * dense cosine + (1 - weight) * normalised lexical score), weight on
+    a grid of cfg.hybrid_weight_step. The lexical side is `lexical_builder` (default `build_lexical`: the BM25 index the
+    question index is built with, so what is chosen here is what search serves). Validation alone chooses the hybrid and the best method; test is only reported.
 
     With `rerank` (a pair reranker's scores), `reranked` re-orders the same candidates by it. A reranker
     fitted on labelled pairs has seen the pairs of the questions in `rerank_seen`: every method is then
@@ -185,14 +260,14 @@ def evaluate_retrieval(
     if len(embeddings) != len(split.corpus):
         raise QdupError(f"embeddings: {len(embeddings)} vectors for a corpus of {len(split.corpus)} questions")
     k = cfg.retrieval_k
-    lexical = LexicalIndex(split.corpus, block_elements=cfg.block_elements)
+    lexical = (lexical_builder or build_lexical)(split.corpus)
     val, test = _runs(split.val, embeddings, lexical, k), _runs(split.test, embeddings, lexical, k)
     options: list[tuple[str, float | None]] = [("rrf", None)]
     steps = round(1.0 / cfg.hybrid_weight_step)
     options += [("weighted", round(i / steps, 6)) for i in range(steps + 1)]
     tried = []
     for method, weight in options:
-        m = ranking_metrics(_hybrid(val, method, weight or 0.0, cfg.rrf_k, k), split.val.relevant)
+        m = ranking_metrics(_hybrid(val, method, weight, cfg.rrf_k, k), split.val.relevant)
         tried.append({"method": method, "weight": weight, select_metric: m[select_metric]})
     best = max(tried, key=lambda t: t[select_metric])  # first best wins ties: RRF, then lower weights
     method, weight = best["method"], best["weight"]
@@ -200,7 +275,7 @@ def evaluate_retrieval(
     for name, rank_val, rank_test in (
         ("lexical", val["lexical"], test["lexical"]),
         ("dense", val["dense"], test["dense"]),
-        ("hybrid", _hybrid(val, method, weight or 0.0, cfg.rrf_k, k), _hybrid(test, method, weight or 0.0, cfg.rrf_k, k)),
+        ("hybrid", _hybrid(val, method, weight, cfg.rrf_k, k), _hybrid(test, method, weight, cfg.rrf_k, k)),
     ):
         result[name] = {
             "val": ranking_metrics(rank_val, split.val.relevant),
@@ -208,10 +283,11 @@ def evaluate_retrieval(
         }
     result["hybrid"]["method"] = method
     result["hybrid"]["weight"] = weight
+    result["lexical_index"] = lexical.kind
     result["best"] = max(("lexical", "dense", "hybrid"), key=lambda n: result[n]["val"][select_metric])
     if rerank is not None:
         ranked = {part_name: {
-            "lexical": run["lexical"], "dense": run["dense"], "hybrid": _hybrid(run, method, weight or 0.0, cfg.rrf_k, k),
+            "lexical": run["lexical"], "dense": run["dense"], "hybrid": _hybrid(run, method, weight, cfg.rrf_k, k),
             "reranked": rerank_candidates(run, part, split.corpus, rerank, k),
         } for part_name, run, part in (("val", val, split.val), ("test", test, split.test))}
         result["reranked"] = {p: ranking_metrics(ranked[p]["reranked"], getattr(split, p).relevant) for p in ("val", "test")}

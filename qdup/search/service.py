@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,7 @@ from qdup.errors import QdupError
 from qdup.evaluation.reranker import Reranker, has_reranker, load_reranker
 from qdup.search.encoder import QueryEncoder, load_query_encoder
 from qdup.search.index import MANIFEST, QuestionIndex, load_index
-from qdup.search.lexical import LexicalIndex, candidate_union, rank_by, rrf_scores
+from qdup.search.lexical import Lexical, candidate_union, fused_scores, rank_with_scores
 
 METHODS = ("dense", "lexical", "hybrid", "reranked")
 VERSION_INDEX_DIR = "index"
@@ -42,6 +42,22 @@ def search_defaults(index: QuestionIndex) -> dict[str, Any]:
     return index.search_defaults or {"method": "dense", "hybrid": {"method": "rrf", "weight": None}, "rrf_k": 60}
 
 
+# The score each method ranks by, as answers name it (`score_kind`); a hybrid's is its fusion form, "rrf" or "weighted".
+SCORE_KINDS = {"dense": "cosine", "lexical": "bm25", "reranked": "reranker"}
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """Ranked hits of n queries: positions (n, k) in the index (-1: none), the score that ordered them (`kind`: cosine,
+    bm25, rrf, weighted or reranker; -inf where none) and each hit's encoder cosine with its query."""
+
+    method: str
+    kind: str
+    positions: np.ndarray
+    scores: np.ndarray
+    cosines: np.ndarray
+
+
 @dataclass
 class VersionSearcher:
     """One version's index, encoder and pair reranker (None: the version has none); ranks by `default_method` unless told otherwise.
@@ -52,7 +68,6 @@ class VersionSearcher:
     index: QuestionIndex
     encoder: QueryEncoder
     reranker: Reranker | None = None
-    _lexical: LexicalIndex | None = field(default=None, repr=False)
 
     @property
     def defaults(self) -> dict[str, Any]:
@@ -64,29 +79,38 @@ class VersionSearcher:
 
     @property
     def lexical_ready(self) -> bool:
-        """Whether the lexical side is fitted (by a first lexical or hybrid query, or by `warm`)."""
-        return self._lexical is not None
+        """Whether the lexical side is in memory (loaded with the index, or fitted for an index saved without one)."""
+        return self.index.lexical is not None
 
     @property
-    def lexical(self) -> LexicalIndex:
-        # Fitted on first use only: dense search, the usual default, never pays for it.
-        if self._lexical is None:
-            self._lexical = LexicalIndex(self.index.texts, block_elements=self.index.cfg.block_elements)
-        return self._lexical
+    def lexical(self) -> Lexical:
+        return self.index.ensure_lexical()
 
     @property
     def methods(self) -> tuple[str, ...]:
         """The methods this version answers: `reranked` only with a pair reranker."""
         return tuple(m for m in METHODS if m != "reranked" or self.reranker is not None)
 
+    def score_kind(self, method: str | None = None) -> str:
+        """What the score of a hit ranked by `method` (default: the version's) is."""
+        method = method or self.default_method
+        return SCORE_KINDS.get(method) or self.defaults["hybrid"]["method"]
+
     def warm(self, methods: tuple[str, ...] | list[str] | None = None) -> None:
         """Answer a probe query with each method (default: the one `search` uses), so that the first real query is
-        served at full speed: the lexical side is fitted here, and the encoder's graph traced."""
+        served at full speed (the encoder's graph traced); an index saved without a lexical side gets it here."""
+        if any(m != "dense" for m in (methods or (self.default_method,))):
+            self.index.ensure_lexical()
         for method in methods or (self.default_method,):
             self.rank([WARM_QUERY], 1, method)
 
     def rank(self, queries: list[str], k: int, method: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Positions (n, k) of the best indexed questions (-1: none) and their cosine with each query under the encoder."""
+        ranking = self.ranking(queries, k, method)
+        return ranking.positions, ranking.cosines
+
+    def ranking(self, queries: list[str], k: int, method: str | None = None) -> Ranking:
+        """The k best indexed questions of each query under `method` (default: the version's), with the score that ranks them."""
         method = method or self.default_method
         if method not in METHODS:
             raise QdupError(f"method: expected one of {list(METHODS)}, got {method!r}")
@@ -94,44 +118,34 @@ class VersionSearcher:
             raise QdupError("method: 'reranked' needs a version exported with a pair reranker; this one has none")
         vectors = self.encoder.encode_one(queries[0]) if len(queries) == 1 else self.encoder.encode(queries)
         if method == "dense":
-            return self.index.search(vectors, k)
+            positions, cosines = self.index.search(vectors, k)
+            return Ranking(method, "cosine", positions, cosines, cosines)
         depth = max(k, HYBRID_DEPTH)
-        l_idx, _ = self.lexical.search(queries, k if method == "lexical" else depth)
+        l_idx, l_scores = self.lexical.search(queries, k if method == "lexical" else depth)
         if method == "lexical":
-            ranked = l_idx
-        elif method == "reranked":
-            d_idx, _ = self.index.search(vectors, depth)
-            cands = candidate_union(d_idx, l_idx)
-            ranked = rank_by(cands, self.reranker_scores(queries, cands, self._cosines(vectors, cands)), k)
+            ranked, scores = l_idx, l_scores
         else:
-            d_idx, _ = self.index.search(vectors, depth)
+            d_idx, d_scores = self.index.search(vectors, depth)
             cands = candidate_union(d_idx, l_idx)
-            hybrid = self.defaults["hybrid"]
-            if hybrid["method"] == "rrf":
-                scores = rrf_scores(cands, d_idx, l_idx, int(self.defaults.get("rrf_k", 60)))
+            if method == "reranked":
+                fused = self.reranker_scores(queries, cands, self._cosines(vectors, cands))
             else:
-                weight = float(hybrid["weight"])
-                present = cands >= 0
-                dense = self._cosines(vectors, cands)
-                lexical = self._lexical_cosines(queries, cands)
-                scores = np.where(present, weight * dense + (1 - weight) * lexical, -np.inf)
-            ranked = rank_by(cands, scores, k)
+                hybrid = self.defaults["hybrid"]
+                lexical = None if hybrid["method"] == "rrf" else self.lexical.query_pair_scores(queries, cands)
+                dense = None if hybrid["method"] == "rrf" else self._cosines(vectors, cands)
+                fused = fused_scores(cands, d_idx, l_idx, dense, lexical, hybrid["method"], hybrid["weight"],
+                                     int(self.defaults.get("rrf_k", 60)))
+            ranked, scores = rank_with_scores(cands, fused, k)
         padded = np.full((len(queries), k), -1, dtype=np.int64)
         padded[:, : ranked.shape[1]] = ranked[:, :k]
-        return padded, self._cosines(vectors, padded)
+        top = np.full((len(queries), k), -np.inf, dtype=np.float64)
+        top[:, : scores.shape[1]] = scores[:, :k]
+        return Ranking(method, self.score_kind(method), padded, top, self._cosines(vectors, padded))
 
     def _cosines(self, vectors: np.ndarray, positions: np.ndarray) -> np.ndarray:
         safe = np.where(positions >= 0, positions, 0)
         sims = np.einsum("nkd,nd->nk", self.index.embeddings[safe], vectors)
-        return np.where(positions >= 0, sims, -np.inf).astype(np.float32)
-
-    def _lexical_cosines(self, queries: list[str], positions: np.ndarray) -> np.ndarray:
-        q = self.lexical.vectorizer.transform(queries)
-        safe = np.where(positions >= 0, positions, 0)
-        out = np.empty(positions.shape, dtype=np.float32)
-        for i in range(len(queries)):
-            out[i] = (self.lexical.matrix[safe[i]] @ q[i].T).toarray().ravel()
-        return np.where(positions >= 0, out, 0.0)
+        return np.where(positions >= 0, np.clip(sims, -1.0, 1.0), -np.inf).astype(np.float32)
 
     def reranker_scores(self, queries: list[str], positions: np.ndarray, cosines: np.ndarray) -> np.ndarray:
         """The reranker's score of each (query, indexed question at positions[i, j]) pair; -inf where positions is -1."""
@@ -147,23 +161,44 @@ class VersionSearcher:
             )
         return out
 
-    def search(self, queries: list[str], k: int, method: str | None = None) -> list[list[dict[str, Any]]]:
-        """The k best indexed questions of each query: id, question, similarity (encoder cosine), best first.
+    def duplicate_rule(self) -> dict[str, Any]:
+        """How a hit is marked a duplicate: the reranker's score against its threshold, else the cosine against the version's."""
+        if self.reranker is not None:
+            return {"by": "reranker_score", "threshold": float(self.reranker.threshold)}
+        return {"by": "similarity", "threshold": float(self.encoder.threshold)}
 
-        With a reranker, each hit also has `reranker_score` and `duplicate` (score >= the reranker's threshold).
-        """
-        positions, sims = self.rank(queries, k, method)
-        scores = None if self.reranker is None else self.reranker_scores(queries, positions, sims)
+    def describe(self) -> dict[str, Any]:
+        """The default method, what its scores are, and the duplicate rule: the head of a search answer."""
+        rule = self.duplicate_rule()
+        return {"method": self.default_method, "score_kind": self.score_kind(), "duplicate_by": rule["by"],
+                "duplicate_threshold": rule["threshold"]}
+
+    def decide(self, ranking: Ranking, queries: list[str]) -> tuple[np.ndarray | None, np.ndarray]:
+        """Each hit's reranker score (None without a reranker; the ranking's own when it is reranked) and duplicate mark."""
+        found = ranking.positions >= 0
+        if self.reranker is None:
+            return None, found & (ranking.cosines >= self.encoder.threshold)
+        scores = ranking.scores if ranking.kind == "reranker" else self.reranker_scores(queries, ranking.positions, ranking.cosines)
+        return scores, found & (scores >= self.reranker.threshold)
+
+    def search(self, queries: list[str], k: int, method: str | None = None) -> list[list[dict[str, Any]]]:
+        """The k best indexed questions of each query, best first: id, question, `score` (what ranked them; `score_kind`
+        names it), `similarity` (the encoder cosine), `duplicate` (reranker_score >= the reranker's threshold with a
+        reranker, else similarity >= the version's threshold) and, with a reranker, `reranker_score`."""
+        ranking = self.ranking(queries, k, method)
+        rerank, duplicate = self.decide(ranking, queries)
         out = []
-        for i, (row_pos, row_sim) in enumerate(zip(positions, sims, strict=True)):
+        for i in range(len(queries)):
             hits = []
-            for j, (p, s) in enumerate(zip(row_pos, row_sim, strict=True)):
+            for j in range(k):
+                p = int(ranking.positions[i, j])
                 if p < 0:
                     continue
-                hit = {"id": _plain(self.index.ids[p]), "question": self.index.texts[p], "similarity": float(s)}
-                if scores is not None:
-                    hit["reranker_score"] = float(scores[i, j])
-                    hit["duplicate"] = bool(scores[i, j] >= self.reranker.threshold)
+                hit = {"id": _plain(self.index.ids[p]), "question": self.index.texts[p], "score": float(ranking.scores[i, j]),
+                       "score_kind": ranking.kind, "similarity": float(ranking.cosines[i, j])}
+                if rerank is not None:
+                    hit["reranker_score"] = float(rerank[i, j])
+                hit["duplicate"] = bool(duplicate[i, j])
                 hits.append(hit)
             out.append(hits)
         return out
@@ -173,7 +208,7 @@ def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
-# The searchers of the cached (index, encoder) pairs of this process, so that a hybrid's lexical index is fitted once.
+# The searchers of the cached (index, encoder) pairs of this process (a worker's batch-search chunks share one).
 _SEARCHERS: dict[tuple[int, int], VersionSearcher] = {}
 
 

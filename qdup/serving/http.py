@@ -188,21 +188,37 @@ class PairsAnswer(BaseModel):
     results: list[Score]
 
 
+SCORE_KIND_HELP = ("what `score` is: cosine (dense ranking), bm25 (lexical), rrf or weighted (hybrid fusion of the two), "
+                   "reranker (the pair reranker's probability)")
+
+
 class HitOut(BaseModel):
     id: str | int
     question: str
-    similarity: float
-    reranker_score: float | None = None
-    duplicate: bool | None = None
+    score: float = Field(description="the score that ranked the hits: results are in descending order of it")
+    score_kind: str = Field(description=SCORE_KIND_HELP)
+    similarity: float = Field(description="the encoder cosine of the query and this question, in [-1, 1] (not the ranking score "
+                                          "unless score_kind is cosine)")
+    reranker_score: float | None = Field(default=None, description="the pair reranker's duplicate probability (versions with one)")
+    duplicate: bool = Field(description="reranker_score >= the reranker's threshold with a reranker, else similarity >= the "
+                                        "version's threshold (duplicate_by, duplicate_threshold)")
 
 
 class SearchAnswer(BaseModel):
     version: str
+    method: str = Field(description="the ranking: dense, lexical, hybrid or reranked (the version's choice)")
+    score_kind: str = Field(description=SCORE_KIND_HELP)
+    duplicate_by: str = Field(description="the field a hit's duplicate mark compares: reranker_score or similarity")
+    duplicate_threshold: float
     results: list[HitOut]
 
 
 class SearchManyAnswer(BaseModel):
     version: str
+    method: str
+    score_kind: str
+    duplicate_by: str
+    duplicate_threshold: float
     results: list[list[HitOut]]
 
 
@@ -298,9 +314,10 @@ def create_app(cfg: ServeConfig, follower: ModelFollower | None = None) -> FastA
         many = isinstance(body, QuestionsRequest)
         queries = body.questions if many else [body.question]
         hits = await batcher.run(served.searcher.search, queries, body.k)
+        head = {"version": served.version, **served.searcher.describe()}
         if many:
-            return SearchManyAnswer(version=served.version, results=hits)
-        return SearchAnswer(version=served.version, results=hits[0])
+            return SearchManyAnswer(**head, results=hits)
+        return SearchAnswer(**head, results=hits[0])
 
     @app.get("/v1/model", summary="The served version: id, aliases, threshold, test metrics, dataset, switches")
     async def model() -> dict[str, Any]:

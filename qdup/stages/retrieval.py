@@ -91,8 +91,8 @@ def build_retrieval(
         seen = set(calibration["question1"].astype(str)) | set(calibration["question2"].astype(str))
     result = evaluate_pairs(pairs, lambda texts: encode(encoder, vectorizer, list(texts), model_cfg.max_length), search_cfg, seed,
                             rerank, seen)
-    # The lexical baseline's TF-IDF is fitted on the retrieval corpus itself, as a deployed lexical index is on
-    # the questions it searches (IDF needs no labels, so this leaks nothing).
+    # The lexical index (BM25, the one the question index is built with) is built on the retrieval corpus itself, as a
+    # deployed one is on the questions it searches (IDF needs no labels, so this leaks nothing).
     result["lexical_fitted_on"] = "retrieval corpus"
     result["pairs"] = {"rows": len(pairs), "duplicates": int(pairs["is_duplicate"].sum()), "from": ["test", "calibration"],
                        "excluded": f"pairs with a question of the {' or '.join(TRAINED_ON)} split"}

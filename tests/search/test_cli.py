@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import keras
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
@@ -84,7 +85,10 @@ def test_bad_input_is_refused_with_nothing_written(world, tmp_path):
         run(["search", "--model", versions[0], "--store", store.url, "  "])
 
 
-def test_warm_answers_every_method_before_the_first_query(world, tmp_path):
+def test_the_lexical_index_is_built_with_the_index_hashed_and_loaded_ready(world, tmp_path, caplog):
+    import shutil
+
+    from qdup.search.bm25 import BM25_FILES
     from qdup.search.encoder import load_query_encoder
     from qdup.search.index import load_index
     from qdup.search.service import METHODS, VersionSearcher
@@ -92,13 +96,114 @@ def test_warm_answers_every_method_before_the_first_query(world, tmp_path):
     tmp, store, versions, tsv, questions = world
     assert run(["index", "build", "--model", versions[1], "--store", store.url, "--questions", str(tsv),
                 "--index", str(tmp_path / "idx")]) == 0
-    searcher = VersionSearcher(load_index(tmp_path / "idx", expected_model_version=versions[1]),
-                               load_query_encoder(store.open_version(versions[1]) / "model"))
-    searcher.warm()  # the default method only (dense here): the lexical side is not paid for
-    assert searcher.default_method == "dense" and not searcher.lexical_ready
+    manifest = json.loads((tmp_path / "idx" / "index.json").read_text())
+    assert set(BM25_FILES.values()) <= set(manifest["files"]) and manifest["lexical"]["kind"] == "bm25"
+    assert manifest["lexical"]["documents"] == len(questions)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="qdup.search"):
+        index = load_index(tmp_path / "idx", expected_model_version=versions[1])
+    assert index.lexical is not None and not [r for r in caplog.records if r.name == "qdup.search"]  # loaded, not fitted
+    searcher = VersionSearcher(index, load_query_encoder(store.open_version(versions[1]) / "model"))
     assert searcher.methods == tuple(m for m in METHODS if m != "reranked")  # no reranker in this version
-    searcher.warm(searcher.methods)
-    assert searcher.lexical_ready
+    fresh = searcher.lexical.scores(questions[5])
+    assert searcher.search([questions[5]], 1, "lexical")[0][0]["question"] == questions[5]
+
+    # An altered lexical file is refused like any other file of the index.
+    altered = tmp_path / "altered"
+    shutil.copytree(tmp_path / "idx", altered)
+    vocab = altered / BM25_FILES["vocab_name"]
+    vocab.write_text(vocab.read_text().replace('"python"', '"pyth0n"') + " ")
+    with pytest.raises(QdupError, match="sha256 differs"):
+        load_index(altered, expected_model_version=versions[1])
+
+    # An index saved before the lexical index existed: it loads, and the lexical side is fitted once, at warm-up
+    # (before any query), with a log line saying to rebuild.
+    old = tmp_path / "old"
+    shutil.copytree(tmp_path / "idx", old)
+    for name in BM25_FILES.values():
+        (old / name).unlink()
+        del manifest["files"][name]
+    del manifest["lexical"]
+    (old / "index.json").write_text(json.dumps(manifest))
+    index = load_index(old, expected_model_version=versions[1])
+    assert index.lexical is None
+    searcher = VersionSearcher(index, load_query_encoder(store.open_version(versions[1]) / "model"))
+    searcher.warm(["dense"])
+    assert not searcher.lexical_ready  # dense search does not need it
+    with caplog.at_level("WARNING", logger="qdup.search"):
+        searcher.warm(searcher.methods)
+    assert searcher.lexical_ready and "no lexical index saved with it" in caplog.text and "rebuild" in caplog.text
+    np.testing.assert_array_equal(searcher.lexical.scores(questions[5]), fresh)
+
+
+def _check_answers(hits: list[dict], threshold: float) -> None:
+    scores = [h["score"] for h in hits]
+    assert scores == sorted(scores, reverse=True)
+    assert [h["duplicate"] for h in hits] == [h["similarity"] >= threshold for h in hits]
+
+
+@pytest.mark.parametrize("hybrid", [{"method": "rrf", "weight": None}, {"method": "weighted", "weight": 0.3}])
+def test_every_answer_is_ordered_by_the_score_it_shows(world, tmp_path, capsys, hybrid):
+    """Search answers carry the score that ranked them (and what it is), the cosine apart, and duplicate marks at the
+    version's threshold: from the searcher, the CLI's JSON and table, and batch search."""
+    from qdup.search.batch import search_table
+    from qdup.search.encoder import load_query_encoder
+    from qdup.search.index import load_index
+    from qdup.search.lexical import fused_scores
+    from qdup.search.service import VersionSearcher
+
+    tmp, store, versions, tsv, questions = world
+    built = tmp_path / "built"
+    assert run(["index", "build", "-m", versions[1], "--store", store.url, "--questions", str(tsv), "--index", str(built)]) == 0
+    index = load_index(built, expected_model_version=versions[1])
+    index.search_defaults = {"method": "hybrid", "hybrid": hybrid, "rrf_k": 60}
+    encoder = load_query_encoder(store.open_version(versions[1]) / "model")
+    encoder.threshold = 0.5  # the tiny random model's cosines straddle it
+    searcher = VersionSearcher(index, encoder)
+    queries = [questions[3], "How do I learn Python quickly?", questions[40]]
+    kinds = {"dense": "cosine", "lexical": "bm25", "hybrid": hybrid["method"]}
+    for method, kind in kinds.items():
+        answers = searcher.search(queries, 8, method)
+        for hits in answers:
+            assert hits and {h["score_kind"] for h in hits} == {kind}
+            _check_answers(hits, 0.5)
+        if method == "dense":
+            assert all(h["score"] == h["similarity"] for hits in answers for h in hits)
+    # The shown hybrid score is the fusion of the two rankings, recomputed here from the two lists.
+    ranking = searcher.ranking(queries[:1], 5, "hybrid")
+    vectors = encoder.encode(queries[:1])
+    d_idx, d_scores = index.search(vectors, 100)
+    l_idx, _ = index.lexical.search(queries[:1], 100)
+    pos = ranking.positions
+    dense = np.einsum("nkd,nd->nk", index.embeddings[pos], vectors)
+    want = fused_scores(pos, d_idx, l_idx, dense, index.lexical.query_pair_scores(queries[:1], pos), hybrid["method"],
+                        hybrid["weight"], 60)
+    if hybrid["method"] == "rrf":
+        np.testing.assert_allclose(ranking.scores, want)
+    assert (np.diff(ranking.scores[0]) <= 0).all()
+    assert searcher.describe() == {"method": "hybrid", "score_kind": hybrid["method"], "duplicate_by": "similarity",
+                                   "duplicate_threshold": 0.5}
+
+    table = search_table(searcher, queries, 8).to_pandas()
+    assert list(table.columns[:6]) == ["query_id", "query", "ranking", "rank", "score", "score_kind"]
+    assert set(table.score_kind) == {hybrid["method"]}
+    for _, rows in table.groupby("query_id"):
+        assert (np.diff(rows.score.to_numpy()) <= 0).all() and rows["rank"].tolist() == list(range(1, len(rows) + 1))
+    assert (table.duplicate == (table.encoder_cosine >= 0.5)).all()
+
+    # The CLI: JSON and the table print the ranking score first, the cosine beside it (the version's threshold is 0.9).
+    index.save(tmp_path / "hybrid")
+    base = ["--model", versions[1], "--store", store.url, "--index", str(tmp_path / "hybrid")]
+    capsys.readouterr()
+    assert run(["search", *base, queries[1], "-k", "6", "--json"]) == 0
+    body = json.loads(capsys.readouterr().out)
+    assert body["score_kind"] in ("rrf", "weighted") and body["duplicate_by"] == "similarity"
+    _check_answers(body["results"], body["duplicate_threshold"])
+    assert run(["search", *base, queries[1], "-k", "6"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "ordered by their" in lines[0] and lines[1].split()[:3] == ["rank", "RRF" if body["score_kind"] == "rrf" else "weighted", "score"]
+    shown = [float(line.split()[1]) for line in lines[2:]]
+    assert shown == pytest.approx([r["score"] for r in body["results"]], abs=1e-4)
 
 
 def test_the_server_loads_a_searcher_warmed_for_its_method(world):
@@ -135,4 +240,4 @@ def test_cli_search_verbose_prints_its_timing_breakdown(world, tmp_path):
     timing = [line for line in done.stderr.splitlines() if line.startswith("timing: ")]
     steps = [part.rsplit(" ", 2)[0] for part in timing[0].removeprefix("timing: ").split(", ")]
     assert steps == ["resolve version", "load index", "load encoder", "load reranker", "warm-up", "search", "total"]
-    assert done.stdout.splitlines()[1].split()[0] == "1" and questions[3] in done.stdout.splitlines()[1]
+    assert done.stdout.splitlines()[2].split()[0] == "1" and questions[3] in done.stdout.splitlines()[2]

@@ -180,8 +180,9 @@ def test_batch_search_on_the_cluster_gives_the_local_rows(cluster, world, tmp_pa
     assert on_cluster["method"] == "hybrid"
     got, by_threads = pq.read_table(tmp_path / "dask.parquet"), pq.read_table(tmp_path / "threads.parquet")
     assert got.equals(by_threads)
-    assert got.column_names == ["query_id", "query", "ranking", "rank", "match_id", "match_question", "encoder_cosine", "duplicate"]
-    assert set(got.column("ranking").to_pylist()) == {"hybrid"}
+    assert got.column_names == ["query_id", "query", "ranking", "rank", "score", "score_kind", "match_id", "match_question",
+                                "encoder_cosine", "duplicate"]
+    assert set(got.column("ranking").to_pylist()) == {"hybrid"} and set(got.column("score_kind").to_pylist()) == {"rrf"}
     assert got.column("query_id").to_pylist()[:8] == ["q0"] * 4 + ["q7"] * 4
     # The cluster ranks as the local path does (the version's hybrid), which is not the dense-only order.
     for name in ("query_id", "query", "rank", "match_id", "match_question"):

@@ -98,8 +98,11 @@ def test_save_load_round_trip(tmp_path, ann):
     index = make(n=400, ann=ann, cfg=SearchConfig(threads=1))
     recall_against_exact(index, sample_queries(index, 20, seed=2), 5)
     manifest = index.save(tmp_path / "idx")
-    assert set(manifest["files"]) == ({"embeddings.npy", "questions.parquet"} | ({"ivf.faiss"} if ann == "ivf" else set()))
+    lexical = {f"lexical_bm25.{part}" for part in ("data.npy", "indices.npy", "indptr.npy", "vocab.json", "params.json")}
+    assert set(manifest["files"]) == ({"embeddings.npy", "questions.parquet"} | lexical | ({"ivf.faiss"} if ann == "ivf" else set()))
     back = load_index(tmp_path / "idx", expected_model_version="v1")
+    for query in index.texts[:5]:
+        np.testing.assert_array_equal(back.lexical.scores(query), index.lexical.scores(query))
     assert back.backend == ann and back.texts == index.texts and back.corpus == {"source": "test"}
     np.testing.assert_array_equal(back.ids, index.ids)
     np.testing.assert_array_equal(back.embeddings, index.embeddings)

@@ -11,10 +11,13 @@ from sklearn.metrics import ndcg_score
 
 from qdup.config import SearchConfig
 from qdup.errors import QdupError
+from qdup.search.bm25 import BM25Index
 from qdup.search.lexical import (
-    LexicalIndex,
+    CharTfidfIndex,
     candidate_union,
     evaluate_retrieval,
+    fused_scores,
+    normalise_lexical,
     rank_by,
     rrf_scores,
 )
@@ -86,14 +89,112 @@ def test_ndcg_matches_scikit_learn():
         assert ranking_metrics(ranking, [relevant])["ndcg@10"] == pytest.approx(ndcg_score(truth[None], scores[None], k=10))
 
 
-def test_lexical_search_finds_near_spellings_first():
-    lex = LexicalIndex(["How do I learn Python?", "What is the capital of France?", "How can I learn python fast?"])
+def test_char_tfidf_baseline_finds_near_spellings_first():
+    lex = CharTfidfIndex(["How do I learn Python?", "What is the capital of France?", "How can I learn python fast?"])
     idx, scores = lex.search(["how to learn python"], 3)
     assert set(idx[0, :2].tolist()) == {0, 2} and idx[0, 2] == 1
     assert (np.diff(scores[0]) <= 0).all()
     own, own_scores = lex.search_positions(np.array([0]), 2)
     assert own[0].tolist() == [2, 1]
     np.testing.assert_allclose(lex.pair_scores(np.array([0]), own), own_scores, rtol=1e-5)
+    np.testing.assert_allclose(lex.query_pair_scores(["How do I learn Python?"], own), own_scores, rtol=1e-5)
+
+
+CORPUS = ["How do I learn Python?", "What is the capital of France?", "How can I learn python fast?",
+          "Which is the best way of learning Python programming?", "Why is the sky blue?"]
+
+
+def bm25(q_tf: dict[str, int], doc: list[str], docs: list[list[str]], k1=1.5, b=0.75) -> float:
+    """Lucene's BM25 written out (idf = ln(1 + (N - df + 0.5) / (df + 0.5)); no (k1 + 1) factor, as Lucene 8 dropped it),
+    to check the library's scores."""
+    avg = sum(len(d) for d in docs) / len(docs)
+    total = 0.0
+    for term in q_tf:
+        df = sum(term in d for d in docs)
+        tf = doc.count(term)
+        if df and tf:
+            idf = math.log(1 + (len(docs) - df + 0.5) / (df + 0.5))
+            total += idf * tf / (tf + k1 * (1 - b + b * len(doc) / avg))
+    return total
+
+
+def test_bm25_index_ranks_by_lucene_bm25_of_word_stems():
+    lex = BM25Index.build(CORPUS)
+    idx, scores = lex.search(["learning python"], 5)
+    # "learning" and "learn" share a stem; questions sharing no word are not returned (-1, -inf).
+    assert set(idx[0, :3].tolist()) == {0, 2, 3} and idx[0, 3:].tolist() == [-1, -1]
+    assert (np.diff(scores[0, :3]) <= 0).all() and np.isneginf(scores[0, 3:]).all()
+    stems = [["how", "do", "i", "learn", "python"], ["what", "is", "the", "capit", "of", "franc"],
+             ["how", "can", "i", "learn", "python", "fast"], ["which", "is", "the", "best", "way", "of", "learn", "python", "program"],
+             ["whi", "is", "the", "sky", "blue"]]
+    want = [bm25({"learn": 1, "python": 1}, stems[int(i)], stems) for i in idx[0, :3]]
+    np.testing.assert_allclose(scores[0, :3], want, rtol=1e-5)
+    own, own_scores = lex.search_positions(np.array([0]), 4)
+    assert 0 not in own[0].tolist() and own[0, 0] == 2
+    np.testing.assert_allclose(lex.pair_scores(np.array([0]), own), own_scores, rtol=1e-5)
+    np.testing.assert_allclose(lex.query_pair_scores([CORPUS[0]], own), lex.pair_scores(np.array([0]), own))
+    none, none_scores = lex.search(["zebra"], 2)
+    assert none.tolist() == [[-1, -1]] and np.isneginf(none_scores).all()
+
+
+def test_bm25_matrix_scores_as_bm25s_own_index_does(demo_tsv):
+    import bm25s
+
+    from qdup.search.bm25 import bm25_matrix
+
+    df = pd.read_csv(demo_tsv, sep="\t", keep_default_na=False)
+    texts = list(dict.fromkeys(list(df.question1) + list(df.question2)))[:400] + ["???"]  # and a question with no word
+    tokens = [t.lower().replace("?", " ").split() for t in texts]
+    theirs = bm25s.BM25()
+    theirs.index(tokens, show_progress=False)
+    scores, vocab = bm25_matrix(tokens)
+    assert set(vocab) == set(theirs.vocab_dict) and vocab[""] == len(vocab) - 1
+    ours = bm25s.BM25()
+    ours.scores, ours.vocab_dict, ours.nonoccurrence_array = scores, vocab, None
+    for query in tokens[:40:7] + [["how", "do", "i", "zebra"]]:
+        np.testing.assert_allclose(ours.get_scores(query), theirs.get_scores(query), rtol=1e-5, atol=1e-6)
+    assert bm25_matrix(tokens)[1] == vocab  # terms numbered in first-seen order: a rebuild is identical
+
+
+@pytest.mark.parametrize("k", [1, 5, 100])
+def test_bm25_top_k_is_the_exhaustive_top_k(demo_tsv, k):
+    """The pruned search (MaxScore) returns what scoring every question and sorting would, scores and order alike."""
+    df = pd.read_csv(demo_tsv, sep="\t", keep_default_na=False)
+    texts = list(dict.fromkeys(list(df.question1) + list(df.question2)))[:1500]
+    lex = BM25Index.build(texts)
+    queries = texts[::60] + ["How do I learn Python quickly?", "the the the", "zebra"]
+    idx, scores = lex.search(queries, k)
+    for row, query in enumerate(queries):
+        full = lex.scores(query).astype(np.float64)
+        order = np.lexsort((np.arange(len(full)), -full))
+        want = [int(i) for i in order[:k] if full[i] > 0]
+        got = [int(i) for i in idx[row] if i >= 0]
+        np.testing.assert_allclose(scores[row, : len(got)], full[got], rtol=1e-5)
+        np.testing.assert_allclose(full[got], full[want], rtol=1e-5)  # the same scores (ties may swap equal ones)
+        assert len(got) == len(want)
+    some = np.arange(0, len(texts), 97)
+    own, _ = lex.search_positions(some, k)
+    assert not (own == some[:, None]).any()
+
+
+def test_bm25_index_saves_and_loads_the_same_scores(tmp_path):
+    lex = BM25Index.build(CORPUS)
+    names = lex.save(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == names
+    back = BM25Index.load(tmp_path, CORPUS)
+    for query in ("learning python", "capital of france", "sky"):
+        np.testing.assert_array_equal(back.scores(query), lex.scores(query))
+
+
+def test_weighted_fusion_mixes_the_cosine_with_the_lexical_score_scaled_by_the_querys_best():
+    cands = np.array([[3, 5, -1]])
+    dense = np.array([[0.9, 0.5, -np.inf]])
+    lexical = np.array([[2.0, 8.0, -np.inf]])
+    np.testing.assert_allclose(normalise_lexical(lexical), [[0.25, 1.0, 0.0]])
+    fused = fused_scores(cands, np.array([[3, 5]]), np.array([[5, 3]]), dense, lexical, "weighted", 0.5, 60)
+    np.testing.assert_allclose(fused[0, :2], [0.5 * 0.9 + 0.5 * 0.25, 0.5 * 0.5 + 0.5 * 1.0])
+    assert np.isneginf(fused[0, 2])
+    assert normalise_lexical(np.array([[0.0, -np.inf]])).tolist() == [[0.0, 0.0]]
 
 
 def test_fusion_by_reciprocal_rank():
@@ -118,6 +219,7 @@ def test_evaluate_retrieval_reports_three_methods_and_chooses_on_validation(demo
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
     result = evaluate_retrieval(split, emb, cfg=SearchConfig(hybrid_weight_step=0.25))
     assert set(result) >= {"lexical", "dense", "hybrid", "best", "hybrid_grid", "counts"}
+    assert result["lexical_index"] == "bm25"  # the lexical side search serves
     assert len(result["hybrid_grid"]) == 1 + 5
     assert result["hybrid"]["method"] in ("rrf", "weighted")
     best_val = max(t["mrr@10"] for t in result["hybrid_grid"])
@@ -152,3 +254,23 @@ def test_retrieval_pairs_leave_out_every_question_training_may_see(tmp_path):
     pairs = retrieval_pairs(tmp_path)
     # (a, x) shares a train question, (c, y) a negatives question; val's questions were never trained on.
     assert list(zip(pairs["question1"], pairs["question2"], strict=True)) == [("e", "f"), ("g", "h"), ("e", "i"), ("k", "m")]
+
+
+def test_blocked_evaluation_reranks_and_fuses_as_one_block_would(demo_tsv, monkeypatch):
+    """The evaluation works by blocks of queries (memory); a reranker that scores by the cosine gives the dense ranking
+    back, and small blocks give the same figures as one block."""
+    import qdup.search.lexical as lexical
+
+    df = pd.read_csv(demo_tsv, sep="\t", keep_default_na=False)
+    split = retrieval_split(df, seed=1)
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(len(split.corpus), 8)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    cfg = SearchConfig(hybrid_weight_step=0.5)
+    by_cosine = lambda q, c, cos: cos  # noqa: E731
+    whole = evaluate_retrieval(split, emb, cfg=cfg, rerank=by_cosine)
+    assert whole["reranked"]["test"] == pytest.approx(whole["dense"]["test"])
+    monkeypatch.setattr(lexical, "ROW_BLOCK", 7)
+    blocked = evaluate_retrieval(split, emb, cfg=cfg, rerank=by_cosine)
+    assert blocked["hybrid_grid"] == whole["hybrid_grid"] and blocked["hybrid"] == whole["hybrid"]
+    assert blocked["reranked"] == whole["reranked"]

@@ -76,6 +76,10 @@ class WebDriver:
     def click(self, css: str) -> None:
         self._s("POST", f"/element/{self.find(css)}/click", {})
 
+    def has(self, css: str, inner: str) -> bool:
+        """Whether the first element matching `css` holds an element matching `inner`."""
+        return bool(self._s("POST", f"/element/{self.find(css)}/elements", {"using": "css selector", "value": inner}))
+
     def text(self, css: str) -> str:
         return self._s("GET", f"/element/{self.find(css)}/text")
 
@@ -151,3 +155,47 @@ def test_the_page_compares_two_questions_and_names_the_version(tmp_path, tiny_ex
         assert note == f"no question index for version {v1}; build one with `qdup index build --model {v1}`"
         browser.screenshot(artifacts_dir() / "serve-page.png")
     assert (artifacts_dir() / "serve-page.png").stat().st_size > 10_000
+
+
+def test_the_page_lists_hits_by_the_score_that_ranked_them(tmp_path, tiny_exports, browser):
+    """Each hit shows its ranking score (named by kind), its cosine apart, and a duplicate mark exactly where the API
+    says duplicate; the page keeps the API's order, which descends in score."""
+    from qdup.cli.main import main as cli_main
+    from qdup.search.index import load_index
+    from qdup.search.service import late_index_dir
+    from tests.serving.conftest import TEXTS
+
+    store, v1, _ = make_store(tmp_path / "store", tiny_exports)
+    questions = tmp_path / "questions.tsv"
+    questions.write_text("id\tquestion\n" + "".join(f"{100 + i}\t{t}\n" for i, t in enumerate(TEXTS)))
+    built = tmp_path / "built"
+    assert cli_main(["index", "build", "--model", v1, "--store", store.url, "--questions", str(questions),
+                     "--index", str(built)]) == 0
+    # Ranked as a version whose retrieval evaluation chose a weighted hybrid: the score shown is not the cosine.
+    index = load_index(built, expected_model_version=v1)
+    index.search_defaults = {"method": "hybrid", "hybrid": {"method": "weighted", "weight": 0.5}, "rrf_k": 60}
+    index.save(late_index_dir(Path(store.root), v1))
+    app = create_app(ServeConfig(store=store.url, poll_s=1.0))
+    with live_server(app) as url:
+        browser.get(url + "/")
+        assert browser.wait_text("#model-version") == v1
+        browser.type("#query", "how can i learn python")
+        browser.click("#search")
+        note = browser.wait_text("#search-note")
+        expected = httpx.post(f"{url}/v1/search", json={"question": "how can i learn python", "k": 10}).json()
+        assert expected["method"] == "hybrid" and expected["score_kind"] == "weighted"
+        assert note.startswith(f"answered by {v1}: hybrid search, ranked by weighted score")
+        assert f"{expected['duplicate_threshold']:.4f}" in note
+        shown = []
+        for i, hit in enumerate(expected["results"], start=1):
+            item = f"#hits li:nth-child({i})"
+            assert browser.text(f"{item} .question") == hit["question"]
+            score = browser.text(f"{item} .score").split()
+            shown.append(float(score[1]))
+            if hit["score_kind"] == "cosine":  # the score is the cosine: shown once
+                assert not browser.has(item, ".cosine") and score[2] == "(cosine)"
+            else:
+                assert browser.text(f"{item} .cosine") == f"cosine {hit['similarity']:.3f}"
+            assert browser.has(item, ".dupmark") is hit["duplicate"] is (hit["similarity"] >= expected["duplicate_threshold"])
+        assert shown == sorted(shown, reverse=True) and shown == pytest.approx([h["score"] for h in expected["results"]], abs=1e-4)
+        browser.screenshot(artifacts_dir() / "serve-search.png")

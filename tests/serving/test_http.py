@@ -115,8 +115,13 @@ class BruteForceSearcher:
         for q in queries:
             sims = self.predictor.similarity([q] * len(self.questions), self.questions)
             order = np.argsort(-sims, kind="stable")[:k]
-            out.append([{"id": f"q{i}", "question": self.questions[i], "similarity": float(sims[i])} for i in order])
+            out.append([{"id": f"q{i}", "question": self.questions[i], "score": float(sims[i]), "score_kind": "cosine",
+                         "similarity": float(sims[i]), "duplicate": bool(sims[i] >= self.predictor.threshold)} for i in order])
         return out
+
+    def describe(self) -> dict:
+        return {"method": "dense", "score_kind": "cosine", "duplicate_by": "similarity",
+                "duplicate_threshold": float(self.predictor.threshold)}
 
 
 def test_search_answers_from_the_versions_index(store_v1_v2):

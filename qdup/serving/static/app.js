@@ -80,16 +80,45 @@ $("search-form").addEventListener("submit", async (event) => {
     return;
   }
   if (!data.results.length) showError(note, "no indexed question found");
+  const kinds = { cosine: "cosine", bm25: "BM25", rrf: "RRF", weighted: "weighted", reranker: "reranker" };
+  const kind = kinds[data.score_kind] || data.score_kind;
+  const rule = data.duplicate_by === "reranker_score" ? "reranker score" : "cosine";
+  // Hits come ranked by `score`; the cosine is shown beside it, named, because it is not what ordered them.
   hits.replaceChildren(...data.results.map((hit) => {
     const li = document.createElement("li");
-    li.textContent = hit.question;
-    const sim = document.createElement("span");
-    sim.className = "sim mono";
-    sim.textContent = hit.similarity.toFixed(3);
-    li.append(sim);
+    li.className = hit.duplicate ? "hit dup" : "hit";
+    const text = document.createElement("span");
+    text.className = "question";
+    text.textContent = hit.question;
+    const meta = document.createElement("span");
+    meta.className = "meta mono";
+    const score = document.createElement("span");
+    score.className = "score";
+    score.textContent = `score ${hit.score.toFixed(4)} (${kind})`;
+    meta.append(score);
+    if (data.score_kind !== "cosine") {
+      const cosine = document.createElement("span");
+      cosine.className = "cosine";
+      cosine.textContent = `cosine ${hit.similarity.toFixed(3)}`;
+      meta.append(cosine);
+    }
+    if (hit.reranker_score !== null && hit.reranker_score !== undefined && data.score_kind !== "reranker") {
+      const rr = document.createElement("span");
+      rr.className = "reranker";
+      rr.textContent = `reranker ${hit.reranker_score.toFixed(3)}`;
+      meta.append(rr);
+    }
+    if (hit.duplicate) {
+      const mark = document.createElement("span");
+      mark.className = "dupmark";
+      mark.textContent = "duplicate";
+      meta.append(mark);
+    }
+    li.append(text, meta);
     return li;
   }));
-  note.textContent = `answered by ${data.version}`;
+  note.textContent = `answered by ${data.version}: ${data.method} search, ranked by ${kind} score; `
+    + `marked duplicate when the ${rule} \u2265 ${data.duplicate_threshold.toFixed(4)}`;
   note.hidden = false;
 });
 
