@@ -25,20 +25,20 @@ def apply_serving_threads(cfg: ServeConfig) -> dict[str, Any]:
         tf.config.threading.set_inter_op_parallelism_threads(cfg.tf_inter_op_threads)
     except RuntimeError as exc:
         raise QdupError(f"TensorFlow already runs with its thread pools set ({exc}): serving threads must be set before it computes") from exc
-    import faiss
-
-    faiss.omp_set_num_threads(cfg.faiss_threads)
     for name in BLAS_ENV:
         os.environ[name] = str(cfg.blas_threads)
+    import faiss
     from threadpoolctl import threadpool_limits
 
-    # Without a `with`: the limit stays for the life of the process (the server's).
+    # Without a `with`: the limit stays for the life of the process (the server's). Before faiss's own
+    # setting: faiss's OpenBLAS is built on OpenMP, and limiting it sets the OpenMP pool faiss shares.
     threadpool_limits(limits=cfg.blas_threads, user_api="blas")
+    faiss.omp_set_num_threads(cfg.faiss_threads)
     return serving_threads()
 
 
 def serving_threads() -> dict[str, Any]:
-    """The pools in effect now: TensorFlow's settings (0: its default), faiss's OpenMP threads, each loaded BLAS's threads."""
+    """The pools in effect now: TensorFlow's settings (0: its default), faiss's OpenMP threads, the loaded BLAS libraries' threads."""
     import faiss
     import tensorflow as tf
     from threadpoolctl import threadpool_info
@@ -47,5 +47,7 @@ def serving_threads() -> dict[str, Any]:
         "tf_intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
         "tf_inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
         "faiss_omp": faiss.omp_get_max_threads(),
-        "blas": sorted({int(lib["num_threads"]) for lib in threadpool_info() if lib.get("user_api") == "blas"}),
+        # A BLAS built on OpenMP (faiss's own) shares faiss's OpenMP pool, so it is counted there.
+        "blas": sorted({int(lib["num_threads"]) for lib in threadpool_info()
+                        if lib.get("user_api") == "blas" and lib.get("threading_layer") != "openmp"}),
     }
