@@ -138,6 +138,12 @@ def _whole_number(value: Any) -> Any:
     return value
 
 
+# The characters str.isspace() calls whitespace (those _not_blank strips), as a class that Python's, ECMAScript's
+# and Rust's regular expressions read alike (their \s differ on a few control characters).
+SPACE_CLASS = r"\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+NOT_BLANK_PATTERN = f"[^{SPACE_CLASS}]"
+
+
 def _not_blank(value: str) -> str:
     if not value.strip():
         raise ValueError("must not be empty or whitespace-only")
@@ -162,7 +168,9 @@ def request_models(cfg: ServeConfig) -> dict[str, Any]:
         str,
         StringConstraints(strict=True, min_length=1, max_length=cfg.max_question_chars),
         AfterValidator(_not_blank),
-        Field(description=f"a question: a non-blank string of at most {cfg.max_question_chars:,} characters"),
+        # The pattern tells the schema's readers (and fuzzers) what _not_blank checks: some character that is not whitespace.
+        Field(description=f"a question: a non-blank string of at most {cfg.max_question_chars:,} characters",
+              json_schema_extra={"pattern": NOT_BLANK_PATTERN}),
     ]
     strict = ConfigDict(extra="forbid")
 
@@ -180,17 +188,18 @@ def request_models(cfg: ServeConfig) -> dict[str, Any]:
         model_config = strict
         pairs: list[Pair] = Field(min_length=1, max_length=cfg.max_batch_pairs)
 
-    K = Annotated[int, BeforeValidator(_whole_number), Field(ge=1, le=cfg.max_k, strict=True)]
+    K = Annotated[int, Field(ge=1, le=cfg.max_k, strict=True), BeforeValidator(_whole_number)]
+    default_k = min(10, cfg.max_k)  # a default the schema's own bounds allow
 
     class QuestionRequest(BaseModel):
         model_config = strict
         question: Question
-        k: K = 10
+        k: K = default_k
 
     class QuestionsRequest(BaseModel):
         model_config = strict
         questions: list[Question] = Field(min_length=1, max_length=cfg.max_search_queries)
-        k: K = 10
+        k: K = default_k
 
     SimilarityBody = Annotated[
         Annotated[PairRequest, Tag("one_pair_form")] | Annotated[PairsRequest, Tag("pairs_form")], _form("pairs")

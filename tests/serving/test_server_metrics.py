@@ -175,3 +175,17 @@ def test_a_body_that_is_not_utf8_is_invalid_json_422(store_v1_v2, body):
         ok = client.post("/v1/similarity", content='{"question1": "café", "question2": "b"}'.encode(),
                          headers={"content-type": "application/json"})
         assert ok.status_code == 200
+
+
+def test_the_schemas_not_blank_pattern_is_what_the_server_checks():
+    """The pattern /openapi.json publishes for a question matches exactly the strings the server accepts as non-blank."""
+    import re
+
+    from qdup.serving.http import NOT_BLANK_PATTERN
+
+    pattern = re.compile(NOT_BLANK_PATTERN)
+    # Every whitespace character lies below U+3100; past it, a sample.
+    for code in [*range(0x3100), 0xFEFF, 0x10FFFF]:
+        c = chr(code)
+        assert bool(pattern.search(c)) == bool(c.strip()), hex(code)
+    assert pattern.search(" \t x ") and not pattern.search(" \t\u3000\x1e ")
