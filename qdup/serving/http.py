@@ -282,6 +282,8 @@ def create_app(cfg: ServeConfig, follower: ModelFollower | None = None) -> FastA
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         await batcher.start()
+        # The pools in effect as the server starts (read once: reading them scans the loaded libraries).
+        app.state.threads = await run_in_threadpool(serving_threads)
         follower.start()
         try:
             yield
@@ -301,6 +303,7 @@ def create_app(cfg: ServeConfig, follower: ModelFollower | None = None) -> FastA
     app.state.batcher = batcher
     app.state.cache = cache
     app.state.metrics = metrics
+    app.state.threads = None
     app.router.route_class = Utf8JsonRoute
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_middleware(BodyLimit, limit=cfg.max_body_bytes)
@@ -361,7 +364,7 @@ def create_app(cfg: ServeConfig, follower: ModelFollower | None = None) -> FastA
     @app.get("/v1/model", summary="The served version: id, aliases, threshold, test metrics, dataset, switches")
     async def model() -> dict[str, Any]:
         served = follower.current
-        return await run_in_threadpool(model_facts, follower, served, batcher, cfg)
+        return await run_in_threadpool(model_facts, follower, served, batcher, cfg, app.state.threads)
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus() -> Response:
@@ -396,7 +399,9 @@ def create_app(cfg: ServeConfig, follower: ModelFollower | None = None) -> FastA
     return app
 
 
-def model_facts(follower: ModelFollower, served: ServedModel | None, batcher: MicroBatcher, cfg: ServeConfig) -> dict[str, Any]:
+def model_facts(
+    follower: ModelFollower, served: ServedModel | None, batcher: MicroBatcher, cfg: ServeConfig, threads: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """What /v1/model answers (reads the store's aliases, so it runs off the event loop)."""
     # last_error.kind: "transient" (retried with backoff) or why a version is refused for good (`refused`).
     facts: dict[str, Any] = {"ref": follower.ref, "version": None, "last_error": follower.last_error, "refused": dict(follower.refused)}
@@ -423,7 +428,7 @@ def model_facts(follower: ModelFollower, served: ServedModel | None, batcher: Mi
     facts["switches"] = follower.switches[-20:]
     facts["batching"] = batcher.stats.as_dict()
     facts["encoding_cache"] = batcher.cache.stats().as_dict() if batcher.cache is not None else None
-    facts["threads"] = serving_threads()
+    facts["threads"] = threads
     limits = {"max_batch_pairs", "max_search_queries", "max_k", "max_question_chars", "max_body_bytes"}
     facts["limits"] = cfg.model_dump(include=limits)
     facts["batch_wait_ms"] = cfg.batch_wait_ms
