@@ -26,7 +26,7 @@ from qdup.serving.cache import EncodingCache
 from qdup.serving.follower import ModelFollower, ServedModel
 from qdup.serving.metrics import RequestMetrics, ServerMetrics
 from qdup.serving.settings import ServeConfig
-from qdup.serving.threads import serving_threads
+from qdup.serving.threads import serving_threads, set_faiss_threads
 
 STATIC_DIR = Path(str(resources.files("qdup.serving") / "static"))
 # Tags of the request forms (one pair or a batch; one question or several); not field names, so
@@ -274,7 +274,8 @@ def create_app(cfg: ServeConfig, follower: ModelFollower | None = None) -> FastA
     metrics = ServerMetrics(follower, cache)
     batcher = MicroBatcher(cfg.batch_wait_ms, cfg.max_microbatch_pairs, cache=cache, observe=metrics.observe_batch)
     # Search on a thread of its own: a slow search never holds up the micro-batches on the model thread.
-    search_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qdup-search")
+    search_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qdup-search", initializer=set_faiss_threads,
+                                         initargs=(cfg.faiss_threads,))
     models = request_models(cfg)
     SimilarityBody, SearchBody = models["SimilarityBody"], models["SearchBody"]
     PairsRequest, QuestionsRequest = models["PairsRequest"], models["QuestionsRequest"]
@@ -282,8 +283,9 @@ def create_app(cfg: ServeConfig, follower: ModelFollower | None = None) -> FastA
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         await batcher.start()
-        # The pools in effect as the server starts (read once: reading them scans the loaded libraries).
-        app.state.threads = await run_in_threadpool(serving_threads)
+        # The pools in effect as the server starts (read once: reading them scans the loaded libraries), on
+        # the search thread: faiss's OpenMP setting is per thread and faiss runs there.
+        app.state.threads = await asyncio.get_running_loop().run_in_executor(search_executor, serving_threads)
         follower.start()
         try:
             yield

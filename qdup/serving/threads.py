@@ -37,8 +37,17 @@ def apply_serving_threads(cfg: ServeConfig) -> dict[str, Any]:
     return serving_threads()
 
 
+def set_faiss_threads(threads: int) -> None:
+    """Set faiss's OpenMP threads for the calling thread: OpenMP keeps the setting per thread, so the
+    search worker sets its own (threads started later get OpenMP's default, not the main thread's)."""
+    import faiss
+
+    faiss.omp_set_num_threads(threads)
+
+
 def serving_threads() -> dict[str, Any]:
-    """The pools in effect now: TensorFlow's settings (0: its default), faiss's OpenMP threads, the loaded BLAS libraries' threads."""
+    """The pools in effect now: TensorFlow's settings (0: its default), faiss's OpenMP threads in the calling thread,
+    the loaded BLAS libraries' threads."""
     import faiss
     import tensorflow as tf
     from threadpoolctl import threadpool_info

@@ -19,7 +19,7 @@ from qdup.errors import QdupError
 from qdup.serving.settings import ServeConfig
 from qdup.serving.threads import apply_serving_threads, serving_threads
 
-cfg = ServeConfig(tf_intra_op_threads=3, tf_inter_op_threads=1, faiss_threads=2, blas_threads=1)
+cfg = ServeConfig(tf_intra_op_threads=3, tf_inter_op_threads=1, faiss_threads=3, blas_threads=1)
 applied = apply_serving_threads(cfg)
 tf.reduce_sum(tf.ones((64, 64)) @ tf.ones((64, 64))).numpy()  # TensorFlow's runtime starts here, with those pools
 np.ones((64, 64)) @ np.ones((64, 64))
@@ -28,7 +28,12 @@ try:
     late = None
 except QdupError as exc:
     late = str(exc)
-print(json.dumps({"applied": applied, "after": serving_threads(), "late": late}))
+# OpenMP keeps its setting per thread: a thread started now has OpenMP's default unless it sets its own.
+from concurrent.futures import ThreadPoolExecutor
+from qdup.serving.threads import set_faiss_threads
+with ThreadPoolExecutor(1, initializer=set_faiss_threads, initargs=(cfg.faiss_threads,)) as worker:
+    in_worker = worker.submit(serving_threads).result()
+print(json.dumps({"applied": applied, "after": serving_threads(), "worker": in_worker, "late": late}))
 """
 
 
@@ -37,8 +42,8 @@ def test_serving_threads_take_effect_and_a_late_change_is_refused():
     out = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     got = json.loads(out.stdout.strip().splitlines()[-1])
-    want = {"tf_intra_op": 3, "tf_inter_op": 1, "faiss_omp": 2}
+    want = {"tf_intra_op": 3, "tf_inter_op": 1, "faiss_omp": 3}
     for key, value in want.items():
-        assert got["applied"][key] == value and got["after"][key] == value, key
+        assert got["applied"][key] == got["after"][key] == got["worker"][key] == value, key
     assert got["after"]["blas"] == [1]
     assert got["late"] and "before it computes" in got["late"]
