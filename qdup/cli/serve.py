@@ -18,6 +18,7 @@ def cmd_serve_model(args: argparse.Namespace) -> int:
     from qdup.serving.follower import ModelFollower
     from qdup.serving.http import create_app
     from qdup.serving.settings import ServeConfig
+    from qdup.serving.threads import apply_serving_threads
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     cfg = ServeConfig(
@@ -30,7 +31,16 @@ def cmd_serve_model(args: argparse.Namespace) -> int:
         max_question_chars=args.max_question_chars,
         batch_wait_ms=args.batch_wait_ms,
         poll_s=args.poll_s,
+        encoding_cache_mb=args.encoding_cache_mb,
+        inference_threads=args.inference_threads,
+        tf_intra_op_threads=args.tf_intra_op_threads,
+        tf_inter_op_threads=args.tf_inter_op_threads,
+        faiss_threads=args.faiss_threads,
+        blas_threads=args.blas_threads,
     )
+    # Serving's pools, before the first model runs (TensorFlow fixes its pools then).
+    threads = apply_serving_threads(cfg)
+    logging.getLogger("qdup.serving").info("thread pools: %s", threads)
     follower = ModelFollower(store, cfg.model, cfg.poll_s)
     # Load before listening: a reference that cannot be served is one clear error, not a server that never gets ready.
     served = follower.load_initial()
@@ -61,4 +71,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-wait-ms", type=float, default=d.batch_wait_ms,
                    help="how long a request waits for others to share a model call (default: %(default)s)")
     p.add_argument("--poll-s", type=float, default=d.poll_s, help="seconds between checks of the alias (default: %(default)s)")
+    p.add_argument("--encoding-cache-mb", type=float, default=d.encoding_cache_mb,
+                   help="memory for question encodings kept across requests, per version, LRU; 0 disables (default: %(default)s)")
+    p.add_argument("--inference-threads", type=int, default=d.inference_threads,
+                   help="ONNX Runtime threads of the encoder (default: %(default)s)")
+    p.add_argument("--tf-intra-op-threads", type=int, default=d.tf_intra_op_threads,
+                   help="threads one TensorFlow op may use, for a version exported without the fast form (default: %(default)s)")
+    p.add_argument("--tf-inter-op-threads", type=int, default=d.tf_inter_op_threads,
+                   help="TensorFlow ops run at once (default: %(default)s)")
+    p.add_argument("--faiss-threads", type=int, default=d.faiss_threads, help="OpenMP threads of a faiss search (default: %(default)s)")
+    p.add_argument("--blas-threads", type=int, default=d.blas_threads, help="BLAS threads (default: %(default)s)")
     p.add_argument("--access-log", action="store_true", help="log every request")

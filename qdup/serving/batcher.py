@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from qdup.serving.cache import EncodingCache, cached_cosines
 from qdup.serving.follower import ServedModel
 
 T = TypeVar("T")
@@ -23,6 +24,7 @@ class _Item:
     q2: list[str]
     future: asyncio.Future
     arrived: float
+    rerank: bool = False
 
 
 @dataclass
@@ -61,10 +63,17 @@ class MicroBatcher:
     the ServedModel they started with, so each is answered by the version it names.
     """
 
-    def __init__(self, wait_ms: float = 2.0, max_pairs: int = 1024):
+    def __init__(
+        self, wait_ms: float = 2.0, max_pairs: int = 1024, cache: EncodingCache | None = None,
+        observe: Callable[[int, int], None] | None = None,
+    ):
         self.wait_s = wait_ms / 1000.0
         self.max_pairs = max_pairs
         self.stats = BatchStats()
+        # Question encodings kept across calls (per version); None or disabled: Predictor.similarity as it is.
+        self.cache = cache
+        # Told (requests, pairs) of every model call: the server's metrics.
+        self.observe = observe
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qdup-model")
         self._queue: asyncio.Queue[_Item] | None = None
         self._task: asyncio.Task | None = None
@@ -89,15 +98,43 @@ class MicroBatcher:
 
     async def similarity(self, served: ServedModel, q1: list[str], q2: list[str]) -> np.ndarray:
         """Similarities of the pairs, computed by `served` together with whatever else is queued."""
+        sims, _ = await self._submit(served, q1, q2, rerank=False)
+        return sims
+
+    async def decide(self, served: ServedModel, q1: list[str], q2: list[str]) -> tuple[np.ndarray, np.ndarray | None]:
+        """Similarities and, for a version with a pair reranker, its scores: both in the one model call."""
+        return await self._submit(served, q1, q2, rerank=served.predictor.reranker is not None)
+
+    async def _submit(self, served: ServedModel, q1: list[str], q2: list[str], rerank: bool) -> tuple[np.ndarray, np.ndarray | None]:
         if self._queue is None:
             raise RuntimeError("the batcher is not started")
         loop = asyncio.get_running_loop()
-        item = _Item(served, q1, q2, loop.create_future(), loop.time())
+        item = _Item(served, q1, q2, loop.create_future(), loop.time(), rerank)
         self._queue.put_nowait(item)
         return await item.future
 
+    def _model_call(self, served: ServedModel, items: list[_Item]) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """One call for a version's share of a micro-batch (on the model thread): cosines, then reranker scores."""
+        q1 = [q for it in items for q in it.q1]
+        q2 = [q for it in items for q in it.q2]
+        predictor = served.predictor
+        if self.cache is not None and self.cache.enabled:
+            sims = cached_cosines(self.cache, served.version, predictor.encode, q1, q2)
+        else:
+            sims = predictor.similarity(q1, q2)
+        # The reranker scores the pairs of the requests that decide by it, in one call for all of them.
+        scores: np.ndarray | None = None
+        wanted = [i for i, it in enumerate(items) if it.rerank]
+        bounds = np.cumsum([0] + [len(it.q1) for it in items])
+        if wanted and predictor.reranker is not None:
+            rows = np.concatenate([np.arange(bounds[i], bounds[i + 1]) for i in wanted])
+            scores = np.full(len(q1), np.nan)
+            scores[rows] = predictor.reranker.score([q1[r] for r in rows], [q2[r] for r in rows], sims[rows])
+        return [(sims[bounds[i]:bounds[i + 1]], None if scores is None or not it.rerank else scores[bounds[i]:bounds[i + 1]])
+                for i, it in enumerate(items)]
+
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run another model computation (e.g. a search) on the model thread, in turn with the batches."""
+        """Run another computation on the model thread, in turn with the batches."""
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     async def _collect(self) -> None:
@@ -134,20 +171,17 @@ class MicroBatcher:
             items = [it for it in items if not it.future.done()]  # the client went away
             if not items:
                 continue
-            q1 = [q for it in items for q in it.q1]
-            q2 = [q for it in items for q in it.q2]
-            predictor = items[0].served.predictor
             try:
-                sims = await loop.run_in_executor(self.executor, predictor.similarity, q1, q2)
+                answers = await loop.run_in_executor(self.executor, self._model_call, items[0].served, items)
             except Exception as exc:
                 for it in items:
                     if not it.future.done():
                         it.future.set_exception(exc)
                 continue
-            self.stats.record(len(items), len(q1))
-            start = 0
-            for it in items:
-                end = start + len(it.q1)
+            pairs = sum(len(it.q1) for it in items)
+            self.stats.record(len(items), pairs)
+            if self.observe is not None:
+                self.observe(len(items), pairs)
+            for it, answer in zip(items, answers, strict=True):
                 if not it.future.done():
-                    it.future.set_result(sims[start:end])
-                start = end
+                    it.future.set_result(answer)

@@ -7,6 +7,7 @@ import logging
 import math
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,6 +146,8 @@ class ModelFollower:
         self.last_error: dict[str, Any] | None = None
         self.switches: list[dict[str, Any]] = []
         self.refused: dict[str, dict[str, Any]] = {}
+        # Loads that failed, by kind (REFUSAL_KINDS or "transient"): the server's metrics.
+        self.failed_loads: Counter[str] = Counter()
         # Versions whose last load failed transiently: (failures so far, monotonic time of the next try).
         self._retry: dict[str, tuple[int, float]] = {}
         self._stop = threading.Event()
@@ -182,11 +185,13 @@ class ModelFollower:
             try:
                 served = self._loader(self.store, version)
             except VersionRefused as exc:
+                self.failed_loads[exc.kind] += 1
                 self._retry.pop(version, None)
                 self.refused[version] = {"kind": exc.kind, "error": exc.message, "at": _now()}
                 self._record_error(version, exc.message, kind=exc.kind)
                 return False
             except Exception as exc:  # the store or registry unreachable: try again later
+                self.failed_loads["transient"] += 1
                 delay = min(self.retry_s * 2**failures, self.max_retry_s)
                 self._retry[version] = (failures + 1, time.monotonic() + delay)
                 self._record_error(version, f"{type(exc).__name__}: {exc}", kind="transient", retry_in_s=delay, attempts=failures + 1)

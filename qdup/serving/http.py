@@ -4,22 +4,29 @@
 # FastAPI must see them as objects, not as names it would look up in this module.
 import asyncio
 import contextlib
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
-from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, StringConstraints, Tag
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, StringConstraints, Tag
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qdup.registry.store import ArtifactStore
 from qdup.serving.batcher import MicroBatcher
+from qdup.serving.cache import EncodingCache
 from qdup.serving.follower import ModelFollower, ServedModel
+from qdup.serving.metrics import RequestMetrics, ServerMetrics
 from qdup.serving.settings import ServeConfig
+from qdup.serving.threads import serving_threads, set_faiss_threads
 
 STATIC_DIR = Path(str(resources.files("qdup.serving") / "static"))
 # Tags of the request forms (one pair or a batch; one question or several); not field names, so
@@ -102,6 +109,41 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     return JSONResponse({"error": f"{first['field']}: {first['msg']}", "detail": details}, status_code=422)
 
 
+class Utf8JsonRoute(APIRoute):
+    """A route whose JSON body must be UTF-8 (RFC 8259): any other bytes are invalid JSON, 422 like the rest.
+
+    FastAPI would answer 400, a status the API does not document, for a body that does not decode.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def checked(request: Request) -> Response:
+            if request.method == "POST":
+                body = await request.body()  # kept by the request: the handler parses the same bytes
+                try:
+                    body.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    error = {"type": "json_invalid", "loc": ("body", exc.start), "msg": "JSON body is not valid UTF-8", "input": {}}
+                    raise RequestValidationError([error]) from None
+            return await handler(request)
+
+        return checked
+
+
+def _whole_number(value: Any) -> Any:
+    """A JSON number with no fraction (5.0) is an integer to JSON Schema: take it as one; 5.5, true and "5" stay refused."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# The characters str.isspace() calls whitespace (those _not_blank strips), as a class that Python's, ECMAScript's
+# and Rust's regular expressions read alike (their \s differ on a few control characters).
+SPACE_CLASS = r"\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+NOT_BLANK_PATTERN = f"[^{SPACE_CLASS}]"
+
+
 def _not_blank(value: str) -> str:
     if not value.strip():
         raise ValueError("must not be empty or whitespace-only")
@@ -126,7 +168,9 @@ def request_models(cfg: ServeConfig) -> dict[str, Any]:
         str,
         StringConstraints(strict=True, min_length=1, max_length=cfg.max_question_chars),
         AfterValidator(_not_blank),
-        Field(description=f"a question: a non-blank string of at most {cfg.max_question_chars:,} characters"),
+        # The pattern tells the schema's readers (and fuzzers) what _not_blank checks: some character that is not whitespace.
+        Field(description=f"a question: a non-blank string of at most {cfg.max_question_chars:,} characters",
+              json_schema_extra={"pattern": NOT_BLANK_PATTERN}),
     ]
     strict = ConfigDict(extra="forbid")
 
@@ -144,15 +188,18 @@ def request_models(cfg: ServeConfig) -> dict[str, Any]:
         model_config = strict
         pairs: list[Pair] = Field(min_length=1, max_length=cfg.max_batch_pairs)
 
+    K = Annotated[int, Field(ge=1, le=cfg.max_k, strict=True), BeforeValidator(_whole_number)]
+    default_k = min(10, cfg.max_k)  # a default the schema's own bounds allow
+
     class QuestionRequest(BaseModel):
         model_config = strict
         question: Question
-        k: int = Field(default=10, ge=1, le=cfg.max_k, strict=True)
+        k: K = default_k
 
     class QuestionsRequest(BaseModel):
         model_config = strict
         questions: list[Question] = Field(min_length=1, max_length=cfg.max_search_queries)
-        k: int = Field(default=10, ge=1, le=cfg.max_k, strict=True)
+        k: K = default_k
 
     SimilarityBody = Annotated[
         Annotated[PairRequest, Tag("one_pair_form")] | Annotated[PairsRequest, Tag("pairs_form")], _form("pairs")
@@ -239,7 +286,12 @@ def _no_model(follower: ModelFollower) -> JSONResponse:
 def create_app(cfg: ServeConfig, follower: ModelFollower | None = None) -> FastAPI:
     """The ASGI app. Without a follower, one is made for cfg.model and loads in the background at startup."""
     follower = follower or ModelFollower(ArtifactStore(cfg.store), cfg.model, cfg.poll_s)
-    batcher = MicroBatcher(cfg.batch_wait_ms, cfg.max_microbatch_pairs)
+    cache = EncodingCache(int(cfg.encoding_cache_mb * 2**20))
+    metrics = ServerMetrics(follower, cache)
+    batcher = MicroBatcher(cfg.batch_wait_ms, cfg.max_microbatch_pairs, cache=cache, observe=metrics.observe_batch)
+    # Search on a thread of its own: a slow search never holds up the micro-batches on the model thread.
+    search_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qdup-search", initializer=set_faiss_threads,
+                                         initargs=(cfg.faiss_threads,))
     models = request_models(cfg)
     SimilarityBody, SearchBody = models["SimilarityBody"], models["SearchBody"]
     PairsRequest, QuestionsRequest = models["PairsRequest"], models["QuestionsRequest"]
@@ -247,12 +299,16 @@ def create_app(cfg: ServeConfig, follower: ModelFollower | None = None) -> FastA
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         await batcher.start()
+        # The pools in effect as the server starts (read once: reading them scans the loaded libraries), on
+        # the search thread: faiss's OpenMP setting is per thread and faiss runs there.
+        app.state.threads = await asyncio.get_running_loop().run_in_executor(search_executor, serving_threads)
         follower.start()
         try:
             yield
         finally:
             follower.stop()
             await batcher.stop()
+            search_executor.shutdown(wait=True)
 
     app = FastAPI(
         title="qdup",
@@ -263,8 +319,14 @@ def create_app(cfg: ServeConfig, follower: ModelFollower | None = None) -> FastA
     app.state.cfg = cfg
     app.state.follower = follower
     app.state.batcher = batcher
+    app.state.cache = cache
+    app.state.metrics = metrics
+    app.state.threads = None
+    app.router.route_class = Utf8JsonRoute
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_middleware(BodyLimit, limit=cfg.max_body_bytes)
+    # Added last, so outermost: answers of the body limit are counted and timed too.
+    app.add_middleware(RequestMetrics, metrics=metrics)
 
     @app.post(
         "/v1/similarity",
@@ -281,17 +343,16 @@ def create_app(cfg: ServeConfig, follower: ModelFollower | None = None) -> FastA
             q2 = [p.question2 for p in body.pairs]
         else:
             q1, q2 = [body.question1], [body.question2]
-        sims = await batcher.similarity(served, q1, q2)
+        # A version with a pair reranker decides by it: its scores come from the same model call, on the model thread.
+        sims, rr = await batcher.decide(served, q1, q2)
         # Plain dicts straight to JSON: re-validating a thousand results against the response
         # model would cost more than computing them (the model still documents the answer in /docs).
         threshold = served.threshold
         head: dict[str, Any] = {"version": served.version, "threshold": threshold}
         reranker = served.predictor.reranker
-        if reranker is None:
+        if reranker is None or rr is None:
             scores = [{"similarity": s, "duplicate": s >= threshold} for s in sims.tolist()]
         else:
-            # A version with a pair reranker decides by it; its features are computed on the model thread.
-            rr = await batcher.run(reranker.score, q1, q2, sims)
             head["reranker_threshold"] = reranker.threshold
             scores = [{"similarity": s, "reranker_score": r, "duplicate": r >= reranker.threshold}
                       for s, r in zip(sims.tolist(), rr.tolist(), strict=True)]
@@ -302,7 +363,7 @@ def create_app(cfg: ServeConfig, follower: ModelFollower | None = None) -> FastA
     @app.post(
         "/v1/search",
         response_model=SearchAnswer | SearchManyAnswer,
-        responses={422: {"model": Problem}, 501: {"model": Problem}, 503: {"model": Problem}},
+        responses={422: {"model": Problem}, 413: {"model": Problem}, 501: {"model": Problem}, 503: {"model": Problem}},
         summary="The indexed questions most similar to a question (or to each of several)",
     )
     async def search(body: SearchBody):
@@ -313,7 +374,7 @@ def create_app(cfg: ServeConfig, follower: ModelFollower | None = None) -> FastA
             return JSONResponse({"error": no_index_message(served.version), "version": served.version}, status_code=501)
         many = isinstance(body, QuestionsRequest)
         queries = body.questions if many else [body.question]
-        hits = await batcher.run(served.searcher.search, queries, body.k)
+        hits = await asyncio.get_running_loop().run_in_executor(search_executor, served.searcher.search, queries, body.k)
         head = {"version": served.version, **served.searcher.describe()}
         if many:
             return SearchManyAnswer(**head, results=hits)
@@ -322,7 +383,12 @@ def create_app(cfg: ServeConfig, follower: ModelFollower | None = None) -> FastA
     @app.get("/v1/model", summary="The served version: id, aliases, threshold, test metrics, dataset, switches")
     async def model() -> dict[str, Any]:
         served = follower.current
-        return await run_in_threadpool(model_facts, follower, served, batcher, cfg)
+        return await run_in_threadpool(model_facts, follower, served, batcher, cfg, app.state.threads)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus() -> Response:
+        # Prometheus' text format; not in the OpenAPI schema: it is for the scraper, not for API clients.
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz", summary="The process is up")
     async def healthz() -> dict[str, Any]:
@@ -352,7 +418,9 @@ def create_app(cfg: ServeConfig, follower: ModelFollower | None = None) -> FastA
     return app
 
 
-def model_facts(follower: ModelFollower, served: ServedModel | None, batcher: MicroBatcher, cfg: ServeConfig) -> dict[str, Any]:
+def model_facts(
+    follower: ModelFollower, served: ServedModel | None, batcher: MicroBatcher, cfg: ServeConfig, threads: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """What /v1/model answers (reads the store's aliases, so it runs off the event loop)."""
     # last_error.kind: "transient" (retried with backoff) or why a version is refused for good (`refused`).
     facts: dict[str, Any] = {"ref": follower.ref, "version": None, "last_error": follower.last_error, "refused": dict(follower.refused)}
@@ -378,6 +446,8 @@ def model_facts(follower: ModelFollower, served: ServedModel | None, batcher: Mi
         }
     facts["switches"] = follower.switches[-20:]
     facts["batching"] = batcher.stats.as_dict()
+    facts["encoding_cache"] = batcher.cache.stats().as_dict() if batcher.cache is not None else None
+    facts["threads"] = threads
     limits = {"max_batch_pairs", "max_search_queries", "max_k", "max_question_chars", "max_body_bytes"}
     facts["limits"] = cfg.model_dump(include=limits)
     facts["batch_wait_ms"] = cfg.batch_wait_ms

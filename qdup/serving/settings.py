@@ -25,3 +25,17 @@ class ServeConfig(BaseModel):
     max_microbatch_pairs: int = Field(default=1024, ge=1, description="pairs the micro-batcher puts into one model call")
     poll_s: float = Field(default=5.0, gt=0, description="how often the alias is checked for a move")
     probe_timeout_s: float = Field(default=10.0, gt=0, description="/readyz's limit for its probe pair")
+    encoding_cache_mb: float = Field(
+        default=64.0, ge=0, description="memory for question encodings kept across requests (per version, LRU); 0 disables"
+    )
+    # Serving's thread pools, not training's (qdup.runtime): one model thread, one search thread and the
+    # event loop share the machine, so each library gets a small pool rather than one per core each.
+    inference_threads: int = Field(
+        default=1, ge=1, description="ONNX Runtime threads of the encoder's fast form (the model thread's calls; the other core serves HTTP)"
+    )
+    tf_intra_op_threads: int = Field(default=2, ge=1, description="threads one TensorFlow op may use (a large batch's matrix products)")
+    tf_inter_op_threads: int = Field(
+        default=1, ge=1, description="TensorFlow ops run at once: one model call at a time is all the model thread asks for"
+    )
+    faiss_threads: int = Field(default=1, ge=1, description="OpenMP threads of a faiss search (one query set at a time on the search thread)")
+    blas_threads: int = Field(default=1, ge=1, description="BLAS threads (NumPy, SciPy: the reranker's and the lexical side's small products)")

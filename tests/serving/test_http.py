@@ -349,7 +349,8 @@ def test_cli_serve_model_starts_and_answers(store_v1_v2):
     store, v1, _ = store_v1_v2
     port = free_port()
     env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3")
-    cmd = [sys.executable, "-m", "qdup.cli", "serve-model", "--store", store.url, "--port", str(port), "--poll-s", "1"]
+    cmd = [sys.executable, "-m", "qdup.cli", "serve-model", "--store", store.url, "--port", str(port), "--poll-s", "1",
+           "--tf-intra-op-threads", "1", "--tf-inter-op-threads", "2", "--faiss-threads", "3", "--encoding-cache-mb", "0.5"]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         url = f"http://127.0.0.1:{port}"
@@ -365,6 +366,11 @@ def test_cli_serve_model_starts_and_answers(store_v1_v2):
         wait_for(ready, timeout_s=240, every_s=0.2)
         r = httpx.post(f"{url}/v1/similarity", json={"question1": "a", "question2": "b"}, timeout=30)
         assert r.status_code == 200 and r.json()["version"] == v1 and r.json()["threshold"] == 0.3
+        # The serving pools the flags name are the ones in effect (set before the model first ran).
+        facts = httpx.get(f"{url}/v1/model", timeout=30).json()
+        # faiss's (3: no machine's default here) as the search thread sees it.
+        assert facts["threads"] == {"tf_intra_op": 1, "tf_inter_op": 2, "faiss_omp": 3, "blas": [1]}
+        assert facts["encoding_cache"]["max_bytes"] == 2**19
     finally:
         proc.terminate()
         proc.wait(timeout=60)

@@ -138,3 +138,34 @@ def test_the_server_decides_by_the_reranker(export, tmp_path):
     assert body["reranker_threshold"] == predictor.reranker.threshold
     np.testing.assert_allclose([r["reranker_score"] for r in body["results"]], want["reranker_score"], atol=1e-6)
     assert [r["duplicate"] for r in body["results"]] == want["duplicate"].tolist()
+
+
+def test_concurrent_requests_get_their_own_reranker_scores_from_one_model_call(export, tmp_path):
+    """The reranker scores a micro-batch's pairs in its one model call; each request still gets its own pairs' scores."""
+    import asyncio
+
+    import httpx
+
+    from qdup.registry.store import ArtifactStore
+    from qdup.serving.http import create_app
+    from qdup.serving.settings import ServeConfig
+    from tests.serving.conftest import live_server, publish_export
+
+    tmp, info, df = export
+    store = ArtifactStore(str(tmp_path / "store"))
+    store.promote(publish_export(store, tmp / "export", info["threshold"]), "test", why="reranker")
+    q1, q2 = list(df.question1[:12]), list(df.question2[:12])
+    want = load_inference(tmp / "export").decide(q1, q2)
+    app = create_app(ServeConfig(store=store.url, poll_s=0.1, batch_wait_ms=200.0))
+
+    async def fire(url: str):
+        async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+            return await asyncio.gather(*(client.post("/v1/similarity", json={"question1": a, "question2": b})
+                                          for a, b in zip(q1, q2, strict=True)))
+
+    with live_server(app) as url:
+        answers = asyncio.run(fire(url))
+    assert all(r.status_code == 200 for r in answers)
+    np.testing.assert_allclose([r.json()["reranker_score"] for r in answers], want["reranker_score"], atol=1e-6)
+    assert [r.json()["duplicate"] for r in answers] == want["duplicate"].tolist()
+    assert app.state.batcher.stats.max_requests_per_call > 1
