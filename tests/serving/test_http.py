@@ -350,7 +350,7 @@ def test_cli_serve_model_starts_and_answers(store_v1_v2):
     port = free_port()
     env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3")
     cmd = [sys.executable, "-m", "qdup.cli", "serve-model", "--store", store.url, "--port", str(port), "--poll-s", "1",
-           "--tf-intra-op-threads", "1", "--tf-inter-op-threads", "2", "--faiss-threads", "3", "--encoding-cache-mb", "0.5"]
+           "--inference-threads", "2", "--tf-intra-op-threads", "1", "--tf-inter-op-threads", "2", "--faiss-threads", "3", "--encoding-cache-mb", "0.5"]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         url = f"http://127.0.0.1:{port}"
@@ -369,7 +369,7 @@ def test_cli_serve_model_starts_and_answers(store_v1_v2):
         # The serving pools the flags name are the ones in effect (set before the model first ran).
         facts = httpx.get(f"{url}/v1/model", timeout=30).json()
         # faiss's (3: no machine's default here) as the search thread sees it.
-        assert facts["threads"] == {"tf_intra_op": 1, "tf_inter_op": 2, "faiss_omp": 3, "blas": [1]}
+        assert facts["threads"] == {"inference": 2, "tf_intra_op": 1, "tf_inter_op": 2, "faiss_omp": 3, "blas": [1]}
         assert facts["encoding_cache"]["max_bytes"] == 2**19
     finally:
         proc.terminate()

@@ -47,8 +47,13 @@ class EncoderSearcher:
         if not self.gate.wait(timeout=60):
             raise TimeoutError("search held for too long")
         sims = self.predictor.encode(queries) @ self.vectors.T
-        return [[{"id": f"q{i}", "question": self.questions[i], "similarity": float(row[i])} for i in np.argsort(-row)[:k]]
+        return [[{"id": f"q{i}", "question": self.questions[i], "score": float(row[i]), "score_kind": "cosine",
+                  "similarity": float(row[i]), "duplicate": bool(row[i] >= self.predictor.threshold)} for i in np.argsort(-row)[:k]]
                 for row in sims]
+
+    def describe(self) -> dict:
+        return {"method": "dense", "score_kind": "cosine", "duplicate_by": "similarity",
+                "duplicate_threshold": float(self.predictor.threshold)}
 
     def warm(self) -> None:
         self.search(["warm"], 1)
