@@ -185,3 +185,84 @@ class MicroBatcher:
             for it, answer in zip(items, answers, strict=True):
                 if not it.future.done():
                     it.future.set_result(answer)
+
+
+@dataclass
+class _Search:
+    served: ServedModel
+    queries: list[str]
+    k: int
+    future: asyncio.Future
+
+
+class SearchBatcher:
+    """Searches that arrive together share one call on the search thread: one encoder call and one matrix product
+    for all their queries instead of one per request. Requests are grouped by version and k (a hit list depends on
+    both), each answered with its own queries' hits."""
+
+    def __init__(self, executor: ThreadPoolExecutor, max_queries: int = 64):
+        self.executor = executor
+        self.max_queries = max_queries
+        self.calls = 0
+        self.requests = 0
+        self._queue: asyncio.Queue[_Search] | None = None
+        self._task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        self._queue = asyncio.Queue()
+        self._task = asyncio.create_task(self._collect(), name="qdup-search-batcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        while self._queue is not None and not self._queue.empty():
+            item = self._queue.get_nowait()
+            if not item.future.done():
+                item.future.set_exception(RuntimeError("the server is shutting down"))
+
+    async def search(self, served: ServedModel, queries: list[str], k: int) -> list[list[dict[str, Any]]]:
+        """The hits of each query, searched by `served`'s index together with whatever else is queued."""
+        if self._queue is None:
+            raise RuntimeError("the search batcher is not started")
+        item = _Search(served, queries, k, asyncio.get_running_loop().create_future())
+        self._queue.put_nowait(item)
+        return await item.future
+
+    async def _collect(self) -> None:
+        assert self._queue is not None
+        queue = self._queue
+        loop = asyncio.get_running_loop()
+        while True:
+            # No waiting for company: what queued while the previous call ran goes into the next one.
+            batch = [await queue.get()]
+            count = len(batch[0].queries)
+            while count < self.max_queries and not queue.empty():
+                batch.append(queue.get_nowait())
+                count += len(batch[-1].queries)
+            groups: dict[tuple[int, int], list[_Search]] = {}
+            for item in batch:
+                groups.setdefault((id(item.served), item.k), []).append(item)
+            for items in groups.values():
+                items = [it for it in items if not it.future.done()]
+                if not items:
+                    continue
+                queries = [q for it in items for q in it.queries]
+                try:
+                    hits = await loop.run_in_executor(self.executor, items[0].served.searcher.search, queries, items[0].k)
+                except Exception as exc:
+                    for it in items:
+                        if not it.future.done():
+                            it.future.set_exception(exc)
+                    continue
+                self.calls += 1
+                self.requests += len(items)
+                start = 0
+                for it in items:
+                    if not it.future.done():
+                        it.future.set_result(hits[start : start + len(it.queries)])
+                    start += len(it.queries)

@@ -24,15 +24,8 @@ from qdup.model.network import build_inference_model, encoder_masks_padding
 from qdup.model.onnx_export import encoder_to_onnx, subword_spec
 from qdup.model.vocab import write_vocabulary
 from qdup.model.vocabulary_file import read_vocabulary
-from qdup.serving.predictor import ENCODER_FILE, FAST_FILE, INFERENCE_FILE, THRESHOLD_FILE, VOCAB_FILE
+from qdup.serving.predictor import ENCODER_FILE, FAST_FILE, INFERENCE_FILE, PROBE_PAIRS, THRESHOLD_FILE, VOCAB_FILE
 
-# Pairs the export checks itself on: the saved model must agree with the training-time path.
-PROBE_PAIRS = (
-    ("How do I learn Python?", "What is the best way to learn Python?"),
-    ("What is the capital of France?", "How do I learn Python?"),
-    ("???", "an unseen zyxwv token"),
-    ("word " * 200, "word"),
-)
 PROBE_ATOL = 1e-5
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import logging
 import math
 import threading
@@ -17,8 +18,7 @@ import numpy as np
 
 from qdup.errors import QdupError
 from qdup.registry.store import ArtifactStore, TamperedVersionError
-from qdup.serving.export import PROBE_PAIRS
-from qdup.serving.predictor import Predictor, load_inference
+from qdup.serving.predictor import PROBE_PAIRS, Predictor, load_inference
 from qdup.serving.searcher import Searcher, load_searcher
 
 log = logging.getLogger("qdup.serving")
@@ -203,6 +203,13 @@ class ModelFollower:
     def _switch(self, served: ServedModel) -> None:
         previous = self._current
         self._current = served
+        # The loaded model, index and caches are hundreds of thousands of long-lived objects: every full
+        # collection would scan them all (pauses of 0.1-0.4 s measured under load, the p99 of every request).
+        # Collected once here, then frozen out of the collector's scans; the previous version's objects are
+        # unfrozen first so that they can be collected once nothing serves them.
+        gc.unfreeze()
+        gc.collect()
+        gc.freeze()
         self.last_error = None
         entry = {"from": previous.version if previous else None, "to": served.version, "at": _now()}
         self.switches.append(entry)

@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qdup.registry.store import ArtifactStore
-from qdup.serving.batcher import MicroBatcher
+from qdup.serving.batcher import MicroBatcher, SearchBatcher
 from qdup.serving.cache import EncodingCache
 from qdup.serving.follower import ModelFollower, ServedModel
 from qdup.serving.metrics import RequestMetrics, ServerMetrics
@@ -292,6 +292,7 @@ def create_app(cfg: ServeConfig, follower: ModelFollower | None = None) -> FastA
     # Search on a thread of its own: a slow search never holds up the micro-batches on the model thread.
     search_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qdup-search", initializer=set_faiss_threads,
                                          initargs=(cfg.faiss_threads,))
+    searches = SearchBatcher(search_executor, cfg.max_search_queries)
     models = request_models(cfg)
     SimilarityBody, SearchBody = models["SimilarityBody"], models["SearchBody"]
     PairsRequest, QuestionsRequest = models["PairsRequest"], models["QuestionsRequest"]
@@ -299,6 +300,7 @@ def create_app(cfg: ServeConfig, follower: ModelFollower | None = None) -> FastA
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         await batcher.start()
+        await searches.start()
         # The pools in effect as the server starts (read once: reading them scans the loaded libraries), on
         # the search thread: faiss's OpenMP setting is per thread and faiss runs there.
         app.state.threads = await asyncio.get_running_loop().run_in_executor(search_executor, serving_threads)
@@ -308,6 +310,7 @@ def create_app(cfg: ServeConfig, follower: ModelFollower | None = None) -> FastA
         finally:
             follower.stop()
             await batcher.stop()
+            await searches.stop()
             search_executor.shutdown(wait=True)
 
     app = FastAPI(
@@ -374,7 +377,7 @@ def create_app(cfg: ServeConfig, follower: ModelFollower | None = None) -> FastA
             return JSONResponse({"error": no_index_message(served.version), "version": served.version}, status_code=501)
         many = isinstance(body, QuestionsRequest)
         queries = body.questions if many else [body.question]
-        hits = await asyncio.get_running_loop().run_in_executor(search_executor, served.searcher.search, queries, body.k)
+        hits = await searches.search(served, queries, body.k)
         head = {"version": served.version, **served.searcher.describe()}
         if many:
             return SearchManyAnswer(**head, results=hits)

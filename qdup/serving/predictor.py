@@ -27,6 +27,15 @@ VOCAB_FILE = "vocabulary.txt"
 
 log = get_logger(__name__)
 
+# Pairs the export checks itself on (the saved model must agree with the training-time path), and the server probes a version with.
+PROBE_PAIRS = (
+    ("How do I learn Python?", "What is the best way to learn Python?"),
+    ("What is the capital of France?", "How do I learn Python?"),
+    ("???", "an unseen zyxwv token"),
+    ("word " * 200, "word"),
+)
+
+
 
 class PairEncoder(Protocol):
     """What a predictor needs of an encoder: unit encodings of questions, and cosines of pairs."""

@@ -31,7 +31,7 @@ class ServeConfig(BaseModel):
     # Serving's thread pools, not training's (qdup.runtime): one model thread, one search thread and the
     # event loop share the machine, so each library gets a small pool rather than one per core each.
     inference_threads: int = Field(
-        default=1, ge=1, description="ONNX Runtime threads of the encoder's fast form (the model thread's calls; the other core serves HTTP)"
+        default=2, ge=1, description="ONNX Runtime threads of the encoder's fast form (the model thread's calls)"
     )
     tf_intra_op_threads: int = Field(default=2, ge=1, description="threads one TensorFlow op may use (a large batch's matrix products)")
     tf_inter_op_threads: int = Field(

@@ -151,6 +151,39 @@ def test_a_search_in_progress_does_not_hold_up_similarity(indexed):
     assert search.status_code == 200 and search.json()["results"][0]["id"] == "q0"
 
 
+def test_searches_that_arrive_together_share_one_call_and_get_their_own_hits(indexed):
+    store, v1, _, follower, searchers = indexed
+    app = create_app(ServeConfig(store=store.url, poll_s=0.1), follower)
+    calls: list[list[str]] = []
+
+    async def together(url: str):
+        async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+            searcher = searchers[v1]
+            search = searcher.search
+
+            def counted(queries, k):
+                calls.append(list(queries))
+                return search(queries, k)
+
+            searcher.search = counted
+            searcher.gate.clear()
+            searcher.entered.clear()
+            first = asyncio.create_task(client.post("/v1/search", json={"question": TEXTS[0], "k": 2}))
+            while not searcher.entered.is_set():
+                await asyncio.sleep(0.01)
+            # Queued while the first search is held: they go into one call together.
+            rest = [asyncio.create_task(client.post("/v1/search", json={"question": q, "k": 2})) for q in TEXTS[1:4]]
+            await asyncio.sleep(0.3)
+            searcher.gate.set()
+            return await first, await asyncio.gather(*rest)
+
+    with live_server(app) as url:
+        first, rest = asyncio.run(together(url))
+    assert [len(c) for c in calls] == [1, 3]
+    for r, q in zip([first, *rest], TEXTS[:4], strict=True):
+        assert r.status_code == 200 and r.json()["results"][0]["question"] == q
+
+
 def test_a_whole_number_k_is_an_integer_and_other_k_are_refused(indexed):
     store, _, _, follower, _ = indexed
     app = create_app(ServeConfig(store=store.url, poll_s=0.1, max_k=20), follower)
