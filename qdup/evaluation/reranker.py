@@ -14,6 +14,7 @@ other file and `load_reranker` refuses a file that differs.
 from __future__ import annotations
 
 import functools
+import io
 import math
 import operator
 from array import array
@@ -68,12 +69,18 @@ MODEL_FILE = "reranker.skops"
 TFIDF_VOCAB_FILE = "reranker_tfidf_vocabulary.json"
 TFIDF_IDF_FILE = "reranker_tfidf_idf.npy"
 BM25_FILE = "reranker_bm25.json"
-DATA_FILES = (MODEL_FILE, TFIDF_VOCAB_FILE, TFIDF_IDF_FILE, BM25_FILE)
+# The fitted trees as plain arrays (derived from the skops file when it is written): what scoring reads, so
+# that loading a reranker needs neither skops nor its scan of every scikit-learn estimator.
+TREES_FILE = "reranker_trees.npz"
+DATA_FILES = (MODEL_FILE, TFIDF_VOCAB_FILE, TFIDF_IDF_FILE, BM25_FILE, TREES_FILE)
 FILES = (META_FILE, *DATA_FILES)
 # The only types the skops file may hold beyond skops's own defaults (numpy, builtins, scikit-learn estimators
 # it trusts): the fitted trees of a HistGradientBoostingClassifier.
 TRUSTED_TYPES = ("sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",)
-FORMAT = "qdup-reranker/1"
+FORMAT = "qdup-reranker/2"
+# A /1 reranker has no trees file: its skops file is loaded instead.
+FORMAT_WITHOUT_TREES = "qdup-reranker/1"
+TREE_ARRAYS = ("children", "feature", "threshold", "nan_right", "value", "roots", "depth", "baseline")
 # Features along which more similarity may never lower the score (BoostingParams.monotonic).
 INCREASING = ("encoder_cosine", "char_tfidf_cosine", "word_jaccard", "idf_weighted_jaccard", "shared_share_of_shorter",
               "bm25_max_normalised")
@@ -484,6 +491,33 @@ class SmallBatchTrees:
         self.depth = int(nodes["depth"].max())
         self.baseline = float(np.asarray(model._baseline_prediction).ravel()[0])
 
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The walk's arrays, as `from_arrays` reads them back (TREES_FILE)."""
+        return {name: np.asarray(getattr(self, name)) for name in TREE_ARRAYS}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], where: Path) -> SmallBatchTrees:
+        """Trees from `arrays` (TREES_FILE's), their indices checked so that a damaged file cannot walk outside them."""
+        missing = [name for name in TREE_ARRAYS if name not in arrays]
+        if missing:
+            raise QdupError(f"{where}: not a reranker trees file (no {missing})")
+        trees = cls.__new__(cls)
+        trees.children = np.asarray(arrays["children"], dtype=np.intp)
+        trees.feature = np.asarray(arrays["feature"], dtype=np.intp)
+        trees.threshold = np.asarray(arrays["threshold"], dtype=np.float64)
+        trees.nan_right = np.asarray(arrays["nan_right"], dtype=bool)
+        trees.value = np.asarray(arrays["value"], dtype=np.float64)
+        trees.roots = np.asarray(arrays["roots"], dtype=np.intp)
+        trees.depth = int(arrays["depth"])
+        trees.baseline = float(arrays["baseline"])
+        nodes = len(trees.value)
+        sizes = {len(trees.feature), len(trees.threshold), len(trees.nan_right)}
+        if (sizes != {nodes} or len(trees.children) != 2 * nodes or nodes == 0 or trees.children.min() < 0
+                or trees.children.max() >= nodes or trees.roots.min() < 0 or trees.roots.max() >= nodes
+                or trees.feature.min() < 0 or trees.feature.max() >= len(FEATURE_NAMES)):
+            raise QdupError(f"{where}: inconsistent reranker trees (sizes or indices out of range)")
+        return trees
+
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """Duplicate probability (predict_proba(x)[:, 1]) of each row of x."""
         x = np.ascontiguousarray(x, dtype=np.float64)
@@ -508,18 +542,23 @@ class Reranker:
     """A fitted reranker: pair features -> duplicate probability; `threshold` chosen on out-of-fold calibration scores."""
 
     featurizer: PairFeaturizer
-    model: HistGradientBoostingClassifier
+    # The fitted scikit-learn model; None for a reranker loaded from its trees file (scoring needs only the trees).
+    model: HistGradientBoostingClassifier | None
     threshold: float
     info: dict[str, Any] = field(default_factory=dict)
-    _small: SmallBatchTrees | None = field(default=None, init=False, repr=False, compare=False)
+    trees: SmallBatchTrees | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self):
+        if self.trees is None:
+            if self.model is None:
+                raise QdupError("a reranker needs its fitted model or its trees")
+            self.trees = SmallBatchTrees(self.model)
 
     def score_features(self, x: np.ndarray) -> np.ndarray:
         if len(x) == 0:
             return np.zeros(0, dtype=np.float64)
-        if len(x) <= SMALL_BATCH:
-            if self._small is None:
-                self._small = SmallBatchTrees(self.model)
-            return self._small.predict_proba(x)
+        if len(x) <= SMALL_BATCH or self.model is None:
+            return self.trees.predict_proba(x)
         with _one_thread():
             return self.model.predict_proba(x)[:, 1].astype(np.float64)
 
@@ -570,6 +609,9 @@ def save_reranker(reranker: Reranker, out_dir: Path) -> dict[str, str]:
     tmp = out_dir / (TFIDF_IDF_FILE + ".tmp.npy")
     np.save(tmp, np.asarray(f.tfidf.idf_, dtype=np.float64), allow_pickle=False)
     tmp.replace(out_dir / TFIDF_IDF_FILE)
+    trees = io.BytesIO()
+    np.savez(trees, **reranker.trees.arrays())
+    atomic_write_bytes(out_dir / TREES_FILE, trees.getvalue())
     atomic_write_json(out_dir / BM25_FILE, {
         "k1": BM25_K1, "b": BM25_B, "documents": f.documents, "avgdl": f.bm25_avgdl, "unseen_idf": f.bm25_unseen_idf,
         "idf": f.bm25_idf,
@@ -589,17 +631,20 @@ def has_reranker(folder: Path) -> bool:
 
 
 def load_reranker(folder: Path) -> Reranker:
-    """Load the files `save_reranker` wrote; QdupError when one is missing or differs from the sha256 recorded with it."""
-    import skops.io as sio
+    """Load the files `save_reranker` wrote; QdupError when one is missing or differs from the sha256 recorded with it.
 
+    The trees come from the trees file (no skops: its import scans every scikit-learn estimator, about 0.8 s of
+    a one-pair `qdup predict`); a reranker saved before that file existed is read from its skops file.
+    """
     folder = Path(folder)
     meta_path = folder / META_FILE
     if not meta_path.is_file():
         raise QdupError(f"{folder}: no reranker ({META_FILE} is missing)")
     meta = read_json(meta_path)
-    if meta.get("format") != FORMAT or list(meta.get("features") or []) != list(FEATURE_NAMES):
+    if meta.get("format") not in (FORMAT, FORMAT_WITHOUT_TREES) or list(meta.get("features") or []) != list(FEATURE_NAMES):
         raise QdupError(f"{meta_path}: not a {FORMAT} reranker with this qdup's features")
-    for name in DATA_FILES:
+    with_trees = meta["format"] == FORMAT
+    for name in DATA_FILES if with_trees else tuple(n for n in DATA_FILES if n != TREES_FILE):
         p = folder / name
         if not p.is_file():
             raise QdupError(f"{folder}: reranker file {name} is missing")
@@ -607,9 +652,16 @@ def load_reranker(folder: Path) -> Reranker:
         got = sha256_file(p)
         if got != want:
             raise QdupError(f"{p}: sha256 {got[:12]}… differs from the {str(want)[:12]}… recorded in {META_FILE}; refusing to load it")
-    model = sio.load(folder / MODEL_FILE, trusted=list(TRUSTED_TYPES))
-    if not isinstance(model, HistGradientBoostingClassifier):
-        raise QdupError(f"{folder / MODEL_FILE}: holds a {type(model).__name__}, not a HistGradientBoostingClassifier")
+    model, trees = None, None
+    if with_trees:
+        with np.load(folder / TREES_FILE, allow_pickle=False) as data:
+            trees = SmallBatchTrees.from_arrays({name: data[name] for name in data.files}, folder / TREES_FILE)
+    else:
+        import skops.io as sio
+
+        model = sio.load(folder / MODEL_FILE, trusted=list(TRUSTED_TYPES))
+        if not isinstance(model, HistGradientBoostingClassifier):
+            raise QdupError(f"{folder / MODEL_FILE}: holds a {type(model).__name__}, not a HistGradientBoostingClassifier")
     tf_meta = read_json(folder / TFIDF_VOCAB_FILE)
     tfidf = TfidfVectorizer(
         analyzer=tf_meta["analyzer"], ngram_range=tuple(tf_meta["ngram_range"]), lowercase=tf_meta["lowercase"],
@@ -622,4 +674,4 @@ def load_reranker(folder: Path) -> Reranker:
     featurizer = PairFeaturizer(tfidf, {str(k): float(v) for k, v in bm["idf"].items()}, float(bm["unseen_idf"]),
                                 float(bm["avgdl"]), int(bm["documents"]))
     info = {k: v for k, v in meta.items() if k not in ("sha256", "threshold")}
-    return Reranker(featurizer, model, float(meta["threshold"]), info)
+    return Reranker(featurizer, model, float(meta["threshold"]), info, trees)

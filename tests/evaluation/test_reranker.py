@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from collections import Counter
 
 import numpy as np
@@ -22,6 +24,7 @@ from qdup.evaluation.reranker import (
     FEATURE_NAMES,
     FILES,
     MODEL_FILE,
+    TREES_FILE,
     BoostingParams,
     PairFeaturizer,
     fit_featurizer,
@@ -290,6 +293,54 @@ def test_save_load_round_trip_and_refusal_of_an_altered_file(tmp_path):
     (tmp_path / MODEL_FILE).unlink()
     with pytest.raises(QdupError, match="reranker file reranker.skops is missing"):
         load_reranker(tmp_path)
+
+
+def test_a_saved_reranker_scores_from_its_trees_file_without_skops(tmp_path):
+    q1, q2, cos, y = _synthetic(200)
+    f = fit_featurizer(TRAIN)
+    x = f.features(q1, q2, cos)
+    params = BoostingParams(max_iter=20)
+    reranker = fit_reranker(f, x, y, out_of_fold_scores(x, y, pair_groups(q1, q2), params, folds=3, seed=3), params, seed=3)
+    save_reranker(reranker, tmp_path / "new")
+    # A fresh process: loading and scoring a saved reranker never imports skops.
+    code = ("import json, sys\nfrom qdup.evaluation.reranker import load_reranker\n"
+            "r = load_reranker(sys.argv[1])\n"
+            "print(json.dumps({'skops': 'skops' in sys.modules, 'model': r.model is not None, "
+            "'scores': r.score(json.loads(sys.argv[2]), json.loads(sys.argv[3]), json.loads(sys.argv[4])).tolist()}))")
+    ran = subprocess.run([sys.executable, "-c", code, str(tmp_path / "new"), json.dumps(q1), json.dumps(q2), json.dumps(list(cos))],
+                         capture_output=True, text=True, timeout=300)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    got = json.loads(ran.stdout.strip().splitlines()[-1])
+    assert got["skops"] is False and got["model"] is False
+    # The trees give scikit-learn's probabilities bit for bit, whatever the batch size (all of them: over SMALL_BATCH).
+    assert np.array_equal(np.asarray(got["scores"]), reranker.score(q1, q2, cos))
+    # A trees file that was altered is refused by its hash; one with bad indices by its check.
+    data = bytearray((tmp_path / "new" / TREES_FILE).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (tmp_path / "new" / TREES_FILE).write_bytes(bytes(data))
+    with pytest.raises(QdupError, match=r"reranker_trees\.npz: sha256 .* differs"):
+        load_reranker(tmp_path / "new")
+    arrays = reranker.trees.arrays()
+    arrays["children"] = arrays["children"] + 10**6
+    with pytest.raises(QdupError, match="inconsistent reranker trees"):
+        reranker_module.SmallBatchTrees.from_arrays(arrays, tmp_path / "x.npz")
+
+
+def test_a_reranker_saved_without_a_trees_file_still_loads(tmp_path):
+    q1, q2, cos, y = _synthetic(120)
+    f = fit_featurizer(TRAIN)
+    x = f.features(q1, q2, cos)
+    params = BoostingParams(max_iter=10)
+    reranker = fit_reranker(f, x, y, out_of_fold_scores(x, y, pair_groups(q1, q2), params, folds=3, seed=1), params, seed=1)
+    save_reranker(reranker, tmp_path)
+    # As a /1 reranker was saved: no trees file, its format says so.
+    (tmp_path / TREES_FILE).unlink()
+    meta = json.loads((tmp_path / "reranker.json").read_text())
+    meta["format"] = "qdup-reranker/1"
+    del meta["sha256"][TREES_FILE]
+    (tmp_path / "reranker.json").write_text(json.dumps(meta))
+    old = load_reranker(tmp_path)
+    assert old.model is not None and np.array_equal(old.score(q1, q2, cos), reranker.score(q1, q2, cos))
 
 
 @pytest.fixture(scope="module")
