@@ -20,7 +20,9 @@ class ServeConfig(BaseModel):
     max_question_chars: int = Field(default=2000, ge=1, description="characters in one question")
     max_body_bytes: int = Field(default=2_000_000, ge=1024, description="bytes in one request body")
     batch_wait_ms: float = Field(
-        default=2.0, ge=0, le=1000, description="how long a request waits for others to share its model call"
+        default=0.0, ge=0, le=1000,
+        description="how long a request waits for others to share its model call (0: none; the requests that queue while a "
+                    "model call runs still share the next one, so a lone request is not kept waiting for company)",
     )
     max_microbatch_pairs: int = Field(default=1024, ge=1, description="pairs the micro-batcher puts into one model call")
     poll_s: float = Field(default=5.0, gt=0, description="how often the alias is checked for a move")
