@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from qdup.errors import QdupError
+from qdup.model.fast import BATCH_TEXTS
 from qdup.model.network import SubwordHasher, encoder_masks_padding, subword_layer
 from qdup.model.vocab import vectorize_padded
 
@@ -111,7 +112,7 @@ def encode(
     """
     from qdup.model.onnx_export import fast_encoder_from_keras
 
-    return fast_encoder_from_keras(encoder, vectorizer, max_length).encode(list(texts), min(batch_size, 256))
+    return fast_encoder_from_keras(encoder, vectorizer, max_length).encode(list(texts), min(batch_size, BATCH_TEXTS))
 
 
 def pair_cosines(
@@ -142,4 +143,4 @@ def similarities(
     """Cosine similarity (float32, in [-1, 1]) of each pair (q1[i], q2[i]), by the encoder's fast form."""
     from qdup.model.onnx_export import fast_encoder_from_keras
 
-    return fast_encoder_from_keras(encoder, vectorizer, max_length).similarity(list(q1), list(q2), min(batch_size, 256))
+    return fast_encoder_from_keras(encoder, vectorizer, max_length).similarity(list(q1), list(q2), min(batch_size, BATCH_TEXTS))

@@ -31,13 +31,13 @@ class QueryEncoder:
             raise QdupError(f"query: empty question {text!r}")
         return self.encoder.encode([text])
 
-    def encode(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
+    def encode(self, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:
         """(n, d) float32 unit vectors; an empty or blank text is refused with its position."""
         items = list(texts)
         for i, t in enumerate(items):
             if not isinstance(t, str) or not t.strip():
                 raise QdupError(f"query {i}: empty question {t!r}")
-        return self.encoder.encode(items, batch_size)
+        return self.encoder.encode(items) if batch_size is None else self.encoder.encode(items, batch_size)
 
 
 def load_query_encoder(export_dir: Path) -> QueryEncoder:

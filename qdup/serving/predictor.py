@@ -87,11 +87,13 @@ class Predictor:
         self.reranker = reranker
         self.runtime = runtime
 
-    def encode(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
+    def encode(self, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:
         """Unit encodings (n, d) float32 of questions (each a non-blank str, else QdupError naming its index)."""
-        return self.encoder.encode(check_questions(texts, "questions"), batch_size)
+        items = check_questions(texts, "questions")
+        # None: the runtime's own batch size (the fast form's is smaller than Keras's).
+        return self.encoder.encode(items) if batch_size is None else self.encoder.encode(items, batch_size)
 
-    def similarity(self, q1s: Sequence[str], q2s: Sequence[str], batch_size: int = 256) -> np.ndarray:
+    def similarity(self, q1s: Sequence[str], q2s: Sequence[str], batch_size: int | None = None) -> np.ndarray:
         """Cosine similarity (float32) of each pair; questions over max_length tokens are truncated.
 
         Every question must be a non-blank str; otherwise QdupError names its index and value. Each
@@ -102,6 +104,8 @@ class Predictor:
         b = check_questions(q2s, "question2")
         if len(a) != len(b):
             raise QdupError(f"question lists differ in length: {len(a)} question1 vs {len(b)} question2")
+        if batch_size is None:
+            return self.encoder.similarity(a, b)
         if batch_size < 1:
             raise QdupError(f"batch_size must be >= 1, got {batch_size}")
         return self.encoder.similarity(a, b, batch_size)
@@ -111,7 +115,7 @@ class Predictor:
         """The threshold the duplicate decision uses: the reranker's (on its score) when there is one, else the cosine's."""
         return self.threshold if self.reranker is None else self.reranker.threshold
 
-    def decide(self, q1s: Sequence[str], q2s: Sequence[str], batch_size: int = 256) -> dict[str, np.ndarray | None]:
+    def decide(self, q1s: Sequence[str], q2s: Sequence[str], batch_size: int | None = None) -> dict[str, np.ndarray | None]:
         """similarity (encoder cosine), reranker_score (None without a reranker) and duplicate for each pair."""
         sim = self.similarity(q1s, q2s, batch_size)
         if self.reranker is None:
@@ -119,7 +123,7 @@ class Predictor:
         score = self.reranker.score(list(q1s), list(q2s), sim)
         return {"similarity": sim, "reranker_score": score, "duplicate": self.reranker.decide(score)}
 
-    def predict(self, q1s: Sequence[str], q2s: Sequence[str], batch_size: int = 256) -> np.ndarray:
+    def predict(self, q1s: Sequence[str], q2s: Sequence[str], batch_size: int | None = None) -> np.ndarray:
         """True where a pair is predicted to be a duplicate (the reranker's decision when there is one, else similarity >= threshold)."""
         return self.decide(q1s, q2s, batch_size)["duplicate"]
 
