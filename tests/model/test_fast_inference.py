@@ -59,6 +59,32 @@ def test_token_and_subword_ids_are_the_keras_layers(texts):
     assert [bucket_width(n, 64) for n in (1, 8, 9, 17, 64, 65)] == [4, 8, 12, 20, 64, 64]
 
 
+def test_word_table_starts_again_when_full_and_is_shared_safely_between_threads(texts):
+    from concurrent.futures import ThreadPoolExecutor
+
+    vec = fit_vectorizer(texts[:50], VocabConfig())
+    vocabulary = vec.get_vocabulary(include_special_tokens=True)
+    cfg = ModelConfig(embedding_dim=8, lstm_units=8, max_length=12, subword_buckets=997)
+    spec = subword_spec(build_encoder(vec.vocabulary_size(), cfg))
+    roomy = QuestionFeaturizer(vocabulary, cfg.max_length, spec)
+    word_lists = [roomy.words(t) for t in texts]
+    want = [roomy.batch(word_lists[i : i + 7], 12) for i in range(0, len(word_lists), 7)]
+    # Room for 5 unseen words: the table empties itself many times over these texts and still gives the same inputs.
+    tight = QuestionFeaturizer(vocabulary, cfg.max_length, spec, unseen_words=5)
+    for start, (ids, sub, lengths) in zip(range(0, len(word_lists), 7), want, strict=True):
+        got = tight.batch(word_lists[start : start + 7], 12)
+        for a, b in zip(got, (ids, sub, lengths), strict=True):
+            np.testing.assert_array_equal(a, b)
+    assert len(roomy.batch(word_lists[:3], 12)[0]) == 3
+    # Threads filling one new table at once (the server's model and search threads) get what one thread gets.
+    shared = QuestionFeaturizer(vocabulary, cfg.max_length, spec)
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda i: shared.batch(word_lists[i : i + 7], 12), range(0, len(word_lists), 7)))
+    for g, w in zip(got, want, strict=True):
+        for a, b in zip(g, w, strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("mask, subwords, bidirectional", [(True, True, True), (False, True, True), (True, False, False),
                                                            (False, False, True)])
 def test_fast_form_equals_the_keras_encoder(texts, mask, subwords, bidirectional):
