@@ -390,3 +390,88 @@ def test_search_with_a_built_index_answers_200_from_it(store_v1_v2, tmp_path):
         hits = r.json()["results"]
         assert [h["id"] for h in hits][0] == 103 and hits[0]["question"] == TEXTS[3]
         assert hits[0]["similarity"] == pytest.approx(1.0, abs=1e-5) and len(hits) == 2
+
+
+# Raw bodies (bytes, content type) that both routes must answer alike: valid ones of every form and awkward JSON,
+# invalid ones that pydantic's JSON parser and Python's json module read differently.
+RAW_BODIES = [
+    (b'{"question1": "How do I learn Python?", "question2": "What is the best way to learn Python?"}', "application/json"),
+    (b'{"pairs": [{"question1": "a b", "question2": "b a"}, {"question1": "why is the sky blue", "question2": "???"}]}',
+     "application/json; charset=utf-8"),
+    ('{"question1": "\u00e9cole na\u00efve \U0001f600", "question2": "\\u00e9cole \\ud83d\\ude00"}'.encode(), "Application/JSON"),
+    (b'{"question1": "x", "question1": "dup key: last wins", "question2": "y"}', "application/json"),
+    (b'  {"question2": "order", "question1": "any"}\n', "application/json"),
+    (b'{"question1": "lone \\ud800 surrogate", "question2": "b"}', "application/json"),
+    (b'\xef\xbb\xbf{"question1": "a", "question2": "b"}', "application/json"),
+    (b'{"question1": "\xff", "question2": "b"}', "application/json"),
+    (b'{"question1": "a", "question2": "b"}', "text/plain"),
+    (b'{"question1": "a", "question2": "b"}', None),
+    (b'{"question1": "a", "question2": NaN}', "application/json"),
+    (b'{"question1": " ", "question2": "b"}', "application/json"),
+    (b'{"pairs": [{"question1": "a", "question2": "b"}], "k": 5.0}', "application/json"),
+    (b'[1, 2]', "application/json"),
+    (b'', "application/json"),
+]
+
+
+def test_direct_route_answers_what_fastapi_answers(store_v1_v2):
+    store = store_v1_v2[0]
+    with (live_server(create_app(_cfg(store))) as direct_url, live_server(create_app(_cfg(store), direct_routes=False)) as plain_url,
+          httpx.Client(timeout=30) as client):
+        for content, media_type in RAW_BODIES:
+            headers = {} if media_type is None else {"content-type": media_type}
+            a = client.post(f"{direct_url}/v1/similarity", content=content, headers=headers)
+            b = client.post(f"{plain_url}/v1/similarity", content=content, headers=headers)
+            assert (a.status_code, a.json()) == (b.status_code, b.json()), content
+            assert a.headers["content-type"] == b.headers["content-type"]
+        assert [client.post(f"{direct_url}/v1/similarity", content=c, headers={"content-type": "application/json"}).status_code
+                for c, _ in RAW_BODIES[:5]] == [200] * 5
+
+
+def test_direct_route_takes_valid_bodies_and_hands_the_rest_to_fastapi_byte_for_byte():
+    from pydantic import BaseModel, ConfigDict
+    from starlette.responses import JSONResponse
+
+    from qdup.serving.http import DirectJsonRoute
+
+    class Body(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        question1: str
+
+    handed: list[bytes] = []
+
+    async def fallback(scope, receive, send):
+        message = await receive()
+        handed.append(message["body"])
+        await JSONResponse({"by": "fastapi"}, status_code=422)(scope, receive, send)
+
+    async def answer(body):
+        return JSONResponse({"by": "direct", "question1": body.question1})
+
+    route = DirectJsonRoute(fallback, "/v1/similarity", Body, answer)
+
+    def call(path: str, chunks: list[bytes], media_type: bytes = b"application/json", method: str = "POST"):
+        sent: list[dict] = []
+        messages = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1} for i, c in enumerate(chunks)]
+
+        async def receive():
+            return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {"type": "http", "path": path, "method": method, "headers": [(b"content-type", media_type)]}
+        asyncio.run(route(scope, receive, send))
+        return sent[1]["body"] if len(sent) > 1 else None
+
+    assert call("/v1/similarity", [b'{"question1":', b' "in two chunks"}']) == b'{"by":"direct","question1":"in two chunks"}'
+    assert handed == []
+    for chunks in ([b'{"question1": 3}'], [b'{"question1": "a", "x": 1}'], [b'{"question1": "lone \\ud800"}']):
+        assert call("/v1/similarity", chunks) == b'{"by":"fastapi"}'
+        assert handed[-1] == b"".join(chunks)
+    # Other paths, methods and media types go to FastAPI untouched (their body still unread).
+    handed.clear()
+    assert call("/v1/search", [b'{"question1": "a"}']) == b'{"by":"fastapi"}'
+    assert call("/v1/similarity", [b'{"question1": "a"}'], media_type=b"text/plain") == b'{"by":"fastapi"}'
+    assert call("/v1/similarity", [b'{"question1": "a"}'], method="PUT") == b'{"by":"fastapi"}'
+    assert handed == [b'{"question1": "a"}'] * 3
