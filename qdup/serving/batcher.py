@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -55,6 +56,18 @@ class BatchStats:
         }
 
 
+async def stop_collector(task: asyncio.Task | None, queue: asyncio.Queue | None) -> None:
+    """Cancel a batcher's collector task, then fail what is still queued (each item has a `future`): shutting down."""
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    while queue is not None and not queue.empty():
+        item = queue.get_nowait()
+        if not item.future.done():
+            item.future.set_exception(RuntimeError("the server is shutting down"))
+
+
 class MicroBatcher:
     """Queue pair requests; one collector gathers them for up to `wait_ms` (or `max_pairs` pairs) into one call.
 
@@ -83,17 +96,8 @@ class MicroBatcher:
         self._task = asyncio.create_task(self._collect(), name="qdup-batcher")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
-        while self._queue is not None and not self._queue.empty():
-            item = self._queue.get_nowait()
-            if not item.future.done():
-                item.future.set_exception(RuntimeError("the server is shutting down"))
+        await stop_collector(self._task, self._queue)
+        self._task = None
         self.executor.shutdown(wait=True)
 
     async def similarity(self, served: ServedModel, q1: list[str], q2: list[str]) -> np.ndarray:
@@ -213,17 +217,8 @@ class SearchBatcher:
         self._task = asyncio.create_task(self._collect(), name="qdup-search-batcher")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
-        while self._queue is not None and not self._queue.empty():
-            item = self._queue.get_nowait()
-            if not item.future.done():
-                item.future.set_exception(RuntimeError("the server is shutting down"))
+        await stop_collector(self._task, self._queue)
+        self._task = None
 
     async def search(self, served: ServedModel, queries: list[str], k: int) -> list[list[dict[str, Any]]]:
         """The hits of each query, searched by `served`'s index together with whatever else is queued."""
