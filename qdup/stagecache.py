@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from qdup import __version__
 from qdup.fileio import atomic_dir, atomic_write_json, file_lock, read_json, sha256_file, sha256_json
 from qdup.log import LogFn
+from qdup.memory import peak_rss_bytes, release_freed_memory, reset_peak_rss
 from qdup.paths import runs_dir
 
 MANIFEST = "stage.json"
@@ -249,10 +250,14 @@ def run_stage(
             return result
         _remove_leftover_temps(final)
         log(f"[{stage}] running (key {key[:12]})")
+        release_freed_memory()
+        peak_known = reset_peak_rss()
         started = dt.datetime.now(dt.UTC)
         with atomic_dir(final) as tmp:
             manifest = build(tmp)
             finished = dt.datetime.now(dt.UTC)
+            # The process's peak while this stage ran (other stages running at the same time included).
+            peak = peak_rss_bytes() if peak_known else None
             atomic_write_json(
                 tmp / MANIFEST,
                 {
@@ -262,9 +267,11 @@ def run_stage(
                     "started": started.isoformat(),
                     "finished": finished.isoformat(),
                     "seconds": round((finished - started).total_seconds(), 3),
+                    "peak_rss_bytes": peak,
                     "manifest": manifest,
                 },
             )
+    release_freed_memory()
     log(f"[{stage}] done in {(finished - started).total_seconds():.1f}s -> {final}")
     seconds = round((finished - started).total_seconds(), 3)
     return StageResult(stage=stage, key=key, path=final, cached=False, manifest=manifest, seconds=seconds)

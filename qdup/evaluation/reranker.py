@@ -76,6 +76,8 @@ DATA_FILES = (MODEL_FILE, TFIDF_VOCAB_FILE, TFIDF_IDF_FILE, BM25_FILE, TREES_FIL
 FILES = (META_FILE, *DATA_FILES)
 # The only types the skops file may hold beyond skops's own defaults (numpy, builtins, scikit-learn estimators
 # it trusts): the fitted trees of a HistGradientBoostingClassifier.
+# Pairs whose features are computed at once (features_and_same): bounds the per-entry temporaries near 300 MB.
+FEATURE_BLOCK = 16_384
 TRUSTED_TYPES = ("sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",)
 FORMAT = "qdup-reranker/2"
 # A /1 reranker has no trees file: its skops file is loaded instead.
@@ -303,6 +305,16 @@ class PairFeaturizer:
         cos = np.asarray(cosine, dtype=np.float64)
         if not (len(q1) == len(q2) == len(cos)):
             raise QdupError(f"reranker features: {len(q1)} question1, {len(q2)} question2 and {len(cos)} cosines")
+        if len(cos) <= FEATURE_BLOCK:
+            return self._block_features(q1, q2, cos)
+        # By blocks of pairs: a pair's features depend on that pair alone, and the per-entry arrays of 60k pairs' TF-IDF
+        # rows took 1.2 GiB at once (memray, the 404,290-row flow's rerank stage).
+        q1, q2 = list(q1), list(q2)
+        parts = [self._block_features(q1[a : a + FEATURE_BLOCK], q2[a : a + FEATURE_BLOCK], cos[a : a + FEATURE_BLOCK])
+                 for a in range(0, len(cos), FEATURE_BLOCK)]
+        return np.concatenate([x for x, _ in parts]), np.concatenate([same for _, same in parts])
+
+    def _block_features(self, q1: Sequence[str], q2: Sequence[str], cos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         n = len(q1)
         out = np.zeros((n, len(FEATURE_NAMES)), dtype=np.float64)
         if not n:

@@ -21,6 +21,8 @@ from qdup.model.features import QuestionFeaturizer, SubwordSpec, bucket_widths
 # 25% faster than 256 (bench.search's build), real-length text alike (bench.inference).
 BATCH_TEXTS = 64
 THREADS_ENV = "QDUP_INFERENCE_THREADS"
+# Distinct texts tokenised, sorted and encoded at a time.
+ENCODE_CHUNK = 32_768
 
 
 def session_options(threads: int | None = None) -> ort.SessionOptions:
@@ -71,11 +73,18 @@ class FastEncoder:
         slot: dict[str, int] = {}
         where = np.fromiter((slot.setdefault(t, len(slot)) for t in texts), dtype=np.int64, count=len(texts))
         distinct = list(slot)
-        words = [self.featurizer.words(t) for t in distinct]
+        out = np.empty((len(distinct), self.dims), dtype=np.float32)
+        # By chunks of texts: the word lists of half a million questions at once took more memory than their vectors.
+        for first in range(0, len(distinct), ENCODE_CHUNK):
+            self._encode_chunk(distinct[first : first + ENCODE_CHUNK], out[first : first + ENCODE_CHUNK], batch_size)
+        # Every text distinct (an index's corpus): `where` is 0..n-1, and a gathered copy would double the memory.
+        return out if len(distinct) == len(where) else out[where]
+
+    def _encode_chunk(self, texts: list[str], out: np.ndarray, batch_size: int) -> None:
+        words = [self.featurizer.words(t) for t in texts]
         max_length = self.featurizer.max_length
         lengths = np.fromiter((max(1, len(w)) for w in words), dtype=np.int64, count=len(words))
         widths = bucket_widths(lengths, max_length) if self.masks_padding else np.full(len(lengths), max_length, dtype=np.int64)
-        out = np.empty((len(distinct), self.dims), dtype=np.float32)
         order = np.lexsort((lengths, widths))
         for width in np.unique(widths):
             members = order[widths[order] == width]
@@ -84,7 +93,6 @@ class FastEncoder:
                 ids, sub, lens = self.featurizer.batch([words[i] for i in idx], int(width))
                 # An encoder that does not mask padding reads every step of its fixed width, as in training.
                 out[idx] = self._run(ids, sub, lens if self.masks_padding else np.full(len(idx), width, dtype=np.int32))
-        return out[where]
 
     def similarity(self, q1: Sequence[str], q2: Sequence[str], batch_size: int = BATCH_TEXTS) -> np.ndarray:
         """Cosine (float32, clipped to [-1, 1]) of each pair; every distinct question is encoded once."""

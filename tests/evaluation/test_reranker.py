@@ -203,6 +203,10 @@ def test_batch_features_equal_the_per_pair_definitions_on_generated_text(monkeyp
         alone, alone_same = f.features_and_same([q1[k]], [q2[k]], cos[k:k + 1])
         assert np.array_equal(alone[0], want[k]) and alone_same[0] == want_same[k]
     assert np.array_equal(np.concatenate([f.features(q1[s:s + 7], q2[s:s + 7], cos[s:s + 7]) for s in range(0, len(q1), 7)]), want)
+    # One call over the block size computes block by block: the same features.
+    monkeypatch.setattr(reranker_module, "FEATURE_BLOCK", 11)
+    blocked, blocked_same = f.features_and_same(q1, q2, cos)
+    assert np.array_equal(blocked, want) and np.array_equal(blocked_same, want_same)
     monkeypatch.setattr(reranker_module, "CACHE_LIMIT", 5)
     fresh = fit_featurizer(train)
     assert np.array_equal(np.concatenate([fresh.features(q1[s:s + 50], q2[s:s + 50], cos[s:s + 50])

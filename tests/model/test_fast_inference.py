@@ -85,6 +85,19 @@ def test_word_table_starts_again_when_full_and_is_shared_safely_between_threads(
             np.testing.assert_array_equal(a, b)
 
 
+def test_encoding_by_chunks_gives_the_same_vectors(texts, monkeypatch):
+    import qdup.model.fast
+
+    vec = fit_vectorizer(texts[:200], VocabConfig())
+    cfg = ModelConfig(embedding_dim=8, lstm_units=8, max_length=12, subword_buckets=509)
+    keras.utils.set_random_seed(2)
+    fast = fast_encoder_from_keras(build_encoder(vec.vocabulary_size(), cfg), vec, cfg.max_length)
+    whole = fast.encode(texts)
+    monkeypatch.setattr(qdup.model.fast, "ENCODE_CHUNK", 7)
+    np.testing.assert_allclose(fast.encode(texts), whole, atol=1e-6)
+    np.testing.assert_allclose(fast.encode(texts[:20] * 2), np.tile(whole[:20], (2, 1)), atol=1e-6)
+
+
 @pytest.mark.parametrize("mask, subwords, bidirectional", [(True, True, True), (False, True, True), (True, False, False),
                                                            (False, False, True)])
 def test_fast_form_equals_the_keras_encoder(texts, mask, subwords, bidirectional):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from qdup.stagecache import run_stage, stage_key
@@ -43,3 +45,29 @@ def test_a_failed_build_leaves_nothing_and_is_retried(qdup_home):
 def test_key_ignores_dict_order_but_not_values():
     assert stage_key("s", {"a": 1, "b": 2}) == stage_key("s", {"b": 2, "a": 1})
     assert stage_key("s", {"a": 1}) != stage_key("t", {"a": 1}) != stage_key("s", {"a": 2})
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's /proc/self/clear_refs")
+def test_each_stage_records_its_own_peak_rss_and_frees_what_it_left(qdup_home):
+    import json
+
+    import numpy as np
+
+    from qdup.memory import peak_rss_bytes
+
+    held = []
+
+    def big(out):
+        block = np.ones(300 * 2**20 // 8)  # 300 MiB, touched
+        held.append(float(block.sum()))
+        return {}
+
+    def small(out):
+        return {}
+
+    first = run_stage("bigstage", {"k": 1}, big, lambda _: None)
+    second = run_stage("smallstage", {"k": 1}, small, lambda _: None)
+    peaks = [json.loads((r.path / "stage.json").read_text())["peak_rss_bytes"] for r in (first, second)]
+    # The big stage's peak holds its 300 MiB; the next stage's peak starts again from what the process holds after it.
+    assert peaks[0] - peaks[1] > 250 * 2**20, peaks
+    assert peak_rss_bytes() < peaks[0]

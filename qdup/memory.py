@@ -1,0 +1,53 @@
+"""Process memory between pipeline stages: freed heap handed back to the OS, and each stage's own peak RSS."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import gc
+import re
+from functools import cache
+from pathlib import Path
+
+STATUS = Path("/proc/self/status")
+CLEAR_REFS = Path("/proc/self/clear_refs")
+
+
+@cache
+def _libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    libc = ctypes.CDLL(name)
+    return libc if hasattr(libc, "malloc_trim") else None  # glibc only
+
+
+def release_freed_memory() -> None:
+    """Collect garbage, then have glibc's malloc return its free pages to the OS.
+
+    The flow runs every stage in one process, on several threads, each with its own malloc arena: what a stage freed
+    stayed in those arenas, so each later stage started from the earlier ones' high-water mark (the 404,290-row flow
+    peaked at 4.4 GiB with 1.5 GiB of it free heap). Python has no call for this; glibc's malloc_trim is the one.
+    """
+    gc.collect()
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
+def reset_peak_rss() -> bool:
+    """Start the process's peak RSS (VmHWM) again from its current RSS (Linux); False where that is not possible."""
+    try:
+        CLEAR_REFS.write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def peak_rss_bytes() -> int | None:
+    """The process's peak RSS (VmHWM) since it started or since `reset_peak_rss`; None off Linux."""
+    try:
+        found = re.search(r"^VmHWM:\s+(\d+) kB", STATUS.read_text(), re.MULTILINE)
+    except OSError:
+        return None
+    return int(found.group(1)) * 1024 if found else None
