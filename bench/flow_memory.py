@@ -1,0 +1,109 @@
+"""Peak memory of the whole retraining flow at full scale: `qdup run` on 404,290 generated rows, every stage.
+
+    python -m bench.flow_memory --out bench/results/flow_memory [--rows 404290] [--epochs 2] [--work DIR]
+
+Generates the data set with `qdup demo-data`, runs `qdup run` once in a fresh home (nothing cached: every stage
+runs, in one process, as a user's run does), and reports the process's peak RSS (wait4's ru_maxrss, what
+`/usr/bin/time -f %M` prints) and each stage's own peak, which the flow records in its stage manifests
+(`peak_rss_bytes`: the process's VmHWM while that stage ran). The issue's target: the whole flow <= 4 GiB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.load.run import git_commit, qdup_command
+from bench.report import FULL_ROWS, GIB, MIB, table
+
+REPO = Path(__file__).resolve().parents[1]
+TARGET_BYTES = 4 * GIB
+STAGES = ("fetch", "validate", "drift", "splits", "vocab", "pretrain", "train", "evaluate", "rerank", "retrieval", "export",
+          "index", "publish")
+
+
+def run_flow(work: Path, rows: int, epochs: int) -> dict[str, Any]:
+    """Generate `rows` rows, run the flow on them in `work/home`; the process's peak RSS and each stage's."""
+    data = work / "demo.tsv"
+    subprocess.run([*qdup_command(), "demo-data", str(data), "--rows", str(rows)], check=True, stdout=subprocess.DEVNULL)
+    home = work / "home"
+    if home.exists():
+        shutil.rmtree(home)
+    env = {**os.environ, "QDUP_HOME": str(home)}
+    cmd = [*qdup_command(), "run", "--source", str(data), "--n-train", "0.75", "--n-test", "0.25", "--epochs", str(epochs)]
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:  # the flow's own progress lines, as they come
+        print(f"  {line.rstrip()}", flush=True)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    seconds = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"bench.flow_memory: `{' '.join(cmd)}` exited {proc.returncode}")
+    stages = {}
+    for stage in STAGES:
+        for manifest in sorted((home / "runs" / "stages" / stage).glob("*/stage.json")):
+            record = json.loads(manifest.read_text())
+            stages[stage] = {"seconds": record["seconds"], "peak_rss_bytes": record.get("peak_rss_bytes")}
+    return {"rows": rows, "epochs": epochs, "command": " ".join(["qdup", *cmd[len(qdup_command()):]]), "seconds": seconds,
+            "peak_rss_bytes": usage.ru_maxrss * 1024, "stages": stages}
+
+
+def render(result: dict[str, Any]) -> str:
+    peak = result["peak_rss_bytes"]
+    lines = [
+        "# Whole-flow memory",
+        "",
+        f"`python -m bench.flow_memory --out {result['out']}` at commit {result['commit']}, {result['machine']}.",
+        "",
+        f"`{result['command']}` on {result['rows']:,} generated rows (`qdup demo-data`), a fresh home: every stage ran, "
+        f"in one process, in {result['seconds']:.0f} s.",
+        "",
+        table(["figure", "target", "measured", "met?"], [[
+            "peak RSS of the whole flow (wait4's ru_maxrss)", "<= 4 GiB", f"{peak / GIB:.2f} GiB",
+            "yes" if peak <= TARGET_BYTES else f"**no** (by {(peak / TARGET_BYTES - 1) * 100:.0f}%)",
+        ]]),
+        "",
+        "Each stage's own peak: the process's VmHWM while the stage ran (the flow resets it as each stage starts, after "
+        "returning the heap freed so far to the OS), from its stage manifest.",
+        "",
+        table(["stage", "seconds", "process peak RSS while it ran"],
+              [[name, f"{s['seconds']:.1f}", "—" if s["peak_rss_bytes"] is None else f"{s['peak_rss_bytes'] / MIB:,.0f} MiB"]
+               for name, s in result["stages"].items()]),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "flow_memory")
+    p.add_argument("--rows", type=int, default=FULL_ROWS)
+    p.add_argument("--epochs", type=int, default=2, help="training epochs (memory does not grow with them)")
+    p.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one, removed)")
+    a = p.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="qdup-flow-memory-") as tmp:
+        work = a.work or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        result = run_flow(work, a.rows, a.epochs)
+    result.update(out=str(a.out.relative_to(REPO) if a.out.is_relative_to(REPO) else a.out), commit=git_commit(),
+                  machine=f"{platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f} after")
+    a.out.mkdir(parents=True, exist_ok=True)
+    (a.out / "flow_memory.json").write_text(json.dumps(result, indent=2) + "\n")
+    (a.out / "flow_memory.md").write_text(render(result))
+    print(render(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,20 @@
+"""bench.flow_memory's report: the verdict against 4 GiB and each stage's peak, from a run's figures."""
+
+from __future__ import annotations
+
+from bench.flow_memory import render
+from bench.report import GIB, MIB
+
+
+def _result(peak_bytes: int) -> dict:
+    return {"out": "bench/results/flow_memory", "commit": "abc", "machine": "x86_64, 2 cores", "rows": 404_290, "epochs": 2,
+            "command": "qdup run --source demo.tsv", "seconds": 400.0, "peak_rss_bytes": peak_bytes,
+            "stages": {"train": {"seconds": 75.5, "peak_rss_bytes": 2900 * MIB}, "index": {"seconds": 35.0, "peak_rss_bytes": None}}}
+
+
+def test_report_says_whether_the_flow_stayed_within_4_gib():
+    within = render(_result(int(3.5 * GIB)))
+    assert "| peak RSS of the whole flow (wait4's ru_maxrss) | <= 4 GiB | 3.50 GiB | yes |" in within
+    over = render(_result(int(4.4 * GIB)))
+    assert "| 4.40 GiB | **no** (by 10%) |" in over
+    assert "| train | 75.5 | 2,900 MiB |" in within and "| index | 35.0 | — |" in within
