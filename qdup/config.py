@@ -204,7 +204,7 @@ class TrainConfig(_Section):
     """Optimisation. The reference course: loss="triplet", epochs=10, learning_rate=0.01, lr_schedule="constant".
 
     The softmax loss at learning rate 0.002 was chosen by calibration ROC-AUC and retrieval validation MRR@10 on the
-    real sample (bench/results/quality); at 0.01 the softmax loss early-stopped after 8 epochs.
+    real sample (bench/results/quality; a higher rate early-stopped after a few epochs).
     """
 
     epochs: int = Field(default=50, gt=0, description="at most; early stopping usually ends training sooner")
@@ -277,8 +277,8 @@ class RerankConfig(_Section):
     Fitted on the calibration split (pairs the encoder neither trained nor early-stopped on); its threshold is
     chosen on out-of-fold calibration scores; test is reported only. The seed is the run's `seed`. The tree
     settings were chosen by out-of-fold calibration ROC-AUC on the real sample (`python -m bench.rerank_tuning`,
-    bench/results/rerank_tuning.md): small, regularised trees (calibration holds ~1,200 pairs); of the two best, within
-    0.0003 of each other, the one with smaller leaves, which still splits on small calibration splits.
+    bench/results/rerank_tuning.md): small, regularised trees (calibration holds about a thousand pairs); of the two
+    best, nearly equal, the one with smaller leaves, which still splits on small calibration splits.
     """
 
     enabled: bool = Field(default=True, description="fit a reranker; it makes the duplicate decision and re-ranks search")
@@ -290,8 +290,8 @@ class RerankConfig(_Section):
     l2_regularization: float = Field(default=5.0, ge=0)
     monotonic: bool = Field(
         default=False,
-        description="the score never falls as a similarity feature (cosines, overlaps, normalised BM25) rises; real sample: "
-        "pair ROC-AUC 0.816 vs 0.824 unconstrained, reranked retrieval MRR@10 0.718 vs 0.693 (one seed)",
+        description="the score never falls as a similarity feature (cosines, overlaps, normalised BM25) rises; off by default "
+        "(compared on the real sample: bench/results/rerank_tuning.md)",
     )
 
 

@@ -216,7 +216,7 @@ class ModelFollower:
         previous = self._current
         self._current = served
         # The loaded model, index and caches are hundreds of thousands of long-lived objects: every full
-        # collection would scan them all (pauses of 0.1-0.4 s measured under load, the p99 of every request).
+        # collection would scan them all (pauses long enough to set the p99 latency under load).
         # Collected once here, then frozen out of the collector's scans; the previous version's objects are
         # unfrozen first so that they can be collected once nothing serves them.
         gc.unfreeze()
