@@ -212,7 +212,7 @@ def _recorded(data: dict[str, Any], key: str) -> Any:
 def provenance(json_path: Path) -> str:
     """Command, commit and machine as the results file recorded them."""
     data = json.loads(json_path.read_text())
-    command = _recorded(data, "command")
+    command = _recorded(data, "command") or _quality_command(data)
     commit = _recorded(data, "commit")
     machine = _recorded(data, "machine")
     lines = [f"Results file `{json_path.relative_to(ROOT)}`:\n"]
@@ -231,6 +231,23 @@ def provenance(json_path: Path) -> str:
         if value:
             lines.append(f"- {key}: {_cell(value)}")
     return "\n".join(lines) + "\n"
+
+
+def _quality_command(data: dict[str, Any]) -> str | None:
+    """bench.quality records its arguments in `meta` rather than a command line: the command they make."""
+    meta = data.get("meta") or {}
+    if "label" not in meta:
+        return None
+    parts = ["python -m bench.quality --out bench/results/quality"]
+    parts += [f"--protocol {p}" for p in ("sample", "larger") if p in data and not {"sample", "larger"} <= set(data)]
+    config = meta.get("config")
+    if config and (ROOT / config).is_file():
+        parts.append(f"--config {config}")
+    elif config:
+        return None  # a configuration the file describes in words: no command line to show
+    if meta["label"] != "defaults":
+        parts.append(f"--label {meta['label']}")
+    return " ".join(parts)
 
 
 LINK = re.compile(r"\[([^\]]+)\]\((?!https?://|#)[^)]+\)")
