@@ -204,7 +204,7 @@ class TrainConfig(_Section):
     """Optimisation. The reference course: loss="triplet", epochs=10, learning_rate=0.01, lr_schedule="constant".
 
     The softmax loss at learning rate 0.002 was chosen by calibration ROC-AUC and retrieval validation MRR@10 on the
-    real sample (bench/results/quality; a higher rate early-stopped after a few epochs).
+    real sample (bench/results/quality); at 0.01 the softmax loss early-stopped after 8 epochs.
     """
 
     epochs: int = Field(default=50, gt=0, description="at most; early stopping usually ends training sooner")
@@ -290,8 +290,8 @@ class RerankConfig(_Section):
     l2_regularization: float = Field(default=5.0, ge=0)
     monotonic: bool = Field(
         default=False,
-        description="the score never falls as a similarity feature (cosines, overlaps, normalised BM25) rises; off by default "
-        "(compared on the real sample: bench/results/rerank_tuning.md)",
+        description="the score never falls as a similarity feature (cosines, overlaps, normalised BM25) rises; real sample: "
+        "pair ROC-AUC 0.816 vs 0.824 unconstrained, reranked retrieval MRR@10 0.718 vs 0.693 (one seed)",
     )
 
 
