@@ -10,7 +10,8 @@ Layers, bottom to top (a module may import its own layer and any layer below it,
     5 serving     qdup/serving     predictor, micro-batching, caches, following a store's alias
     6 registry    qdup/registry    the store, publishing and the gate, lineage, card, reproduction
     7 stages      qdup/stages      one public build_<stage> per pipeline stage
-    8 app         qdup/cli and the HTTP app (qdup/serving/http.py), which wire everything together
+    8 app         qdup/cli and the HTTP app (qdup/serving/http.py and the routes it installs), which wire everything
+                  together
 
 Search sits below serving (the server wraps a version's searcher; search never needs the server), and serving
 below the registry (the server is handed a store and names only the methods it calls, `VersionStore`). No module
@@ -34,8 +35,8 @@ REPO = Path(__file__).resolve().parents[2]
 LAYERS = ("base", "data", "model", "evaluation", "search", "serving", "registry", "stages", "app")
 PACKAGE_LAYERS = {"data": "data", "model": "model", "evaluation": "evaluation", "search": "search", "serving": "serving",
                   "registry": "registry", "stages": "stages", "cli": "app"}
-# Modules whose layer is not their package's.
-MODULE_LAYERS = {"qdup.serving.http": "app"}
+# Modules whose layer is not their package's: the HTTP app and the routes it installs.
+MODULE_LAYERS = {"qdup.serving.http": "app", "qdup.serving.feedback_api": "app"}
 # Only the app layer may import the orchestration packages.
 ORCHESTRATION = ("prefect", "tasks", "flows", "deployments")
 
