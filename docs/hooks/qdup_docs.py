@@ -125,13 +125,15 @@ def _defs_in_order(schema: dict[str, Any], defs: dict[str, Any]) -> list[str]:
 # --- HTTP API -----------------------------------------------------------------------------------------------------
 
 def openapi_schema() -> dict[str, Any]:
-    """The server's own OpenAPI schema, from the app `qdup serve-model` runs (nothing is loaded or served)."""
-    from qdup.serving.follower import ModelFollower
+    """The server's own OpenAPI schema, from the app `qdup serve-model` runs, over an empty store in a temporary
+    folder: the app is built, never started, so nothing is loaded or served."""
+    import tempfile
+
     from qdup.serving.http import create_app
     from qdup.serving.settings import ServeConfig
 
-    # The follower only touches its store once started, and the schema needs no model.
-    return create_app(ServeConfig(), follower=ModelFollower(None, "production")).openapi()
+    with tempfile.TemporaryDirectory(prefix="qdup-docs-") as store:
+        return create_app(ServeConfig(store=store)).openapi()
 
 
 def _body_schema(content: dict[str, Any]) -> dict[str, Any] | None:
