@@ -31,6 +31,7 @@ def cmd_serve_model(args: argparse.Namespace) -> int:
         max_question_chars=args.max_question_chars,
         batch_wait_ms=args.batch_wait_ms,
         poll_s=args.poll_s,
+        probe_attempts=args.probe_attempts,
         encoding_cache_mb=args.encoding_cache_mb,
         inference_threads=args.inference_threads,
         tf_intra_op_threads=args.tf_intra_op_threads,
@@ -41,7 +42,7 @@ def cmd_serve_model(args: argparse.Namespace) -> int:
     # Serving's pools, before the first model runs (TensorFlow fixes its pools then).
     threads = apply_serving_threads(cfg)
     logging.getLogger("qdup.serving").info("thread pools: %s", threads)
-    follower = ModelFollower(store, cfg.model, cfg.poll_s)
+    follower = ModelFollower(store, cfg.model, cfg.poll_s, probe_attempts=cfg.probe_attempts)
     # Load before listening: a reference that cannot be served is one clear error, not a server that never gets ready.
     served = follower.load_initial()
     where = f"http://{cfg.host}:{cfg.port}/"
@@ -71,6 +72,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-wait-ms", type=float, default=d.batch_wait_ms,
                    help="how long a request waits for others to share a model call (default: %(default)s)")
     p.add_argument("--poll-s", type=float, default=d.poll_s, help="seconds between checks of the alias (default: %(default)s)")
+    p.add_argument("--probe-attempts", type=int, default=d.probe_attempts,
+                   help="loads of a version whose probe pairs fail before it is refused (default: %(default)s)")
     p.add_argument("--encoding-cache-mb", type=float, default=d.encoding_cache_mb,
                    help="memory for question encodings kept across requests, per version, LRU; 0 disables (default: %(default)s)")
     p.add_argument("--inference-threads", type=int, default=d.inference_threads,

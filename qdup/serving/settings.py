@@ -26,6 +26,11 @@ class ServeConfig(BaseModel):
     )
     max_microbatch_pairs: int = Field(default=1024, ge=1, description="pairs the micro-batcher puts into one model call")
     poll_s: float = Field(default=5.0, gt=0, description="how often the alias is checked for a move")
+    probe_attempts: int = Field(
+        default=3, ge=1,
+        description="loads of a version whose probe pairs fail before it is refused for good (tried again after a backoff "
+                    "that doubles from poll_s); a version whose files fail their hashes or a safe_mode load is refused at once",
+    )
     probe_timeout_s: float = Field(default=10.0, gt=0, description="/readyz's limit for its probe pair")
     encoding_cache_mb: float = Field(
         default=64.0, ge=0, description="memory for question encodings kept across requests (per version, LRU); 0 disables"

@@ -288,7 +288,7 @@ def test_a_version_of_generated_data_says_so_in_its_manifest_card_and_summary(qd
 
 def test_model_endpoint_says_when_the_data_was_generated(tmp_path):
     from qdup.serving.batcher import MicroBatcher
-    from qdup.serving.follower import ModelFollower, ServedModel
+    from qdup.serving.follower import FollowerState, ModelFollower, ServedModel
     from qdup.serving.http import model_facts
     from qdup.serving.settings import ServeConfig
 
@@ -298,5 +298,5 @@ def test_model_endpoint_says_when_the_data_was_generated(tmp_path):
     for dataset, expected in (({"sha256": "ab" * 32}, None),
                               ({"sha256": "ab" * 32, "generated": {"generator": "qdup demo-data"}}, "qdup demo-data")):
         served = ServedModel(version, None, 0.5, {"dataset": dataset}, None)  # type: ignore[arg-type]
-        facts = model_facts(follower, served, MicroBatcher(cfg.batch_wait_ms, cfg.max_microbatch_pairs), cfg)
+        facts = model_facts(follower, FollowerState(current=served), MicroBatcher(cfg.batch_wait_ms, cfg.max_microbatch_pairs), cfg)
         assert facts["dataset_generated_by"] == expected
