@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from pathlib import Path
 
 import pytest
 
-from qdup.stagecache import run_stage, stage_key
+from qdup.stagecache import MANIFEST, installed_version, library_versions, run_stage, stage_key
 
 
 def _build(calls):
@@ -71,3 +73,82 @@ def test_each_stage_records_its_own_peak_rss_and_frees_what_it_left(qdup_home):
     # The big stage's peak holds its 300 MiB; the next stage's peak starts again from what the process holds after it.
     assert peaks[0] - peaks[1] > 250 * 2**20, peaks
     assert peak_rss_bytes() < peaks[0]
+
+
+def _nested_build(calls):
+    def build(out):
+        calls.append(out)
+        (out / "x.txt").write_text("x")
+        (out / "model").mkdir()
+        (out / "model" / "weights.bin").write_bytes(bytes(range(256)))
+        return {"n": len(calls)}
+
+    return build
+
+
+class Records(logging.Handler):
+    def __init__(self):
+        super().__init__(level=logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def stage_warnings():
+    """WARNING records of qdup.stagecache, caught at its own logger (whatever its parents' handlers)."""
+    logger, handler = logging.getLogger("qdup.stagecache"), Records()
+    logger.addHandler(handler)
+    try:
+        yield lambda: [r.getMessage() for r in handler.records]
+    finally:
+        logger.removeHandler(handler)
+
+
+@pytest.mark.parametrize("damage", ["edited", "truncated", "missing"])
+def test_a_damaged_output_is_rebuilt_with_a_warning_naming_it(qdup_home, stage_warnings, damage):
+    calls, logs = [], []
+    first = run_stage("demo", {"k": damage}, _nested_build(calls), logs.append)
+    recorded = json.loads((first.path / MANIFEST).read_text())["outputs"]
+    assert sorted(recorded) == ["model/weights.bin", "x.txt"]
+    assert run_stage("demo", {"k": damage}, _nested_build(calls), logs.append).cached and stage_warnings() == []
+    weights = first.path / "model" / "weights.bin"
+    if damage == "edited":  # same size, other bytes
+        weights.write_bytes(bytes(reversed(range(256))))
+    elif damage == "truncated":
+        weights.write_bytes(weights.read_bytes()[:10])
+    else:
+        weights.unlink()
+    again = run_stage("demo", {"k": damage}, _nested_build(calls), logs.append)
+    assert not again.cached and len(calls) == 2 and again.path == first.path
+    assert weights.read_bytes() == bytes(range(256)) and again.manifest == {"n": 2}
+    [warning] = stage_warnings()
+    assert warning.startswith("[demo] ") and str(weights) in warning and "rebuilding" in warning
+    # Nothing of the damaged folder is left beside the rebuilt one.
+    assert sorted(p.name for p in first.path.parent.iterdir()) == [first.path.name, first.path.name + ".lock"]
+    assert run_stage("demo", {"k": damage}, _nested_build(calls), logs.append).cached and len(calls) == 2
+
+
+def test_a_folder_without_output_hashes_is_rebuilt(qdup_home, stage_warnings):
+    calls = []
+    first = run_stage("demo", {"k": 1}, _build(calls), lambda _: None)
+    record = json.loads((first.path / MANIFEST).read_text())
+    del record["outputs"]  # as a stage.json written before outputs were recorded
+    (first.path / MANIFEST).write_text(json.dumps(record))
+    again = run_stage("demo", {"k": 1}, _build(calls), lambda _: None)
+    assert not again.cached and len(calls) == 2
+    [warning] = stage_warnings()
+    assert str(first.path / MANIFEST) in warning and "no output hashes" in warning
+    assert "outputs" in json.loads((again.path / MANIFEST).read_text())
+
+
+def test_library_versions_come_from_what_a_stage_imports():
+    export = library_versions("qdup.stages.export", "tasks.export")
+    for distribution in ("onnx", "onnxruntime", "pyfarmhash", "tensorflow", "keras", "scikit-learn", "numpy"):
+        assert export[distribution] == installed_version(distribution) is not None
+    validate = library_versions("qdup.stages.validate", "tasks.validate")
+    assert "great_expectations" in validate and "pandas" in validate
+    assert not {"tensorflow", "keras", "onnxruntime", "faiss-cpu"} & set(validate)
+    # Neither the project's own packages nor the standard library count as libraries.
+    assert not {"qdup", "tasks", "flows", "json", "pathlib"} & set(export)
