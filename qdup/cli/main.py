@@ -103,7 +103,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     check_source(config.fetch.source)
     from qdup.cli.progress import run_with_progress
 
-    outputs = run_with_progress(config, verbose=args.verbose, debug=args.debug)
+    outputs = run_with_progress(config, verbose=args.verbose, debug=args.debug, quiet=args.quiet)
     print("outputs:")
     for name, path in outputs.items():
         print(f"  {name:<10} {path}")
@@ -293,6 +293,8 @@ def make_parser() -> argparse.ArgumentParser:
     run.add_argument("--epochs", type=int, help="most training epochs (early stopping may end sooner; default 50)")
     run.add_argument("--seed", type=int, help="seed of every random choice (default 42)")
     run.add_argument("--config", help="JSON file with RetrainConfig fields; flags override it")
+    run.add_argument("--quiet", action="store_true",
+                     help="the stage lines only, without the warnings shown under them (the run's log keeps them)")
 
     predict = add_command(sub, "predict", "score a question pair, or a TSV of pairs, with a published version", [
         'qdup predict "How do I learn Python?" "What is the best way to learn Python?"',

@@ -262,7 +262,7 @@ def _verified_or_discarded(cache_root: Path, sha256: str, log: Callable[[str], N
     if problem is None:
         return None
     damaged = f"cached dataset {cache_root / sha256 / DATA_NAME} is damaged ({problem})"
-    log(f"fetch: WARNING: {damaged}; fetching it again")
+    log(f"WARNING: fetch: {damaged}; fetching it again")
     _discard(cache_root / sha256)
     return damaged
 

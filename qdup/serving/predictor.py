@@ -7,6 +7,7 @@ export with a pair reranker, iff the reranker's score (a probability) >= the rer
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -16,7 +17,6 @@ import numpy as np
 from qdup.errors import QdupError
 from qdup.evaluation.reranker import Reranker, has_reranker, load_reranker
 from qdup.fileio import atomic_write_bytes, read_json, sha256_file
-from qdup.log import get_logger
 
 INFERENCE_FILE = "inference.keras"
 ENCODER_FILE = "encoder.keras"
@@ -25,7 +25,8 @@ FAST_FILE = "encoder.onnx"
 THRESHOLD_FILE = "threshold.json"
 VOCAB_FILE = "vocabulary.txt"
 
-log = get_logger(__name__)
+# Propagates: under `qdup run` a fallback's warning reaches the stage display (qdup.cli.progress).
+log = logging.getLogger(__name__)
 
 # Pairs the export checks itself on (the saved model must agree with the training-time path), and the server probes a version with.
 PROBE_PAIRS = (

@@ -183,21 +183,37 @@ def test_stage_lines_show_epochs_validation_loss_and_time_left():
     progress.emit(_record("[fetch] unchanged inputs and parameters: skipping, reusing /x", "fetch"))
     progress.emit(_record("[vocab] running (key 123)", "vocabulary"))
     progress.emit(_record("[vocab] done in 2.0s -> /y", "vocabulary"))
+    progress.emit(_record("[drift] running (key def)", "drift"))
+    progress.emit(_record("[drift] WARNING: drift: 2 of 7 drift expectations failed (warning only)\nmore", "drift", logging.WARNING))
+    progress.emit(_record("[drift] done in 1.0s -> /w", "drift"))
     progress.emit(_record("[train] running (key abc)", "train"))
     progress.emit(_record("epoch 1/10 loss=4.0000 val_loss=3.5000 (10.0s)", "train"))
     progress.emit(_record("epoch 2/10 loss=3.0000 val_loss=3.2500 (20.0s)", "train"))
-    progress.emit(_record("[drift] 2 of 7 drift expectations failed", "drift", logging.WARNING))
     progress.emit(_record("Task run failed with exception: ValueError('x')\nTraceback ...", "train", logging.ERROR))
     progress.emit(_record("tensorflow: 5 out of the last 7 calls triggered tf.function retracing", None, logging.WARNING,
                           "tensorflow"))
     lines = progress.render().plain.splitlines()
     assert lines[0] == "✓ fetch      reused (unchanged inputs)"
     assert lines[1].startswith("✓ vocab      done in ")
+    # The warning of a stage goes under its line; Prefect's traceback and a library's advice stay out.
+    assert lines[2:4] == ["✓ drift      done in 0s", "  ! drift: 2 of 7 drift expectations failed (warning only)"]
+    assert console.printed == []
     # 8 epochs left at 15 s each: at most 2 minutes (early stopping may end sooner).
-    assert re.fullmatch(r"… train      running \d+s  epoch 2/10  val loss 3\.2500  at most ~(2m00s|1m5\ds) left", lines[2])
-    assert console.printed == ["drift: 2 of 7 drift expectations failed"]
+    assert re.fullmatch(r"… train      running \d+s  epoch 2/10  val loss 3\.2500  at most ~(2m00s|1m5\ds) left", lines[4])
+    # A library's own warning while one stage runs is that stage's.
+    progress.emit(_record("fitting it in memory now", None, logging.WARNING, "qdup.search"))
+    assert progress.render().plain.splitlines()[5:] == ["  ! fitting it in memory now"]
     progress.emit(_record("Finished in state Failed('boom')", "train"))
-    assert progress.render().plain.splitlines()[2].startswith("✗ train      failed after ")
+    assert progress.render().plain.splitlines()[4].startswith("✗ train      failed after ")
+
+
+def test_quiet_keeps_the_stage_lines_and_drops_the_warnings():
+    console = _Console()
+    progress = StageProgress(console, live=False, warnings=False)
+    progress.emit(_record("[fetch] running (key abc)", "fetch"))
+    progress.emit(_record("[fetch] WARNING: fetch: cached dataset /c/data.tsv is damaged", "fetch", logging.WARNING))
+    progress.emit(_record("[fetch] done in 1.0s -> /z", "fetch"))
+    assert len(console.printed) == 1 and console.printed[0].startswith("✓ fetch      done in ")
 
 
 def test_off_a_terminal_each_stage_line_is_printed_once_when_it_ends():
