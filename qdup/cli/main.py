@@ -12,7 +12,17 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from qdup.cli.common import STORE_HELP, Parser, add_command, add_model_option, open_store, resolve_version, settle_model
+from qdup.cli.common import (
+    STORE_HELP,
+    Parser,
+    add_command,
+    add_model_option,
+    export_folder,
+    open_store,
+    require_extra,
+    resolve_version,
+    settle_model,
+)
 from qdup.config import STAGES, RetrainConfig, load_config_file
 from qdup.errors import QdupError
 from qdup.runtime import VERBOSE, apply_tf_thread_defaults
@@ -96,9 +106,34 @@ def check_source(source: str) -> None:
         raise QdupError(f"--source {source}: not a file (a TSV in the Quora release's format is expected)")
     if not os.access(path, os.R_OK):
         raise QdupError(f"--source {source}: not readable by this user; check its permissions")
+    check_header(path)
+
+
+def check_header(path: Path) -> None:
+    """The first line of a local TSV names every column of the release: a file without `is_duplicate` answers at once,
+    naming the file, not its copy in the cache. Anything that is not plain text is left to the validate stage's
+    contract, which names what it is (binary data, an HTML page, an empty file)."""
+    from qdup.data.columns import COLUMNS
+
+    with open(path, "rb") as f:
+        head = f.readline(64 * 1024)
+    try:
+        header = head.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError:
+        return
+    if not header or "\x00" in header or header.lstrip().startswith("<"):
+        return
+    missing = [c for c in COLUMNS if c not in header.split("\t")]
+    if missing:
+        what = f"column {missing[0]!r}" if len(missing) == 1 else "columns " + ", ".join(repr(c) for c in missing)
+        shown = ", ".join(header.split("\t"))
+        shown = shown if len(shown) <= 120 else shown[:117] + "..."
+        raise QdupError(f"--source {path}: no {what} (its first line names: {shown}); a training TSV has the tab-separated "
+                        f"columns {' '.join(COLUMNS)}: fix it, then: qdup run --source {path}")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    require_extra("pipeline", "run")
     config = build_config(args)  # before the slow imports: a bad config fails at once
     check_source(config.fetch.source)
     from qdup.cli.progress import run_with_progress
@@ -116,8 +151,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def resolve_model_path(text: str, store_url: str | None = None) -> Path:
     """An export folder, a folder holding one (`model/`), or a version id or alias in the store."""
     path = Path(text).expanduser()
-    if (path / "model" / "inference.keras").is_file():
-        return path / "model"
+    if (folder := export_folder(text)) is not None:
+        return folder
     if path.exists():
         return path
     if "/" not in text:
@@ -152,14 +187,29 @@ def cmd_predict(args: argparse.Namespace) -> int:
     elif len(args.questions) != 2:
         raise QdupError(f'give exactly two questions (got {len(args.questions)}): qdup predict "Q1?" "Q2?", '
                         "or --pairs FILE.tsv --out FILE.parquet")
-    # The version is found (and its files checked) before the model loads: a wrong name answers at once.
+    else:
+        for i, question in enumerate(args.questions, start=1):
+            if not question.strip():
+                raise QdupError(f'question {i} is empty; give two questions: qdup predict "How do I learn Python?" '
+                                '"What is the best way to learn Python?"')
+    # The version is found (and its files checked), and the pairs file read, before the model loads: a wrong name or
+    # a bad file answers at once.
     model_path = resolve_model_path(args.model, args.store)
+    pairs = None
+    if args.pairs:
+        from qdup.serving.questions import read_pairs
+
+        try:
+            pairs = read_pairs(Path(args.pairs))
+        except QdupError as exc:
+            raise QdupError(f"{exc}; fix it, then: qdup predict --pairs {args.pairs} --out {args.out}") from None
     from qdup.serving.predictor import load_inference, score_file
 
     predictor = load_inference(model_path)
     if args.pairs:
         with progress_bar("scoring") as update:
-            info = score_file(predictor, Path(args.pairs), Path(args.out), chunk_size=args.chunk_size, progress=update)
+            info = score_file(predictor, Path(args.pairs), Path(args.out), chunk_size=args.chunk_size, progress=update,
+                              pairs=pairs)
         if args.json:
             print(json.dumps(info, default=str))
         else:
@@ -251,6 +301,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    require_extra("pipeline", "serve")
     # The file is checked before Prefect is imported, so that a typo fails in a moment.
     config = RetrainConfig.model_validate(load_config_file(args.config)) if args.config else None
     from deployments.retrain import serve
