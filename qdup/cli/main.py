@@ -144,7 +144,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"  {name:<10} {path}")
     from qdup.cli.progress import summary_line
 
-    print(summary_line(outputs))
+    aliases = None
+    if outputs.get("version") and outputs.get("published") != "true":  # an identical version: is it production?
+        from qdup.registry.store import ArtifactStore
+
+        aliases = ArtifactStore(config.publish.store_url, registry_url=config.publish.registry_url).aliases_of(outputs["version"])
+    print(summary_line(outputs, aliases))
     return 0
 
 

@@ -209,17 +209,24 @@ def run_with_progress(config: RetrainConfig, *, verbose: bool = False, debug: bo
         # the run, and that line is not the user's business either.
 
 
-def summary_line(outputs: dict[str, str]) -> str:
-    """One line: what the run published, its test ROC-AUC beside the baseline's, and whether the data was generated."""
+def summary_line(outputs: dict[str, str], aliases: list[str] | None = None) -> str:
+    """One line: what the run published (or which published version it matches, and whether that one is production:
+    `aliases` are its aliases now), its test ROC-AUC beside the baseline's, and whether the data was generated."""
     from qdup.data.generated import generated_record
     from qdup.fileio import read_json
 
     record = read_json(Path(outputs["run_record"]))
     stages = record.get("stages") or {}
-    if outputs.get("version"):
-        head = f"version {outputs['version']}"
-        head += " published" if outputs.get("published") == "true" else " (identical to a published one)"
+    version = outputs.get("version")
+    if version and outputs.get("published") == "true":
+        head = f"version {version} published"
         head += ", promoted to production" if outputs.get("promoted") == "true" else ", not promoted"
+    elif version:
+        same = f"version {version} has this run's data, parameters and code"
+        if "production" in (aliases or []):
+            head = f"{same} and is production already: nothing new to publish"
+        else:
+            head = f"{same} (published before, not production): nothing new to publish; to serve it: qdup promote -m {version}"
     else:
         head = f"stopped after {record.get('stages_done', ['?'])[-1]} (nothing published)"
     metrics = ((stages.get("evaluate") or {}).get("manifest") or {}).get("metrics") or {}

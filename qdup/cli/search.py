@@ -192,6 +192,31 @@ def _score_label(kind: str) -> str:
     return {"cosine": "cosine", "bm25": "BM25", "rrf": "RRF score", "weighted": "weighted score", "reranker": "reranker"}[kind]
 
 
+def _columns(kind: str, duplicate_by: str) -> list[tuple[str, str, str]]:
+    """(header, row key, number format) of each score column: the ranking score as `score (kind)`, then the cosine and
+    the reranker's score when they are other scores (each score named once)."""
+    label = f"score ({ {'bm25': 'BM25', 'rrf': 'RRF'}.get(kind, kind)})"
+    columns = [(label, "score", ".4f")]
+    if kind != "cosine":
+        columns.append(("cosine", "similarity", ".3f"))
+    if duplicate_by == "reranker_score" and kind != "reranker":
+        columns.append(("reranker", "reranker_score", ".4f"))
+    return columns
+
+
+def table_header(kind: str, duplicate_by: str) -> str:
+    """The header of `qdup search`'s table."""
+    scores = "  ".join(f"{name:>{max(len(name), 8)}}" for name, _, _ in _columns(kind, duplicate_by))
+    return f"{'rank':>4}  {scores}  {'duplicate':<9}  question"
+
+
+def table_row(row: dict[str, Any], kind: str, duplicate_by: str) -> str:
+    """One hit as a row of `qdup search`'s table, its columns under `table_header`'s."""
+    scores = "  ".join(f"{row[key]:>{max(len(name), 8)}{fmt}}" for name, key, fmt in _columns(kind, duplicate_by))
+    mark = "DUPLICATE" if row["duplicate"] else "-"
+    return f"{row['rank']:>4}  {scores}  {mark:<9}  {row['question']}  (id {row['id']})"
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     if args.k < 1:
         raise QdupError(f"-k: must be >= 1, got {args.k}")
@@ -256,14 +281,9 @@ def cmd_search(args: argparse.Namespace) -> int:
         by = "similarity (encoder cosine)" if rule["by"] == "similarity" else "reranker score"
         print(f"version {searcher.index.model_version}, {method} ranking: hits ordered by their {_score_label(kind)}; "
               f"duplicate when {by} >= {rule['threshold']:.4f}")
-        width = max(len(_score_label(kind)), 6)
-        # The reranker's score beside the cosine when it decides duplicates (and is not already the ranking score).
-        rr = rule["by"] == "reranker_score" and kind != "reranker"
-        print(f"{'rank':>4}  {_score_label(kind):>{width}}  {'cosine':>6}  {'reranker  ' if rr else ''}{'duplicate':<9}  question")
+        print(table_header(kind, rule["by"]))
         for r in rows:
-            mark = "DUPLICATE" if r["duplicate"] else "-"
-            extra = f"{r['reranker_score']:>8.4f}  " if rr else ""
-            print(f"{r['rank']:>4}  {r['score']:>{width}.4f}  {r['similarity']:>6.3f}  {extra}{mark:<9}  {r['question']}  (id {r['id']})")
+            print(table_row(r, kind, rule["by"]))
     return 0
 
 
