@@ -79,12 +79,15 @@ def require_extra(extra: str, command: str) -> None:
 
 
 def bind_port(host: str, port: int, command: str) -> socket.socket:
-    """A socket bound to host:port (not yet listening), made before a model loads so that a busy port answers at
-    once; the server then listens on it. Bound here rather than by uvicorn, which exits without a message we own."""
+    """A socket listening on host:port, made before a model loads so that a busy port answers at once; the server
+    accepts on it once loaded (a client connecting meanwhile waits in the backlog). Bound here rather than by uvicorn,
+    which exits without a message we own; listening at once, since two sockets with SO_REUSEADDR may both bind a port
+    that nothing listens on yet."""
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
+        sock.listen(2048)  # uvicorn's default backlog
     except OSError as exc:
         sock.close()
         raise QdupError(f"--port {port}: cannot listen on {host}:{port} ({exc.strerror or exc}); another server holds it? "
