@@ -9,16 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from qdup.cli.common import (
-    STORE_HELP,
-    add_command,
-    add_model_option,
-    export_folder,
-    open_store,
-    require_extra,
-    resolve_version,
-    settle_model,
-)
+from qdup.cli.common import STORE_HELP, add_command, add_model_option, export_folder, open_store, require_extra, resolve_version, settle_model
 from qdup.errors import ConfigError, QdupError
 from qdup.search.locations import find_index_dir, late_index_dir
 

@@ -5,17 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from qdup.cli.common import (
-    STORE_HELP,
-    add_command,
-    add_model_option,
-    bind_port,
-    open_store,
-    port,
-    require_extra,
-    resolve_version,
-    settle_model,
-)
+from qdup.cli.common import STORE_HELP, add_command, add_model_option, bind_port, open_store, port, require_extra, resolve_version, settle_model
 
 
 def cmd_serve_model(args: argparse.Namespace) -> int:
