@@ -79,6 +79,7 @@ MISTAKES = {
 
 @pytest.mark.parametrize("argv, advice", MISTAKES.values(), ids=MISTAKES.keys())
 def test_a_mistake_is_one_line_with_exit_2_before_tensorflow_or_prefect_start(tmp_path, argv, advice):
+    _published(tmp_path)  # a store with a version: "nope" is an unknown one (an empty store says how to make the first)
     done = _probe(tmp_path, *argv)
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
