@@ -148,9 +148,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
             if not question.strip():
                 raise QdupError(f'question {i} is empty; give two questions: qdup predict "How do I learn Python?" '
                                 '"What is the best way to learn Python?"')
-    # The version is found (and its files checked), and the pairs file read, before the model loads: a wrong name or
-    # a bad file answers at once.
-    model_path = resolve_model_path(args.model, args.store)
+    # The pairs file is read, and the version found (its files checked), before the model loads: a bad file or a
+    # wrong name answers at once.
     pairs = None
     if args.pairs:
         from qdup.serving.questions import read_pairs
@@ -159,6 +158,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             pairs = read_pairs(Path(args.pairs))
         except QdupError as exc:
             raise QdupError(f"{exc}; fix it, then: qdup predict --pairs {args.pairs} --out {args.out}") from None
+    model_path = resolve_model_path(args.model, args.store)
     from qdup.serving.predictor import load_inference, score_file
 
     predictor = load_inference(model_path)

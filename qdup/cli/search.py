@@ -34,15 +34,20 @@ def _model(args: argparse.Namespace) -> tuple[str | None, Path, Path]:
     return version, version_dir / "model", version_dir
 
 
-def _index_dir(args: argparse.Namespace, version: str | None, where: Path) -> Path:
-    """The index folder to search: --index (which must hold one), else the version's own; checked before any load."""
+def _check_index_option(args: argparse.Namespace) -> None:
+    """--index names a folder holding an index: checked first, before the store opens."""
     from qdup.search.locations import MANIFEST
+
+    if args.index and not (Path(args.index) / MANIFEST).is_file():
+        build = f"qdup index build --model {settle_model(args)}" + (" --questions FILE.tsv" if export_folder(args.model) else "")
+        raise QdupError(f"--index {args.index}: no question index there ({MANIFEST} is missing); build one: {build} --index {args.index}")
+
+
+def _index_dir(args: argparse.Namespace, version: str | None, where: Path) -> Path:
+    """The index folder to search: --index (checked by `_check_index_option`), else the version's own; found before any load."""
 
     build = f"qdup index build --model {args.model}" + (" --questions FILE.tsv" if version is None else "")
     if args.index:
-        if not (Path(args.index) / MANIFEST).is_file():
-            raise QdupError(f"--index {args.index}: no question index there ({MANIFEST} is missing); build one: "
-                            f"{build} --index {args.index}")
         return Path(args.index)
     found = find_index_dir(where)
     if found is None:
@@ -133,6 +138,7 @@ def _load(args: argparse.Namespace, timings: dict[str, float] | None = None):
     timings = {} if timings is None else timings
     t0 = time.perf_counter()
     # Before the slow imports: a wrong name, or a folder without an index, answers at once.
+    _check_index_option(args)
     version, model_dir, where = _model(args)
     index_dir = _index_dir(args, version, where)
     timings["resolve version"] = time.perf_counter() - t0
@@ -154,6 +160,7 @@ def _load(args: argparse.Namespace, timings: dict[str, float] | None = None):
 
 def _index_location(args: argparse.Namespace) -> tuple[str | None, Path, Path]:
     """(version, index folder, model folder) of --model, as absolute paths that Dask workers on shared storage can read."""
+    _check_index_option(args)
     version, model_dir, where = _model(args)
     return version, _index_dir(args, version, where).resolve(), model_dir.resolve()
 

@@ -34,14 +34,32 @@ def check_questions(values: Sequence[Any], name: str) -> list[str]:
     return items
 
 
+def _check_columns(pairs_tsv: Path, columns: list[str]) -> None:
+    for col in PAIR_COLUMNS:
+        if col not in columns:
+            raise QdupError(f"{pairs_tsv} has no {col!r} column (its columns: {', '.join(columns)}); "
+                            "its first line must name question1 and question2, tab-separated")
+
+
+def _check_pairs_header(pairs_tsv: Path) -> None:
+    """The header's columns, read with the standard library: a file without question2 answers before pandas loads."""
+    import csv
+
+    with open(pairs_tsv, newline="", encoding="utf-8", errors="replace") as f:
+        header = next(csv.reader(f, delimiter="\t"), None)
+    if header:
+        _check_columns(pairs_tsv, header)
+
+
 def read_pairs(pairs_tsv: Path):
     """A TSV of pairs (columns question1, question2, optional id) as a DataFrame, every row checked; QdupError names
     the file and its missing column, or the row and line of its first empty question."""
-    import pandas as pd
-
     pairs_tsv = Path(pairs_tsv)
     if not pairs_tsv.is_file():
         raise QdupError(f"pairs file not found: {pairs_tsv}")
+    _check_pairs_header(pairs_tsv)
+    import pandas as pd
+
     # Questions stay text as written: no NA inference ("NA", "null" are questions too); an empty
     # cell reads as "" and is then rejected by name.
     try:
@@ -50,10 +68,7 @@ def read_pairs(pairs_tsv: Path):
         raise QdupError(f"{pairs_tsv} is not a readable TSV: {e}") from e
     except pd.errors.EmptyDataError:
         raise QdupError(f"{pairs_tsv} is empty (no header line)") from None
-    for col in PAIR_COLUMNS:
-        if col not in df.columns:
-            raise QdupError(f"{pairs_tsv} has no {col!r} column (its columns: {', '.join(map(str, df.columns))}); "
-                            "its first line must name question1 and question2, tab-separated")
+    _check_columns(pairs_tsv, [str(c) for c in df.columns])
     for col in PAIR_COLUMNS:
         bad = first_invalid(df[col].tolist())
         if bad is not None:
