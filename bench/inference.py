@@ -101,11 +101,11 @@ def runtimes(model_dir: Path, texts: list[str], batch: int, single: int, threads
     import onnxruntime as ort
     import tensorflow as tf
 
+    from qdup.model.exported import read_export_meta
     from qdup.model.fast import FastEncoder, featurizer_for, session_options
     from qdup.model.network import encoder_masks_padding, load_saved_model
     from qdup.model.onnx_export import encoder_to_onnx
     from qdup.model.vocabulary_file import read_vocabulary
-    from qdup.serving.predictor import read_export_meta
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     meta = read_export_meta(model_dir)

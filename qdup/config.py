@@ -277,8 +277,8 @@ class RerankConfig(_Section):
     Fitted on the calibration split (pairs the encoder neither trained nor early-stopped on); its threshold is
     chosen on out-of-fold calibration scores; test is reported only. The seed is the run's `seed`. The tree
     settings were chosen by out-of-fold calibration ROC-AUC on the real sample (`python -m bench.rerank_tuning`,
-    bench/results/rerank_tuning.md): small, regularised trees (calibration holds ~1,200 pairs); of the two best, within
-    0.0003 of each other, the one with smaller leaves, which still splits on small calibration splits.
+    bench/results/rerank_tuning.md): small, regularised trees (calibration holds about a thousand pairs); of the two
+    best, nearly equal, the one with smaller leaves, which still splits on small calibration splits.
     """
 
     enabled: bool = Field(default=True, description="fit a reranker; it makes the duplicate decision and re-ranks search")

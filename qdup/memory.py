@@ -27,8 +27,8 @@ def release_freed_memory() -> None:
     """Collect garbage, then have glibc's malloc return its free pages to the OS.
 
     The flow runs every stage in one process, on several threads, each with its own malloc arena: what a stage freed
-    stayed in those arenas, so each later stage started from the earlier ones' high-water mark (the 404,290-row flow
-    peaked at 4.4 GiB with 1.5 GiB of it free heap). Python has no call for this; glibc's malloc_trim is the one.
+    stayed in those arenas, so each later stage started from the earlier ones' high-water mark (at full size, much of
+    the flow's peak was free heap). Python has no call for this; glibc's malloc_trim is the one.
     Arrow's memory pool, likewise, is asked to release what it holds unused.
     """
     gc.collect()

@@ -24,8 +24,8 @@ def tf_thread_defaults(cpus: int) -> dict[str, str]:
 
     Every training step has independent branches (the two questions through the shared encoder,
     the LSTM's two directions) made of small matrix products: on 2 cores, running two branches at
-    once on one thread each beat TensorFlow's default (one pool of all cores per op) by 13-20%
-    (README, Performance).
+    once on one thread each beat TensorFlow's default (one pool of all cores per op) in the training
+    benchmark (docs/pipeline/inference.md).
     """
     if cpus < 1:
         raise ValueError(f"cpus must be >= 1, got {cpus}")

@@ -103,7 +103,7 @@ def open_store(args: argparse.Namespace):
     return ArtifactStore(args.store)
 
 
-# The file every export folder holds (qdup.serving.predictor.THRESHOLD_FILE; named here to keep that module's imports out).
+# The file every export folder holds (qdup.model.exported.THRESHOLD_FILE; named here to keep that module's imports out).
 EXPORT_MARKER = "threshold.json"
 FIRST_RUN = "qdup demo-data demo.tsv --rows 20000 && qdup run --source demo.tsv --n-train 0.75 --n-test 0.25"
 

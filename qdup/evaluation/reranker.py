@@ -115,9 +115,9 @@ class BoostingParams:
 
 
 # The trees are fitted on a few thousand pairs and score a few hundred per query: OpenMP threads cost more than they
-# save there (18x slower fits measured on 2 busy cores; scoring several times slower: bench.rerank_speed's
+# save there (fits and scoring are many times slower with the default threads: bench.rerank_speed's
 # trees_default_threads), and the results do not depend on the thread count. One controller for the process: building
-# one scans every loaded library (3-5 ms, more than scoring a small batch); it is built on first use, after this
+# one scans every loaded library (milliseconds, more than scoring a small batch); it is built on first use, after this
 # module's import loaded scikit-learn's OpenMP.
 @functools.cache
 def _controller() -> ThreadpoolController:
@@ -307,8 +307,8 @@ class PairFeaturizer:
             raise QdupError(f"reranker features: {len(q1)} question1, {len(q2)} question2 and {len(cos)} cosines")
         if len(cos) <= FEATURE_BLOCK:
             return self._block_features(q1, q2, cos)
-        # By blocks of pairs: a pair's features depend on that pair alone, and the per-entry arrays of 60k pairs' TF-IDF
-        # rows took 1.2 GiB at once (memray, the 404,290-row flow's rerank stage).
+        # By blocks of pairs: a pair's features depend on that pair alone, and the per-entry arrays of every pair's
+        # TF-IDF rows at once set the rerank stage's peak memory at full size (memray).
         q1, q2 = list(q1), list(q2)
         parts = [self._block_features(q1[a : a + FEATURE_BLOCK], q2[a : a + FEATURE_BLOCK], cos[a : a + FEATURE_BLOCK])
                  for a in range(0, len(cos), FEATURE_BLOCK)]
@@ -474,8 +474,8 @@ SMALL_BATCH = 128
 class SmallBatchTrees:
     """A fitted binary HistGradientBoostingClassifier's trees as flat arrays, walked for every tree and row at once.
 
-    Hand-written because scikit-learn's predict walks the trees one Python call each (about 1 ms for 100 trees
-    whatever the batch, more than the features of a small batch cost); this takes a few numpy operations per tree
+    Hand-written because scikit-learn's predict walks the trees one Python call each (a cost per tree whatever the
+    batch, more than the features of a small batch cost); this takes a few numpy operations per tree
     level. It reads the fitted model's `_predictors` and `_baseline_prediction` and repeats its arithmetic (a NaN goes
     the side `missing_go_to_left` says, else left iff value <= threshold; the leaf values added to the baseline one
     tree after another; expit), so it gives predict_proba's probabilities bit for bit (tests compare them).

@@ -17,8 +17,8 @@ import onnxruntime as ort
 from qdup.errors import QdupError
 from qdup.model.features import QuestionFeaturizer, SubwordSpec, bucket_widths
 
-# Texts per runtime call: the LSTM's per-step state of 64 texts stays in cache; 64 ran 538k generated questions
-# 25% faster than 256 (bench.search's build), real-length text alike (bench.inference).
+# Texts per runtime call: the LSTM's per-step state of 64 texts stays in the CPU's cache, so 64 encodes faster than
+# larger calls (bench.search's index build; bench.inference for real-length text).
 BATCH_TEXTS = 64
 THREADS_ENV = "QDUP_INFERENCE_THREADS"
 # Distinct texts tokenised, sorted and encoded at a time.

@@ -22,7 +22,9 @@ import fsspec
 import sqlalchemy as sa
 from fsspec.implementations.local import LocalFileSystem
 
-from qdup.errors import ConfigError, QdupError
+# StoreError and TamperedVersionError live in qdup.errors so that the server can catch them without importing the
+# registry (a layer above it); they are part of this module's interface.
+from qdup.errors import ConfigError, StoreError, TamperedVersionError
 from qdup.fileio import sha256_file
 from qdup.paths import qdup_home, store_dir, validate_name
 
@@ -36,10 +38,6 @@ _SQLITE_BUSY_TIMEOUT_MS = 120_000
 # One PostgreSQL advisory lock serialises every alias move of a registry ("qdup" in ASCII).
 _PG_LOCK_KEY = 0x71647570
 _ANY = object()
-
-
-class StoreError(QdupError):
-    """A store operation was refused: unknown version or alias, or an attempt to overwrite."""
 
 
 def _one_line(error: BaseException) -> str:
@@ -88,15 +86,6 @@ class StagedVersion:
 
     version: str
     manifest_sha256: str
-
-
-class TamperedVersionError(StoreError):
-    """A version's files no longer match the sha256 its manifest recorded at publish."""
-
-    def __init__(self, version: str, problems: list[str]):
-        self.version, self.problems = version, list(problems)
-        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
-        super().__init__(f"version {version} is damaged and was not used: {shown} (run `qdup verify {version}`)")
 
 
 def new_version_id(now: dt.datetime | None = None) -> str:

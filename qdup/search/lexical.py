@@ -215,8 +215,8 @@ def rerank_candidates(
     """The run's candidates (union of dense and lexical top-k) reordered by `rerank(query texts, candidate texts, cosines)`."""
     cands = run["candidates"]
     scores = np.full(cands.shape, -np.inf, dtype=np.float64)
-    # By blocks of queries: the pairs' texts and features of 17k queries x 200 candidates at once would take gigabytes,
-    # and even 512 queries' 100k pairs held 1.4 GiB of character n-gram entries (memray, 404,290-row flow).
+    # By blocks of queries: the pairs' texts and features of every query's candidates at once would take gigabytes,
+    # and even a few hundred queries' pairs held over a gigabyte of character n-gram entries at full size (memray).
     for a in range(0, len(cands), RERANK_BLOCK):
         rows, cols = np.nonzero(cands[a : a + RERANK_BLOCK] >= 0)
         rows = rows + a

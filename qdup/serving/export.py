@@ -18,13 +18,14 @@ from qdup.evaluation.reranker import META_FILE as RERANKER_META
 from qdup.evaluation.reranker import load_reranker
 from qdup.fileio import atomic_dir, atomic_write_bytes, atomic_write_json, read_json, sha256_file
 from qdup.model.encode import KerasPairEncoder, encode_keras
+from qdup.model.exported import ENCODER_FILE, FAST_FILE, INFERENCE_FILE, THRESHOLD_FILE, VOCAB_FILE
 from qdup.model.fast import FastEncoder
 from qdup.model.features import QuestionFeaturizer
 from qdup.model.network import build_inference_model, encoder_masks_padding
 from qdup.model.onnx_export import encoder_to_onnx, subword_spec
 from qdup.model.vocab import write_vocabulary
 from qdup.model.vocabulary_file import read_vocabulary
-from qdup.serving.predictor import ENCODER_FILE, FAST_FILE, INFERENCE_FILE, PROBE_PAIRS, THRESHOLD_FILE, VOCAB_FILE
+from qdup.serving.predictor import PROBE_PAIRS
 
 PROBE_ATOL = 1e-5
 

@@ -12,12 +12,11 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from qdup.errors import QdupError
-from qdup.registry.store import ArtifactStore, TamperedVersionError
+from qdup.errors import QdupError, TamperedVersionError
 from qdup.serving.predictor import PROBE_PAIRS, Predictor, load_inference
 from qdup.serving.searcher import Searcher, load_searcher
 
@@ -28,7 +27,20 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
-def version_dir(store: ArtifactStore, version: str) -> Path:
+class VersionStore(Protocol):
+    """What the server needs of a store (`qdup.registry.store.ArtifactStore`, which the app layer passes in): serving
+    sits below the registry, so it names the store's methods rather than importing it."""
+
+    def resolve(self, ref: str) -> str: ...
+
+    def manifest(self, version: str) -> dict[str, Any]: ...
+
+    def open_version(self, ref: str) -> Path: ...
+
+    def aliases_of(self, version: str) -> list[str]: ...
+
+
+def version_dir(store: VersionStore, version: str) -> Path:
     """The local folder of a version, every file checked against its manifest's sha256 (the one
     place the server opens the store): a damaged version is refused before anything is loaded."""
     return store.open_version(version)
@@ -90,7 +102,7 @@ class VersionRefused(QdupError):
         self.version, self.kind, self.message = version, kind, message
 
 
-def load_served(store: ArtifactStore, version: str) -> ServedModel:
+def load_served(store: VersionStore, version: str) -> ServedModel:
     """Load a version's exported model and index and verify them.
 
     Raises VersionRefused when the version itself is at fault; anything else (the store or its
@@ -129,10 +141,10 @@ class ModelFollower:
 
     def __init__(
         self,
-        store: ArtifactStore,
+        store: VersionStore,
         ref: str,
         poll_s: float = 5.0,
-        loader: Callable[[ArtifactStore, str], ServedModel] = load_served,
+        loader: Callable[[VersionStore, str], ServedModel] = load_served,
         retry_s: float | None = None,
         max_retry_s: float = 300.0,
     ):
@@ -204,7 +216,7 @@ class ModelFollower:
         previous = self._current
         self._current = served
         # The loaded model, index and caches are hundreds of thousands of long-lived objects: every full
-        # collection would scan them all (pauses of 0.1-0.4 s measured under load, the p99 of every request).
+        # collection would scan them all (pauses long enough to set the p99 latency under load).
         # Collected once here, then frozen out of the collector's scans; the previous version's objects are
         # unfrozen first so that they can be collected once nothing serves them.
         gc.unfreeze()
