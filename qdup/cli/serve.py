@@ -5,14 +5,16 @@ from __future__ import annotations
 import argparse
 import logging
 
-from qdup.cli.common import STORE_HELP, add_command, add_model_option, open_store, port, resolve_version, settle_model
+from qdup.cli.common import STORE_HELP, add_command, add_model_option, bind_port, open_store, port, require_extra, resolve_version, settle_model
 
 
 def cmd_serve_model(args: argparse.Namespace) -> int:
     settle_model(args)
-    # The reference is resolved before the server starts: a wrong name answers at once.
+    require_extra("serve", "serve-model")
+    # The reference is resolved and the port bound before the model loads: a wrong name or a busy port answers at once.
     store = open_store(args)
     resolve_version(store, args.model)
+    sock = bind_port(args.host, args.port, "serve-model")
     import uvicorn
 
     from qdup.serving.follower import ModelFollower
@@ -21,6 +23,8 @@ def cmd_serve_model(args: argparse.Namespace) -> int:
     from qdup.serving.threads import apply_serving_threads
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    # faiss logs at INFO each CPU variant it tries to load (with the ModuleNotFoundError of the missing ones).
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     cfg = ServeConfig(
         model=args.model,
         store=args.store,
@@ -47,9 +51,10 @@ def cmd_serve_model(args: argparse.Namespace) -> int:
     served = follower.load_initial()
     where = f"http://{cfg.host}:{cfg.port}/"
     print(f"serving {cfg.model} = {served.version} (threshold {served.threshold:.4f}) on {where}", flush=True)
-    uvicorn.run(
+    server = uvicorn.Server(uvicorn.Config(
         create_app(cfg, follower), host=cfg.host, port=cfg.port, log_level="info", access_log=args.access_log, loop="uvloop", http="httptools"
-    )
+    ))
+    server.run(sockets=[sock])
     return 0
 
 
