@@ -9,7 +9,6 @@ import functools
 import hashlib
 import importlib.metadata
 import json
-import logging
 import os
 import shutil
 import sys
@@ -21,13 +20,11 @@ from pydantic import BaseModel
 
 from qdup import __version__
 from qdup.fileio import atomic_dir, atomic_write_json, file_lock, read_json, sha256_file, sha256_json
-from qdup.log import LogFn
+from qdup.log import WARNING_MARK, LogFn
 from qdup.memory import peak_rss_bytes, release_freed_memory, reset_peak_rss
 from qdup.paths import runs_dir
 
 MANIFEST = "stage.json"
-# Warnings (a damaged stage output rebuilt) go to the run's log records at WARNING, which the terminal shows.
-logger = logging.getLogger(__name__)
 
 
 class StageResult(BaseModel):
@@ -262,13 +259,13 @@ def _reused(stage: str, key: str, final: Path, log: LogFn) -> StageResult:
     return StageResult(stage=stage, key=key, path=final, cached=True, manifest=record["manifest"], seconds=record.get("seconds"))
 
 
-def _remove_damaged(stage: str, final: Path, why: str) -> None:
+def _remove_damaged(stage: str, final: Path, why: str, log: LogFn) -> None:
     """Move a damaged stage folder out of the way (named like a leftover temp, then removed), warning with the reason.
 
     Only called with the key's lock held; a reader of the old folder keeps its open files (the folder is renamed,
     then removed), and the rebuild takes the final name.
     """
-    logger.warning("[%s] stage output not reused: %s; rebuilding it", stage, why)
+    log(f"[{stage}] {WARNING_MARK}stage output not reused: {why}; rebuilding it")
     aside = final.with_name(f".{final.name}.damaged-{os.getpid()}.tmp")
     os.rename(final, aside)
     shutil.rmtree(aside, ignore_errors=True)
@@ -299,7 +296,7 @@ def run_stage(
         if (final / MANIFEST).is_file():  # finished, maybe by the run this one waited for
             if (why := damage(final)) is None:
                 return _reused(stage, key, final, log)
-            _remove_damaged(stage, final, why)
+            _remove_damaged(stage, final, why, log)
         _remove_leftover_temps(final)
         log(f"[{stage}] running (key {key[:12]})")
         release_freed_memory()

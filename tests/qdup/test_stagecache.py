@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from qdup.log import is_warning, warning_text
 from qdup.stagecache import MANIFEST, installed_version, library_versions, run_stage, stage_key
 
 
@@ -86,33 +87,18 @@ def _nested_build(calls):
     return build
 
 
-class Records(logging.Handler):
-    def __init__(self):
-        super().__init__(level=logging.WARNING)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-@pytest.fixture
-def stage_warnings():
-    """WARNING records of qdup.stagecache, caught at its own logger (whatever its parents' handlers)."""
-    logger, handler = logging.getLogger("qdup.stagecache"), Records()
-    logger.addHandler(handler)
-    try:
-        yield lambda: [r.getMessage() for r in handler.records]
-    finally:
-        logger.removeHandler(handler)
+def warnings_in(logs: list[str]) -> list[str]:
+    """The lines a stage's log marked as warnings (what the terminal shows under the stage line)."""
+    return [warning_text(line) for line in logs if is_warning(line)]
 
 
 @pytest.mark.parametrize("damage", ["edited", "truncated", "missing"])
-def test_a_damaged_output_is_rebuilt_with_a_warning_naming_it(qdup_home, stage_warnings, damage):
+def test_a_damaged_output_is_rebuilt_with_a_warning_naming_it(qdup_home, damage):
     calls, logs = [], []
     first = run_stage("demo", {"k": damage}, _nested_build(calls), logs.append)
     recorded = json.loads((first.path / MANIFEST).read_text())["outputs"]
     assert sorted(recorded) == ["model/weights.bin", "x.txt"]
-    assert run_stage("demo", {"k": damage}, _nested_build(calls), logs.append).cached and stage_warnings() == []
+    assert run_stage("demo", {"k": damage}, _nested_build(calls), logs.append).cached and warnings_in(logs) == []
     weights = first.path / "model" / "weights.bin"
     if damage == "edited":  # same size, other bytes
         weights.write_bytes(bytes(reversed(range(256))))
@@ -123,22 +109,22 @@ def test_a_damaged_output_is_rebuilt_with_a_warning_naming_it(qdup_home, stage_w
     again = run_stage("demo", {"k": damage}, _nested_build(calls), logs.append)
     assert not again.cached and len(calls) == 2 and again.path == first.path
     assert weights.read_bytes() == bytes(range(256)) and again.manifest == {"n": 2}
-    [warning] = stage_warnings()
-    assert warning.startswith("[demo] ") and str(weights) in warning and "rebuilding" in warning
+    [warning] = warnings_in(logs)
+    assert warning.startswith("stage output not reused: ") and str(weights) in warning and "rebuilding" in warning
     # Nothing of the damaged folder is left beside the rebuilt one.
     assert sorted(p.name for p in first.path.parent.iterdir()) == [first.path.name, first.path.name + ".lock"]
     assert run_stage("demo", {"k": damage}, _nested_build(calls), logs.append).cached and len(calls) == 2
 
 
-def test_a_folder_without_output_hashes_is_rebuilt(qdup_home, stage_warnings):
-    calls = []
-    first = run_stage("demo", {"k": 1}, _build(calls), lambda _: None)
+def test_a_folder_without_output_hashes_is_rebuilt(qdup_home):
+    calls, logs = [], []
+    first = run_stage("demo", {"k": 1}, _build(calls), logs.append)
     record = json.loads((first.path / MANIFEST).read_text())
     del record["outputs"]  # as a stage.json written before outputs were recorded
     (first.path / MANIFEST).write_text(json.dumps(record))
-    again = run_stage("demo", {"k": 1}, _build(calls), lambda _: None)
+    again = run_stage("demo", {"k": 1}, _build(calls), logs.append)
     assert not again.cached and len(calls) == 2
-    [warning] = stage_warnings()
+    [warning] = warnings_in(logs)
     assert str(first.path / MANIFEST) in warning and "no output hashes" in warning
     assert "outputs" in json.loads((again.path / MANIFEST).read_text())
 
