@@ -1,0 +1,193 @@
+"""People's judgements of pairs (duplicate or not), kept append-only in the store's registry database.
+
+One table, `qdup_feedback`, beside the registry's versions and aliases (SQLite by default, PostgreSQL
+where the registry is): when, which served version the person saw, the two texts, the label, where it
+came from (the page or the API), an optional note and an order-independent hash of the normalised pair.
+Rows are only ever inserted; `append` returns once its transaction is committed, so an acknowledged
+judgement survives the process.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import unicodedata
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+
+from qdup.errors import ConfigError
+from qdup.registry.store import _PG_LOCK_KEY, ArtifactStore, RegistryUnavailable, _engine, _one_line, _redacted
+
+LABELS: tuple[str, ...] = ("duplicate", "not_duplicate")
+SOURCES: tuple[str, ...] = ("page", "api")
+COLUMNS: tuple[str, ...] = ("id", "at", "version", "question1", "question2", "label", "source", "note", "pair_sha256")
+
+_META = sa.MetaData()
+T_FEEDBACK = sa.Table(
+    "qdup_feedback",
+    _META,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.String(40), nullable=False, index=True),
+    sa.Column("version", sa.String(64), nullable=False, index=True),
+    sa.Column("question1", sa.Text, nullable=False),
+    sa.Column("question2", sa.Text, nullable=False),
+    sa.Column("label", sa.String(16), nullable=False),
+    sa.Column("source", sa.String(8), nullable=False),
+    sa.Column("note", sa.Text, nullable=True),
+    sa.Column("pair_sha256", sa.String(64), nullable=False, index=True),
+)
+# Registries whose feedback table this process has created or found: (registry URL, pid).
+_READY: set[tuple[str, int]] = set()
+
+
+def normalise(text: str) -> str:
+    """The form a pair is hashed in: Unicode NFKC, case-folded, runs of whitespace as one space, trimmed."""
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+
+
+def pair_sha256(question1: str, question2: str) -> str:
+    """The same hash for (a, b) and (b, a), and for texts that differ only in case or spacing."""
+    return hashlib.sha256(json.dumps(sorted((normalise(question1), normalise(question2)))).encode()).hexdigest()
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
+
+
+def parse_since(text: str) -> str:
+    """A date (2026-12-01) or ISO time, as the UTC ISO string rows are compared with; ConfigError otherwise."""
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"--since {text!r}: expected a date or ISO time, e.g. 2026-12-01 or 2026-12-01T08:00:00Z") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return when.astimezone(dt.UTC).isoformat(timespec="microseconds")
+
+
+class FeedbackLog:
+    """The feedback table of one store's registry: append rows, read them back, count them."""
+
+    def __init__(self, store: ArtifactStore):
+        self.store = store
+        self.url = store.registry_url
+        self._is_pg = sa.engine.make_url(self.url).get_backend_name() == "postgresql"
+
+    def _fail(self, exc: sa.exc.OperationalError) -> RegistryUnavailable:
+        return RegistryUnavailable(f"registry {_redacted(self.url)} of store {self.store.url}: {_one_line(exc.orig or exc)}")
+
+    def _ensure_table(self) -> None:
+        key = (self.url, os.getpid())
+        if key in _READY:
+            return
+        self.store.versions()  # the registry's own schema first (it may import a legacy store)
+        try:
+            with _engine(self.url).connect() as conn:
+                conn = conn.execution_options(qdup_write=True)
+                with conn.begin():
+                    if self._is_pg:
+                        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_LOCK_KEY)))
+                    _META.create_all(conn, checkfirst=True)
+        except sa.exc.OperationalError as exc:
+            raise self._fail(exc) from exc
+        _READY.add(key)
+
+    def append(self, rows: Sequence[dict[str, Any]]) -> list[int]:
+        """Insert rows (version, question1, question2, label, source, note) in one committed transaction; their ids.
+
+        `at` and `pair_sha256` are filled in here. Returns only after the commit: a caller that
+        acknowledges after this call never acknowledges a row that can be lost with the process.
+        """
+        self._ensure_table()
+        at = now_iso()
+        values = [
+            {
+                "at": at, "version": r["version"], "question1": r["question1"], "question2": r["question2"],
+                "label": r["label"], "source": r["source"], "note": r.get("note"),
+                "pair_sha256": pair_sha256(r["question1"], r["question2"]),
+            }
+            for r in rows
+        ]
+        try:
+            with _engine(self.url).connect() as conn:
+                # SQLite: BEGIN IMMEDIATE, the write lock up front (see the store's engine); no alias lock on PostgreSQL.
+                conn = conn.execution_options(qdup_write=True)
+                with conn.begin():
+                    return [conn.execute(sa.insert(T_FEEDBACK).values(**v).returning(T_FEEDBACK.c.id)).scalar_one() for v in values]
+        except sa.exc.OperationalError as exc:
+            raise self._fail(exc) from exc
+
+    def _select(self, *columns, since: str | None = None, version: str | None = None):
+        query = sa.select(*columns)
+        if since is not None:
+            query = query.where(T_FEEDBACK.c.at >= since)
+        if version is not None:
+            query = query.where(T_FEEDBACK.c.version == version)
+        return query
+
+    def _read(self, query) -> list[Any]:
+        self._ensure_table()
+        try:
+            with _engine(self.url).connect() as conn, conn.begin():
+                return list(conn.execute(query))
+        except sa.exc.OperationalError as exc:
+            raise self._fail(exc) from exc
+
+    def frame(self, since: str | None = None, version: str | None = None) -> pd.DataFrame:
+        """Every row (at or after `since`, of `version`), oldest first, with the columns of COLUMNS."""
+        cols = [T_FEEDBACK.c[name] for name in COLUMNS]
+        rows = self._read(self._select(*cols, since=since, version=version).order_by(T_FEEDBACK.c.id))
+        frame = pd.DataFrame([tuple(r) for r in rows], columns=list(COLUMNS))
+        return frame.astype({"id": "int64"}) if len(frame) else frame.astype({"id": "int64", **{c: "object" for c in COLUMNS[1:]}})
+
+    def count(self) -> int:
+        return int(self._read(sa.select(sa.func.count()).select_from(T_FEEDBACK))[0][0])
+
+    def counts(self, since: str | None = None) -> dict[str, dict[str, int]]:
+        """Rows by version and label: {version: {"duplicate": n, "not_duplicate": m}}."""
+        query = self._select(T_FEEDBACK.c.version, T_FEEDBACK.c.label, sa.func.count(), since=since)
+        out: dict[str, dict[str, int]] = {}
+        for version, label, n in self._read(query.group_by(T_FEEDBACK.c.version, T_FEEDBACK.c.label)):
+            out.setdefault(version, dict.fromkeys(LABELS, 0))[label] = int(n)
+        return dict(sorted(out.items()))
+
+
+def promoted_at(store: ArtifactStore, version: str) -> str | None:
+    """When production last moved to `version` (None: never), from the alias history."""
+    moves = [e["at"] for e in store.history() if e["alias"] == "production" and e["to"] == version]
+    return moves[-1] if moves else None
+
+
+def pair_groups(frame: pd.DataFrame) -> Any:
+    """Each row's connected component in the graph of normalised questions (rows sharing a question, directly or
+    through others, are one group): the units a cluster bootstrap draws."""
+    from qdup.data.splits import question_components
+
+    codes, _ = pd.factorize(pd.concat([frame["question1"], frame["question2"]]).map(normalise))
+    n = len(frame)
+    return question_components(codes[:n], codes[n:])
+
+
+def agreement(frame: pd.DataFrame, duplicate: Sequence[bool], *, resamples: int = 1000, seed: int = 0,
+              level: float = 0.95) -> dict[str, Any]:
+    """The share of rows whose label the served decision (`duplicate`, one per row) agrees with, with a cluster-bootstrap
+    percentile interval (whole groups of rows sharing a question resampled; `qdup.evaluation.bootstrap`)."""
+    import numpy as np
+
+    from qdup.evaluation.bootstrap import bootstrap_intervals
+
+    n = len(frame)
+    if n == 0:
+        return {"n": 0, "agreement": None, "low": None, "high": None, "level": level, "groups": 0}
+    y = (frame["label"].to_numpy() == "duplicate").astype(np.int8)
+    # The decision as a score of 1 or 0 at threshold 0.5: the bootstrap's accuracy is then the agreement.
+    scores = np.asarray(duplicate, dtype=np.float64)
+    got = bootstrap_intervals(y, scores, 0.5, resamples=resamples, seed=seed, level=level, groups=pair_groups(frame))
+    acc = got["metrics"]["accuracy"]
+    return {"n": n, "agreement": acc["estimate"], "low": acc["low"], "high": acc["high"], "level": level,
+            "groups": got["groups"], "resamples": resamples, "seed": seed, "method": got["method"]}
