@@ -109,7 +109,7 @@ class FeedbackLog:
             {
                 "at": at, "version": r["version"], "question1": r["question1"], "question2": r["question2"],
                 "label": r["label"], "source": r["source"], "note": r.get("note"),
-                "pair_sha256": pair_sha256(r["question1"], r["question2"]),
+                "pair_sha256": r.get("pair_sha256") or pair_sha256(r["question1"], r["question2"]),
             }
             for r in rows
         ]
@@ -187,6 +187,8 @@ def agreement(frame: pd.DataFrame, duplicate: Sequence[bool], *, resamples: int 
     y = (frame["label"].to_numpy() == "duplicate").astype(np.int8)
     # The decision as a score of 1 or 0 at threshold 0.5: the bootstrap's accuracy is then the agreement.
     scores = np.asarray(duplicate, dtype=np.float64)
+    if n < 2:  # a bootstrap needs two rows: the estimate alone
+        return {"n": n, "agreement": float((scores[0] >= 0.5) == y[0]), "low": None, "high": None, "level": level, "groups": 1}
     got = bootstrap_intervals(y, scores, 0.5, resamples=resamples, seed=seed, level=level, groups=pair_groups(frame))
     acc = got["metrics"]["accuracy"]
     return {"n": n, "agreement": acc["estimate"], "low": acc["low"], "high": acc["high"], "level": level,

@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from qdup.registry.store import ArtifactStore
 from qdup.serving.batcher import MicroBatcher, SearchBatcher
 from qdup.serving.cache import EncodingCache
+from qdup.serving.feedback_api import install_feedback
 from qdup.serving.follower import ModelFollower, ServedModel
 from qdup.serving.metrics import RequestMetrics, ServerMetrics
 from qdup.serving.settings import ServeConfig
@@ -264,6 +265,7 @@ def request_models(cfg: ServeConfig) -> dict[str, Any]:
         "SearchBody": SearchBody,
         "PairsRequest": PairsRequest,
         "QuestionsRequest": QuestionsRequest,
+        "Question": Question,
     }
 
 
@@ -366,6 +368,7 @@ def create_app(cfg: ServeConfig, follower: ModelFollower | None = None, direct_r
             await batcher.stop()
             await searches.stop()
             search_executor.shutdown(wait=True)
+            app.state.feedback["writer"].close()
 
     app = FastAPI(
         title="qdup",
@@ -446,7 +449,14 @@ def create_app(cfg: ServeConfig, follower: ModelFollower | None = None, direct_r
     @app.get("/v1/model", summary="The served version: id, aliases, threshold, test metrics, dataset, switches")
     async def model() -> dict[str, Any]:
         served = follower.current
-        return await run_in_threadpool(model_facts, follower, served, batcher, cfg, app.state.threads)
+        facts = await run_in_threadpool(model_facts, follower, served, batcher, cfg, app.state.threads)
+        facts["feedback"] = {"token_required": cfg.feedback_token is not None}
+        if served is not None:
+            try:
+                facts["feedback"] |= await app.state.feedback["live"].block(served, batcher)
+            except Exception as exc:  # the registry is unreadable right now; the model still answers
+                facts["feedback"]["error"] = f"{type(exc).__name__}: {exc}"
+        return facts
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus() -> Response:
@@ -472,6 +482,8 @@ def create_app(cfg: ServeConfig, follower: ModelFollower | None = None, direct_r
             problem = {"error": f"probe failed: {type(exc).__name__}: {exc}", "version": served.version}
             return JSONResponse(problem, status_code=503)
         return {"status": "ready", "version": served.version, "probe_similarity": float(sims[0])}
+
+    install_feedback(app, cfg, follower, batcher, models["Question"])
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
