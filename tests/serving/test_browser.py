@@ -87,10 +87,20 @@ class WebDriver:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             text = self.text(css)
-            if text.strip():
+            if text.strip() and text.strip() != "\u2026":  # "…": the page's placeholder while it loads
                 return text
             time.sleep(0.1)
         raise TimeoutError(f"{css} shows no text after {timeout_s} s")
+
+    def wait_done(self, css: str, busy: str, timeout_s: float = 30.0) -> str:
+        """The text of `css` once it shows something other than `busy` (a request in flight)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            text = self.wait_text(css, timeout_s)
+            if text != busy:
+                return text
+            time.sleep(0.1)
+        raise TimeoutError(f"{css} still shows {busy!r} after {timeout_s} s")
 
     def screenshot(self, path: Path) -> None:
         path.write_bytes(base64.b64decode(self._s("GET", "/screenshot")))
@@ -199,3 +209,42 @@ def test_the_page_lists_hits_by_the_score_that_ranked_them(tmp_path, tiny_export
             assert browser.has(item, ".dupmark") is hit["duplicate"] is (hit["similarity"] >= expected["duplicate_threshold"])
         assert shown == sorted(shown, reverse=True) and shown == pytest.approx([h["score"] for h in expected["results"]], abs=1e-4)
         browser.screenshot(artifacts_dir() / "serve-search.png")
+
+
+def test_a_person_rejects_one_hit_and_confirms_another_and_both_are_stored(tmp_path, tiny_exports, browser):
+    """✗ on the first hit, ✓ on the second, ✓ on the pair answer: three rows in the store with source=page, the version
+    that answered, the query and each hit's text; the page shows what was recorded."""
+    from qdup.cli.main import main as cli_main
+    from qdup.registry.feedback import FeedbackLog
+    from tests.serving.conftest import TEXTS
+
+    store, v1, _ = make_store(tmp_path / "store", tiny_exports)
+    questions = tmp_path / "questions.tsv"
+    questions.write_text("id\tquestion\n" + "".join(f"{100 + i}\t{t}\n" for i, t in enumerate(TEXTS)))
+    assert cli_main(["index", "build", "--model", v1, "--store", store.url, "--questions", str(questions)]) == 0
+    app = create_app(ServeConfig(store=store.url, poll_s=1.0))
+    with live_server(app) as url:
+        browser.get(url + "/")
+        assert browser.wait_text("#model-version") == v1
+        browser.type("#query", "how can i learn python")
+        browser.click("#search")
+        browser.wait_text("#search-note")
+        first, second = browser.text("#hits li:nth-child(1) .question"), browser.text("#hits li:nth-child(2) .question")
+        browser.click("#hits li:nth-child(1) .fb-no")
+        assert browser.wait_done("#hits li:nth-child(1) .fb-status", "recording\u2026").startswith("recorded: not a duplicate (#")
+        browser.click("#hits li:nth-child(2) .fb-yes")
+        assert browser.wait_done("#hits li:nth-child(2) .fb-status", "recording\u2026").startswith("recorded: duplicate (#")
+        browser.type("#question1", "How do I learn Python?")
+        browser.type("#question2", "What is the best way to learn Python?")
+        browser.click("#compare")
+        browser.wait_text("#similarity")
+        browser.click("#pair-feedback .fb-yes")
+        assert browser.wait_done("#pair-feedback .fb-status", "recording\u2026") == f"recorded: duplicate (#3, {v1})"
+        browser.screenshot(artifacts_dir() / "serve-feedback.png")
+    rows = FeedbackLog(store).frame()
+    got = rows[["question1", "question2", "label", "source", "version"]].values.tolist()
+    assert got == [
+        ["how can i learn python", first, "not_duplicate", "page", v1],
+        ["how can i learn python", second, "duplicate", "page", v1],
+        ["How do I learn Python?", "What is the best way to learn Python?", "duplicate", "page", v1],
+    ]
