@@ -8,7 +8,6 @@ import os
 
 from qdup.cli.common import STORE_HELP, add_command, add_model_option, open_store, port, resolve_version, settle_model
 
-
 FEEDBACK_TOKEN_ENV = "QDUP_FEEDBACK_TOKEN"
 
 

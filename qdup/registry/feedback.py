@@ -10,22 +10,18 @@ judgement survives the process.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import json
 import os
-import unicodedata
 from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
 
+from qdup.data.feedback import COLUMNS, LABELS, normalise, pair_sha256
 from qdup.errors import ConfigError
 from qdup.registry.store import _PG_LOCK_KEY, ArtifactStore, RegistryUnavailable, _engine, _one_line, _redacted
 
-LABELS: tuple[str, ...] = ("duplicate", "not_duplicate")
 SOURCES: tuple[str, ...] = ("page", "api")
-COLUMNS: tuple[str, ...] = ("id", "at", "version", "question1", "question2", "label", "source", "note", "pair_sha256")
 
 _META = sa.MetaData()
 T_FEEDBACK = sa.Table(
@@ -43,16 +39,6 @@ T_FEEDBACK = sa.Table(
 )
 # Registries whose feedback table this process has created or found: (registry URL, pid).
 _READY: set[tuple[str, int]] = set()
-
-
-def normalise(text: str) -> str:
-    """The form a pair is hashed in: Unicode NFKC, case-folded, runs of whitespace as one space, trimmed."""
-    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
-
-
-def pair_sha256(question1: str, question2: str) -> str:
-    """The same hash for (a, b) and (b, a), and for texts that differ only in case or spacing."""
-    return hashlib.sha256(json.dumps(sorted((normalise(question1), normalise(question2)))).encode()).hexdigest()
 
 
 def now_iso() -> str:
