@@ -179,3 +179,37 @@ def agreement(frame: pd.DataFrame, duplicate: Sequence[bool], *, resamples: int 
     acc = got["metrics"]["accuracy"]
     return {"n": n, "agreement": acc["estimate"], "low": acc["low"], "high": acc["high"], "level": level,
             "groups": got["groups"], "resamples": resamples, "seed": seed, "method": got["method"]}
+
+
+def feedback_files(stage: Any) -> dict[str, Any]:
+    """The feedback stage's snapshot, its contract report and manifest, under their names in a version."""
+    return {f"feedback/{p.name}": p for p in sorted(stage.path.iterdir()) if p.is_file()}
+
+
+def feedback_lineage(snapshot: dict[str, Any], joined: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's `feedback` block: the snapshot (sha256, rows, labels, conflicts, rule) and what joined training."""
+    return {
+        "snapshot_sha256": snapshot["sha256"],
+        "file": f"feedback/{snapshot['file']}",
+        **{k: snapshot[k] for k in ("rows", "labels", "conflicting_pairs", "resolution", "suite", "versions", "first_at", "last_at")},
+        "pairs": joined.get("pairs"),
+        "added": joined.get("added"),
+        "held_out_test_question": joined.get("held_out_test_question"),
+    }
+
+
+def feedback_card_lines(manifest: dict[str, Any]) -> list[str]:
+    """The model card's feedback section (none for a version trained without feedback)."""
+    fb = manifest.get("feedback")
+    if not fb:
+        return []
+    added = fb.get("added") or {}
+    return [
+        "## Feedback", "",
+        f"Trained also with people's judgements of served answers: snapshot `{fb['snapshot_sha256']}` ({fb['rows']:,} rows, "
+        f"{fb['labels']['duplicate']:,} duplicate, {fb['labels']['not_duplicate']:,} not duplicate; data contract "
+        f"{fb['suite']} passed). {fb['conflicting_pairs']:,} pairs had both labels, resolved by {fb['resolution']}. Of "
+        f"{fb.get('pairs') or 0:,} pairs, {added.get('train', 0):,} joined `train` and {added.get('negatives', 0):,} `negatives`; "
+        f"{fb.get('held_out_test_question') or 0:,} were held out because they share a question with test. Test, the "
+        "threshold and the gate never see feedback.", "",
+    ]
