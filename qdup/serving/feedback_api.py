@@ -7,6 +7,7 @@ the database's one-writer commit is not paid once per request under load.
 
 # No `from __future__ import annotations`: FastAPI must see the body type as an object (see http.py).
 import asyncio
+import copy
 import hmac
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +27,19 @@ from qdup.serving.settings import ServeConfig
 _MAX_GROUP = 512
 # Client addresses whose buckets are kept; beyond it the fullest (idle) ones are forgotten.
 _MAX_CLIENTS = 10_000
+
+
+class Refusal(BaseModel):
+    error: str = Field(description="the field and what is wrong with it, on one line")
+    detail: list[dict[str, Any]] | None = None
+
+
+REFUSALS: dict[int | str, dict[str, Any]] = {
+    401: {"model": Refusal, "description": "a token is configured and the request did not bring it"},
+    413: {"model": Refusal}, 422: {"model": Refusal},
+    429: {"model": Refusal, "description": "this client address is over its feedback write rate; see Retry-After"},
+    503: {"model": Refusal, "description": "the store's registry database could not take the row; nothing was stored"},
+}
 
 
 class FeedbackRefused(Exception):
@@ -176,7 +190,15 @@ def install_feedback(app: FastAPI, cfg: ServeConfig, follower: Any, batcher: Any
             known.update(await run_in_threadpool(follower.store.versions))
         return version in known
 
-    @app.post("/v1/feedback", status_code=201, dependencies=[Depends(may_write)],
+    class Recorded(BaseModel):
+        id: int = Field(description="the row's id in the store's feedback table")
+        recorded: dict[str, Any] = Field(description="what was stored: the request's fields and pair_sha256")
+
+    class Counts(BaseModel):
+        counts: dict[str, dict[str, int]] = Field(description="rows by version, then by label")
+        total: int
+
+    @app.post("/v1/feedback", status_code=201, dependencies=[Depends(may_write)], response_model=Recorded, responses=REFUSALS,
               summary="Record a person's judgement of a pair (duplicate or not) against the served version")
     async def feedback(body: FeedbackRequest):
         if not await known_version(body.version):
@@ -189,7 +211,21 @@ def install_feedback(app: FastAPI, cfg: ServeConfig, follower: Any, batcher: Any
             return JSONResponse({"error": f"feedback not stored: {exc}"}, status_code=503)
         return {"id": row_id, "recorded": row}
 
-    @app.get("/v1/feedback/stats", dependencies=[Depends(may_read)], summary="Feedback rows by version and label")
-    async def stats() -> dict[str, Any]:
+    # The schema names the versions a request may judge (the store's, when the schema is asked for): a client, or a
+    # fuzzer, reads from it which values are valid, rather than learning it from 422s.
+    plain_openapi = app.openapi
+
+    def openapi_with_versions() -> dict[str, Any]:
+        schema = copy.deepcopy(plain_openapi())
+        versions = follower.store.versions()
+        if versions:
+            schema["components"]["schemas"]["FeedbackRequest"]["properties"]["version"]["enum"] = versions
+        return schema
+
+    app.openapi = openapi_with_versions
+
+    @app.get("/v1/feedback/stats", dependencies=[Depends(may_read)], response_model=Counts,
+             responses={k: v for k, v in REFUSALS.items() if k in (401, 503)}, summary="Feedback rows by version and label")
+    async def stats():
         counts = await run_in_threadpool(log.counts)
         return {"counts": counts, "total": sum(sum(c.values()) for c in counts.values())}
