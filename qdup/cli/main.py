@@ -219,20 +219,16 @@ def cmd_lineage(args: argparse.Namespace) -> int:
         raise QdupError("give --model VERSION or --dataset SHA256_PREFIX, not both")
     if args.feedback and (args.model or args.ref or args.dataset):
         raise QdupError("give --model VERSION, --dataset SHA256_PREFIX or --feedback SHA256_PREFIX, one of them")
-    if args.feedback:
-        rows = lineage.versions_from_feedback(store, args.feedback)
-        if args.json:
-            _print_json(rows)
-        else:
-            print(lineage.versions_table(rows) if rows else f"no version was trained with a feedback snapshot with sha256 {args.feedback}*")
-        return 0
-    if args.dataset:
-        rows = lineage.versions_from_dataset(store, args.dataset)
-        if args.json:
-            _print_json(rows)
-        else:
-            print(lineage.versions_table(rows) if rows else f"no version was built from a dataset with sha256 {args.dataset}*")
-        return 0
+    # From data back to versions: a dataset, or a feedback snapshot, to every version built with it.
+    for prefix, find, what in ((args.dataset, lineage.versions_from_dataset, "built from a dataset"),
+                               (args.feedback, lineage.versions_from_feedback, "trained with a feedback snapshot")):
+        if prefix:
+            rows = find(store, prefix)
+            if args.json:
+                _print_json(rows)
+            else:
+                print(lineage.versions_table(rows) if rows else f"no version was {what} with sha256 {prefix}*")
+            return 0
     version = resolve_version(store, settle_model(args))
     manifest = store.manifest(version) | {"aliases": store.aliases_of(version)}
     if args.json:
