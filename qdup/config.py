@@ -407,6 +407,10 @@ class FeedbackConfig(_Section):
     enabled: bool = Field(default=False, description="snapshot the store's feedback and train with it")
     since: str | None = Field(default=None, description="only feedback at or after this ISO date/time (UTC); None: all")
     suite: str = Field(default="qdup_feedback.v1", description="the data contract the snapshot must pass")
+    snapshot: str | None = Field(
+        default=None, pattern=r"^[0-9a-f]{64}$",
+        description="train with this snapshot (its sha256: from the cache, or the copy a version of the store holds) instead "
+                    "of the store's feedback now; `qdup reproduce` pins a version's own snapshot so")
 
     @field_validator("since")
     @classmethod

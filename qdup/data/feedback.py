@@ -51,7 +51,9 @@ def pair_sha256(question1: str, question2: str) -> str:
 def write_feedback(frame: pd.DataFrame, path: Path) -> dict[str, Any]:
     """Write feedback rows as Parquet (explicit schema, no pandas metadata: the same rows give the same bytes), by a
     temporary file renamed into place; its rows, labels and sha256."""
-    table = pa.Table.from_pydict({name: frame[name].tolist() for name in COLUMNS}, schema=SCHEMA)
+    # Missing values as None whatever pandas read them as (NaN in a str column): the same rows, the same bytes.
+    columns = {name: frame[name].astype(object).where(frame[name].notna(), None).tolist() for name in COLUMNS}
+    table = pa.Table.from_pydict(columns, schema=SCHEMA)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         pq.write_table(table, tmp, compression="zstd")

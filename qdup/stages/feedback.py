@@ -17,6 +17,19 @@ SNAPSHOT_FILE = "feedback.parquet"
 MANIFEST_FILE = "snapshot.json"
 
 
+def cached_snapshot(root: Path, sha256: str) -> dict[str, Any] | None:
+    """The manifest of the snapshot `sha256` under `root` if its file is there with that sha256 (verified), else None."""
+    folder = root / sha256
+    try:
+        manifest = read_json(folder / MANIFEST_FILE)
+    except (OSError, ValueError):
+        return None
+    snapshot = folder / SNAPSHOT_FILE
+    if manifest.get("sha256") == sha256 and snapshot.is_file() and sha256_file(snapshot) == sha256:
+        return manifest
+    return None
+
+
 def build_feedback_snapshot(frame: pd.DataFrame, root: Path, suite: str, shown: int = 5) -> tuple[dict[str, Any], Path, bool]:
     """Validate `frame` (the store's feedback rows) with `suite`, write it under `root/<sha256>/`; (manifest, folder, reused).
 
@@ -32,13 +45,10 @@ def build_feedback_snapshot(frame: pd.DataFrame, root: Path, suite: str, shown: 
     try:
         written = write_feedback(frame, tmp / SNAPSHOT_FILE)
         final = root / written["sha256"]
-        if (final / MANIFEST_FILE).is_file():
-            manifest = read_json(final / MANIFEST_FILE)
-            snapshot = final / SNAPSHOT_FILE
-            # Reused things are verified before trusted: a damaged snapshot is written again.
-            if manifest.get("sha256") == written["sha256"] and snapshot.is_file() and sha256_file(snapshot) == written["sha256"]:
-                return manifest, final, True
-            shutil.rmtree(final)
+        # Reused things are verified before trusted: a damaged snapshot is written again.
+        if (manifest := cached_snapshot(root, written["sha256"])) is not None:
+            return manifest, final, True
+        shutil.rmtree(final, ignore_errors=True)
         _, conflicts = resolve(frame)
         report.write(tmp, "validation-feedback")
         manifest = {

@@ -79,3 +79,25 @@ def test_the_snapshot_is_named_by_its_sha256_reused_when_unchanged_and_refused_w
         build_feedback_snapshot(bad, tmp_path / "bad", "qdup_feedback.v1")
     assert "question2" in str(err.value) and "label" in str(err.value)
     assert not (tmp_path / "bad").exists() or not any((tmp_path / "bad").iterdir())
+
+
+def test_a_snapshot_read_back_writes_the_same_bytes(tmp_path):
+    """What `qdup reproduce` relies on: the copy a version holds, written again, is the same snapshot (same sha256)."""
+    from qdup.data.feedback import write_feedback
+
+    f = rows(("a", "b", "duplicate"), ("c", "d", "not_duplicate"))
+    f.loc[1, "note"] = "a note"
+    first = write_feedback(f, tmp_path / "one.parquet")
+    second = write_feedback(read_feedback(tmp_path / "one.parquet"), tmp_path / "two.parquet")
+    assert first == second and read_feedback(tmp_path / "two.parquet")["note"].tolist()[1] == "a note"
+
+
+def test_reproduction_pins_the_versions_own_snapshot():
+    from qdup.registry.reproduce import reproduction_config
+
+    sha = "ab" * 32
+    manifest = {"id": "v", "dataset": {"sha256": "cd" * 32}, "parameters": {"feedback": {"enabled": True}},
+                "feedback": {"snapshot_sha256": sha}}
+    cfg = reproduction_config(manifest)
+    assert cfg.feedback.enabled and cfg.feedback.snapshot == sha
+    assert reproduction_config({**manifest, "feedback": None}).feedback.snapshot is None
