@@ -19,12 +19,15 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from starlette.concurrency import run_in_threadpool
 
-from qdup.registry.feedback import LABELS, FeedbackLog, agreement, pair_sha256, promoted_at
+from qdup.data.feedback import LABELS, pair_sha256
+from qdup.registry.feedback import FeedbackLog, agreement, promoted_at
 from qdup.registry.store import StoreError
 from qdup.serving.settings import ServeConfig
 
 # Rows one commit takes at most; the rest wait for the next.
 _MAX_GROUP = 512
+# /v1/model's live agreement scores at most the latest this many labels of the served version (on the model thread).
+LIVE_MAX_ROWS = 5000
 # Client addresses whose buckets are kept; beyond it the fullest (idle) ones are forgotten.
 _MAX_CLIENTS = 10_000
 
@@ -118,8 +121,8 @@ class GroupWriter:
 
 
 class LiveAgreement:
-    """The served decision's agreement with the labels received for a version since its promotion, recomputed only
-    when new rows arrived (shown by /v1/model)."""
+    """The served decision's agreement with the labels received for a version since its promotion (the latest
+    LIVE_MAX_ROWS of them), recomputed only when new rows arrived (shown by /v1/model)."""
 
     def __init__(self, log: FeedbackLog):
         self.log = log
@@ -133,6 +136,7 @@ class LiveAgreement:
         if hit is not None and hit[0] == last:
             return hit[1]
         counts = {label: int((frame["label"] == label).sum()) for label in LABELS}
+        frame = frame.tail(LIVE_MAX_ROWS).reset_index(drop=True)
         out: dict[str, Any] = {"since": since, "counts": counts, "agreement": agreement(frame, []) if not len(frame) else None}
         if len(frame):
             q1, q2 = frame["question1"].tolist(), frame["question2"].tolist()
@@ -142,6 +146,17 @@ class LiveAgreement:
             out["agreement"] = await run_in_threadpool(agreement, frame, duplicate)
         self.cached[served.version] = (last, out)
         return out
+
+
+async def feedback_facts(app: FastAPI, served: Any) -> dict[str, Any]:
+    """/v1/model's `feedback`: whether writes need a token, and the served version's labels and agreement with them."""
+    facts: dict[str, Any] = {"token_required": app.state.cfg.feedback_token is not None}
+    if served is not None:
+        try:
+            facts |= await app.state.feedback["live"].block(served, app.state.batcher)
+        except Exception as exc:  # the registry is unreadable right now; the model still answers
+            facts["error"] = f"{type(exc).__name__}: {exc}"
+    return facts
 
 
 def install_feedback(app: FastAPI, cfg: ServeConfig, follower: Any, batcher: Any, question_type: Any) -> None:

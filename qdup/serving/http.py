@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from qdup.registry.store import ArtifactStore
 from qdup.serving.batcher import MicroBatcher, SearchBatcher
 from qdup.serving.cache import EncodingCache
-from qdup.serving.feedback_api import install_feedback
+from qdup.serving.feedback_api import feedback_facts, install_feedback
 from qdup.serving.follower import ModelFollower, ServedModel
 from qdup.serving.metrics import RequestMetrics, ServerMetrics
 from qdup.serving.settings import ServeConfig
@@ -450,13 +450,7 @@ def create_app(cfg: ServeConfig, follower: ModelFollower | None = None, direct_r
     async def model() -> dict[str, Any]:
         served = follower.current
         facts = await run_in_threadpool(model_facts, follower, served, batcher, cfg, app.state.threads)
-        facts["feedback"] = {"token_required": cfg.feedback_token is not None}
-        if served is not None:
-            try:
-                facts["feedback"] |= await app.state.feedback["live"].block(served, batcher)
-            except Exception as exc:  # the registry is unreadable right now; the model still answers
-                facts["feedback"]["error"] = f"{type(exc).__name__}: {exc}"
-        return facts
+        return facts | {"feedback": await feedback_facts(app, served)}
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus() -> Response:
