@@ -26,8 +26,8 @@ def feedback_bodies(questions: Sequence[str], version: str, requests: int, seed:
              "source": "api"} for ((a, b),) in pair_batches(questions, 1, requests, seed)]
 
 
-def feedback_phases(b: Any, store_url: str, version: str, questions: Sequence[str], similarity_bodies: Path) -> None:
-    """Run both phases on `b` (a bench.load.run.Bench) and record the outcome in b.phases["feedback"]."""
+def feedback_phases(b: Any, store_url: str, version: str, questions: Sequence[str], similarity_bodies: Path) -> dict[str, Any]:
+    """Run both phases on `b` (a bench.load.run.Bench; they join b.phases); their outcome (results.json's `feedback`)."""
     from bench.load.run import run_wrk
     from qdup.registry.feedback import FeedbackLog
     from qdup.registry.store import ArtifactStore
@@ -52,20 +52,21 @@ def feedback_phases(b: Any, store_url: str, version: str, questions: Sequence[st
     during = writes["similarity_during"]
     kept = (during["requests_per_s"] / alone["server"]["requests_per_s"]
             if during.get("requests_per_s") and alone["server"].get("requests_per_s") else None)
-    b.phases["feedback"] = {
+    summary = {
         "writes_per_s": w["requests_per_s"], "writes_p99_ms": w["latency_ms"]["p99"], "writes_ok": w["ok"],
         "writes_failed": w["failed"], "rows_stored": rows, "acknowledged_all_stored": rows >= w["ok"],
         "similarity_alone_per_s": alone["server"]["requests_per_s"], "similarity_during_per_s": during.get("requests_per_s"),
         "similarity_kept": None if kept is None else round(kept, 3),
     }
-    print(f"[feedback] {b.phases['feedback']}", flush=True)
+    print(f"[feedback] {summary}", flush=True)
+    return summary
 
 
 def feedback_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     """The benchmark's rows of the targets table for the feedback phases (bench.load.report's row shape)."""
     from bench.load.report import _met, _num, _row
 
-    fb = (results.get("phases") or {}).get("feedback") or {}
+    fb = results.get("feedback") or {}
     rate, p99, kept = fb.get("writes_per_s"), fb.get("writes_p99_ms"), fb.get("similarity_kept")
     stored = fb.get("acknowledged_all_stored")
     return [

@@ -582,6 +582,7 @@ def main(argv: list[str] | None = None) -> int:
         url = f"http://{HOST}:{port}"
         server = start_server(store["store"], port, args, out / "server.log")
         ref_s = args.reference_s
+        feedback = None
         try:
             b = Bench(args, wrk, url, server, served, work, out)
             single_path, batch_path, search_path = (Path(f["path"]) for f in (single_file, batch_file, search_file))
@@ -603,7 +604,7 @@ def main(argv: list[str] | None = None) -> int:
                     b.phase("search_concurrent", "/v1/search", search_path, args.search_clients, args.wrk_threads, 1,
                             lambda: search_reference(served, queries, args.k, ref_s))
             if "feedback" not in args.skip:  # before the promotion: the served version is still the first
-                feedback_phases(b, store["store"], store["first"], questions, single_path)
+                feedback = feedback_phases(b, store["store"], store["first"], questions, single_path)
             if "promotion" not in args.skip:
                 promote_phase(b, store, single_path)
             import httpx
@@ -635,8 +636,9 @@ def main(argv: list[str] | None = None) -> int:
         "server_peak_rss_mib": server_peak,
         "server_model_facts": {k: facts.get(k) for k in ("version", "switches", "batching", "last_error", "refused")},
         "notes": notes,
+        "feedback": feedback,
     }
-    results["targets"] = targets_table(results) + (feedback_targets(results) if "feedback" in b.phases else [])
+    results["targets"] = targets_table(results) + (feedback_targets(results) if feedback else [])
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / "results.md").write_text(render_markdown(results))
     print((out / "results.md").read_text())

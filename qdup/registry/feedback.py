@@ -178,7 +178,9 @@ def agreement(frame: pd.DataFrame, duplicate: Sequence[bool], *, resamples: int 
     got = bootstrap_intervals(y, scores, 0.5, resamples=resamples, seed=seed, level=level, groups=pair_groups(frame))
     acc = got["metrics"]["accuracy"]
     return {"n": n, "agreement": acc["estimate"], "low": acc["low"], "high": acc["high"], "level": level,
-            "groups": got["groups"], "resamples": resamples, "seed": seed, "method": got["method"]}
+            "groups": got["groups"], "resamples": resamples, "seed": seed,
+            "method": "cluster bootstrap over feedback rows: whole groups (rows sharing a question) drawn with replacement; "
+                      "percentile interval"}
 
 
 def feedback_files(stage: Any) -> dict[str, Any]:

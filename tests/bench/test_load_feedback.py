@@ -17,7 +17,7 @@ def test_bodies_are_seeded_judgements_of_pool_pairs():
 
 def test_targets_rows_judge_rate_p99_storage_and_similarity_kept():
     def rows(**fb):
-        return feedback_targets({"phases": {"feedback": fb}})
+        return feedback_targets({"feedback": fb})
 
     good = rows(writes_per_s=800.0, writes_p99_ms=20.0, acknowledged_all_stored=True, similarity_kept=0.95,
                 similarity_alone_per_s=1000.0, similarity_during_per_s=950.0)
@@ -26,4 +26,4 @@ def test_targets_rows_judge_rate_p99_storage_and_similarity_kept():
     assert [r["met"] for r in slow] == [False, False]
     lost = rows(writes_per_s=800.0, writes_p99_ms=20.0, acknowledged_all_stored=False, similarity_kept=0.95)
     assert lost[0]["met"] is False
-    assert [r["met"] for r in feedback_targets({"phases": {}})] == [None, None]
+    assert [r["met"] for r in feedback_targets({})] == [None, None]
