@@ -148,9 +148,14 @@ class LiveAgreement:
         return out
 
 
-async def feedback_facts(app: FastAPI, served: Any) -> dict[str, Any]:
-    """/v1/model's `feedback`: whether writes need a token, and the served version's labels and agreement with them."""
+async def feedback_facts(app: FastAPI, served: Any, request: Request) -> dict[str, Any]:
+    """/v1/model's `feedback`: whether writes need a token, and the served version's labels and agreement with them
+    (for a request allowed to read feedback)."""
     facts: dict[str, Any] = {"token_required": app.state.cfg.feedback_token is not None}
+    try:
+        await app.state.feedback["may_read"](request)
+    except FeedbackRefused:
+        return facts | {"hidden": "feedback reads need the feedback token on this server"}
     if served is not None:
         try:
             facts |= await app.state.feedback["live"].block(served, app.state.batcher)
@@ -167,7 +172,7 @@ def install_feedback(app: FastAPI, cfg: ServeConfig, follower: Any, batcher: Any
     live = LiveAgreement(log)
     known: set[str] = set()
     token = cfg.feedback_token.get_secret_value().encode() if cfg.feedback_token is not None else None
-    app.state.feedback = {"log": log, "writer": writer, "live": live}
+    app.state.feedback = {"log": log, "writer": writer, "live": live}  # may_read joins below
     app.add_exception_handler(FeedbackRefused, _refused)
 
     def check_token(request: Request) -> None:
@@ -189,6 +194,8 @@ def install_feedback(app: FastAPI, cfg: ServeConfig, follower: Any, batcher: Any
     async def may_read(request: Request) -> None:
         if token is not None and not cfg.feedback_public_reads:
             check_token(request)
+
+    app.state.feedback["may_read"] = may_read
 
     class FeedbackRequest(BaseModel):
         model_config = ConfigDict(extra="forbid")

@@ -447,10 +447,10 @@ def create_app(cfg: ServeConfig, follower: ModelFollower | None = None, direct_r
         return SearchAnswer(**head, results=hits[0])
 
     @app.get("/v1/model", summary="The served version: id, aliases, threshold, test metrics, dataset, switches")
-    async def model() -> dict[str, Any]:
+    async def model(request: Request) -> dict[str, Any]:
         served = follower.current
         facts = await run_in_threadpool(model_facts, follower, served, batcher, cfg, app.state.threads)
-        return facts | {"feedback": await feedback_facts(app, served)}
+        return facts | {"feedback": await feedback_facts(app, served, request)}
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus() -> Response:

@@ -78,10 +78,14 @@ def test_the_token_guards_writes_and_reads_unless_reads_are_public(tmp_path, tin
         assert httpx.get(f"{url}/v1/feedback/stats").status_code == 401
         assert httpx.post(f"{url}/v1/feedback", json=body, headers={"Authorization": "Bearer s3cret"}).status_code == 201
         assert httpx.get(f"{url}/v1/feedback/stats", headers={"Authorization": "Bearer s3cret"}).json()["total"] == 1
-        assert httpx.get(f"{url}/v1/model").json()["feedback"]["token_required"] is True
+        hidden = httpx.get(f"{url}/v1/model").json()["feedback"]
+        assert hidden["token_required"] is True and "counts" not in hidden and "token" in hidden["hidden"]
+        shown = httpx.get(f"{url}/v1/model", headers={"Authorization": "Bearer s3cret"}).json()["feedback"]
+        assert shown["counts"] == {"duplicate": 0, "not_duplicate": 1}
     cfg = ServeConfig(store=store.url, poll_s=1.0, feedback_token="s3cret", feedback_public_reads=True)
     with live_server(create_app(cfg)) as url:
         assert httpx.get(f"{url}/v1/feedback/stats").json()["total"] == 1
+        assert httpx.get(f"{url}/v1/model").json()["feedback"]["counts"] == {"duplicate": 0, "not_duplicate": 1}
         assert httpx.post(f"{url}/v1/feedback", json=body).status_code == 401
     assert FeedbackLog(store).count() == 1
 
