@@ -85,7 +85,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = add_command(subparsers, "feedback", "people's judgements of served answers (see: qdup feedback stats --help)",
                     ["qdup feedback stats", "qdup feedback export --since 2026-12-01 --out feedback.parquet"])
-    sub = p.add_subparsers(dest="feedback_command", required=True, metavar="SUBCOMMAND")
+    sub = p.add_subparsers(dest="feedback_command", required=True, metavar="SUBCOMMAND",
+                           help="stats: counts and agreement by version; export: rows to a Parquet file")
     stats = add_command(sub, "stats", "feedback counts by version and label, and each version's agreement with them",
                         ["qdup feedback stats", "qdup feedback stats -m production --json"], cmd_stats)
     stats.add_argument("-m", "--model", metavar="VERSION", help="one version id or alias (default: every version with feedback)")
