@@ -19,7 +19,7 @@ from qdup.errors import QdupError
 from qdup.runtime import VERBOSE, apply_tf_thread_defaults
 
 # Modules with a `register(subparsers)` function adding their commands.
-COMMAND_MODULES: tuple[str, ...] = ("qdup.cli.registry", "qdup.cli.serve", "qdup.cli.search", "qdup.cli.release")
+COMMAND_MODULES: tuple[str, ...] = ("qdup.cli.registry", "qdup.cli.serve", "qdup.cli.search", "qdup.cli.release", "qdup.cli.feedback")
 
 
 def _count_or_fraction(text: str) -> float:
@@ -77,7 +77,8 @@ def build_config(args: argparse.Namespace) -> RetrainConfig:
     if args.epochs is not None:
         train["epochs"] = args.epochs
     base = load_config_file(args.config) if args.config else {}
-    for section, values in (("fetch", fetch), ("split", split), ("train", train)):
+    feedback = {"enabled": True} if getattr(args, "feedback", False) else {}
+    for section, values in (("fetch", fetch), ("split", split), ("train", train), ("feedback", feedback)):
         if values:
             base[section] = {**base.get(section, {}), **values}
     return RetrainConfig.model_validate({**base, **overrides})
@@ -222,13 +223,18 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     store = _store(args)
     if args.dataset and (args.model or args.ref):
         raise QdupError("give --model VERSION or --dataset SHA256_PREFIX, not both")
-    if args.dataset:
-        rows = lineage.versions_from_dataset(store, args.dataset)
-        if args.json:
-            _print_json(rows)
-        else:
-            print(lineage.versions_table(rows) if rows else f"no version was built from a dataset with sha256 {args.dataset}*")
-        return 0
+    if args.feedback and (args.model or args.ref or args.dataset):
+        raise QdupError("give --model VERSION, --dataset SHA256_PREFIX or --feedback SHA256_PREFIX, one of them")
+    # From data back to versions: a dataset, or a feedback snapshot, to every version built with it.
+    for prefix, find, what in ((args.dataset, lineage.versions_from_dataset, "built from a dataset"),
+                               (args.feedback, lineage.versions_from_feedback, "trained with a feedback snapshot")):
+        if prefix:
+            rows = find(store, prefix)
+            if args.json:
+                _print_json(rows)
+            else:
+                print(lineage.versions_table(rows) if rows else f"no version was {what} with sha256 {prefix}*")
+            return 0
     version = resolve_version(store, settle_model(args))
     manifest = store.manifest(version) | {"aliases": store.aliases_of(version)}
     if args.json:
@@ -262,7 +268,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = RetrainConfig.model_validate(load_config_file(args.config)) if args.config else None
     from deployments.retrain import serve
 
-    serve(config)
+    serve(config, feedback=True if args.feedback else None)
     return 0
 
 
@@ -302,6 +308,9 @@ def make_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", help="JSON file with RetrainConfig fields; flags override it")
     run.add_argument("--quiet", action="store_true",
                      help="the stage lines only, without the warnings shown under them (the run's log keeps them)")
+    run.add_argument("--feedback", action="store_true",
+                     help="train also with the store's feedback (POST /v1/feedback, the page's ✓ / ✗): a snapshot named by its "
+                          "sha256 joins train and negatives, never test")
 
     predict = add_command(sub, "predict", "score a question pair, or a TSV of pairs, with a published version", [
         'qdup predict "How do I learn Python?" "What is the best way to learn Python?"',
@@ -329,6 +338,7 @@ def make_parser() -> argparse.ArgumentParser:
                             ["qdup lineage", "qdup lineage -m latest", "qdup lineage --dataset ca37e336"], cmd_lineage)
     add_model_option(lineage, positional=True)
     lineage.add_argument("--dataset", metavar="SHA256_PREFIX", help="every version built from this dataset")
+    lineage.add_argument("--feedback", metavar="SHA256_PREFIX", help="every version trained with this feedback snapshot")
     lineage.add_argument("--json", action="store_true", help="machine-readable output")
     promote = store_command("promote", "point production at a version",
                             ['qdup promote -m 20261123T010203456Z-a1b2c3 --why "better on the new data"'], cmd_promote)
@@ -338,6 +348,7 @@ def make_parser() -> argparse.ArgumentParser:
     serve = add_command(sub, "serve", "serve the retrain flow with its weekly schedule (no work pool needed)",
                         ["qdup serve", "qdup serve --config my-config.json"], cmd_serve)
     serve.add_argument("--config", help="JSON file with the RetrainConfig fields the schedule sets; the rest stay code defaults")
+    serve.add_argument("--feedback", action="store_true", help="every scheduled run trains with the store's feedback too")
     # Each area's commands live in their own module and add themselves here.
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)

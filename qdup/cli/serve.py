@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 
 from qdup.cli.common import STORE_HELP, add_command, add_model_option, bind_port, open_store, port, require_extra, resolve_version, settle_model
+
+FEEDBACK_TOKEN_ENV = "QDUP_FEEDBACK_TOKEN"
 
 
 def cmd_serve_model(args: argparse.Namespace) -> int:
@@ -42,6 +45,10 @@ def cmd_serve_model(args: argparse.Namespace) -> int:
         tf_inter_op_threads=args.tf_inter_op_threads,
         faiss_threads=args.faiss_threads,
         blas_threads=args.blas_threads,
+        feedback_token=args.feedback_token or os.environ.get(FEEDBACK_TOKEN_ENV) or None,
+        feedback_public_reads=args.feedback_public_reads,
+        feedback_rate_per_s=args.feedback_rate,
+        feedback_burst=args.feedback_burst,
     )
     # Serving's pools, before the first model runs (TensorFlow fixes its pools then).
     threads = apply_serving_threads(cfg)
@@ -90,3 +97,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--faiss-threads", type=int, default=d.faiss_threads, help="OpenMP threads of a faiss search (default: %(default)s)")
     p.add_argument("--blas-threads", type=int, default=d.blas_threads, help="BLAS threads (default: %(default)s)")
     p.add_argument("--access-log", action="store_true", help="log every request")
+    p.add_argument("--feedback-token", help=f"every POST /v1/feedback needs `Authorization: Bearer TOKEN` (default: ${FEEDBACK_TOKEN_ENV}; "
+                                            "unset: writes need no token)")
+    p.add_argument("--feedback-public-reads", action="store_true", help="feedback reads (/v1/feedback/stats) need no token")
+    p.add_argument("--feedback-rate", type=float, default=d.feedback_rate_per_s,
+                   help="feedback writes a second one client address may make on average; 0: no limit (default: %(default)s)")
+    p.add_argument("--feedback-burst", type=int, default=d.feedback_burst,
+                   help="feedback writes one client address may make at once (default: %(default)s)")

@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from qdup.registry.store import ArtifactStore
 from qdup.serving.batcher import MicroBatcher, SearchBatcher
 from qdup.serving.cache import EncodingCache
+from qdup.serving.feedback_api import feedback_facts, install_feedback
 from qdup.serving.follower import FollowerState, ModelFollower
 from qdup.serving.metrics import RequestMetrics, ServerMetrics
 from qdup.serving.settings import ServeConfig
@@ -264,6 +265,7 @@ def request_models(cfg: ServeConfig) -> dict[str, Any]:
         "SearchBody": SearchBody,
         "PairsRequest": PairsRequest,
         "QuestionsRequest": QuestionsRequest,
+        "Question": Question,
     }
 
 
@@ -366,6 +368,7 @@ def create_app(cfg: ServeConfig, follower: ModelFollower | None = None, direct_r
             await batcher.stop()
             await searches.stop()
             search_executor.shutdown(wait=True)
+            app.state.feedback["writer"].close()
 
     app = FastAPI(
         title="qdup",
@@ -444,9 +447,11 @@ def create_app(cfg: ServeConfig, follower: ModelFollower | None = None, direct_r
         return SearchAnswer(**head, results=hits[0])
 
     @app.get("/v1/model", summary="The served version: id, aliases, threshold, test metrics, dataset, switches")
-    async def model() -> dict[str, Any]:
+    async def model(request: Request) -> dict[str, Any]:
         # One snapshot: the version and its error (or none) as the follower published them together.
-        return await run_in_threadpool(model_facts, follower, follower.state, batcher, cfg, app.state.threads)
+        state = follower.state
+        facts = await run_in_threadpool(model_facts, follower, state, batcher, cfg, app.state.threads)
+        return facts | {"feedback": await feedback_facts(app, state.current, request)}
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus() -> Response:
@@ -472,6 +477,8 @@ def create_app(cfg: ServeConfig, follower: ModelFollower | None = None, direct_r
             problem = {"error": f"probe failed: {type(exc).__name__}: {exc}", "version": served.version}
             return JSONResponse(problem, status_code=503)
         return {"status": "ready", "version": served.version, "probe_similarity": float(sims[0])}
+
+    install_feedback(app, cfg, follower, batcher, models["Question"])
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:

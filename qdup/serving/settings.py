@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 
 class ServeConfig(BaseModel):
@@ -46,3 +46,12 @@ class ServeConfig(BaseModel):
     )
     faiss_threads: int = Field(default=1, ge=1, description="OpenMP threads of a faiss search (one query set at a time on the search thread)")
     blas_threads: int = Field(default=1, ge=1, description="BLAS threads (NumPy, SciPy: the reranker's and the lexical side's small products)")
+    # Feedback (POST /v1/feedback): people's judgements of pairs, kept in the store's registry database.
+    feedback_token: SecretStr | None = Field(
+        default=None, description="when set, every feedback write needs `Authorization: Bearer <token>` (and reads too, unless "
+                                  "feedback_public_reads)")
+    feedback_public_reads: bool = Field(default=False, description="feedback reads (GET /v1/feedback/stats) need no token")
+    feedback_rate_per_s: float = Field(default=5.0, ge=0, description="feedback writes per second one client address may make "
+                                                                     "on average (token bucket); 0: no limit")
+    feedback_burst: int = Field(default=20, ge=1, description="feedback writes one client address may make at once (bucket size)")
+    max_note_chars: int = Field(default=1000, ge=1, description="characters in a feedback note")
