@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.load.wrk import pair_batches, summarise, write_bodies, wrk_command
+from bench.load.wrk import pair_batches, summarise, write_bodies
 
 TARGETS = {"writes_per_s": 500.0, "writes_p99_ms": 50.0, "similarity_kept": 0.9}
 
@@ -28,7 +28,6 @@ def feedback_bodies(questions: Sequence[str], version: str, requests: int, seed:
 
 def feedback_phases(b: Any, store_url: str, version: str, questions: Sequence[str], similarity_bodies: Path) -> dict[str, Any]:
     """Run both phases on `b` (a bench.load.run.Bench; they join b.phases); their outcome (results.json's `feedback`)."""
-    from bench.load.run import run_wrk
     from qdup.registry.feedback import FeedbackLog
     from qdup.registry.store import ArtifactStore
 
@@ -39,10 +38,8 @@ def feedback_phases(b: Any, store_url: str, version: str, questions: Sequence[st
     alone = b.phase("feedback_similarity_alone", "/v1/similarity", similarity_bodies, args.clients, args.wrk_threads, 1, None)
 
     def similarity_beside(_wrk, _t0) -> dict[str, Any]:
-        cmd = wrk_command(b.wrk_exe, b.url, "/v1/similarity", similarity_bodies, threads=args.wrk_threads,
-                          connections=args.clients, seconds=args.duration, max_requests=args.max_requests,
-                          timeout_s=args.request_timeout_s)
-        raw, _, _ = run_wrk(cmd, b.out / "wrk" / "feedback_similarity_during.txt")
+        raw, _, _ = b.wrk("feedback_similarity_during", "/v1/similarity", similarity_bodies, args.clients, args.wrk_threads,
+                          args.duration, b.out / "wrk" / "feedback_similarity_during.txt")
         return {"similarity_during": summarise(raw, 1)}
 
     writes = b.phase("feedback_writes", "/v1/feedback", path, args.feedback_clients, args.wrk_threads, 1, None,
