@@ -22,10 +22,10 @@ LABEL_CONVENTION = (
 )
 
 Stage = Literal[
-    "fetch", "validate", "drift", "splits", "vocab", "pretrain", "train", "evaluate", "rerank", "retrieval", "export", "index", "publish",
+    "fetch", "validate", "drift", "splits", "vocab", "pretrain", "train", "evaluate", "rerank", "retrieval", "export", "index", "gate", "publish",
 ]
 STAGES: tuple[str, ...] = (
-    "fetch", "validate", "drift", "splits", "vocab", "pretrain", "train", "evaluate", "rerank", "retrieval", "export", "index", "publish",
+    "fetch", "validate", "drift", "splits", "vocab", "pretrain", "train", "evaluate", "rerank", "retrieval", "export", "index", "gate", "publish",
 )
 
 

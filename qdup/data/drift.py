@@ -56,6 +56,11 @@ def _hash64(data: bytes) -> int:
     return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
 
 
+def question_hashes(texts: Any) -> np.ndarray:
+    """Sorted distinct hashes (HASH_DESCRIPTION) of questions: the profile's question identity, for "was it seen"."""
+    return np.unique(np.fromiter((_hash64(" ".join(standardize(str(t))).encode("utf-8")) for t in texts), dtype=np.uint64))
+
+
 @dataclass(frozen=True)
 class _Questions:
     """Per distinct question text: token count, char count, hash, OOV token count; and each pair's codes."""
