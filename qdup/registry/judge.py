@@ -28,6 +28,7 @@ from qdup.evaluation.bootstrap import (
     point_metrics,
 )
 from qdup.evaluation.trust import pair_groups
+from qdup.registry.card import search_name
 from qdup.registry.gate import RETRIEVAL_PREFIX
 from qdup.search.lexical import served_rankings
 from qdup.search.retrieval import RetrievalSplit, per_query_metrics, query_part
@@ -49,12 +50,7 @@ class ServedVersion:
         return f"{name} >= {self.predictor.decision_threshold:.4f}"
 
     def search_name(self) -> str:
-        method, hybrid = self.search["method"], self.search.get("hybrid") or {}
-        if method in ("hybrid", "reranked") and hybrid:
-            form = hybrid.get("method")
-            detail = f"{form}, dense weight {hybrid.get('weight')}" if form == "weighted" else str(form)
-            return f"{method} ({detail})"
-        return method
+        return search_name(self.search) or "none"
 
 
 def default_search(defaults: dict[str, Any] | None) -> dict[str, Any]:

@@ -156,6 +156,7 @@ def lineage_manifest(
             # The pair reranker beside the encoder alone and the baseline, each at its own calibration-chosen threshold.
             **({"reranker": stages["rerank"].manifest["metrics"]} if "rerank" in stages else {}),
         },
+        "served": served_block(stages),
         "parameters": params(cfg),
         "code": code_version(),
         "libraries": library_versions(),
@@ -172,6 +173,35 @@ def lineage_manifest(
             for name, r in stages.items()
         },
     }
+
+
+def served_block(stages: dict[str, StageResult]) -> dict[str, Any]:
+    """What this version serves, for everything that shows it: which score decides (and why), at which threshold, its
+    test figures (the encoder's and the lexical baseline's beside them), and the default search method."""
+    metrics = stages["evaluate"].manifest["metrics"]
+    encoder = {"threshold": metrics["threshold"]["value"], "roc_auc": metrics["test"]["ranking"]["roc_auc"],
+               "accuracy": metrics["test"]["at_threshold"]["accuracy"], "f1": metrics["test"]["at_threshold"]["f1"]}
+    base = metrics.get("baseline") or {}
+    baseline = {"name": base.get("name"), "threshold": (base.get("threshold") or {}).get("value"),
+                "roc_auc": ((base.get("test") or {}).get("ranking") or {}).get("roc_auc"),
+                "accuracy": ((base.get("test") or {}).get("at_threshold") or {}).get("accuracy")} if base else None
+    out: dict[str, Any] = {"decided_by": "encoder", "threshold": encoder["threshold"], "test": encoder,
+                           "why": "no reranker: the encoder cosine decides", "encoder": encoder, "baseline": baseline}
+    if "rerank" in stages:
+        rerank = stages["rerank"].manifest
+        serves = rerank.get("serves") or {"serves": True, "why": "fitted before the choice existed"}
+        summary = rerank["metrics"]["reranker"]
+        reranker = {k: summary[k] for k in ("threshold", "roc_auc", "accuracy", "f1")}
+        out |= {"reranker": reranker, "why": serves["why"]}
+        if serves["serves"]:
+            out |= {"decided_by": "reranker", "threshold": reranker["threshold"], "test": reranker}
+    defaults = (stages["index"].manifest.get("search_defaults") if "index" in stages else None) or (
+        {"method": stages["retrieval"].manifest["best"], "hybrid": stages["retrieval"].manifest["hybrid"]}
+        if "retrieval" in stages else None)
+    if defaults:
+        out["search"] = {"method": defaults["method"], "hybrid": defaults.get("hybrid"),
+                         "chosen_on": "the selection split (retrieval selection part)"}
+    return out
 
 
 @dataclass(frozen=True)

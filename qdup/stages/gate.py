@@ -76,7 +76,7 @@ def build_gate(
     fitted = fitted_questions(splits_dir)
     atomic_write_bytes(out_dir / FITTED_QUESTIONS_FILE, _npy_bytes(fitted))
     challenger = ServedVersion("challenger", load_inference(Path(model_dir)), default_search(search_defaults))
-    prod, left_out, seen_from = None, 0, None
+    prod, left_out, seen_from, unjudgeable = None, 0, None, None
     if production is not None:
         store = ArtifactStore(cfg.publish.store_url, registry_url=cfg.publish.registry_url)
         version_dir = store.open_version(production)
@@ -84,18 +84,27 @@ def build_gate(
         h1, h2 = question_hashes_per_row(rows["question1"]), question_hashes_per_row(rows["question2"])
         keep = ~(np.isin(h1, seen) | np.isin(h2, seen))
         left_out = int((~keep).sum())
-        rows = rows[keep].reset_index(drop=True)
+        kept = rows[keep].reset_index(drop=True)
+        if kept["is_duplicate"].nunique() < 2:
+            # Nothing left that production never saw: measured alone, and refused (a gate that cannot judge never promotes).
+            unjudgeable = (f"refused: cannot compare with production {production}: of the {len(rows):,} {JUDGE_SPLIT} pairs, "
+                           f"{left_out:,} hold a question production's fitted parts saw ({seen_from}), leaving {len(kept):,} "
+                           f"of one label at most; promote by hand with `qdup promote` after checking it")
+        else:
+            rows = kept
         manifest = store.manifest(production)
         defaults = (manifest.get("index") or {}).get("search_defaults") or manifest.get("retrieval")
         prod = ServedVersion(production, load_inference(version_dir / "model"), default_search(defaults))
     record = judge(
-        challenger, prod, rows,
+        challenger, None if unjudgeable else prod, rows,
         tolerances=gate_metrics(cfg.publish.tolerances, cfg.publish.gate_metric, cfg.publish.tolerance),
         search_cfg=SearchConfig(**cfg.search.model_dump()), resamples=cfg.evaluate.bootstrap_resamples, seed=cfg.seed,
         level=cfg.evaluate.bootstrap_level, left_out=left_out,
     )
     if seen_from is not None:
         record["rows"]["production_seen_from"] = seen_from
+    if unjudgeable:
+        record |= {"promote": False, "reason": unjudgeable, "version": production}
     # The lexical-baseline requirement (publish.min_lift_over_baseline) reads the evaluation's calibration figures.
     metric = cfg.publish.gate_metric if cfg.publish.gate_metric in METRICS else "roc_auc"
     baseline = check_baseline(evaluate_metrics, metric, cfg.publish.min_lift_over_baseline)

@@ -93,7 +93,7 @@ def test_runs_publish_versions_with_lineage_both_ways(three_runs):
         assert m["prefect"]["flow_run_id"] and m["code"]["version"] and m["libraries"]["tensorflow"]
         assert m["parameters"]["model"]["embedding_dim"] == 16
         assert m["splits"]["test"]["rows"] == 500
-        assert set(m["stages"]) == {"fetch", "validate", "drift", "splits", "vocab", "train", "evaluate", "rerank", "retrieval", "export", "index"}
+        assert set(m["stages"]) == {"fetch", "validate", "drift", "splits", "vocab", "train", "evaluate", "rerank", "retrieval", "export", "index", "gate"}
     # forward: dataset -> versions
     from_d1 = [r["id"] for r in lineage.versions_from_dataset(store, ma["dataset"]["sha256"][:10])]
     assert from_d1 == sorted([a, c])
@@ -111,9 +111,10 @@ def test_worse_challenger_is_published_but_not_promoted(three_runs):
     assert three_runs["c"]["promoted"] == "false" and store.resolve("latest") == c
     assert store.resolve("production") != c
     gate = store.manifest(c)["compared_against"]
-    assert gate["promote"] is False and gate["challenger"] < gate["production"] and "worse than" in gate["reason"]
-    # b was compared with a on b's own test rows (different dataset): production was re-scored.
-    assert store.manifest(b)["compared_against"]["production_measured_on"].startswith("re-scored")
+    assert gate["promote"] is False and gate["reason"].startswith("refused") and gate["split"] == "gate"
+    # b was judged against a on b's own gate rows (another dataset), less those a's fitted parts saw.
+    judged = store.manifest(b)["compared_against"]
+    assert judged["version"] == three_runs["a"]["version"] and judged["rows"]["production_seen_from"]
 
 
 def _qdup(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
