@@ -94,7 +94,7 @@ def _values(manifest: dict[str, Any]) -> _Values:
     v["subwords"] = " plus hashed character n-gram embeddings of each word (fastText style)" if model.get("subwords") else ""
     size = f"{vocab['size']:,}" if vocab.get("size") is not None else "unknown"
     v["oov_limitation"] = (
-        f"Words not in the training vocabulary ({size} tokens) share one unknown word id, but sub-words are on: every word "
+        f"Words not in the training vocabulary ({size} tokens) share one out-of-vocabulary word id, but sub-words are on: every word "
         "also gets the embeddings of its character n-grams, so misspellings, rare words and new names are NOT invisible "
         "to the model (a misspelled word lands near its spelling); they are scored less reliably than words seen in training."
         if model.get("subwords") else
