@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -233,13 +234,18 @@ def test_cli_predict_for_a_pair_and_a_file(trained, tmp_path):
     model = trained["outputs"]["export"]
     one = _qdup("predict", "--model", model, "How do I learn Python?", "What is the best way to learn Python?", home=tmp_path)
     assert one.returncode == 0, one.stderr
-    fields = dict(part.split("=") for part in one.stdout.split())
-    # The version has a pair reranker: it decides; the encoder cosine is still reported as similarity.
+    # The line leads with the decision and the score that made it: `duplicate=false (reranker 0.0300 < 0.4400) ...`.
+    decision, why, rest = re.fullmatch(r"(duplicate=(?:true|false)) \((.+?)\) (.+)\n", one.stdout).groups()
+    fields = dict(part.split("=") for part in [decision, *rest.split()])
     assert set(fields) == {"similarity", "threshold", "duplicate", "reranker_score", "reranker_threshold"}
-    assert fields["duplicate"] == str(float(fields["reranker_score"]) >= float(fields["reranker_threshold"])).lower()
+    decided_by = json.loads((Path(model) / "model" / "threshold.json").read_text())["reranker"]["serves"]
+    score, threshold = ((fields["reranker_score"], fields["reranker_threshold"]) if decided_by
+                        else (fields["similarity"], fields["threshold"]))
+    assert why == f"{'reranker' if decided_by else 'encoder cosine'} {score} {'>=' if fields['duplicate'] == 'true' else '<'} {threshold}"
+    assert fields["duplicate"] == str(float(score) >= float(threshold)).lower()
     as_json = json.loads(_qdup("predict", "--model", model, "--json", "How do I learn Python?", "Where is Paris?",
                                home=tmp_path).stdout)
-    assert set(as_json) == {"similarity", "threshold", "duplicate", "reranker_score", "reranker_threshold"}
+    assert set(as_json) == {"similarity", "threshold", "duplicate", "reranker_score", "reranker_threshold", "decided_by"}
     assert 0 <= as_json["reranker_score"] <= 1
 
     pairs = tmp_path / "pairs.tsv"

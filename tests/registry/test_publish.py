@@ -137,7 +137,8 @@ def test_lineage_commands_offline(three_runs):
     assert "dataset    sha256" in text and "split      train" in text
     pred = _qdup(home, "predict", "--model", "production", "--json", "How do I learn Python?", "How can I learn Python?")
     assert pred.returncode == 0, pred.stderr
-    assert set(json.loads(pred.stdout)) == {"similarity", "threshold", "duplicate", "reranker_score", "reranker_threshold"}
+    assert set(json.loads(pred.stdout)) == {"similarity", "threshold", "duplicate", "reranker_score", "reranker_threshold",
+                                            "decided_by"}
     bad = _qdup(home, "show", "../../etc")
     assert bad.returncode == 2 and "invalid alias name" in bad.stderr
 
