@@ -504,8 +504,8 @@ def model_facts(
             "version": served.version,
             "aliases": aliases,
             # What serves first: the deciding scorer, its threshold and test figures, the encoder and baseline beside.
-            "served": manifest.get("served") or {"decided_by": served.predictor.decided_by,
-                                                 "threshold": served.predictor.decision_threshold},
+            # (None for a version from before it was recorded.)
+            "served": manifest.get("served"),
             "threshold": served.threshold,
             "metrics": {"test": test},
             "dataset_sha256": (manifest.get("dataset") or {}).get("sha256"),
