@@ -148,7 +148,7 @@ def stage_path(record: dict[str, Any], stage: str) -> Path | None:
 
 def selection_figures(record: dict[str, Any]) -> dict[str, Any]:
     """What configurations are chosen by (never the test figures): the encoder's calibration ROC-AUC and each
-    retrieval method's MRR@10 on the retrieval stage's validation part."""
+    retrieval method's MRR@10 on the retrieval stage's selection part (the selection split)."""
     metrics = json.loads((stage_path(record, "evaluate") / "metrics.json").read_text())
     retrieval = json.loads((stage_path(record, "retrieval") / "retrieval.json").read_text())
     return {"calibration_roc_auc": metrics["calibration"]["ranking"]["roc_auc"],
@@ -252,7 +252,7 @@ def scoring_throughput(record: dict[str, Any], home: Path, test: pd.DataFrame, r
 
 
 def run_sample(proto: dict[str, Any], work: Path, config: Path | None, timeout_s: float) -> dict[str, Any]:
-    from qdup.search.retrieval import retrieval_split
+    from qdup.search.retrieval import query_part
 
     p = proto["sample"]
     run = qdup_run(work / "sample", SHARED / "data" / p["file"], p["n_train"], p["n_test"], config, work / "sample.log", timeout_s)
@@ -263,11 +263,10 @@ def run_sample(proto: dict[str, Any], work: Path, config: Path | None, timeout_s
                               "test_scores": {k: np.round(v, 6).tolist() for k, v in scores.items()},
                               "selection": selection_figures(record),
                               "pairs": pair_figures(y, scores, pair_groups(test), proto["bootstrap"], proto["seed"])}
-    # The retrieval stage's own split (question-disjoint from training), re-ranked here for per-query figures.
+    # The retrieval stage's test part (test clusters, no training question), re-ranked here for per-query figures.
     retrieval = stage_path(record, "retrieval")
     rcfg = record["config"]["search"]
-    split = retrieval_split(pd.read_parquet(retrieval / "retrieval_pairs.parquet"), val_fraction=rcfg["retrieval_val_fraction"],
-                            seed=record["config"]["seed"])
+    split = query_part(pd.read_parquet(retrieval / "retrieval_pairs.parquet"))
     searcher, version = version_searcher(record, work / "sample", split.corpus)
     per_query = rank_queries(searcher, split.corpus, split.test.queries, split.test.relevant, rcfg["retrieval_k"], proto["methods"])
     result["retrieval"] = retrieval_figures(per_query, split.cluster[split.test.queries], proto["bootstrap"], proto["seed"])
@@ -389,7 +388,7 @@ def test_frame(proto: dict[str, Any], name: str) -> pd.DataFrame:
 
 def versus(results: dict[str, dict[str, Any]], proto: str, reference: str, boot: dict[str, Any], seed: int) -> list[str]:
     """Rows: each configuration's encoder (and reranker) ROC-AUC minus `reference`'s encoder on the same test pairs,
-    with a paired cluster-bootstrap interval (a default changes only when this interval excludes zero)."""
+    with a paired cluster-bootstrap interval: reported only, never what a default is chosen by (`chosen`)."""
     ref = results.get(reference, {}).get(proto)
     if not ref or "test_scores" not in ref:
         return []
@@ -408,6 +407,15 @@ def versus(results: dict[str, dict[str, Any]], proto: str, reference: str, boot:
             f = pair_figures(y, scores, pair_groups(test), boot, seed, reference="old")["new"]["roc_auc_minus_old"]
             rows.append(f"| {label} {scorer} − {reference} encoder | {_fig(f, True)} |")
     return rows
+
+
+def chosen(results: dict[str, dict[str, Any]], proto: str) -> str | None:
+    """The configuration a default is taken from: the best calibration ROC-AUC, ties broken by the best selection-part
+    MRR@10 of any method; test figures play no part."""
+    have = {label: r[proto]["selection"] for label, r in results.items() if proto in r and r[proto].get("selection")}
+    if not have:
+        return None
+    return max(have, key=lambda k: (have[k]["calibration_roc_auc"], max(have[k]["retrieval_val_mrr@10"].values(), default=0.0)))
 
 
 def render(results: dict[str, dict[str, Any]]) -> str:
@@ -432,12 +440,14 @@ def render(results: dict[str, dict[str, Any]]) -> str:
                 lines.append(f"| {label} | {method}{mark} | {_fig(f['mrr@10'])} | {_fig(f['ndcg@10'])} | {_fig(f['recall@10'])} "
                              f"| {_fig(f.get('mrr@10_minus_lexical'), True)} |")
         lines += ["", "Selection figures (what configurations are chosen by; never test):", "",
-                  "| configuration | calibration ROC-AUC (encoder) | retrieval validation MRR@10: dense / lexical / hybrid |", "|---|---|---|"]
+                  "| configuration | calibration ROC-AUC (encoder) | selection-part MRR@10: dense / lexical / hybrid |", "|---|---|---|"]
         for label, r in have.items():
             sel = r.get("selection")
             if sel:
                 mrr = " / ".join(f"{v:.4f}" for v in sel["retrieval_val_mrr@10"].values())
                 lines.append(f"| {label} | {sel['calibration_roc_auc']:.4f} | {mrr} |")
+        if (best := chosen(results, proto)) is not None:
+            lines += ["", f"Chosen on these selection figures alone: `{best}`."]
         lines += ["", "| configuration | training s | epochs (best) | whole run s (CPU s) | peak RSS GiB | scoring pairs/s (per CPU s) | measured |",
                   "|---|---|---|---|---|---|---|"]
         for label, r in have.items():
