@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench.quality_larger import larger_dataset
 from bench.run import run_measured
 from bench.search import SHARED
 
@@ -275,75 +276,6 @@ def run_sample(proto: dict[str, Any], work: Path, config: Path | None, timeout_s
     result["version"] = version
     result["scoring"] = scoring_throughput(record, work / "sample", test)
     return result
-
-
-def larger_dataset(proto: dict[str, Any], out: Path) -> dict[str, Any]:
-    """Write the larger protocol's TSV to `out`; return the retrieval corpus, queries and relevance, and counts."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    p = proto["larger"]
-    rng = np.random.default_rng([proto["seed"], 0x1A6])
-    sample = pd.read_csv(SHARED / "data" / p["sample_file"], sep="\t", keep_default_na=False)
-    shared = pd.read_csv(SHARED / "data" / p["pairs_file"], sep="\t", keep_default_na=False, dtype=str)
-    shared = shared[shared["question1"] != shared["question2"]].reset_index(drop=True)
-    train_range, test_rows = sample.iloc[: p["sample_n_train"]], sample.iloc[p["sample_n_train"]: p["sample_n_train"] + p["sample_n_test"]]
-    texts = pd.concat([shared["question1"], shared["question2"], sample["question1"], sample["question2"]], ignore_index=True)
-    codes, corpus = pd.factorize(texts)
-    ns, nm = len(shared), len(sample)
-    s1, s2 = codes[:ns], codes[ns: 2 * ns]
-    m1, m2 = codes[2 * ns: 2 * ns + nm], codes[2 * ns + nm:]
-    dup = sample["is_duplicate"].to_numpy() == 1
-    a = np.concatenate([s1, m1[dup]])
-    b = np.concatenate([s2, m2[dup]])
-    graph = coo_matrix((np.ones(len(a)), (a, b)), shape=(len(corpus), len(corpus)))
-    _, cluster = connected_components(graph, directed=False)
-    shared_clusters = np.unique(cluster[s1])
-    test_clusters = set(rng.permutation(shared_clusters)[: round(len(shared_clusters) * (1 - p["train_cluster_share"]))].tolist())
-    in_test_cluster = np.isin(cluster, list(test_clusters))
-    test_questions = np.zeros(len(corpus), dtype=bool)
-    test_questions[m1[p["sample_n_train"]: p["sample_n_train"] + p["sample_n_test"]]] = True
-    test_questions[m2[p["sample_n_train"]: p["sample_n_train"] + p["sample_n_test"]]] = True
-    blocked = test_questions | in_test_cluster
-    train_shared = ~in_test_cluster[s1] & ~blocked[s1] & ~blocked[s2]
-    tr1, tr2 = s1[train_shared], s2[train_shared]
-    # Drawn negatives: two questions of different training clusters.
-    pool = np.unique(np.concatenate([tr1, tr2]))
-    n_neg = int(round(len(tr1) * p["drawn_negatives_per_train_pair"]))
-    n1, n2 = rng.choice(pool, n_neg), rng.choice(pool, n_neg)
-    ok = cluster[n1] != cluster[n2]
-    n1, n2 = n1[ok], n2[ok]
-    head = pd.DataFrame({"q1": np.concatenate([tr1, n1]), "q2": np.concatenate([tr2, n2]),
-                         "is_duplicate": np.r_[np.ones(len(tr1), int), np.zeros(len(n1), int)]})
-    head = head.iloc[rng.permutation(len(head))]
-    rng_rows = slice(0, p["sample_n_train"])
-    keep_range = ~blocked[m1[rng_rows]] & ~blocked[m2[rng_rows]]
-    mid = pd.DataFrame({"q1": m1[rng_rows][keep_range], "q2": m2[rng_rows][keep_range],
-                        "is_duplicate": train_range["is_duplicate"].to_numpy()[keep_range]})
-    tail_rows = slice(p["sample_n_train"], p["sample_n_train"] + p["sample_n_test"])
-    tail = pd.DataFrame({"q1": m1[tail_rows], "q2": m2[tail_rows], "is_duplicate": test_rows["is_duplicate"].to_numpy()})
-    frame = pd.concat([head, mid, tail], ignore_index=True)
-    data = pd.DataFrame({"id": np.arange(len(frame)), "qid1": frame["q1"] + 1, "qid2": frame["q2"] + 1,
-                         "question1": corpus[frame["q1"]], "question2": corpus[frame["q2"]], "is_duplicate": frame["is_duplicate"]})
-    data.to_csv(out, sep="\t", index=False)
-    # Retrieval: every question of a test cluster against every distinct question of both files.
-    members = np.flatnonzero(in_test_cluster)
-    groups = pd.Series(members).groupby(cluster[members]).apply(lambda s: s.to_numpy())
-    groups = groups[groups.map(len) >= 2]
-    chosen: list[int] = []
-    for g in rng.permutation(groups.index.to_numpy()):
-        if len(chosen) >= p["max_queries"]:
-            break
-        chosen.extend(groups[g].tolist())
-    queries = np.asarray(sorted(chosen), dtype=np.int64)
-    relevant = [groups[cluster[q]][groups[cluster[q]] != q] for q in queries]
-    return {
-        "corpus": [str(t) for t in corpus], "queries": queries, "relevant": relevant, "query_clusters": cluster[queries],
-        "counts": {"rows": len(data), "n_train": len(data) - len(tail), "n_test": len(tail), "train_shared_pairs": int(len(tr1)),
-                   "drawn_negatives": int(len(n1)), "sample_training_rows_kept": int(keep_range.sum()),
-                   "shared_clusters": int(len(shared_clusters)), "test_clusters": len(test_clusters),
-                   "corpus": len(corpus), "queries": int(len(queries))},
-    }
 
 
 def run_larger(proto: dict[str, Any], work: Path, config: Path | None, timeout_s: float) -> dict[str, Any]:
