@@ -85,6 +85,14 @@ class DriftTolerances(_Section):
     label_flip_share: float = Field(
         default=0.0, ge=0, le=1, description="at most this share of pairs production saw with the other label"
     )
+    reranker_overlap_distance: float = Field(
+        default=0.15, ge=0, le=1, description="warn when the new labelled pairs' word-overlap profile is further than this "
+        "(total variation) from the rows production's reranker was fitted on",
+    )
+    reranker_easy_negative_share: float = Field(
+        default=0.1, ge=0, le=1, description="warn when the share of easy negatives (no word overlap) moves by more than this "
+        "from the rows production's reranker was fitted on",
+    )
 
 
 class ValidateConfig(_Section):

@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 
 from qdup.config import CHOICE_SPLIT, JUDGE_SPLIT, RetrainConfig, SearchConfig
-from qdup.data.drift import QUESTION_HASHES_FILE, VERSION_PROFILE_DIR, question_hashes
+from qdup.data.drift import QUESTION_HASHES_FILE, VERSION_PROFILE_DIR
+from qdup.data.questions import question_hashes
 from qdup.data.splits import read_split
 from qdup.errors import QdupError
 from qdup.evaluation.bootstrap import METRICS

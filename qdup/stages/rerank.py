@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from qdup.config import CHOICE_SPLIT, EvalConfig, ModelConfig, RerankConfig
+from qdup.data.questions import overlap_profile
 from qdup.data.splits import read_split
 from qdup.errors import QdupError
 from qdup.evaluation.baseline import NAME as BASELINE_NAME
@@ -89,7 +90,9 @@ def build_rerank(
     groups_cal = pair_groups(c1, c2)
     oof = out_of_fold_scores(x_cal, y_cal, groups_cal, params, cfg.folds, seed)
     info = {"fitted_on": "calibration", "calibration_pairs": len(y_cal), "calibration_groups": int(len(np.unique(groups_cal))),
-            "folds": cfg.folds, "seed": seed, "params": asdict(params), "features_fitted_on": "train"}
+            "folds": cfg.folds, "seed": seed, "params": asdict(params), "features_fitted_on": "train",
+            # What the drift stage compares new labelled pairs with (their word overlap, their easy negatives).
+            "fitting_profile": overlap_profile(calibration)}
     reranker = fit_reranker(featurizer, x_cal, y_cal, oof, params, seed, info)
     (out_dir / RERANKER_DIR).mkdir(parents=True, exist_ok=True)
     digests = save_reranker(reranker, out_dir / RERANKER_DIR)
