@@ -169,18 +169,17 @@ class SplitConfig(_Section):
         if self.n_train < 1 and self.n_test < 1 and self.n_train + self.n_test > 1:
             raise ValueError(f"n_train + n_test = {self.n_train} + {self.n_test} is more than all the rows")
         if self.n_train >= 1:
-            n_cal = round(self.n_train * min(self.calibration_fraction, self.selection_fraction, self.gate_fraction))
-            if n_cal < 1:
+            n = int(self.n_train)
+            fractions = {"calibration": self.calibration_fraction, "selection": self.selection_fraction, "gate": self.gate_fraction}
+            held = sum(round(n * f) for f in fractions.values())
+            if n - held < 2:
                 raise ValueError(
-                    f"calibration_fraction={self.calibration_fraction}, selection_fraction={self.selection_fraction} and "
-                    f"gate_fraction={self.gate_fraction} of n_train={int(self.n_train)} rows leave an empty split"
+                    f"calibration_fraction={self.calibration_fraction} of n_train={n} rows leaves fewer than 2 rows for train "
+                    f"and val (with selection_fraction={self.selection_fraction} and gate_fraction={self.gate_fraction})"
                 )
-            held = sum(round(self.n_train * f) for f in (self.calibration_fraction, self.selection_fraction, self.gate_fraction))
-            if int(self.n_train) - held < 2:
-                raise ValueError(
-                    f"calibration, selection and gate fractions of n_train={int(self.n_train)} rows leave fewer "
-                    f"than 2 rows for train and val"
-                )
+            for name, fraction in fractions.items():
+                if round(n * fraction) < 1:
+                    raise ValueError(f"{name}_fraction={fraction} of n_train={n} rows leaves an empty {name} split")
         return self
 
 
