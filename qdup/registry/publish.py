@@ -16,15 +16,7 @@ from qdup.data.generated import generated_record
 from qdup.evaluation.scores import CALIBRATION_SCORES_FILE, TEST_SCORES_FILE
 from qdup.fileio import atomic_write_text, sha256_json
 from qdup.log import LogFn, stderr_log
-from qdup.registry.gate import (  # noqa: F401  (also publishing's interface)
-    GATE_SPLIT,
-    RETRIEVAL_GATE_PART,
-    RETRIEVAL_PREFIX,
-    GateDecision,
-    decide,
-    gate_split,
-    gate_value,
-)
+from qdup.registry.gate import GateDecision
 from qdup.registry.store import ArtifactStore, StoreError
 from qdup.stagecache import StageResult, params
 

@@ -21,7 +21,7 @@ from qdup.data.splits import read_split
 from qdup.errors import QdupError
 from qdup.evaluation.bootstrap import METRICS
 from qdup.fileio import atomic_write_bytes, atomic_write_json
-from qdup.registry.gate import check_baseline
+from qdup.registry.gate import check_baseline, with_baseline
 from qdup.registry.judge import ServedVersion, default_search, gate_metrics, judge
 from qdup.registry.store import ArtifactStore
 from qdup.serving.predictor import load_inference
@@ -108,10 +108,7 @@ def build_gate(
         record |= {"promote": False, "reason": unjudgeable, "version": production}
     # The lexical-baseline requirement (publish.min_lift_over_baseline) reads the evaluation's calibration figures.
     metric = cfg.publish.gate_metric if cfg.publish.gate_metric in METRICS else "roc_auc"
-    baseline = check_baseline(evaluate_metrics, metric, cfg.publish.min_lift_over_baseline)
-    record["baseline"] = baseline.as_dict()
-    if not baseline.ok and record["promote"]:
-        record |= {"promote": False, "reason": f"refused: {baseline.reason}; {record['reason']}"}
+    record = with_baseline(record, check_baseline(evaluate_metrics, metric, cfg.publish.min_lift_over_baseline))
     atomic_write_json(out_dir / DECISION_FILE, record)
     return {"record": record, "decision": DECISION_FILE, "fitted_questions": FITTED_QUESTIONS_FILE, "production": production}
 
