@@ -9,7 +9,9 @@ Beyond `qdup.registry.publish.lineage_manifest`'s keys it uses, when present:
 - manifest["metrics"]["lift_over_baseline"]: `paired_difference` model - baseline (see `qdup.evaluation.trust`);
 - manifest["metrics"]["reranker"]: `qdup.stages.rerank.summary` (reranker, encoder, baseline, differences);
 - manifest["drift"]: `qdup.data.drift.DriftReport.as_dict()`;
-- manifest["compared_against"]["baseline"] / ["paired_difference"]: `qdup.registry.gate.gate_record`;
+- manifest["served"]: `qdup.registry.publish.served_block` (what decides and why, its figures, the default search);
+- manifest["compared_against"]: the gate stage's record (`qdup.registry.judge.judge`, with its "comparisons" and
+  "baseline"; older versions: "paired_difference");
 - manifest["dataset"]["fetched_at"].
 """
 
