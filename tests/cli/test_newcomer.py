@@ -301,3 +301,20 @@ def test_model_endpoint_says_when_the_data_was_generated(tmp_path):
         served = ServedModel(version, None, 0.5, {"dataset": dataset}, None)  # type: ignore[arg-type]
         facts = model_facts(follower, served, MicroBatcher(cfg.batch_wait_ms, cfg.max_microbatch_pairs), cfg)
         assert facts["dataset_generated_by"] == expected
+
+
+def test_model_endpoint_leads_with_what_serves(tmp_path):
+    from qdup.serving.batcher import MicroBatcher
+    from qdup.serving.follower import ModelFollower, ServedModel
+    from qdup.serving.http import model_facts
+    from qdup.serving.settings import ServeConfig
+
+    store, version = _published(tmp_path)
+    cfg = ServeConfig()
+    served_block = {"decided_by": "reranker", "threshold": 0.44, "test": {"roc_auc": 0.82, "accuracy": 0.77},
+                    "encoder": {"threshold": 0.71, "roc_auc": 0.80}, "baseline": {"name": "char TF-IDF", "roc_auc": 0.75},
+                    "search": {"method": "hybrid", "hybrid": {"method": "weighted", "weight": 0.1}}}
+    served = ServedModel(version, None, 0.71, {"dataset": {"sha256": "ab" * 32}, "served": served_block}, None)  # type: ignore[arg-type]
+    facts = model_facts(ModelFollower(store, "production"), served, MicroBatcher(cfg.batch_wait_ms, cfg.max_microbatch_pairs), cfg)
+    keys = list(facts)
+    assert facts["served"] == served_block and keys.index("served") < keys.index("threshold") < keys.index("metrics")
