@@ -20,17 +20,17 @@ from qdup.search.retrieval import METRIC_NAMES, query_part
 RESULT_FILE = "retrieval.json"
 PAIRS_FILE = "retrieval_pairs.parquet"
 SELECTION_PAIRS_FILE = "retrieval_selection_pairs.parquet"
-# The splits whose questions training may see.
-TRAINED_ON = ("train", "negatives")
+# The splits whose questions training may see: `val`'s choose the epoch (early stopping) and the learning rate.
+TRAINED_ON = ("train", "negatives", "val")
 Encode = Callable[[Sequence[str]], np.ndarray]
 
 
 def retrieval_pairs(splits_dir: Path) -> pd.DataFrame:
     """The retrieval test part's pairs: the `test` split minus any pair with a question training may see.
 
-    Pairs holding a question of a split training reads (`train`, and the `negatives` it may take as explicit
-    negatives) are dropped so that no query, relevant question or distractor was seen in training, as in the
-    sentence-transformers Quora example. Test is reported only: nothing is chosen on this part.
+    Pairs holding a question of a split training reads (`train`, the `negatives` it may take as explicit negatives,
+    and `val`, whose loss chooses the epoch) are dropped so that no query, relevant question or distractor was seen in
+    training, as in the sentence-transformers Quora example. Test is reported only: nothing is chosen on this part.
     """
     seen: set[str] = set()
     for name in TRAINED_ON:
