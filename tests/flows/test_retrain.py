@@ -153,8 +153,9 @@ def test_full_flow_trains_evaluates_and_exports(trained):
     assert [h["epoch"] for h in history] == [1, 2, 3, 4]
     assert history[-1]["loss"] < history[0]["loss"]
     record = json.loads(Path(trained["again"]["run_record"]).read_text())
-    # Only the drift check runs again: it now compares with the version the first run published.
-    assert {name for name, stage in record["stages"].items() if not stage["cached"]} == {"drift"}
+    # Only the drift check and the gate run again: both now compare with the version the first run published.
+    assert {name for name, stage in record["stages"].items() if not stage["cached"]} == {"drift", "gate"}
+    assert trained["again"]["published"] == "false"  # identical to the first version: nothing new to publish
     assert record["status"] == "completed" and record["error"] is None
 
 
