@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench.quality_larger import larger_dataset
 from bench.run import run_measured
 from bench.search import SHARED
 
@@ -148,7 +149,7 @@ def stage_path(record: dict[str, Any], stage: str) -> Path | None:
 
 def selection_figures(record: dict[str, Any]) -> dict[str, Any]:
     """What configurations are chosen by (never the test figures): the encoder's calibration ROC-AUC and each
-    retrieval method's MRR@10 on the retrieval stage's validation part."""
+    retrieval method's MRR@10 on the retrieval stage's selection part (the selection split)."""
     metrics = json.loads((stage_path(record, "evaluate") / "metrics.json").read_text())
     retrieval = json.loads((stage_path(record, "retrieval") / "retrieval.json").read_text())
     return {"calibration_roc_auc": metrics["calibration"]["ranking"]["roc_auc"],
@@ -252,7 +253,7 @@ def scoring_throughput(record: dict[str, Any], home: Path, test: pd.DataFrame, r
 
 
 def run_sample(proto: dict[str, Any], work: Path, config: Path | None, timeout_s: float) -> dict[str, Any]:
-    from qdup.search.retrieval import retrieval_split
+    from qdup.search.retrieval import query_part
 
     p = proto["sample"]
     run = qdup_run(work / "sample", SHARED / "data" / p["file"], p["n_train"], p["n_test"], config, work / "sample.log", timeout_s)
@@ -263,11 +264,10 @@ def run_sample(proto: dict[str, Any], work: Path, config: Path | None, timeout_s
                               "test_scores": {k: np.round(v, 6).tolist() for k, v in scores.items()},
                               "selection": selection_figures(record),
                               "pairs": pair_figures(y, scores, pair_groups(test), proto["bootstrap"], proto["seed"])}
-    # The retrieval stage's own split (question-disjoint from training), re-ranked here for per-query figures.
+    # The retrieval stage's test part (test clusters, no training question), re-ranked here for per-query figures.
     retrieval = stage_path(record, "retrieval")
     rcfg = record["config"]["search"]
-    split = retrieval_split(pd.read_parquet(retrieval / "retrieval_pairs.parquet"), val_fraction=rcfg["retrieval_val_fraction"],
-                            seed=record["config"]["seed"])
+    split = query_part(pd.read_parquet(retrieval / "retrieval_pairs.parquet"))
     searcher, version = version_searcher(record, work / "sample", split.corpus)
     per_query = rank_queries(searcher, split.corpus, split.test.queries, split.test.relevant, rcfg["retrieval_k"], proto["methods"])
     result["retrieval"] = retrieval_figures(per_query, split.cluster[split.test.queries], proto["bootstrap"], proto["seed"])
@@ -276,75 +276,6 @@ def run_sample(proto: dict[str, Any], work: Path, config: Path | None, timeout_s
     result["version"] = version
     result["scoring"] = scoring_throughput(record, work / "sample", test)
     return result
-
-
-def larger_dataset(proto: dict[str, Any], out: Path) -> dict[str, Any]:
-    """Write the larger protocol's TSV to `out`; return the retrieval corpus, queries and relevance, and counts."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    p = proto["larger"]
-    rng = np.random.default_rng([proto["seed"], 0x1A6])
-    sample = pd.read_csv(SHARED / "data" / p["sample_file"], sep="\t", keep_default_na=False)
-    shared = pd.read_csv(SHARED / "data" / p["pairs_file"], sep="\t", keep_default_na=False, dtype=str)
-    shared = shared[shared["question1"] != shared["question2"]].reset_index(drop=True)
-    train_range, test_rows = sample.iloc[: p["sample_n_train"]], sample.iloc[p["sample_n_train"]: p["sample_n_train"] + p["sample_n_test"]]
-    texts = pd.concat([shared["question1"], shared["question2"], sample["question1"], sample["question2"]], ignore_index=True)
-    codes, corpus = pd.factorize(texts)
-    ns, nm = len(shared), len(sample)
-    s1, s2 = codes[:ns], codes[ns: 2 * ns]
-    m1, m2 = codes[2 * ns: 2 * ns + nm], codes[2 * ns + nm:]
-    dup = sample["is_duplicate"].to_numpy() == 1
-    a = np.concatenate([s1, m1[dup]])
-    b = np.concatenate([s2, m2[dup]])
-    graph = coo_matrix((np.ones(len(a)), (a, b)), shape=(len(corpus), len(corpus)))
-    _, cluster = connected_components(graph, directed=False)
-    shared_clusters = np.unique(cluster[s1])
-    test_clusters = set(rng.permutation(shared_clusters)[: round(len(shared_clusters) * (1 - p["train_cluster_share"]))].tolist())
-    in_test_cluster = np.isin(cluster, list(test_clusters))
-    test_questions = np.zeros(len(corpus), dtype=bool)
-    test_questions[m1[p["sample_n_train"]: p["sample_n_train"] + p["sample_n_test"]]] = True
-    test_questions[m2[p["sample_n_train"]: p["sample_n_train"] + p["sample_n_test"]]] = True
-    blocked = test_questions | in_test_cluster
-    train_shared = ~in_test_cluster[s1] & ~blocked[s1] & ~blocked[s2]
-    tr1, tr2 = s1[train_shared], s2[train_shared]
-    # Drawn negatives: two questions of different training clusters.
-    pool = np.unique(np.concatenate([tr1, tr2]))
-    n_neg = int(round(len(tr1) * p["drawn_negatives_per_train_pair"]))
-    n1, n2 = rng.choice(pool, n_neg), rng.choice(pool, n_neg)
-    ok = cluster[n1] != cluster[n2]
-    n1, n2 = n1[ok], n2[ok]
-    head = pd.DataFrame({"q1": np.concatenate([tr1, n1]), "q2": np.concatenate([tr2, n2]),
-                         "is_duplicate": np.r_[np.ones(len(tr1), int), np.zeros(len(n1), int)]})
-    head = head.iloc[rng.permutation(len(head))]
-    rng_rows = slice(0, p["sample_n_train"])
-    keep_range = ~blocked[m1[rng_rows]] & ~blocked[m2[rng_rows]]
-    mid = pd.DataFrame({"q1": m1[rng_rows][keep_range], "q2": m2[rng_rows][keep_range],
-                        "is_duplicate": train_range["is_duplicate"].to_numpy()[keep_range]})
-    tail_rows = slice(p["sample_n_train"], p["sample_n_train"] + p["sample_n_test"])
-    tail = pd.DataFrame({"q1": m1[tail_rows], "q2": m2[tail_rows], "is_duplicate": test_rows["is_duplicate"].to_numpy()})
-    frame = pd.concat([head, mid, tail], ignore_index=True)
-    data = pd.DataFrame({"id": np.arange(len(frame)), "qid1": frame["q1"] + 1, "qid2": frame["q2"] + 1,
-                         "question1": corpus[frame["q1"]], "question2": corpus[frame["q2"]], "is_duplicate": frame["is_duplicate"]})
-    data.to_csv(out, sep="\t", index=False)
-    # Retrieval: every question of a test cluster against every distinct question of both files.
-    members = np.flatnonzero(in_test_cluster)
-    groups = pd.Series(members).groupby(cluster[members]).apply(lambda s: s.to_numpy())
-    groups = groups[groups.map(len) >= 2]
-    chosen: list[int] = []
-    for g in rng.permutation(groups.index.to_numpy()):
-        if len(chosen) >= p["max_queries"]:
-            break
-        chosen.extend(groups[g].tolist())
-    queries = np.asarray(sorted(chosen), dtype=np.int64)
-    relevant = [groups[cluster[q]][groups[cluster[q]] != q] for q in queries]
-    return {
-        "corpus": [str(t) for t in corpus], "queries": queries, "relevant": relevant, "query_clusters": cluster[queries],
-        "counts": {"rows": len(data), "n_train": len(data) - len(tail), "n_test": len(tail), "train_shared_pairs": int(len(tr1)),
-                   "drawn_negatives": int(len(n1)), "sample_training_rows_kept": int(keep_range.sum()),
-                   "shared_clusters": int(len(shared_clusters)), "test_clusters": len(test_clusters),
-                   "corpus": len(corpus), "queries": int(len(queries))},
-    }
 
 
 def run_larger(proto: dict[str, Any], work: Path, config: Path | None, timeout_s: float) -> dict[str, Any]:
@@ -389,7 +320,7 @@ def test_frame(proto: dict[str, Any], name: str) -> pd.DataFrame:
 
 def versus(results: dict[str, dict[str, Any]], proto: str, reference: str, boot: dict[str, Any], seed: int) -> list[str]:
     """Rows: each configuration's encoder (and reranker) ROC-AUC minus `reference`'s encoder on the same test pairs,
-    with a paired cluster-bootstrap interval (a default changes only when this interval excludes zero)."""
+    with a paired cluster-bootstrap interval: reported only, never what a default is chosen by (`chosen`)."""
     ref = results.get(reference, {}).get(proto)
     if not ref or "test_scores" not in ref:
         return []
@@ -408,6 +339,15 @@ def versus(results: dict[str, dict[str, Any]], proto: str, reference: str, boot:
             f = pair_figures(y, scores, pair_groups(test), boot, seed, reference="old")["new"]["roc_auc_minus_old"]
             rows.append(f"| {label} {scorer} − {reference} encoder | {_fig(f, True)} |")
     return rows
+
+
+def chosen(results: dict[str, dict[str, Any]], proto: str) -> str | None:
+    """The configuration a default is taken from: the best calibration ROC-AUC, ties broken by the best selection-part
+    MRR@10 of any method; test figures play no part."""
+    have = {label: r[proto]["selection"] for label, r in results.items() if proto in r and r[proto].get("selection")}
+    if not have:
+        return None
+    return max(have, key=lambda k: (have[k]["calibration_roc_auc"], max(have[k]["retrieval_val_mrr@10"].values(), default=0.0)))
 
 
 def render(results: dict[str, dict[str, Any]]) -> str:
@@ -432,12 +372,14 @@ def render(results: dict[str, dict[str, Any]]) -> str:
                 lines.append(f"| {label} | {method}{mark} | {_fig(f['mrr@10'])} | {_fig(f['ndcg@10'])} | {_fig(f['recall@10'])} "
                              f"| {_fig(f.get('mrr@10_minus_lexical'), True)} |")
         lines += ["", "Selection figures (what configurations are chosen by; never test):", "",
-                  "| configuration | calibration ROC-AUC (encoder) | retrieval validation MRR@10: dense / lexical / hybrid |", "|---|---|---|"]
+                  "| configuration | calibration ROC-AUC (encoder) | selection-part MRR@10: dense / lexical / hybrid |", "|---|---|---|"]
         for label, r in have.items():
             sel = r.get("selection")
             if sel:
                 mrr = " / ".join(f"{v:.4f}" for v in sel["retrieval_val_mrr@10"].values())
                 lines.append(f"| {label} | {sel['calibration_roc_auc']:.4f} | {mrr} |")
+        if (best := chosen(results, proto)) is not None:
+            lines += ["", f"Chosen on these selection figures alone: `{best}`."]
         lines += ["", "| configuration | training s | epochs (best) | whole run s (CPU s) | peak RSS GiB | scoring pairs/s (per CPU s) | measured |",
                   "|---|---|---|---|---|---|---|"]
         for label, r in have.items():

@@ -300,6 +300,15 @@ def stage_publish(p: Probe, ctx: Ctx) -> None:
     # The flow's stage cache writes stage.json; the version keeps the splits' one.
     (ctx.work / "splits" / "stage.json").write_text(json.dumps({"manifest": stages["splits"].manifest}))
     store = ArtifactStore(str(root))
+    from qdup.stages.gate import build_gate
+
+    gate_dir = ctx.fresh_dir("gate")
+    cfg = ctx.cfg.model_copy(update={"publish": ctx.cfg.publish.model_copy(update={"store_url": str(root)})})
+    # No retrieval stage here: the gate judges dense search (the first version has no production to compare with).
+    with p.part("gate"):
+        gate = build_gate(ctx.work / "splits", ctx.work / "export" / "model", {"method": "dense"},
+                          stages["evaluate"].manifest["metrics"], cfg, gate_dir)
+    stages["gate"] = StageResult(stage="gate", key="bench-gate", path=gate_dir, cached=False, manifest=gate)
     with p.part("publish_version"):
         outcome = publish_version(store, ctx.cfg, stages, new_version_id(), run_info={"bench": True}, actor="qdup-bench", log=_log)
     with p.part("list_versions"):

@@ -1,4 +1,5 @@
-"""The `retrain` flow: fetch, validate, drift, splits, vocabulary, [pretrain], train, evaluate, [rerank], retrieval, export, index, publish."""
+"""The `retrain` flow: fetch, validate, drift, splits, vocabulary, [pretrain], train, evaluate, [rerank], retrieval, export, index,
+gate, publish."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from tasks.evaluate import evaluate_inputs, evaluate_task
 from tasks.export import export_inputs, export_task
 from tasks.feedback import feedback_task
 from tasks.fetch import fetch_task
+from tasks.gate import gate_inputs, gate_task
 from tasks.index import index_inputs, index_task
 from tasks.pretrain import pretrain_inputs, pretrain_task
 from tasks.publish import publish_task
@@ -51,6 +53,8 @@ def stage_keys(config: RetrainConfig, dataset_sha256: str, production: str | Non
     keys["retrieval"] = stage_key("retrieval", retrieval_inputs(keys["splits"], keys["vocab"], keys["train"], config, rerank))
     keys["export"] = stage_key("export", export_inputs(keys["vocab"], keys["train"], keys["evaluate"], config, rerank))
     keys["index"] = stage_key("index", index_inputs(keys["validate"], keys["export"], keys["retrieval"], config))
+    keys["gate"] = stage_key("gate", gate_inputs(keys["splits"], keys["evaluate"], keys["retrieval"], keys["export"], production,
+                                                 config))
     return keys
 
 
@@ -90,6 +94,10 @@ def retrain(config: RetrainConfig = RetrainConfig()) -> dict[str, str]:
             done["export"] = export_task(done["vocab"], done["train"], done["evaluate"], config, done.get("rerank"))
         if config.runs_through("index"):
             done["index"] = index_task(done["fetch"], done["validate"], done["export"], done["retrieval"], config)
+        if config.runs_through("gate"):
+            # Judged against the production of now; publish promotes only if production is still this one.
+            done["gate"] = gate_task(done["splits"], done["evaluate"], done["retrieval"], done["export"], config,
+                                     production_version(config))
         if config.runs_through("publish"):
             # The id is fixed before the task so that a retried publish cannot publish twice.
             published = publish_task(done, config, new_version_id())

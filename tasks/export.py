@@ -42,7 +42,8 @@ def export_task(
         import_tensorflow_quietly()
         from qdup.stages.export import build_export
 
-        return build_export(vocab.file("vocabulary.txt"), train.file("encoder.keras"), cfg.model, threshold, out, reranker_dir)
+        return build_export(vocab.file("vocabulary.txt"), train.file("encoder.keras"), cfg.model, threshold, out, reranker_dir,
+                            None if rerank is None else rerank.manifest.get("serves"))
 
     result = run_stage("export", inputs, build, log)
     artifact(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from prefect import task
@@ -26,6 +28,16 @@ def retry_on_io(task, task_run, state) -> bool:
     return False
 
 
+def profile_files(stages: dict[str, StageResult], out_dir: Path) -> dict[str, Path]:
+    """This version's data profile (validated data under its own vocabulary), written to `out_dir`, under version names."""
+    from qdup.data.drift import VERSION_PROFILE_DIR
+    from qdup.stages.drift import build_profile
+    from qdup.stages.validate import VALIDATED_FILE
+
+    build_profile(stages["validate"].file(VALIDATED_FILE), stages["vocab"].file("vocabulary.txt"), out_dir)
+    return {f"{VERSION_PROFILE_DIR}/{p.name}": p for p in sorted(Path(out_dir).iterdir())}
+
+
 def lineage_markdown(m: dict[str, Any], promoted: bool, why: str) -> str:
     return (
         f"# Version `{m['id']}`\n\n"
@@ -47,9 +59,11 @@ def publish_task(stages: dict[str, StageResult], cfg: RetrainConfig, version: st
     store = ArtifactStore(cfg.publish.store_url, registry_url=cfg.publish.registry_url)
     info = flow_run_info()
     log = run_log()
-    outcome = publish_version(
-        store, cfg, stages, version, run_info=info, actor=f"{actor()} via flow run {info.get('flow_run_name')}", log=log
-    )
+    with tempfile.TemporaryDirectory(prefix="qdup-profile-") as tmp:
+        outcome = publish_version(
+            store, cfg, stages, version, run_info=info, actor=f"{actor()} via flow run {info.get('flow_run_name')}", log=log,
+            extra_files=profile_files(stages, Path(tmp) / "profile"),
+        )
     if outcome.published and not outcome.promoted:  # refused by the gate (or promotion off): the reason stays on the terminal
         log(f"[publish] {WARNING_MARK}production not moved to {outcome.version}: {outcome.reason}")
     if outcome.published:

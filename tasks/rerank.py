@@ -68,6 +68,8 @@ def rerank_task(
         log("[rerank] " + ", ".join(f"{k}={v}" for k, v in row.items()))
     for key, diff in (result.manifest["metrics"].get("differences") or {}).items():
         log("[rerank] " + format_paired_difference(diff, "reranker", key.removeprefix("reranker_minus_")))
+    serves = result.manifest.get("serves") or {}
+    log(f"[rerank] {serves.get('scorer', 'reranker')} decides: {serves.get('why')}")
     create_table_artifact(key="qdup-rerank-metrics", table=rows,
                           description="reranker, encoder and lexical baseline on test (thresholds from calibration)")
     return result

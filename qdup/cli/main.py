@@ -177,12 +177,22 @@ def cmd_predict(args: argparse.Namespace) -> int:
     similarity, duplicate = float(got["similarity"][0]), bool(got["duplicate"][0])
     out = {"similarity": similarity, "threshold": predictor.threshold, "duplicate": duplicate}
     if got["reranker_score"] is not None:
-        out |= {"reranker_score": float(got["reranker_score"][0]), "reranker_threshold": predictor.decision_threshold}
+        out |= {"reranker_score": float(got["reranker_score"][0]), "reranker_threshold": predictor.reranker.threshold}
+    out["decided_by"] = predictor.decided_by
     if args.json:
         print(json.dumps(out))
     else:
-        print(" ".join(f"{k}={str(v).lower() if isinstance(v, bool) else f'{v:.4f}'}" for k, v in out.items()))
+        print(decision_line(out))
     return 0
+
+
+def decision_line(out: dict[str, Any]) -> str:
+    """`duplicate=false (reranker 0.0300 < 0.4400) similarity=0.7953 threshold=0.7101`: the decision and the score that made it first."""
+    score, threshold = ((out["reranker_score"], out["reranker_threshold"]) if out["decided_by"] == "reranker"
+                        else (out["similarity"], out["threshold"]))
+    name = "reranker" if out["decided_by"] == "reranker" else "encoder cosine"
+    rest = " ".join(f"{k}={v:.4f}" for k, v in out.items() if k not in ("duplicate", "decided_by"))
+    return f"duplicate={str(out['duplicate']).lower()} ({name} {score:.4f} {'>=' if out['duplicate'] else '<'} {threshold:.4f}) {rest}"
 
 
 def _store(args: argparse.Namespace):

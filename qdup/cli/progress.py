@@ -211,7 +211,8 @@ def run_with_progress(config: RetrainConfig, *, verbose: bool = False, debug: bo
 
 def summary_line(outputs: dict[str, str], aliases: list[str] | None = None) -> str:
     """One line: what the run published (or which published version it matches, and whether that one is production:
-    `aliases` are its aliases now), its test ROC-AUC beside the baseline's, and whether the data was generated."""
+    `aliases` are its aliases now), which score decides and its test figures (the encoder's and the baseline's beside
+    them), the default search, the feedback it trained with, and whether the data was generated."""
     from qdup.data.generated import generated_record
     from qdup.fileio import read_json
 
@@ -232,8 +233,25 @@ def summary_line(outputs: dict[str, str], aliases: list[str] | None = None) -> s
     metrics = ((stages.get("evaluate") or {}).get("manifest") or {}).get("metrics") or {}
     roc = ((metrics.get("test") or {}).get("ranking") or {}).get("roc_auc")
     base = ((((metrics.get("baseline") or {}).get("test") or {}).get("ranking")) or {}).get("roc_auc")
-    if roc is not None:
-        head += f"; test ROC-AUC {roc:.4f}" + (f" (lexical baseline {base:.4f})" if base is not None else "")
+    rerank = (stages.get("rerank") or {}).get("manifest") or {}
+    serves = (rerank.get("serves") or {"serves": True}) if rerank else {"serves": False}
+    if serves["serves"] and rerank:
+        served = rerank["metrics"]["reranker"]
+        head += (f"; decides: reranker (score >= {served['threshold']:.4f}), test ROC-AUC {served['roc_auc']:.4f}, "
+                 f"accuracy {served['accuracy']:.4f}")
+        if roc is not None:
+            head += f"; encoder alone {roc:.4f}"
+    elif roc is not None:
+        threshold = ((metrics.get("threshold") or {}).get("value"))
+        accuracy = ((metrics.get("test") or {}).get("at_threshold") or {}).get("accuracy")
+        head += f"; decides: encoder (cosine >= {threshold:.4f}), test ROC-AUC {roc:.4f}, accuracy {accuracy:.4f}"
+    if roc is not None and base is not None:
+        head += f"; lexical baseline {base:.4f}"
+    if rerank and serves.get("why"):
+        head += f" ({serves['why']})" if not serves["serves"] else ""
+    retrieval = (stages.get("retrieval") or {}).get("manifest") or {}
+    if retrieval.get("best"):
+        head += f"; search: {retrieval['best']} by default"
     joined = ((stages.get("splits") or {}).get("manifest") or {}).get("feedback")
     if joined:
         snapshot = (stages.get("feedback") or {}).get("key") or "?"

@@ -29,6 +29,7 @@ import pandas as pd
 
 from qdup.config import DriftTolerances
 from qdup.data.contracts import ContractReport, ContractViolation, validate_frame_with_suite
+from qdup.data.questions import hash64 as _hash64
 from qdup.errors import QdupError
 from qdup.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 from qdup.text import standardize
@@ -50,10 +51,6 @@ def settings() -> dict[str, Any]:
     """Drift defaults that are data (quantiles, length cap, KL tail holdout): qdup/resources/drift.json."""
     with resources.files("qdup").joinpath("resources", "drift.json").open(encoding="utf-8") as f:
         return json.load(f)
-
-
-def _hash64(data: bytes) -> int:
-    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,10 @@ from qdup.fileio import sha256_file
 
 # train: the train region's duplicates; negatives: its non-duplicates (explicit hard negatives);
 # val: the val region's duplicates (early stopping, learning-rate schedule); calibration: every pair
-# of the calibration region (thresholds, the promotion gate); test: reported only.
+# of the calibration region (thresholds, the reranker); selection: the selection region's pairs with no
+# question of an earlier region (the hybrid search, the default method, the served scorer are chosen on
+# it); gate: the gate region's pairs with no question of any other training-range region (a version is
+# judged against production on it); test: reported only.
 SPLITS = SPLIT_NAMES
 SCHEMA = pa.schema(
     [
@@ -72,12 +75,17 @@ def question_components(qid1: np.ndarray, qid2: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class _Regions:
-    """Cut positions in the training range: train [0, val_start), val [val_start, cal_start), calibration [cal_start, n)."""
+    """Cut positions in the training range: train [0, val_start), val [val_start, cal_start), calibration
+    [cal_start, sel_start), selection [sel_start, gate_start), gate [gate_start, n)."""
 
     val_start: int
     cal_start: int
+    sel_start: int
+    gate_start: int
     val_cut_on_boundary: bool
     cal_cut_on_boundary: bool
+    sel_cut_on_boundary: bool
+    gate_cut_on_boundary: bool
 
 
 def _snap(target: int, boundaries: np.ndarray, lo: int, hi: int) -> tuple[int, bool]:
@@ -89,14 +97,29 @@ def _snap(target: int, boundaries: np.ndarray, lo: int, hi: int) -> tuple[int, b
 
 
 def _cut_regions(labels: np.ndarray, boundaries: np.ndarray, cfg: SplitConfig) -> _Regions:
-    """Cut the training range (labels in its order) into its three regions, at `boundaries` where possible.
+    """Cut the training range (labels in its order) into its five regions, at `boundaries` where possible.
 
-    The calibration region is the last `calibration_fraction` of the rows; of the duplicates before it,
+    The gate region is the last `gate_fraction` of the rows, the selection region the `selection_fraction`
+    before it, the calibration region the `calibration_fraction` before that; of the duplicates before it,
     the last `val_fraction` start the val region. Cuts move to the nearest allowed boundary (a
     question-graph component's edge) that keeps every region usable; with none, the cut stays where it is.
     """
+    total = len(labels)
+    tail: dict[str, tuple[int, bool]] = {}
+    end = total
+    for name, fraction in (("gate", cfg.gate_fraction), ("selection", cfg.selection_fraction)):
+        size = int(round(total * fraction))
+        if size < 1 or end - size < 2:
+            raise ConfigError(f"split.{name}_fraction={fraction} of a {total:,}-row training range leaves "
+                              f"{'an empty ' + name + ' split' if size < 1 else 'nothing to train on'}")
+        tail[name] = _snap(end - size, boundaries, 2, end - 1)
+        if len(set(labels[tail[name][0] : end].tolist())) < 2:
+            raise ConfigError(f"the {name} region (rows {tail[name][0]:,} to {end:,} of the training range) holds only one "
+                              f"label; choosing and judging need both (raise split.{name}_fraction or n_train)")
+        end = tail[name][0]
+    labels = labels[:end]
     n = len(labels)
-    n_cal = int(round(n * cfg.calibration_fraction))
+    n_cal = int(round(total * cfg.calibration_fraction))
     if n_cal < 1 or n_cal >= n:
         raise ConfigError(
             f"split.calibration_fraction={cfg.calibration_fraction} of a {n:,}-row training range leaves "
@@ -115,15 +138,16 @@ def _cut_regions(labels: np.ndarray, boundaries: np.ndarray, cfg: SplitConfig) -
     calibration = labels[cal_start:]
     if len(set(calibration.tolist())) < 2:
         raise ConfigError(
-            f"the calibration region (the last {n - cal_start:,} rows of the training range) holds only "
-            f"{'duplicates' if calibration[0] == 1 else 'non-duplicates'}; thresholds and the gate need both labels "
+            f"the calibration region ({n - cal_start:,} rows before the selection region) holds only "
+            f"{'duplicates' if calibration[0] == 1 else 'non-duplicates'}; thresholds and the reranker need both labels "
             f"(raise split.calibration_fraction or n_train)"
         )
     before = dup[dup < cal_start]
     cut = int(len(before) * (1 - cfg.val_fraction))
     cut = min(max(cut, 1), len(before) - 1)
     val_start, val_ok = _snap(int(before[cut]), boundaries, int(before[0]) + 1, int(before[-1]))
-    return _Regions(val_start, cal_start, val_ok, cal_ok)
+    (sel_start, sel_ok), (gate_start, gate_ok) = tail["selection"], tail["gate"]
+    return _Regions(val_start, cal_start, sel_start, gate_start, val_ok, cal_ok, sel_ok, gate_ok)
 
 
 def _disjoint_order(df: pd.DataFrame, n_train: int, n_test: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
@@ -161,6 +185,21 @@ def _disjoint_order(df: pd.DataFrame, n_train: int, n_test: int, seed: int) -> t
         "unused_rows": int((place[comp] == -1).sum()),
     }
     return train_rows, boundaries, test_rows, facts
+
+
+def _unseen_by(region: pd.DataFrame, earlier: dict[str, pd.DataFrame], name: str) -> tuple[pd.DataFrame, int]:
+    """The region's pairs that share no question (by id) with the training-range splits in `earlier` (test excluded:
+    it is reported only), and how many were left out; ConfigError when one label is gone."""
+    seen: set[int] = set()
+    for split, part in earlier.items():
+        if split != "test":
+            seen |= set(part["qid1"].tolist()) | set(part["qid2"].tolist())
+    keep = ~(region["qid1"].isin(seen) | region["qid2"].isin(seen))
+    kept = region[keep]
+    if kept["is_duplicate"].nunique() < 2:
+        raise ConfigError(f"the {name} region keeps {len(kept):,} of its {len(region):,} pairs once pairs with a question of "
+                          f"an earlier region are left out, of one label only; raise split.{name}_fraction or n_train")
+    return kept, int((~keep).sum())
 
 
 def _shared_questions(parts: dict[str, pd.DataFrame]) -> tuple[dict[str, int], int]:
@@ -205,15 +244,19 @@ def make_splits(
     regions = {
         "train": (0, r.val_start),
         "val": (r.val_start, r.cal_start),
-        "calibration": (r.cal_start, len(train_range)),
+        "calibration": (r.cal_start, r.sel_start),
+        "selection": (r.sel_start, r.gate_start),
+        "gate": (r.gate_start, len(train_range)),
     }
     chosen = {
         "train": train_range.iloc[: r.val_start][dup[: r.val_start]],
         "negatives": train_range.iloc[: r.val_start][~dup[: r.val_start]],
         "val": train_range.iloc[r.val_start : r.cal_start][dup[r.val_start : r.cal_start]],
         "test": test,
-        "calibration": train_range.iloc[r.cal_start :],
+        "calibration": train_range.iloc[r.cal_start : r.sel_start],
     }
+    chosen["selection"], unseen_dropped = _unseen_by(train_range.iloc[r.sel_start : r.gate_start], chosen, "selection")
+    chosen["gate"], gate_dropped = _unseen_by(train_range.iloc[r.gate_start :], chosen, "gate")
     out: dict[str, pd.DataFrame] = {}
     dropped: dict[str, int] = {}
     for name in SPLITS:
@@ -241,9 +284,12 @@ def make_splits(
             }
             for name, (start, end) in regions.items()
         },
-        "cuts_on_component_boundaries": {"val": r.val_cut_on_boundary, "calibration": r.cal_cut_on_boundary},
+        "cuts_on_component_boundaries": {"val": r.val_cut_on_boundary, "calibration": r.cal_cut_on_boundary,
+                                         "selection": r.sel_cut_on_boundary, "gate": r.gate_cut_on_boundary},
         "shared_questions": shared,
         "test_questions_seen": test_seen,
+        # Pairs of the selection and gate regions left out for holding a question of an earlier region.
+        "dropped_seen_question": {"selection": unseen_dropped, "gate": gate_dropped},
         "dropped_missing_question": dropped,
         **extra,
     }

@@ -9,7 +9,9 @@ Beyond `qdup.registry.publish.lineage_manifest`'s keys it uses, when present:
 - manifest["metrics"]["lift_over_baseline"]: `paired_difference` model - baseline (see `qdup.evaluation.trust`);
 - manifest["metrics"]["reranker"]: `qdup.stages.rerank.summary` (reranker, encoder, baseline, differences);
 - manifest["drift"]: `qdup.data.drift.DriftReport.as_dict()`;
-- manifest["compared_against"]["baseline"] / ["paired_difference"]: `qdup.registry.gate.gate_record`;
+- manifest["served"]: `qdup.registry.publish.served_block` (what decides and why, its figures, the default search);
+- manifest["compared_against"]: the gate stage's record (`qdup.registry.judge.judge`, with its "comparisons" and
+  "baseline"; older versions: "paired_difference");
 - manifest["dataset"]["fetched_at"].
 """
 
@@ -93,6 +95,21 @@ def _values(manifest: dict[str, Any]) -> _Values:
     if "margin" in train:
         v["margin"] = train["margin"]
     v["subwords"] = " plus hashed character n-gram embeddings of each word (fastText style)" if model.get("subwords") else ""
+    size = f"{vocab['size']:,}" if vocab.get("size") is not None else "unknown"
+    v["oov_limitation"] = (
+        f"Words not in the training vocabulary ({size} tokens) share one out-of-vocabulary word id, but sub-words are on: every word "
+        "also gets the embeddings of its character n-grams, so misspellings, rare words and new names are NOT invisible "
+        "to the model (a misspelled word lands near its spelling); they are scored less reliably than words seen in training."
+        if model.get("subwords") else
+        f"Words not in the training vocabulary ({size} tokens) all map to one unknown token: new names, products and "
+        "misspellings are invisible to the model.")
+    served = manifest.get("served") or {}
+    if served.get("decided_by") == "reranker":
+        v["decision_rule"] = (f"The pair reranker decides: a pair is predicted duplicate iff the reranker's score (a probability) "
+                              f">= its threshold {_f(served.get('threshold'))}; the encoder cosine is reported beside it.")
+    else:
+        v["decision_rule"] = (f"The encoder decides: a pair is predicted duplicate iff its cosine >= the threshold "
+                              f"{_f(served.get('threshold', (manifest.get('threshold') or {}).get('value')))}.")
     if train.get("loss") == "softmax":
         v["loss"] = f"a symmetric in-batch softmax loss (multiple-negatives ranking, scale {train.get('scale')})"
     else:
@@ -114,6 +131,41 @@ def _values(manifest: dict[str, Any]) -> _Values:
         groups = intervals.get("groups")
         v["groups_text"] = f"; {groups:,} question clusters in {intervals.get('n', 0):,} test pairs" if groups else ""
     return v
+
+
+def search_name(search: dict[str, Any] | None) -> str | None:
+    """A default search method in words: 'hybrid (weighted, dense weight 0.3)'."""
+    if not search:
+        return None
+    method, hybrid = search.get("method"), search.get("hybrid") or {}
+    if method in ("hybrid", "reranked") and hybrid:
+        form = hybrid.get("method")
+        return f"{method} ({form}, dense weight {hybrid.get('weight')})" if form == "weighted" else f"{method} ({form})"
+    return str(method)
+
+
+def _served(manifest: dict[str, Any]) -> list[str]:
+    """What this version serves, first: the deciding scorer, its threshold and test figures, the others named beside it."""
+    served = manifest.get("served")
+    lines = ["## What serves", ""]
+    if not served:
+        return lines + [f"What serves {NOT_RECORDED}.", ""]
+    decider = "pair reranker" if served["decided_by"] == "reranker" else "encoder"
+    lines.append(f"**Duplicate decision: the {decider}** (score >= {_f(served.get('threshold'))}). Why: {served.get('why')}.")
+    lines += ["", "| scorer | role | threshold | test ROC AUC | test accuracy |", "|---|---|---:|---:|---:|"]
+    rows = [(decider, "decides", served.get("test") or {})]
+    if served["decided_by"] == "reranker":
+        rows.append(("encoder", "beside it (its cosine is reported as similarity)", served.get("encoder") or {}))
+    elif served.get("reranker"):
+        rows.append(("pair reranker", "not serving decisions (re-orders reranked search only)", served["reranker"]))
+    if served.get("baseline"):
+        b = served["baseline"]
+        rows.append((f"lexical baseline ({b.get('name')})", "reference", b))
+    lines += [f"| {name} | {role} | {_f(m.get('threshold'))} | {_f(m.get('roc_auc'))} | {_f(m.get('accuracy'))} |"
+              for name, role, m in rows]
+    if served.get("search"):
+        lines += ["", f"**Search: {search_name(served['search'])}** by default, chosen on {served['search'].get('chosen_on')}."]
+    return lines + [""]
 
 
 def _intended_use(texts: dict[str, Any], v: _Values) -> list[str]:
@@ -227,6 +279,8 @@ def _metrics(manifest: dict[str, Any], texts: dict[str, Any], v: _Values) -> lis
         lines.append(f"On the calibration split (the selection split): ROC AUC {_f(cal.get('roc_auc'))}, "
                      f"PR AUC {_f(cal.get('pr_auc'))}{extra}.")
     gate = manifest.get("compared_against") or {}
+    for comparison in (gate.get("comparisons") or {}).values():
+        lines.append(f"- Gate: {comparison['text']}.")
     if gate.get("paired_difference"):
         pd_ = gate["paired_difference"]
         on = f" on {gate['split']}" if gate.get("split") else ""
@@ -354,6 +408,7 @@ def model_card(manifest: dict[str, Any]) -> str:
     title = texts["title"] + (f" — version {manifest['id']}" if manifest.get("id") else "")
     lines = [f"# {title}", ""]
     lines += _generated_notice(manifest, texts)
+    lines += _served(manifest)
     lines += _intended_use(texts, v)
     lines += _data(manifest)
     lines += feedback_card_lines(manifest)

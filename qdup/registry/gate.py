@@ -1,10 +1,10 @@
-"""The promotion gate: the metric it reads, the decision against production, the lift over the lexical baseline, paired differences.
+"""Promotion-gate helpers: the decision publish carries, and the lift over the lexical baseline.
 
-The metrics dict is an evaluation's metrics.json; its lexical baseline block (from
-`qdup.evaluation.baseline.baseline_metrics`) sits under "baseline" with the same "calibration" and
-"test" shapes as the model's, so `gate_value` reads a metric from either side the same way.
-Like the promotion decision, the lift check reads the calibration split (`GATE_SPLIT`): test
-is reported only.
+The judgement itself (challenger and production as they serve, on the gate split) is `qdup.registry.judge`. The
+metrics dict here is an evaluation's metrics.json; its lexical baseline block (from
+`qdup.evaluation.baseline.baseline_metrics`) sits under "baseline" with the same "calibration" and "test" shapes as the
+model's, so `gate_value` reads a metric from either side the same way. The lift check reads the calibration split
+(`GATE_SPLIT`): test is reported only.
 """
 
 from __future__ import annotations
@@ -14,33 +14,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from qdup.config import SELECTION_SPLIT
-from qdup.evaluation.bootstrap import format_paired_difference
 
 CONFIG_KEY = "publish.min_lift_over_baseline"
 RETRIEVAL_PREFIX = "retrieval_"
-# The selection split: the promotion gate and the baseline-lift check compare models here; `test` is
-# reported only, so that choosing between models never makes its figures optimistic.
+# Where the baseline-lift check compares the model with the lexical baseline; `test` is reported only.
 GATE_SPLIT = SELECTION_SPLIT
-# For retrieval_* gate metrics: the retrieval stage's validation part (its test part is reported only).
-RETRIEVAL_GATE_PART = "val"
 
 
-def gate_split(metric: str) -> str:
-    """Where the gate measures `metric`, in words (for reasons, manifests and cards)."""
-    return "the retrieval validation part" if metric.startswith(RETRIEVAL_PREFIX) else f"the {GATE_SPLIT} split"
-
-
-def gate_value(metrics: dict[str, Any], metric: str, retrieval: dict[str, Any] | None = None, split: str = GATE_SPLIT) -> float:
-    """The gate metric from an evaluation's metrics on `split` (default the calibration split, each model at
-    its calibration-chosen threshold), or for a `retrieval_*` metric the model's dense figure on the retrieval
-    validation part (`retrieval`: that stage's manifest)."""
+def gate_value(metrics: dict[str, Any], metric: str, split: str = GATE_SPLIT) -> float:
+    """A pair metric from an evaluation's metrics on `split` (default the calibration split, each scorer at its
+    calibration-chosen threshold). Retrieval metrics are measured on the served search by `qdup.registry.judge`."""
     if metric.startswith(RETRIEVAL_PREFIX):
-        if retrieval is None:
-            raise ValueError(f"gate metric {metric!r} needs the retrieval stage's metrics")
-        part = RETRIEVAL_GATE_PART if split == GATE_SPLIT else split
-        if part not in retrieval:
-            raise ValueError(f"gate metric {metric!r}: the retrieval metrics have no {part!r} part")
-        return float(retrieval[part]["dense"][metric.removeprefix(RETRIEVAL_PREFIX)])
+        raise ValueError(f"{metric!r} is measured on the served search by the gate stage, not read from an evaluation")
     if split not in metrics:
         raise ValueError(f"gate metric {metric!r}: the metrics have no {split!r} split")
     block = metrics[split]
@@ -54,6 +39,8 @@ def gate_value(metrics: dict[str, Any], metric: str, retrieval: dict[str, Any] |
 
 @dataclass(frozen=True)
 class GateDecision:
+    """What publishing carries of the gate stage's record (`qdup.registry.publish.gate_decision`)."""
+
     promote: bool
     reason: str
     compared_against: str | None
@@ -72,28 +59,6 @@ class GateDecision:
             "production_measured_on": self.production_measured_on,
             "split": self.split,
         }
-
-
-def decide(
-    metric: str,
-    tolerance: float,
-    challenger: float,
-    production_version: str | None,
-    production: float | None,
-    measured_on: str | None,
-) -> GateDecision:
-    """Promote when there is no production yet, or challenger >= production - tolerance (both on the gate's split)."""
-    where = gate_split(metric)
-    if production_version is None:
-        return GateDecision(True, "first version: becomes production", None, challenger, None, None, where)
-    assert production is not None
-    ok = challenger >= production - tolerance
-    verdict = "at least as good as" if ok else "worse than"
-    reason = (
-        f"challenger {metric}={challenger:.4f} is {verdict} production {production_version} "
-        f"{metric}={production:.4f} (tolerance {tolerance}) on {where} (test is reported only)"
-    )
-    return GateDecision(ok, reason, production_version, challenger, production, measured_on, where)
 
 
 @dataclass(frozen=True)
@@ -157,23 +122,10 @@ def check_baseline(metrics: dict[str, Any], metric: str, min_lift: float | None)
     )
 
 
-def apply_baseline_check(decision: GateDecision, check: BaselineCheck) -> GateDecision:
-    """The production comparison and the baseline requirement together: both must pass to promote.
-
-    A refused check turns the decision into a refusal whose reason names the baseline first.
-    """
-    if check.ok:
-        return decision
-    return dataclasses.replace(decision, promote=False, reason=f"refused: {check.reason}; {decision.reason}")
-
-
-def gate_record(
-    decision: GateDecision, baseline: BaselineCheck | None = None, paired: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """The manifest's `compared_against` entry: `decision.as_dict()` plus the baseline check and the paired difference."""
-    out = decision.as_dict()
-    if baseline is not None:
-        out["baseline"] = baseline.as_dict()
-    if paired is not None:
-        out["paired_difference"] = {**paired, "text": format_paired_difference(paired)}
+def with_baseline(record: dict[str, Any], check: BaselineCheck) -> dict[str, Any]:
+    """A gate record with the baseline requirement: both must pass to promote; a refused check turns the record into a
+    refusal whose reason names the baseline first."""
+    out = {**record, "baseline": check.as_dict()}
+    if not check.ok and record["promote"]:
+        out |= {"promote": False, "reason": f"refused: {check.reason}; {record['reason']}"}
     return out

@@ -21,6 +21,8 @@ def version_row(manifest: dict[str, Any], aliases: list[str]) -> dict[str, Any]:
         "source": manifest["dataset"]["source"],
         "metrics": manifest["metrics"]["test"],
         "threshold": manifest["threshold"]["value"],
+        # What serves (versions from before it was recorded: none).
+        "served": manifest.get("served"),
         "aliases": aliases,
         "flow_run_id": manifest.get("prefect", {}).get("flow_run_id"),
     }
@@ -60,13 +62,18 @@ def _fmt(value: Any) -> str:
 
 
 def versions_table(rows: list[dict[str, Any]]) -> str:
-    header = ["id", "created", "dataset", "roc_auc", "accuracy", "f1", "aliases"]
+    """Served figures first: the deciding scorer, its threshold, test ROC-AUC and accuracy; the encoder's and the
+    lexical baseline's test ROC-AUC beside them; the default search."""
+    header = ["id", "created", "dataset", "decides", "threshold", "roc_auc", "accuracy", "encoder_roc_auc", "baseline_roc_auc",
+              "search", "aliases"]
     lines = [header]
     for r in rows:
-        m = r["metrics"]
-        lines.append(
-            [r["id"], r["created"][:19], r["dataset_sha256"][:12], _fmt(m["roc_auc"]), _fmt(m["accuracy"]), _fmt(m["f1"]), ",".join(r["aliases"])]
-        )
+        m, served = r["metrics"], r.get("served") or {}
+        test = served.get("test") or {"threshold": r["threshold"], **m}
+        base = (served.get("baseline") or {}).get("roc_auc")
+        lines.append([r["id"], r["created"][:19], r["dataset_sha256"][:12], served.get("decided_by", "encoder"),
+                      _fmt(test.get("threshold")), _fmt(test.get("roc_auc")), _fmt(test.get("accuracy")), _fmt(m["roc_auc"]),
+                      _fmt(base), (served.get("search") or {}).get("method", "-"), ",".join(r["aliases"])])
     return render_table(lines[0], lines[1:])
 
 

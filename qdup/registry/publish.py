@@ -1,36 +1,23 @@
-"""Publishing: the lineage manifest of a run, the promotion gate, and the files of a version."""
+"""Publishing: the lineage manifest of a run and the files of a version, registered with the gate stage's decision record."""
 
 from __future__ import annotations
 
 import platform
 import subprocess
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from qdup import __version__
 from qdup.config import RetrainConfig
-from qdup.data.drift import VERSION_PROFILE_DIR
 from qdup.data.generated import generated_record
-from qdup.data.splits import read_split
-from qdup.evaluation.metrics import binary_metrics, ranking_metrics
-from qdup.evaluation.scores import CALIBRATION_SCORES_FILE, TEST_SCORES_FILE, read_test_scores
+from qdup.evaluation.scores import CALIBRATION_SCORES_FILE, TEST_SCORES_FILE
 from qdup.fileio import atomic_write_text, sha256_json
 from qdup.log import LogFn, stderr_log
 from qdup.registry.feedback import feedback_files, feedback_lineage
-from qdup.registry.gate import (  # noqa: F401  (also publishing's interface)
-    GATE_SPLIT,
-    RETRIEVAL_GATE_PART,
-    RETRIEVAL_PREFIX,
-    GateDecision,
-    decide,
-    gate_split,
-    gate_value,
-)
+from qdup.registry.gate import GateDecision
 from qdup.registry.store import ArtifactStore, StoreError
 from qdup.stagecache import StageResult, params
 
@@ -67,24 +54,6 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def rescore_on(predictor: Any, calibration_df: Any, metric: str) -> tuple[float, np.ndarray, float]:
-    """Measure an exported model on the challenger's calibration split (when production's differs).
-
-    Returns the gate metric, the per-pair similarities and the threshold used: production's threshold is
-    chosen again on these pairs by the evaluation's rule (max accuracy), as the challenger's was, so that a
-    threshold metric compares two thresholds chosen on the same data rather than favouring the challenger.
-    """
-    from qdup.evaluation.metrics import choose_threshold
-
-    y = calibration_df["is_duplicate"].to_numpy().astype(np.int64)
-    sim = np.asarray(
-        predictor.similarity(calibration_df["question1"].tolist(), calibration_df["question2"].tolist()), dtype=np.float64
-    )
-    threshold = float(choose_threshold(y, sim)["accuracy_threshold"])
-    metrics = {GATE_SPLIT: {"ranking": ranking_metrics(y, sim), "at_threshold": binary_metrics(y, sim, threshold)}}
-    return gate_value(metrics, metric), sim, threshold
-
-
 def version_files(stages: dict[str, StageResult]) -> dict[str, Path]:
     """Which stage outputs go into a version, under which names."""
     files: dict[str, Path] = {}
@@ -110,15 +79,6 @@ def version_files(stages: dict[str, StageResult]) -> dict[str, Path]:
     if "feedback" in stages:  # the snapshot trained with travels with the version: its lineage can be checked byte for byte
         files |= feedback_files(stages["feedback"])
     return files
-
-
-def profile_files(stages: dict[str, StageResult], out_dir: Path) -> dict[str, Path]:
-    """This version's data profile (validated data under its own vocabulary), written to `out_dir`, under version names."""
-    from qdup.stages.drift import build_profile
-    from qdup.stages.validate import VALIDATED_FILE
-
-    build_profile(stages["validate"].file(VALIDATED_FILE), stages["vocab"].file("vocabulary.txt"), out_dir)
-    return {f"{VERSION_PROFILE_DIR}/{p.name}": p for p in sorted(Path(out_dir).iterdir())}
 
 
 def relabelled_index(stages: dict[str, StageResult], version: str, tmp: Path) -> dict[str, Path]:
@@ -191,6 +151,7 @@ def lineage_manifest(
             # The pair reranker beside the encoder alone and the baseline, each at its own calibration-chosen threshold.
             **({"reranker": stages["rerank"].manifest["metrics"]} if "rerank" in stages else {}),
         },
+        "served": served_block(stages),
         "parameters": params(cfg),
         "code": code_version(),
         "libraries": library_versions(),
@@ -208,6 +169,35 @@ def lineage_manifest(
             for name, r in stages.items()
         },
     }
+
+
+def served_block(stages: dict[str, StageResult]) -> dict[str, Any]:
+    """What this version serves, for everything that shows it: which score decides (and why), at which threshold, its
+    test figures (the encoder's and the lexical baseline's beside them), and the default search method."""
+    metrics = stages["evaluate"].manifest["metrics"]
+    encoder = {"threshold": metrics["threshold"]["value"], "roc_auc": metrics["test"]["ranking"]["roc_auc"],
+               "accuracy": metrics["test"]["at_threshold"]["accuracy"], "f1": metrics["test"]["at_threshold"]["f1"]}
+    base = metrics.get("baseline") or {}
+    baseline = {"name": base.get("name"), "threshold": (base.get("threshold") or {}).get("value"),
+                "roc_auc": ((base.get("test") or {}).get("ranking") or {}).get("roc_auc"),
+                "accuracy": ((base.get("test") or {}).get("at_threshold") or {}).get("accuracy")} if base else None
+    out: dict[str, Any] = {"decided_by": "encoder", "threshold": encoder["threshold"], "test": encoder,
+                           "why": "no reranker: the encoder cosine decides", "encoder": encoder, "baseline": baseline}
+    if "rerank" in stages:
+        rerank = stages["rerank"].manifest
+        serves = rerank.get("serves") or {"serves": True, "why": "fitted before the choice existed"}
+        summary = rerank["metrics"]["reranker"]
+        reranker = {k: summary[k] for k in ("threshold", "roc_auc", "accuracy", "f1")}
+        out |= {"reranker": reranker, "why": serves["why"]}
+        if serves["serves"]:
+            out |= {"decided_by": "reranker", "threshold": reranker["threshold"], "test": reranker}
+    defaults = (stages["index"].manifest.get("search_defaults") if "index" in stages else None) or (
+        {"method": stages["retrieval"].manifest["best"], "hybrid": stages["retrieval"].manifest["hybrid"]}
+        if "retrieval" in stages else None)
+    if defaults:
+        out["search"] = {"method": defaults["method"], "hybrid": defaults.get("hybrid"),
+                         "chosen_on": "the selection split (retrieval selection part)"}
+    return out
 
 
 @dataclass(frozen=True)
@@ -229,91 +219,10 @@ class PublishOutcome:
 def content_key(stages: dict[str, StageResult]) -> str:
     """Stage keys hash inputs, parameters and code, so equal keys mean an identical model.
 
-    The drift report is left out: its key names the production version compared with, which
-    does not change the model.
+    The drift report and the gate's record are left out: their keys name the production version compared with,
+    which does not change the model.
     """
-    return sha256_json({name: r.key for name, r in sorted(stages.items()) if name != "drift"})
-
-
-@dataclass(frozen=True)
-class ProductionMeasure:
-    """Production on the challenger's calibration rows: the gate metric, how it was measured, per-pair similarities."""
-
-    value: float | None = None
-    measured_on: str | None = None
-    scores: np.ndarray | None = None
-    threshold: float | None = None
-
-
-def measure_production(
-    store: ArtifactStore, production: str | None, stages: dict[str, StageResult], metric: str
-) -> ProductionMeasure:
-    """Production's gate metric on the challenger's calibration rows: stored when the rows are the same, else re-scored.
-
-    With the same rows, production's stored per-pair similarities (evaluation/calibration_scores.parquet)
-    pair it with the challenger; a version from before they were kept has none (no paired difference).
-    """
-    if production is None:
-        return ProductionMeasure()
-    prod = store.manifest(production)
-    if metric.startswith(RETRIEVAL_PREFIX):
-        return ProductionMeasure(*measure_production_retrieval(store, production, prod, stages, metric))
-    ours = stages["splits"].manifest["splits"][GATE_SPLIT]["content_sha256"]
-    stored = (prod.get("metrics") or {}).get(GATE_SPLIT) or {}
-    same_rows = (prod.get("splits") or {}).get(GATE_SPLIT, {}).get("content_sha256") == ours
-    if same_rows and stored.get(metric) is not None:
-        scores = None
-        if f"evaluation/{CALIBRATION_SCORES_FILE}" in (prod.get("files") or {}):
-            scores = read_test_scores(store.open_version(production) / "evaluation" / CALIBRATION_SCORES_FILE)
-        return ProductionMeasure(float(stored[metric]), "stored metrics", scores, prod["threshold"]["value"])
-    from qdup.serving.predictor import load_inference
-
-    predictor = load_inference(store.open_version(production) / "model")
-    calibration_df = read_split(stages["splits"].file(f"{GATE_SPLIT}.parquet"))
-    value, scores, threshold = rescore_on(predictor, calibration_df, metric)
-    return ProductionMeasure(value, f"re-scored on the challenger's {GATE_SPLIT} split", scores, threshold)
-
-
-def paired_against_production(cfg: RetrainConfig, stages: dict[str, StageResult], prod: ProductionMeasure) -> dict[str, Any] | None:
-    """Challenger - production on the gate metric over the same calibration rows and cluster-bootstrap resamples;
-    None when not measurable."""
-    from qdup.evaluation.bootstrap import METRICS, paired_difference
-    from qdup.evaluation.trust import pair_groups
-
-    metric, resamples = cfg.publish.gate_metric, cfg.evaluate.bootstrap_resamples
-    scores_file = stages["evaluate"].file(CALIBRATION_SCORES_FILE)
-    if prod.scores is None or resamples <= 0 or metric not in METRICS or not scores_file.is_file():
-        return None
-    rows = read_split(stages["splits"].file(f"{GATE_SPLIT}.parquet"))
-    y = rows["is_duplicate"].to_numpy(dtype=np.int64)
-    challenger = read_test_scores(scores_file)
-    threshold = stages["evaluate"].manifest["metrics"]["threshold"]["value"]
-    return paired_difference(
-        y, challenger, threshold, prod.scores, prod.threshold, metric,
-        resamples=resamples, seed=cfg.seed, level=cfg.evaluate.bootstrap_level, groups=pair_groups(rows, GATE_SPLIT),
-    ) | {"split": GATE_SPLIT}
-
-
-def measure_production_retrieval(
-    store: ArtifactStore, production: str, prod: dict[str, Any], stages: dict[str, StageResult], metric: str
-) -> tuple[float, str]:
-    """Production's dense retrieval figure on the validation part: stored when measured on the same split, else re-scored."""
-    import pandas as pd
-
-    from qdup.config import SearchConfig
-    from qdup.search.encoder import load_query_encoder
-    from qdup.stages.retrieval import dense_part_metrics
-
-    name = metric.removeprefix(RETRIEVAL_PREFIX)
-    ours = stages["retrieval"].manifest
-    stored = prod.get("retrieval") or {}
-    if stored.get("split") == ours["split"] and RETRIEVAL_GATE_PART in stored:
-        return float(stored[RETRIEVAL_GATE_PART]["dense"][name]), "stored metrics"
-    encoder = load_query_encoder(store.open_version(production) / "model")
-    pairs = pd.read_parquet(stages["retrieval"].file(ours["pairs"]))
-    cfg = SearchConfig(**ours["search"])
-    figures = dense_part_metrics(pairs, encoder.encode, cfg, ours["split"]["seed"], RETRIEVAL_GATE_PART)
-    return float(figures[name]), "re-scored on the challenger's retrieval validation part"
+    return sha256_json({name: r.key for name, r in sorted(stages.items()) if name not in ("drift", "gate")})
 
 
 def find_identical(store: ArtifactStore, key: str, versions: list[str]) -> str | None:
@@ -322,6 +231,22 @@ def find_identical(store: ArtifactStore, key: str, versions: list[str]) -> str |
         if store.manifest(existing).get("content_key") == key:
             return existing
     return None
+
+
+def gate_decision(gate: dict[str, Any]) -> GateDecision:
+    """The gate stage's record as the decision `PublishOutcome` carries (headline: the configured gate metric)."""
+    record = gate["record"]
+    metric = next(iter(record.get("comparisons") or {}), None)
+    comparison = (record.get("comparisons") or {}).get(metric) or {}
+    return GateDecision(bool(record["promote"]), record["reason"], record.get("version"), comparison.get("challenger"),
+                        comparison.get("production"), f"re-scored on the {record['split']} split" if record.get("version") else None,
+                        record["rows"]["where"])
+
+
+def gate_files(stages: dict[str, StageResult]) -> dict[str, Path]:
+    """The gate stage's decision record and fitted-question hashes, under the version's `gate/`."""
+    gate = stages["gate"]
+    return {f"gate/{gate.manifest[k]}": gate.file(gate.manifest[k]) for k in ("decision", "fitted_questions")}
 
 
 def publish_version(
@@ -333,78 +258,61 @@ def publish_version(
     run_info: dict[str, Any],
     actor: str,
     log: LogFn = stderr_log,
-    max_attempts: int = 3,
+    extra_files: dict[str, Path] | None = None,
 ) -> PublishOutcome:
-    """Publish the exact stage outputs handed in as `version`; move `latest`, and `production` if the gate passes.
+    """Publish the exact stage outputs handed in as `version` with the gate stage's decision record; move `latest`, and
+    `production` where the record says to and production is still the version the gate judged against.
 
-    An unchanged pipeline publishes nothing (it names the identical version). Everything slow happens
-    before the store's lock: measuring production (it may load a model), the gate decision, the
-    profile, the relabelled index, the card, and uploading the version's files unregistered. The lock
-    covers only one registry transaction: production is still the one measured, no identical version
-    was registered meanwhile, the registration and the alias moves. If production moved meanwhile,
-    the upload is discarded and the gate runs again, at most `max_attempts` times.
+    Nothing is measured here: the gate stage (`qdup.stages.gate`) judged the version as it serves. An unchanged
+    pipeline publishes nothing (it names the identical version). The files are uploaded unregistered before the
+    store's lock; the lock covers one registry transaction: no identical version was registered meanwhile, the
+    registration and the alias moves. If production moved since the gate judged, the version is registered and
+    `latest` moves, but production does not (run again to judge against the new production). `extra_files`: more
+    version files (name -> path), e.g. the data profile the task layer builds.
     """
-    metric, tolerance = cfg.publish.gate_metric, cfg.publish.tolerance
+    if "gate" not in stages:
+        raise StoreError("publish needs the gate stage's decision record (run the flow through `gate`)")
     key = content_key(stages)
     seen = store.versions()
     if (existing := find_identical(store, key, seen)) is not None:
         log(f"[publish] identical to version {existing} (same data, parameters and code): nothing new to publish")
         return PublishOutcome(existing, store.url, False, False, f"identical to {existing}", None)
-    from qdup.evaluation.bootstrap import format_paired_difference
     from qdup.registry.card import model_card
-    from qdup.registry.gate import apply_baseline_check, check_baseline, gate_record
 
-    metrics = stages["evaluate"].manifest["metrics"]
-    challenger = gate_value(metrics, metric, stages["retrieval"].manifest if "retrieval" in stages else None)
-    # The lexical baseline scores pairs: with a retrieval gate metric, the lift is measured on ROC-AUC
-    # (as the evaluate stage does); the retrieval stage reports its own lexical figures beside the model's.
-    from qdup.evaluation.bootstrap import METRICS
-
-    baseline = check_baseline(metrics, metric if metric in METRICS else "roc_auc", cfg.publish.min_lift_over_baseline)
+    record, judged = stages["gate"].manifest["record"], stages["gate"].manifest["production"]
+    decision = gate_decision(stages["gate"].manifest)
     with tempfile.TemporaryDirectory(prefix="qdup-publish-") as tmp:
-        # The files that do not depend on the gate's outcome, made once.
-        files = version_files(stages) | profile_files(stages, Path(tmp) / VERSION_PROFILE_DIR)
+        files = version_files(stages) | gate_files(stages) | dict(extra_files or {})
         if "index" in stages:
             files |= relabelled_index(stages, version, Path(tmp))
-        for _ in range(max_attempts):
-            current = store.aliases().get("production")
-            prod = measure_production(store, current, stages, metric)
-            paired = paired_against_production(cfg, stages, prod)
-            decision = decide(metric, tolerance, challenger, current, prod.value, prod.measured_on)
-            if paired is not None:
-                decision = replace(decision, reason=f"{decision.reason}; {format_paired_difference(paired)}")
-            decision = apply_baseline_check(decision, baseline)
-            staged = None
-            if version not in store.versions():  # a retried publish after a committed one must not publish twice
-                gate = gate_record(decision, baseline, paired)
-                manifest = lineage_manifest(cfg, stages, run_info, decision, gate) | {"content_key": key}
-                # The card is made from the manifest being published (with the id it will carry).
-                card = Path(tmp) / CARD_FILE
-                atomic_write_text(card, model_card({**manifest, "id": version}))
-                # An earlier attempt's upload (another gate outcome, or a failed registration) goes first.
+        staged = None
+        if version not in store.versions():  # a retried publish after a committed one must not publish twice
+            manifest = lineage_manifest(cfg, stages, run_info, decision, record) | {"content_key": key}
+            # The card is made from the manifest being published (with the id it will carry).
+            card = Path(tmp) / CARD_FILE
+            atomic_write_text(card, model_card({**manifest, "id": version}))
+            # An earlier attempt's upload (a failed registration) goes first.
+            store.discard_upload(version)
+            staged = store.upload(files | {CARD_FILE: card}, manifest, version=version)
+        with store.lock():
+            registered = store.versions()
+            identical = find_identical(store, key, [v for v in registered if v not in seen and v != version])
+            if identical is not None and version not in registered:
                 store.discard_upload(version)
-                staged = store.upload(files | {CARD_FILE: card}, manifest, version=version)
-            with store.lock():
-                if store.aliases().get("production") != current:
-                    moved = True  # production moved while it was being measured: measure the new one
-                else:
-                    moved = False
-                    registered = store.versions()
-                    identical = find_identical(store, key, [v for v in registered if v not in seen and v != version])
-                    if identical is not None and version not in registered:
-                        store.discard_upload(version)
-                        log(f"[publish] identical to version {identical}, registered meanwhile: nothing new to publish")
-                        return PublishOutcome(identical, store.url, False, False, f"identical to {identical}", None)
-                    if staged is not None:
-                        store.register(staged)
-                    store.move_alias("latest", version, "every publish moves latest", actor, "publish")
-                    promoted = decision.promote and cfg.publish.promote
-                    if promoted:
-                        store.move_alias("production", version, decision.reason, actor, "publish")
-            if not moved:
-                break
-        else:
-            raise StoreError(f"production kept moving while version {version} was being gated ({max_attempts} attempts)")
-    why = decision.reason if cfg.publish.promote else "promotion disabled (publish.promote=false)"
+                log(f"[publish] identical to version {identical}, registered meanwhile: nothing new to publish")
+                return PublishOutcome(identical, store.url, False, False, f"identical to {identical}", None)
+            if staged is not None:
+                store.register(staged)
+            store.move_alias("latest", version, "every publish moves latest", actor, "publish")
+            current = store.aliases().get("production")
+            why = decision.reason
+            promoted = decision.promote and cfg.publish.promote and current == judged
+            if decision.promote and current != judged:
+                why = (f"production moved from {judged} to {current} after the gate judged against {judged}; not promoted "
+                       f"(run again to judge against {current})")
+            if promoted:
+                store.move_alias("production", version, decision.reason, actor, "publish")
+    if not cfg.publish.promote:
+        why = "promotion disabled (publish.promote=false)"
     log(f"[publish] version {version} -> {store.url}; production {'moved' if promoted else 'NOT moved'}: {why}")
     return PublishOutcome(version, store.url, True, promoted, why, decision)

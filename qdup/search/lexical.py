@@ -244,8 +244,13 @@ def evaluate_retrieval(
     rerank: PairScorer | None = None,
     rerank_seen: set[str] | None = None,
     lexical_builder: LexicalBuilder | None = None,
+    test_split: RetrievalSplit | None = None,
+    test_embeddings: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Lexical, dense and hybrid retrieval on the same split; the hybrid's form and weight chosen on validation.
+
+    With `test_split` (and `test_embeddings` of its corpus), the test part is `test_split.test` on its own corpus
+    and lexical index: nothing of it, not even its questions as distractors, reaches what validation chooses.
 
     `embeddings[i]` is the unit encoding of split.corpus[i]. Hybrid candidates are the union of both top-k
     lists, rescored by `fused_scores` (RRF, or weight * dense cosine + (1 - weight) * normalised lexical score), weight on
@@ -263,8 +268,17 @@ def evaluate_retrieval(
     if len(embeddings) != len(split.corpus):
         raise QdupError(f"embeddings: {len(embeddings)} vectors for a corpus of {len(split.corpus)} questions")
     k = cfg.retrieval_k
-    lexical = (lexical_builder or build_lexical)(split.corpus)
-    val, test = _runs(split.val, embeddings, lexical, k), _runs(split.test, embeddings, lexical, k)
+    build = lexical_builder or build_lexical
+    lexical = build(split.corpus)
+    if test_split is None:
+        test_split, test_embeddings, test_lexical = split, embeddings, lexical
+    else:
+        if test_embeddings is None or len(test_embeddings) != len(test_split.corpus):
+            raise QdupError("test_embeddings: one vector per question of test_split.corpus is needed")
+        test_lexical = build(test_split.corpus)
+    val, test = _runs(split.val, embeddings, lexical, k), _runs(test_split.test, test_embeddings, test_lexical, k)
+    corpora = {"val": split.corpus, "test": test_split.corpus}
+    parts = {"val": split.val, "test": test_split.test}
     options: list[tuple[str, float | None]] = [("rrf", None)]
     steps = round(1.0 / cfg.hybrid_weight_step)
     options += [("weighted", round(i / steps, 6)) for i in range(steps + 1)]
@@ -281,8 +295,8 @@ def evaluate_retrieval(
         ("hybrid", _hybrid(val, method, weight, cfg.rrf_k, k), _hybrid(test, method, weight, cfg.rrf_k, k)),
     ):
         result[name] = {
-            "val": ranking_metrics(rank_val, split.val.relevant),
-            "test": ranking_metrics(rank_test, split.test.relevant),
+            "val": ranking_metrics(rank_val, parts["val"].relevant),
+            "test": ranking_metrics(rank_test, parts["test"].relevant),
         }
     result["hybrid"]["method"] = method
     result["hybrid"]["weight"] = weight
@@ -291,15 +305,15 @@ def evaluate_retrieval(
     if rerank is not None:
         ranked = {part_name: {
             "lexical": run["lexical"], "dense": run["dense"], "hybrid": _hybrid(run, method, weight, cfg.rrf_k, k),
-            "reranked": rerank_candidates(run, part, split.corpus, rerank, k),
-        } for part_name, run, part in (("val", val, split.val), ("test", test, split.test))}
-        result["reranked"] = {p: ranking_metrics(ranked[p]["reranked"], getattr(split, p).relevant) for p in ("val", "test")}
+            "reranked": rerank_candidates(run, parts[part_name], corpora[part_name], rerank, k),
+        } for part_name, run in (("val", val), ("test", test))}
+        result["reranked"] = {p: ranking_metrics(ranked[p]["reranked"], parts[p].relevant) for p in ("val", "test")}
         if rerank_seen is not None:
-            unseen = {p: np.array([split.corpus[int(q)] not in rerank_seen for q in getattr(split, p).queries], dtype=bool)
+            unseen = {p: np.array([corpora[p][int(q)] not in rerank_seen for q in parts[p].queries], dtype=bool)
                       for p in ("val", "test")}
             result["unseen_by_reranker"] = {
                 "queries": {p: int(unseen[p].sum()) for p in ("val", "test")},
-                **{p: _subset_metrics(ranked[p], getattr(split, p), unseen[p]) for p in ("val", "test")},
+                **{p: _subset_metrics(ranked[p], parts[p], unseen[p]) for p in ("val", "test")},
             }
             fresh_val = result["unseen_by_reranker"]["val"]
             if fresh_val:
@@ -307,5 +321,26 @@ def evaluate_retrieval(
                 result["best_chosen_on"] = "validation queries unseen by the reranker"
         else:
             result["best"] = max(("lexical", "dense", "hybrid", "reranked"), key=lambda n: result[n]["val"][select_metric])
-    result["counts"] = {"corpus": len(split.corpus), "val_queries": len(split.val), "test_queries": len(split.test)}
+    result["counts"] = {"corpus": len(split.corpus), "val_queries": len(split.val), "test_queries": len(test_split.test)}
+    if test_split is not split:
+        result["counts"]["test_corpus"] = len(test_split.corpus)
     return result
+
+
+def served_rankings(
+    part: QuerySet, corpus: Sequence[str], embeddings: np.ndarray, method: str, hybrid: dict[str, Any], *,
+    cfg: SearchConfig | None = None, rerank: PairScorer | None = None, lexical: Lexical | None = None,
+) -> np.ndarray:
+    """The ranked lists one search method serves (dense, lexical, hybrid with its chosen form and weight, or reranked:
+    the hybrid's candidates re-ordered by `rerank`), for the queries of `part` on `corpus` (what the gate measures)."""
+    cfg = cfg or SearchConfig()
+    if method not in ("dense", "lexical", "hybrid", "reranked"):
+        raise QdupError(f"search method: expected dense, lexical, hybrid or reranked, got {method!r}")
+    if method == "reranked" and rerank is None:
+        raise QdupError("search method 'reranked' needs the version's reranker")
+    run = _runs(part, embeddings, lexical or build_lexical(corpus), cfg.retrieval_k)
+    if method in ("dense", "lexical"):
+        return run[method]
+    if method == "hybrid":
+        return _hybrid(run, hybrid["method"], hybrid.get("weight"), cfg.rrf_k, cfg.retrieval_k)
+    return rerank_candidates(run, part, corpus, rerank, cfg.retrieval_k)

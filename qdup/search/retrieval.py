@@ -99,6 +99,17 @@ def retrieval_split(
     return RetrievalSplit(corpus, cluster, part(val_clusters), part(test_clusters))
 
 
+def query_part(pairs: pd.DataFrame) -> RetrievalSplit:
+    """One retrieval part of labelled pairs: its distinct questions are the corpus, every question of a duplicate
+    cluster a query (its relevant documents the rest of its cluster). `val` and `test` name the same query set: a part
+    is used whole, either to choose (selection) or to report (test), never both."""
+    corpus, cluster = duplicate_clusters(pairs)
+    if int((np.bincount(cluster) >= 2).sum()) < 1:
+        raise QdupError("pairs: no duplicate cluster; a retrieval part needs at least one")
+    queries = _query_set(np.flatnonzero(np.bincount(cluster)[cluster] >= 2), cluster)
+    return RetrievalSplit(corpus, cluster, queries, queries)
+
+
 def per_query_metrics(rankings: np.ndarray, relevant: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
     """Each query's MRR@10, nDCG@10, recall@1/10/100 and AP@100 (arrays of len(rankings)); see `ranking_metrics`.
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from qdup.errors import QdupError
 from qdup.evaluation.reranker import Reranker, has_reranker, load_reranker
+from qdup.fileio import read_json
 from qdup.search.encoder import QueryEncoder, load_query_encoder
 from qdup.search.index import QuestionIndex, load_index
 from qdup.search.lexical import Lexical, candidate_union, fused_scores, rank_with_scores
@@ -47,12 +48,14 @@ class Ranking:
 class VersionSearcher:
     """One version's index, encoder and pair reranker (None: the version has none); ranks by `default_method` unless told otherwise.
 
-    With a reranker, every hit carries its reranker score and the duplicate decision is the reranker's.
+    With a reranker, every hit carries its reranker score; the duplicate decision is the reranker's where it decides
+    (`reranker_decides`, the version's choice on its selection split), else the cosine's.
     """
 
     index: QuestionIndex
     encoder: QueryEncoder
     reranker: Reranker | None = None
+    reranker_decides: bool = True
 
     @property
     def defaults(self) -> dict[str, Any]:
@@ -148,7 +151,7 @@ class VersionSearcher:
 
     def duplicate_rule(self) -> dict[str, Any]:
         """How a hit is marked a duplicate: the reranker's score against its threshold, else the cosine against the version's."""
-        if self.reranker is not None:
+        if self.reranker is not None and self.reranker_decides:
             return {"by": "reranker_score", "threshold": float(self.reranker.threshold)}
         return {"by": "similarity", "threshold": float(self.encoder.threshold)}
 
@@ -164,6 +167,8 @@ class VersionSearcher:
         if self.reranker is None:
             return None, found & (ranking.cosines >= self.encoder.threshold)
         scores = ranking.scores if ranking.kind == "reranker" else self.reranker_scores(queries, ranking.positions, ranking.cosines)
+        if not self.reranker_decides:
+            return scores, found & (ranking.cosines >= self.encoder.threshold)
         return scores, found & (scores >= self.reranker.threshold)
 
     def search(self, queries: list[str], k: int, method: str | None = None) -> list[list[dict[str, Any]]]:
@@ -222,7 +227,10 @@ def load_version_searcher(version_dir: Path, version: str | None = None) -> Vers
     if where is None:
         return None
     index = load_index(where, expected_model_version=version or version_dir.name)
-    return VersionSearcher(index, load_query_encoder(version_dir / "model"), load_version_reranker(version_dir / "model"))
+    reranker = load_version_reranker(version_dir / "model")
+    meta = read_json(version_dir / "model" / "threshold.json") if reranker is not None else {}
+    decides = bool((meta.get("reranker") or {}).get("serves", True))
+    return VersionSearcher(index, load_query_encoder(version_dir / "model"), reranker, decides)
 
 
 def load_version_reranker(model_dir: Path) -> Reranker | None:

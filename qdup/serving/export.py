@@ -42,6 +42,7 @@ def export_models(
     threshold: float,
     out_dir: Path,
     reranker_dir: Path | None = None,
+    reranker_serves: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write the serving bundle to out_dir in one atomic step (temporary sibling, then rename).
 
@@ -51,7 +52,9 @@ def export_models(
     out_dir/encoder.onnx: the encoder's derived fast form (`qdup.model.onnx_export`), what serving runs;
     out_dir/threshold.json: the threshold (chosen on the calibration split) and what it means;
     with `reranker_dir`, the pair reranker's files (`qdup.evaluation.reranker.FILES`), loaded back
-    (hash-checked) before they are kept. Before the rename, the saved inference model is reloaded with safe_mode=True and must
+    (hash-checked) before they are kept; `reranker_serves` ({"serves": bool, "why": str}, the rerank stage's choice on
+    the selection split) says whether it makes the duplicate decision (None: it does). Before the rename, the saved
+    inference model is reloaded with safe_mode=True and must
     reproduce the encoder's similarities on probe pairs.
     """
     encoder_path = Path(encoder_path)
@@ -108,7 +111,11 @@ def export_models(
                 "model": model_cfg.model_dump(mode="json"),
                 "sha256": files,
                 "reranker": None if reranker_threshold is None else {
-                    "threshold": reranker_threshold, "meta": RERANKER_META, "decides": "duplicate iff reranker score >= its threshold",
+                    "threshold": reranker_threshold, "meta": RERANKER_META,
+                    "serves": bool((reranker_serves or {}).get("serves", True)),
+                    "why": (reranker_serves or {}).get("why"),
+                    "decides": "duplicate iff reranker score >= its threshold" if (reranker_serves or {}).get("serves", True)
+                    else "the encoder decides (similarity >= threshold); the reranker re-orders search candidates only",
                 },
                 "fast_inference": {
                     "file": FAST_FILE, "runtime": "onnxruntime", "derived_from": ENCODER_FILE,

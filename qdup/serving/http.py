@@ -272,19 +272,22 @@ def request_models(cfg: ServeConfig) -> dict[str, Any]:
 class Score(BaseModel):
     similarity: float = Field(description="cosine of the two questions' encodings, in [-1, 1]")
     reranker_score: float | None = Field(default=None, description="the pair reranker's duplicate probability (versions with one)")
-    duplicate: bool = Field(description="reranker_score >= reranker_threshold with a reranker, else similarity >= threshold")
+    duplicate: bool = Field(description="reranker_score >= reranker_threshold where the reranker decides (decided_by), else "
+                            "similarity >= threshold")
 
 
 class SimilarityAnswer(Score):
     version: str
     threshold: float
     reranker_threshold: float | None = None
+    decided_by: str = Field(default="encoder", description="which score made `duplicate`: reranker or encoder")
 
 
 class PairsAnswer(BaseModel):
     version: str
     threshold: float
     reranker_threshold: float | None = None
+    decided_by: str = Field(default="encoder", description="which score made `duplicate`: reranker or encoder")
     results: list[Score]
 
 
@@ -414,13 +417,15 @@ def create_app(cfg: ServeConfig, follower: ModelFollower | None = None, direct_r
         # Plain dicts straight to JSON: re-validating a thousand results against the response
         # model would cost more than computing them (the model still documents the answer in /docs).
         threshold = served.threshold
-        head: dict[str, Any] = {"version": served.version, "threshold": threshold}
+        head: dict[str, Any] = {"version": served.version, "threshold": threshold, "decided_by": served.predictor.decided_by}
         reranker = served.predictor.reranker
         if reranker is None or rr is None:
+            head["decided_by"] = "encoder"
             scores = [{"similarity": s, "duplicate": s >= threshold} for s in sims.tolist()]
         else:
             head["reranker_threshold"] = reranker.threshold
-            scores = [{"similarity": s, "reranker_score": r, "duplicate": r >= reranker.threshold}
+            by_reranker = head["decided_by"] == "reranker"
+            scores = [{"similarity": s, "reranker_score": r, "duplicate": r >= reranker.threshold if by_reranker else s >= threshold}
                       for s, r in zip(sims.tolist(), rr.tolist(), strict=True)]
         if isinstance(body, PairsRequest):
             return JSONResponse({**head, "results": scores})
@@ -507,6 +512,9 @@ def model_facts(
         facts |= {
             "version": served.version,
             "aliases": aliases,
+            # What serves first: the deciding scorer, its threshold and test figures, the encoder and baseline beside.
+            # (None for a version from before it was recorded.)
+            "served": manifest.get("served"),
             "threshold": served.threshold,
             "metrics": {"test": test},
             "dataset_sha256": (manifest.get("dataset") or {}).get("sha256"),

@@ -2,7 +2,8 @@
 
 Label convention: is_duplicate 1 = same intent; similarity = cosine of the two L2-normalised
 encodings in [-1, 1]; a pair is predicted to be a duplicate iff similarity >= threshold, or, for an
-export with a pair reranker, iff the reranker's score (a probability) >= the reranker's threshold.
+export whose pair reranker decides (threshold.json's reranker "serves": true, chosen on the selection
+split), iff the reranker's score (a probability) >= the reranker's threshold.
 """
 
 from __future__ import annotations
@@ -45,6 +46,10 @@ class Predictor:
         self.meta = dict(meta or {})
         self.reranker = reranker
         self.runtime = runtime
+        # Which score makes the duplicate decision: the reranker's only where the export says it serves (an export from
+        # before that choice existed: wherever it has one).
+        serves = ((self.meta.get("reranker") or {}).get("serves", True)) if reranker is not None else False
+        self.decided_by = "reranker" if serves else "encoder"
 
     def encode(self, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:
         """Unit encodings (n, d) float32 of questions (each a non-blank str, else QdupError naming its index)."""
@@ -71,8 +76,8 @@ class Predictor:
 
     @property
     def decision_threshold(self) -> float:
-        """The threshold the duplicate decision uses: the reranker's (on its score) when there is one, else the cosine's."""
-        return self.threshold if self.reranker is None else self.reranker.threshold
+        """The threshold the duplicate decision uses: the reranker's (on its score) when it decides, else the cosine's."""
+        return self.reranker.threshold if self.decided_by == "reranker" else self.threshold
 
     def decide(self, q1s: Sequence[str], q2s: Sequence[str], batch_size: int | None = None) -> dict[str, np.ndarray | None]:
         """similarity (encoder cosine), reranker_score (None without a reranker) and duplicate for each pair."""
@@ -80,10 +85,17 @@ class Predictor:
         if self.reranker is None:
             return {"similarity": sim, "reranker_score": None, "duplicate": sim >= self.threshold}
         score = self.reranker.score(list(q1s), list(q2s), sim)
+        if self.decided_by == "encoder":
+            return {"similarity": sim, "reranker_score": score, "duplicate": sim >= self.threshold}
         return {"similarity": sim, "reranker_score": score, "duplicate": self.reranker.decide(score)}
 
+    def served_scores(self, q1s: Sequence[str], q2s: Sequence[str]) -> np.ndarray:
+        """The score each pair's decision compares with `decision_threshold` (float64): the reranker's or the cosine."""
+        got = self.decide(q1s, q2s)
+        return np.asarray(got["reranker_score"] if self.decided_by == "reranker" else got["similarity"], dtype=np.float64)
+
     def predict(self, q1s: Sequence[str], q2s: Sequence[str], batch_size: int | None = None) -> np.ndarray:
-        """True where a pair is predicted to be a duplicate (the reranker's decision when there is one, else similarity >= threshold)."""
+        """True where a pair is predicted to be a duplicate (the reranker's decision where it decides, else similarity >= threshold)."""
         return self.decide(q1s, q2s, batch_size)["duplicate"]
 
 

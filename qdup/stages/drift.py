@@ -25,6 +25,7 @@ def build_drift(
     production_version: str | None = None,
     production_profile_dir: Path | None = None,
     production_vocabulary_file: Path | None = None,
+    production_reranker_meta: Path | None = None,
 ) -> dict[str, Any]:
     """Check the validated dataset against production's profile (none: the first run); write the report to `out_dir`.
 
@@ -47,7 +48,25 @@ def build_drift(
     )
     report.write(Path(out_dir), "drift")
     report.raise_if_blocking(str(validated_file))
-    return {**report.as_dict(), "report": "drift.md", "result": "drift.json"}
+    return {**report.as_dict(), "report": "drift.md", "result": "drift.json",
+            "reranker_fit": reranker_fit(df, production_reranker_meta, cfg) if production is not None else None}
+
+
+def reranker_fit(df: Any, reranker_meta: Path | None, cfg: ValidateConfig) -> dict[str, Any] | None:
+    """The new labelled pairs against the rows production's reranker was fitted on (word overlap, easy negatives):
+    warnings only (a reranker fitted on other-looking pairs may be worse than the encoder on these); None without one."""
+    if reranker_meta is None or not Path(reranker_meta).is_file():
+        return None
+    from qdup.data.questions import overlap_profile, overlap_warnings
+    from qdup.fileio import read_json
+
+    fitted = read_json(Path(reranker_meta)).get("fitting_profile")
+    if not fitted:
+        return None
+    new = overlap_profile(df)
+    t = cfg.drift_tolerances
+    return {"new": new, "fitted": fitted,
+            "warnings": overlap_warnings(new, fitted, t.reranker_overlap_distance, t.reranker_easy_negative_share)}
 
 
 def build_profile(validated_file: Path, vocabulary_file: Path, out_dir: Path) -> dict[str, Any]:

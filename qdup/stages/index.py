@@ -36,9 +36,9 @@ def distinct_questions(table: pd.DataFrame) -> tuple[list[int], list[str]]:
 
 
 def search_defaults(retrieval: dict[str, Any], search_cfg: SearchConfig) -> dict[str, Any]:
-    """What search ranks with by default: the method best on the retrieval validation part, and the hybrid's form."""
+    """What search ranks with by default: the method best on the retrieval selection part, and the hybrid's form."""
     return {"method": retrieval["best"], "hybrid": dict(retrieval["hybrid"]), "rrf_k": search_cfg.rrf_k,
-            "chosen_on": "retrieval validation part", "select_metric": retrieval["select_metric"]}
+            "chosen_on": "retrieval selection part (the selection split)", "select_metric": retrieval["select_metric"]}
 
 
 def build_question_index(

@@ -1,4 +1,5 @@
-"""Stage `rerank`: the pair reranker fitted on calibration, its threshold on out-of-fold scores, measured on test.
+"""Stage `rerank`: the pair reranker fitted on calibration, its threshold on out-of-fold scores, whether it decides
+chosen on the selection split (`serve_choice`), measured on test.
 
 Test is reported only: beside the encoder alone and the lexical baseline (each at its own calibration-chosen
 threshold), with bootstrap intervals on the same resamples and the paired differences on ROC-AUC.
@@ -14,11 +15,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from qdup.config import EvalConfig, ModelConfig, RerankConfig
+from qdup.config import CHOICE_SPLIT, EvalConfig, ModelConfig, RerankConfig
+from qdup.data.questions import overlap_profile
 from qdup.data.splits import read_split
 from qdup.errors import QdupError
 from qdup.evaluation.baseline import NAME as BASELINE_NAME
-from qdup.evaluation.bootstrap import bootstrap_intervals, paired_difference
+from qdup.evaluation.bootstrap import bootstrap_intervals, format_paired_difference, paired_difference
 from qdup.evaluation.metrics import binary_metrics, choose_threshold, ranking_metrics
 from qdup.evaluation.reranker import (
     FEATURE_NAMES,
@@ -66,6 +68,7 @@ def build_rerank(
 
     out_dir = Path(out_dir)
     train, calibration, test = (read_split(Path(splits_dir) / f"{n}.parquet") for n in ("train", "calibration", "test"))
+    selection = read_split(Path(splits_dir) / f"{CHOICE_SPLIT}.parquet")
     y_cal = calibration["is_duplicate"].to_numpy(dtype=np.int64)
     y_test = test["is_duplicate"].to_numpy(dtype=np.int64)
     check_labelled(y_cal, "calibration", cfg.folds)
@@ -87,11 +90,14 @@ def build_rerank(
     groups_cal = pair_groups(c1, c2)
     oof = out_of_fold_scores(x_cal, y_cal, groups_cal, params, cfg.folds, seed)
     info = {"fitted_on": "calibration", "calibration_pairs": len(y_cal), "calibration_groups": int(len(np.unique(groups_cal))),
-            "folds": cfg.folds, "seed": seed, "params": asdict(params), "features_fitted_on": "train"}
+            "folds": cfg.folds, "seed": seed, "params": asdict(params), "features_fitted_on": "train",
+            # What the drift stage compares new labelled pairs with (their word overlap, their easy negatives).
+            "fitting_profile": overlap_profile(calibration)}
     reranker = fit_reranker(featurizer, x_cal, y_cal, oof, params, seed, info)
     (out_dir / RERANKER_DIR).mkdir(parents=True, exist_ok=True)
     digests = save_reranker(reranker, out_dir / RERANKER_DIR)
     rr_test = reranker.score_features(x_test)
+    serves = serve_choice(selection, reranker, encoder, vectorizer, model_cfg, encoder_threshold, eval_cfg, cfg, seed)
 
     # The lexical baseline's score is the char TF-IDF feature itself (same vectoriser, fitted on train).
     base_cal, base_test = x_cal[:, FEATURE_NAMES.index("char_tfidf_cosine")], x_test[:, FEATURE_NAMES.index("char_tfidf_cosine")]
@@ -114,6 +120,7 @@ def build_rerank(
         "baseline": {"name": BASELINE_NAME, "threshold": {"value": base_thr, "chosen_on": "calibration"},
                      "test": _block(y_test, base_test, base_thr)},
         "test": {"rows": len(y_test), "duplicates": int(y_test.sum())},
+        "serves": serves,
     }
     if eval_cfg.bootstrap_resamples > 0:
         # Every interval and difference on the same resamples of the test pairs: whole question clusters, as the evaluate stage's.
@@ -131,7 +138,35 @@ def build_rerank(
     pq.write_table(pa.table({"reranker": rr_test, "encoder": cos_test.astype(np.float64), "baseline": base_test,
                              "is_duplicate": y_test}), out_dir / SCORES_FILE)
     return {"reranker_dir": RERANKER_DIR, "sha256": digests, "metrics_file": METRICS_FILE, "scores_file": SCORES_FILE,
-            "threshold": reranker.threshold, "metrics": summary(metrics)}
+            "threshold": reranker.threshold, "serves": serves, "metrics": summary(metrics)}
+
+
+def serve_choice(
+    selection: Any, reranker: Any, encoder: Any, vectorizer: Any, model_cfg: ModelConfig, encoder_threshold: float,
+    eval_cfg: EvalConfig, cfg: RerankConfig, seed: int,
+) -> dict[str, Any]:
+    """Whether the reranker makes the duplicate decision: only where its ROC-AUC on the selection split (pairs neither
+    it nor the encoder nor either threshold was fitted on) beats the encoder's by more than `cfg.serve_margin` with a
+    paired cluster-bootstrap interval whose low end is above that margin; otherwise the encoder decides."""
+    from qdup.model.encode import similarities
+
+    y = selection["is_duplicate"].to_numpy(dtype=np.int64)
+    q1, q2 = selection["question1"].astype(str).tolist(), selection["question2"].astype(str).tolist()
+    cos = similarities(encoder, vectorizer, q1, q2, model_cfg.max_length).astype(np.float64)
+    score = reranker.score(q1, q2, cos)
+    where = f"the {CHOICE_SPLIT} split ({len(y):,} pairs, {int(y.sum()):,} duplicates)"
+    if eval_cfg.bootstrap_resamples <= 0:
+        return {"serves": False, "scorer": "encoder", "split": CHOICE_SPLIT, "paired": None,
+                "why": f"no interval (evaluate.bootstrap_resamples=0), so no margin can be shown on {where}: the encoder decides"}
+    paired = paired_difference(y, score, reranker.threshold, cos, float(encoder_threshold), DIFFERENCE_METRIC,
+                               resamples=eval_cfg.bootstrap_resamples, seed=seed, level=eval_cfg.bootstrap_level,
+                               groups=test_pair_groups(selection, CHOICE_SPLIT))
+    ok = paired["low"] is not None and paired["low"] > cfg.serve_margin
+    text = format_paired_difference(paired, "reranker", "encoder")
+    why = (f"the reranker beats the encoder on {where} by more than rerank.serve_margin={cfg.serve_margin}: {text}" if ok else
+           f"the reranker does not beat the encoder on {where} by more than rerank.serve_margin={cfg.serve_margin} with an "
+           f"interval above it: {text}; the encoder decides")
+    return {"serves": ok, "scorer": "reranker" if ok else "encoder", "split": CHOICE_SPLIT, "paired": paired, "why": why}
 
 
 def summary(metrics: dict[str, Any]) -> dict[str, Any]:

@@ -45,3 +45,17 @@ def test_retrieval_intervals_widen_when_clusters_are_large():
     by_cluster = retrieval_figures(per_query, np.arange(400) // 8, {"resamples": 300, "level": 0.95}, seed=2)["dense"]["mrr@10"]
     by_query = retrieval_figures(per_query, np.arange(400), {"resamples": 300, "level": 0.95}, seed=2)["dense"]["mrr@10"]
     assert by_cluster["high"] - by_cluster["low"] > 2 * (by_query["high"] - by_query["low"])
+
+
+def test_a_default_is_chosen_on_selection_figures_never_on_test():
+    from bench.quality import chosen
+
+    def result(cal: float, mrr: float, test_roc: float) -> dict:
+        return {"sample": {"selection": {"calibration_roc_auc": cal, "retrieval_val_mrr@10": {"dense": mrr, "hybrid": mrr}},
+                           "pairs": {"encoder": {"roc_auc": {"estimate": test_roc}}}}}
+
+    results = {"old": result(0.80, 0.5, 0.90), "new": result(0.82, 0.4, 0.70)}
+    assert chosen(results, "sample") == "new"  # better on calibration, although far worse on test
+    results["tie"] = result(0.82, 0.6, 0.10)
+    assert chosen(results, "sample") == "tie"  # equal calibration: the selection-part MRR@10 decides
+    assert chosen(results, "larger") is None

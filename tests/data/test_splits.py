@@ -27,37 +27,57 @@ def _frame(labels: list[int]) -> pd.DataFrame:
 
 
 def test_positional_split_matches_hand_computed_rows():
-    # rows 0..19 training range, 20..23 test; calibration region = last round(20 * 0.25) = 5 rows (15..19);
-    # duplicates before it at 1,2,4,6,7,9,10,11,13 (9): int(9 * 0.8) = 7 go to train, val starts at row 11
-    labels = [0, 1, 1, 0, 1, 0, 1, 1, 0, 1, 1, 1, 0, 1, 0, 1, 0, 0, 1, 1, 0, 1, 0, 1]
-    cfg = SplitConfig(n_train=20, n_test=4, val_fraction=0.2, calibration_fraction=0.25)
+    # rows 0..23 training range, 24..27 test; gate = last round(24 * 0.1) = 2 rows (22, 23), selection the 2 before
+    # (20, 21), calibration the round(24 * 0.2) = 5 before (15..19); duplicates before it at 1,2,4,6,7,9,10,11,13 (9):
+    # int(9 * 0.8) = 7 go to train, val starts at row 11
+    labels = [0, 1, 1, 0, 1, 0, 1, 1, 0, 1, 1, 1, 0, 1, 0, 1, 0, 0, 1, 1] + [0, 1, 1, 0] + [0, 1, 0, 1]
+    cfg = SplitConfig(n_train=24, n_test=4, val_fraction=0.2, calibration_fraction=0.2, selection_fraction=0.1,
+                      gate_fraction=0.1)
     parts, facts = splits.make_splits(_frame(labels), cfg)
     assert parts["train"]["id"].tolist() == [1, 2, 4, 6, 7, 9, 10]
     assert parts["negatives"]["id"].tolist() == [0, 3, 5, 8]  # the train region's non-duplicates
     assert parts["val"]["id"].tolist() == [11, 13]  # row 12 (a non-duplicate of the val region) is not used
     assert parts["calibration"]["id"].tolist() == [15, 16, 17, 18, 19]
-    assert parts["test"]["id"].tolist() == [20, 21, 22, 23]
+    assert parts["selection"]["id"].tolist() == [20, 21] and parts["gate"]["id"].tolist() == [22, 23]
+    assert parts["test"]["id"].tolist() == [24, 25, 26, 27]
     assert facts["val_start_row"] == 11 and facts["calibration_start_row"] == 15
     assert facts["regions"] == {
         "train": {"start": 0, "end": 11, "duplicates": 7, "non_duplicates": 4},
         "val": {"start": 11, "end": 15, "duplicates": 2, "non_duplicates": 2},
         "calibration": {"start": 15, "end": 20, "duplicates": 3, "non_duplicates": 2},
+        "selection": {"start": 20, "end": 22, "duplicates": 1, "non_duplicates": 1},
+        "gate": {"start": 22, "end": 24, "duplicates": 1, "non_duplicates": 1},
     }
-    assert facts["n_rows"] == 24 and facts["mode"] == "positional"
+    assert facts["n_rows"] == 28 and facts["mode"] == "positional"
+
+
+def test_selection_and_gate_leave_out_pairs_with_a_question_of_an_earlier_region():
+    labels = [1, 0] * 50
+    frame = _frame(labels)
+    frame.loc[66, "qid1"] = frame.loc[3, "qid2"]  # a selection pair sharing a question with a negative
+    frame.loc[75, "qid2"] = frame.loc[65, "qid1"]  # a gate pair sharing a question with a selection pair
+    parts, facts = splits.make_splits(frame, SplitConfig(n_train=80, n_test=20))
+    assert 66 not in parts["selection"]["id"].tolist() and 75 not in parts["gate"]["id"].tolist()
+    assert facts["dropped_seen_question"] == {"selection": 1, "gate": 1}
+    earlier = pd.concat([parts[n] for n in ("train", "negatives", "val", "calibration")])
+    seen = set(earlier["qid1"]) | set(earlier["qid2"])
+    for name in ("selection", "gate"):
+        assert seen.isdisjoint(set(parts[name]["qid1"]) | set(parts[name]["qid2"])), name
 
 
 def test_calibration_holds_both_labels_and_nothing_trained_or_early_stopped_on():
     labels = [1, 0] * 50
     parts, facts = splits.make_splits(_frame(labels), SplitConfig(n_train=80, n_test=20))
     assert set(parts["calibration"]["is_duplicate"]) == {0, 1} and len(parts["calibration"]) == 12  # round(80 * 0.15)
-    used = [set(parts[name]["id"]) for name in ("train", "negatives", "val", "calibration", "test")]
+    assert len(parts["selection"]) == len(parts["gate"]) == 8  # round(80 * 0.1) each, at the end of the training range
+    used = [set(parts[name]["id"]) for name in ("train", "negatives", "val", "calibration", "selection", "gate", "test")]
     assert sum(len(u) for u in used) == len(set().union(*used))  # no pair in two splits
     assert set(parts["calibration"]["id"]).isdisjoint(parts["val"]["id"])
     assert set(parts["negatives"]["is_duplicate"]) == {0} and set(parts["train"]["is_duplicate"]) == {1}
     assert max(parts["negatives"]["id"]) < min(parts["val"]["id"]) <= max(parts["val"]["id"]) < min(parts["calibration"]["id"])
     assert set(parts["test"]["id"]) == set(range(80, 100))
-    # 34 duplicates before row 68: int(34 * 0.9) = 30 train, 4 val
-    assert (len(parts["train"]), len(parts["val"])) == (30, 4)
+    # 26 duplicates before row 52: int(26 * 0.9) = 23 train, 3 val
+    assert (len(parts["train"]), len(parts["val"])) == (23, 3)
     assert set(facts["shared_questions"].values()) == {0} and facts["test_questions_seen"] == 0
 
 
@@ -92,7 +112,8 @@ def test_question_disjoint_mode_shares_no_question_across_splits():
     assert {k: v for k, v in facts["shared_questions"].items() if k != "train&negatives"} == dict.fromkeys(
         [k for k in facts["shared_questions"] if k != "train&negatives"], 0
     )
-    assert facts["cuts_on_component_boundaries"] == {"val": True, "calibration": True}
+    assert facts["cuts_on_component_boundaries"] == dict.fromkeys(("val", "calibration", "selection", "gate"), True)
+    assert facts["dropped_seen_question"] == {"selection": 0, "gate": 0}
     assert len(parts["test"]) == 40 and facts["n_train"] == 110 and facts["components"] == 60
     assert facts["regions"]["calibration"]["end"] - facts["regions"]["calibration"]["start"] in range(20, 26)
     every = pd.concat([parts[n] for n in splits.SPLITS])
@@ -129,18 +150,20 @@ def test_too_small_data_is_a_clear_error_suggesting_fractions():
 
 
 def test_rows_with_a_missing_question_are_dropped_and_counted():
-    frame = _frame([1] * 8 + [0, 1] + [0] * 5)
+    frame = _frame([1] * 8 + [0, 1] + [0, 1, 1, 0] + [0] * 5)
     frame.loc[3, "question2"] = None
-    frame.loc[12, "question1"] = None
-    parts, facts = splits.make_splits(frame, SplitConfig(n_train=10, n_test=5))
+    frame.loc[16, "question1"] = None
+    cfg = SplitConfig(n_train=14, n_test=5, calibration_fraction=0.15, selection_fraction=0.15, gate_fraction=0.15)
+    parts, facts = splits.make_splits(frame, cfg)
     assert facts["calibration_start_row"] == 8 and facts["val_start_row"] == 7
-    assert facts["dropped_missing_question"] == {"train": 1, "negatives": 0, "val": 0, "test": 1, "calibration": 0}
+    assert facts["dropped_missing_question"] == {"train": 1, "negatives": 0, "val": 0, "test": 1, "calibration": 0,
+                                                 "selection": 0, "gate": 0}
     assert 3 not in parts["train"]["id"].tolist() and len(parts["test"]) == 4
 
 
 def test_written_parquet_has_the_explicit_schema_and_a_stable_content_hash(tmp_path):
-    cfg = SplitConfig(n_train=8, n_test=2, calibration_fraction=0.25)
-    parts, _ = splits.make_splits(_frame([1, 0, 1, 1, 0, 1, 1, 0, 1, 0]), cfg)
+    cfg = SplitConfig(n_train=12, n_test=2, calibration_fraction=0.15, selection_fraction=0.15, gate_fraction=0.15)
+    parts, _ = splits.make_splits(_frame([1, 0, 1, 1, 0, 1, 1, 0, 0, 1, 1, 0, 1, 0]), cfg)
     entry = splits.write_split(parts["train"], tmp_path / "train.parquet")
     schema = pq.read_schema(tmp_path / "train.parquet")
     assert schema.field("is_duplicate").type == "int8" and schema.field("id").type == "int64"
@@ -157,8 +180,8 @@ def test_generated_data_splits_in_the_expected_proportions(demo_tsv):
     _, typed = contracts.read_tsv(demo_tsv)
     frame = contracts.to_int_frame(typed)
     parts, facts = splits.make_splits(frame, SplitConfig(n_train=0.8, n_test=0.2))
-    assert facts["calibration_start_row"] == 480 - 72  # round(480 * 0.15)
-    dups = int(frame["is_duplicate"].iloc[:408].sum())
+    assert facts["calibration_start_row"] == 480 - 48 - 48 - 72  # gate, selection round(480 * 0.1), calibration round(480 * 0.15)
+    dups = int(frame["is_duplicate"].iloc[:312].sum())
     assert len(parts["train"]) == int(dups * 0.9) and len(parts["val"]) == dups - int(dups * 0.9)
     assert len(parts["calibration"]) == 72 and len(parts["test"]) == 120
     assert len(parts["negatives"]) == (frame["is_duplicate"].iloc[: facts["val_start_row"]] == 0).sum()
@@ -182,12 +205,15 @@ def test_real_sample_splits(shared_sample):
     frame = contracts.to_int_frame(typed)
     parts, facts = splits.make_splits(frame, SplitConfig(n_train=8000, n_test=2000))
     assert {k: (len(v), int(v["is_duplicate"].sum())) for k, v in parts.items()} == {
-        "train": (2311, 2311),
-        "negatives": (3745, 0),
-        "val": (257, 257),
+        "train": (1788, 1788),
+        "negatives": (2909, 0),
+        "val": (199, 199),
         "test": (2000, 732),
-        "calibration": (1200, 411),
+        "calibration": (1200, 452),
+        "selection": (742, 220),
+        "gate": (743, 238),
     }
-    assert (facts["val_start_row"], facts["calibration_start_row"]) == (6056, 6800)
+    assert (facts["val_start_row"], facts["calibration_start_row"]) == (4697, 5200)
+    assert facts["dropped_seen_question"] == {"selection": 58, "gate": 57}
     disjoint, facts = splits.make_splits(frame, SplitConfig(n_train=8000, n_test=2000, mode="question_disjoint"), seed=42)
     assert facts["test_questions_seen"] == 0 and len(disjoint["test"]) == 2000 and facts["n_train"] == 8000

@@ -52,14 +52,14 @@ def edited(root: Path, module: str, old: str, new: str, count: int = -1):
     [
         # The example: which texts the vocabulary is fitted on.
         ("qdup/stages/vocab.py", "return list(part[\"question1\"]) + list(part[\"question2\"])",
-         "return list(part[\"question1\"])", {"vocab", "train", "evaluate", "rerank", "retrieval", "export", "index"}),
+         "return list(part[\"question1\"])", {"vocab", "train", "evaluate", "rerank", "retrieval", "export", "index", "gate"}),
         # The Prefect task module of a stage counts too.
         ("tasks/splits.py", "log(f\"[splits] {r['split']}", "log(f\"[splits]  {r['split']}",
-         {"splits", "vocab", "train", "evaluate", "rerank", "retrieval", "export", "index"}),
+         {"splits", "vocab", "train", "evaluate", "rerank", "retrieval", "export", "index", "gate"}),
         # A helper the stage body calls, found through its imports.
-        ("qdup/model/train.py", "def epoch_seed(", "def epoch_seed(  ", {"train", "evaluate", "rerank", "retrieval", "export", "index"}),
+        ("qdup/model/train.py", "def epoch_seed(", "def epoch_seed(  ", {"train", "evaluate", "rerank", "retrieval", "export", "index", "gate"}),
         # The reranker's features: the rerank stage, and what takes the reranker (retrieval, export, index).
-        ("qdup/evaluation/reranker.py", "def pair_groups(", "def pair_groups(  ", {"rerank", "retrieval", "export", "index"}),
+        ("qdup/evaluation/reranker.py", "def pair_groups(", "def pair_groups(  ", {"rerank", "retrieval", "export", "index", "gate"}),
         # The drift check hangs off validate: nothing downstream depends on it.
         ("qdup/stages/drift.py", "def build_profile(", "def build_profile(  ", {"drift"}),
     ],
@@ -87,7 +87,8 @@ def test_a_resource_file_is_in_the_key_of_the_stages_that_read_it(project_copy, 
         after = keys_of(project_copy)
     finally:
         restore()
-    assert {stage for stage in before if before[stage] != after[stage]} == {"drift"}
+    # The gate reads a production's data profile (drift's format) when it keeps no fitted-question record.
+    assert {stage for stage in before if before[stage] != after[stage]} == {"drift", "gate"}
     assert keys_of(project_copy) == before
 
 
@@ -95,16 +96,16 @@ def test_a_resource_file_is_in_the_key_of_the_stages_that_read_it(project_copy, 
     ("distribution", "changed"),
     [
         # faiss builds the index and the retrieval evaluation's search; nothing before them.
-        ("faiss-cpu", {"retrieval", "index"}),
+        ("faiss-cpu", {"retrieval", "index", "gate"}),
         # scikit-learn computes evaluation figures and the pair reranker, and what takes their outputs.
-        ("scikit-learn", {"evaluate", "rerank", "retrieval", "export", "index"}),
+        ("scikit-learn", {"evaluate", "rerank", "retrieval", "export", "index", "gate"}),
         # TensorFlow computes from the vocabulary on; validation and splits never load it.
-        ("tensorflow", {"vocab", "train", "evaluate", "rerank", "retrieval", "export", "index"}),
+        ("tensorflow", {"vocab", "train", "evaluate", "rerank", "retrieval", "export", "index", "gate"}),
         # Found from the imports, not from a list: the fast form (ONNX, run by ONNX Runtime) and the reranker's
         # hashed features (farmhash) compute evaluation, reranking, retrieval, the export and the index.
-        ("onnxruntime", {"evaluate", "rerank", "retrieval", "export", "index"}),
-        ("onnx", {"evaluate", "rerank", "retrieval", "export", "index"}),
-        ("pyfarmhash", {"evaluate", "rerank", "retrieval", "export", "index"}),
+        ("onnxruntime", {"evaluate", "rerank", "retrieval", "export", "index", "gate"}),
+        ("onnx", {"evaluate", "rerank", "retrieval", "export", "index", "gate"}),
+        ("pyfarmhash", {"evaluate", "rerank", "retrieval", "export", "index", "gate"}),
     ],
 )
 def test_a_library_version_is_in_the_key_of_the_stages_that_compute_with_it(project_copy, base_keys, distribution, changed):
@@ -117,9 +118,9 @@ def test_the_repository_and_its_copy_agree(project_copy):
     assert keys_of(project_copy) == keys_of(REPO)
 
 
-def test_the_drift_key_names_the_production_version_and_nothing_else_does():
+def test_the_drift_and_gate_keys_name_the_production_version_and_nothing_else_does():
     from flows.retrain import stage_keys
     from qdup.config import RetrainConfig
 
     none, v1 = stage_keys(RetrainConfig(), DATASET), stage_keys(RetrainConfig(), DATASET, "20260101T000000000Z-abcdef")
-    assert {stage for stage in none if none[stage] != v1[stage]} == {"drift"}
+    assert {stage for stage in none if none[stage] != v1[stage]} == {"drift", "gate"}

@@ -96,3 +96,22 @@ def full_manifest(tmp: Path) -> dict[str, Any]:
         "reason": "challenger roc_auc=0.9 is at least as good as production 20251201T000000000Z-012345 roc_auc=0.85",
     }
     return m
+
+
+def served_manifest(tmp: Path, serves: bool = True) -> dict[str, Any]:
+    """A version with a pair reranker (deciding or not, as `serves` says), sub-words on, and a hybrid default search."""
+    s = stages(tmp)
+    figures = {"threshold": 0.44, "roc_auc": 0.91, "pr_auc": 0.85, "accuracy": 0.86, "f1": 0.8}
+    why = ("the reranker beats the encoder on the selection split (300 pairs, 110 duplicates) by more than "
+           "rerank.serve_margin=0.0: reranker - encoder roc_auc: +0.0300" if serves else
+           "the reranker does not beat the encoder on the selection split; the encoder decides")
+    s["rerank"] = StageResult(stage="rerank", key="rerank-key", path=tmp / "rerank", cached=False, seconds=1.0, manifest={
+        "threshold": 0.44, "serves": {"serves": serves, "why": why},
+        "metrics": {"reranker": figures, "encoder": {**figures, "threshold": 0.55, "roc_auc": 0.88},
+                    "baseline": {**figures, "threshold": 0.5, "roc_auc": 0.75}}})
+    s["index"] = StageResult(stage="index", key="index-key", path=tmp / "index", cached=False, seconds=1.0, manifest={
+        "count": 10, "backend": "exact",
+        "search_defaults": {"method": "hybrid", "hybrid": {"method": "weighted", "weight": 0.3}, "rrf_k": 60}})
+    decision = GateDecision(True, "first version: becomes production", None, 0.9, None, None)
+    m = lineage_manifest(RetrainConfig(), s, {"flow_run_id": "run-1", "flow_run_name": "quiet-fox"}, decision)
+    return {"id": "20260101T000000000Z-abcdef", "created": "2026-01-01T00:00:00+00:00", **m}

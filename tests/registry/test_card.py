@@ -38,7 +38,7 @@ def test_full_card_has_every_section_in_order_with_the_recorded_numbers(tmp_path
             "question graph, pairs sharing a question) drawn with replacement; percentile intervals, threshold fixed "
             "(200 resamples, seed 42; 100 question clusters in 200 test pairs).") in card
     # Which split decided what.
-    assert "Test is reported only: the threshold, the promotion gate (challenger against production)" in card
+    assert "Test is reported only: the thresholds and the reranker are fitted on the calibration split" in card
     assert "On the calibration split (the selection split): ROC AUC 0.8800, PR AUC 0.8000, accuracy 0.8100, F1 0.7800." in card
     assert "rows before 1,000: duplicates are `train`, non-duplicates `negatives`" in card
     assert 'ngram_range=[2, 5]' in card and "features=4321" in card
@@ -94,3 +94,30 @@ def test_limitations_are_the_resource_files():
 )
 def test_flat_test_metrics_reads_both_shapes(block, expected):
     assert flat_test_metrics(block) == expected
+
+
+def test_card_of_a_version_whose_reranker_decides_with_subwords_describes_what_serves(tmp_path):
+    from tests.registry.manifests import served_manifest
+
+    m = served_manifest(tmp_path)
+    assert m["parameters"]["model"]["subwords"] is True and m["served"]["decided_by"] == "reranker"
+    card = model_card(m)
+    # What serves leads, before everything else.
+    assert card.index("## What serves") < card.index("## Intended use") < card.index("## Metrics (test split)")
+    assert "**Duplicate decision: the pair reranker** (score >= 0.4400). Why: the reranker beats the encoder" in card
+    assert "| pair reranker | decides | 0.4400 | 0.9100 | 0.8600 |" in card
+    assert "| encoder | beside it (its cosine is reported as similarity) | 0.5500 |" in card
+    assert "**Search: hybrid (weighted, dense weight 0.3)** by default, chosen on the selection split" in card
+    # The decision rule names the reranker; sub-words on: misspellings are not invisible.
+    assert "The pair reranker decides: a pair is predicted duplicate iff the reranker's score (a probability) >= its threshold 0.4400" in card
+    assert "misspellings, rare words and new names are NOT invisible" in card and "are invisible to the model" not in card
+    assert "predicted duplicate iff score >= threshold" not in card
+
+
+def test_card_says_the_encoder_decides_where_the_reranker_did_not_beat_it(tmp_path):
+    from tests.registry.manifests import served_manifest
+
+    card = model_card(served_manifest(tmp_path, serves=False))
+    assert "**Duplicate decision: the encoder** (score >= 0.5500). Why: the reranker does not beat the encoder" in card
+    assert "| pair reranker | not serving decisions (re-orders reranked search only) | 0.4400 |" in card
+    assert "The encoder decides: a pair is predicted duplicate iff its cosine >= the threshold 0.5500." in card

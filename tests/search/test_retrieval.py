@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import numpy as np
@@ -233,16 +234,18 @@ def test_evaluate_retrieval_reports_three_methods_and_chooses_on_validation(demo
     assert grid[0.0] == pytest.approx(result["lexical"]["val"]["mrr@10"], abs=0.02)
 
 
-def test_retrieval_pairs_leave_out_every_question_training_may_see(tmp_path):
+def test_retrieval_parts_test_from_test_only_selection_from_selection_only(tmp_path):
     from qdup.data.splits import SPLITS, write_split
-    from qdup.stages.retrieval import retrieval_pairs
+    from qdup.stages.retrieval import retrieval_pairs, selection_pairs
 
     rows = {
         "train": [("a", "b", 1)],
         "negatives": [("c", "d", 0)],
         "val": [("k", "l", 1)],
-        "test": [("a", "x", 1), ("c", "y", 1), ("e", "f", 1)],
+        "test": [("a", "x", 1), ("c", "y", 1), ("e", "f", 1), ("k", "z", 1)],
         "calibration": [("g", "h", 1), ("e", "i", 0), ("k", "m", 1)],
+        "selection": [("p", "q", 1), ("p", "r", 0)],
+        "gate": [("s", "t", 1), ("s", "u", 0)],
     }
     ids = iter(range(100))
     for name in SPLITS:
@@ -252,8 +255,34 @@ def test_retrieval_pairs_leave_out_every_question_training_may_see(tmp_path):
         ).astype({"is_duplicate": "int8"})
         write_split(part, tmp_path / f"{name}.parquet")
     pairs = retrieval_pairs(tmp_path)
-    # (a, x) shares a train question, (c, y) a negatives question, (k, m) a val question (early stopping's).
-    assert list(zip(pairs["question1"], pairs["question2"], strict=True)) == [("e", "f"), ("g", "h"), ("e", "i")]
+    # (a, x) shares a train question, (c, y) a negatives question, (k, z) a val question (early stopping's);
+    # nothing of calibration, selection or gate.
+    assert list(zip(pairs["question1"], pairs["question2"], strict=True)) == [("e", "f")]
+    chosen_on = selection_pairs(tmp_path)
+    assert list(zip(chosen_on["question1"], chosen_on["question2"], strict=True)) == [("p", "q"), ("p", "r")]
+
+
+def test_evaluation_with_a_test_split_never_lets_test_reach_the_choice(demo_tsv):
+    """Selection and test parts on their own corpora: permuting the test part's labels changes test figures only."""
+    from qdup.search.retrieval import query_part
+
+    df = pd.read_csv(demo_tsv, sep="\t", keep_default_na=False)
+    sel_df, test_df = df.iloc[:300], df.iloc[300:]
+    rng = np.random.default_rng(0)
+
+    def embed(corpus):
+        e = np.stack([np.frombuffer(hashlib.sha256(q.encode()).digest()[:16], dtype=np.uint8) for q in corpus]).astype(np.float32)
+        return e / np.linalg.norm(e, axis=1, keepdims=True)
+
+    sel, held = query_part(sel_df), query_part(test_df)
+    cfg = SearchConfig(hybrid_weight_step=0.25)
+    a = evaluate_retrieval(sel, embed(sel.corpus), cfg=cfg, test_split=held, test_embeddings=embed(held.corpus))
+    permuted = test_df.assign(is_duplicate=rng.permutation(test_df["is_duplicate"].to_numpy()))
+    held_p = query_part(permuted)
+    b = evaluate_retrieval(sel, embed(sel.corpus), cfg=cfg, test_split=held_p, test_embeddings=embed(held_p.corpus))
+    assert a["hybrid_grid"] == b["hybrid_grid"] and a["hybrid"]["method"] == b["hybrid"]["method"] and a["best"] == b["best"]
+    assert a["dense"]["val"] == b["dense"]["val"] and a["dense"]["test"] != b["dense"]["test"]
+    assert a["counts"]["test_corpus"] == len(held.corpus) and a["counts"]["corpus"] == len(sel.corpus)
 
 
 def test_blocked_evaluation_reranks_and_fuses_as_one_block_would(demo_tsv, monkeypatch):

@@ -97,7 +97,12 @@ $("pair-form").addEventListener("submit", async (event) => {
     verdict.className = "verdict " + (dup ? "dup" : "nodup");
     $("similarity").textContent = data.similarity.toFixed(4);
     $("threshold").textContent = data.threshold.toFixed(4);
-    $("decision").textContent = dup ? "duplicate (similarity \u2265 threshold)" : "not a duplicate (similarity < threshold)";
+    // Which score decided, as `qdup predict` says it: the reranker's where it decides, else the encoder cosine.
+    const byReranker = data.decided_by === "reranker" && data.reranker_score !== undefined && data.reranker_score !== null;
+    const score = byReranker ? data.reranker_score : data.similarity;
+    const limit = byReranker ? data.reranker_threshold : data.threshold;
+    const name = byReranker ? "reranker" : "encoder cosine";
+    $("decision").textContent = `${dup ? "duplicate" : "not a duplicate"} (${name} ${score.toFixed(4)} ${dup ? "\u2265" : "<"} ${limit.toFixed(4)})`;
     $("version").textContent = data.version;
     // The cosine lies in [-1, 1]; the gauge shows it on that scale, the mark at the threshold.
     $("gauge-fill").style.width = `${((data.similarity + 1) / 2) * 100}%`;
