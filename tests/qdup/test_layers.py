@@ -26,8 +26,6 @@ import ast
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
 from qdup.stagecache import imported_names
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,14 +37,6 @@ PACKAGE_LAYERS = {"data": "data", "model": "model", "evaluation": "evaluation", 
 MODULE_LAYERS = {"qdup.serving.http": "app", "qdup.serving.feedback_api": "app"}
 # Only the app layer may import the orchestration packages.
 ORCHESTRATION = ("prefect", "tasks", "flows", "deployments")
-
-# Known upward imports, each with the work that removes it. The test prints them; nothing else may be added here.
-ALLOWED = {
-    ("qdup.registry.publish", "qdup.stages.drift"): "the promotion-gate work (issue 24) moves publish off the stages",
-    ("qdup.registry.publish", "qdup.stages.validate"): "the promotion-gate work (issue 24) moves publish off the stages",
-    ("qdup.registry.publish", "qdup.stages.retrieval"): "the promotion-gate work (issue 24) moves publish off the stages",
-}
-
 
 @dataclass(frozen=True)
 class Import:
@@ -129,24 +119,12 @@ def package_cycles(imports: list[Import]) -> list[list[str]]:
 
 
 def test_no_module_imports_a_layer_above_its_own():
-    bad = upward_imports(qdup_imports(REPO))
-    allowed = [imp for imp in bad if (imp.module, imp.target) in ALLOWED]
-    for imp in allowed:
-        print(f"allowed for now: {imp} ({ALLOWED[(imp.module, imp.target)]})")
-    unexpected = [str(imp) for imp in bad if (imp.module, imp.target) not in ALLOWED]
-    assert unexpected == [], "upward imports (see the layer order in tests/qdup/test_layers.py):\n" + "\n".join(unexpected)
+    bad = [str(imp) for imp in upward_imports(qdup_imports(REPO))]
+    assert bad == [], "upward imports (see the layer order in tests/qdup/test_layers.py):\n" + "\n".join(bad)
 
 
 def test_no_cycle_between_layers():
-    imports = [imp for imp in qdup_imports(REPO) if (imp.module, imp.target) not in ALLOWED]
-    assert package_cycles(imports) == []
-
-
-@pytest.mark.xfail(strict=True, reason="qdup/registry/publish.py imports qdup.stages; the promotion-gate work (issue 24) "
-                                       "removes it: then delete this marker and ALLOWED")
-def test_the_allowed_upward_imports_are_gone():
-    bad = upward_imports(qdup_imports(REPO))
-    assert [str(imp) for imp in bad if (imp.module, imp.target) in ALLOWED] == []
+    assert package_cycles(qdup_imports(REPO)) == []
 
 
 def test_an_upward_import_is_named_with_its_line(tmp_path):
