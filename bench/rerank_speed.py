@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         secs = {k: min(r[k] for r in rs) for k in rs[0]}
         result["pairs_per_s"][name] = {k: round(n / v) for k, v in secs.items()}
     if args.against:
-        # In one call (trees by scikit-learn) and in calls of 32 (trees walked by numpy), against REV's in one call.
+        # In one call and in calls of 32, against REV's in one call.
         cur = current.load_reranker(args.model)
         a = np.concatenate([cur.score(q1, q2, cos)] + [cur.score(q1[s:s + 32], q2[s:s + 32], cos[s:s + 32])
                                                         for s in range(0, min(n, 4096), 32)])

@@ -6,15 +6,14 @@ seeded scikit-learn HistGradientBoostingClassifier on labelled pairs the encoder
 early-stopped on (the calibration split); `out_of_fold_scores` gives each calibration pair a score
 from a model that did not see its group, for choosing the decision threshold honestly.
 
-Saved without pickling code: the trees with skops (loaded with an explicit trusted-types list), the
-TF-IDF vocabulary and BM25 statistics as JSON and .npy; `reranker.json` records the sha256 of every
-other file and `load_reranker` refuses a file that differs.
+Saved without pickling code: the trees as an ONNX model (`qdup.evaluation.reranker_trees`), the TF-IDF
+vocabulary and BM25 statistics as JSON and .npy; `reranker.json` records the sha256 of every other file and
+`load_reranker` refuses a file that differs.
 """
 
 from __future__ import annotations
 
 import functools
-import io
 import math
 import operator
 from array import array
@@ -28,7 +27,6 @@ import numpy as np
 import pandas as pd
 from scipy.sparse import coo_matrix, csr_array
 from scipy.sparse.csgraph import connected_components
-from scipy.special import expit
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.model_selection import StratifiedGroupKFold
@@ -38,6 +36,7 @@ from threadpoolctl import ThreadpoolController
 from qdup.errors import QdupError
 from qdup.evaluation.baseline import fit_char_tfidf
 from qdup.evaluation.metrics import choose_threshold
+from qdup.evaluation.reranker_trees import TreeScorer
 from qdup.fileio import atomic_write_bytes, atomic_write_json, read_json, sha256_file
 from qdup.text import standardize
 
@@ -65,24 +64,25 @@ BM25_K1 = 1.2
 BM25_B = 0.75
 # Files of a saved reranker, all beside each other in one folder (a version's `model/`).
 META_FILE = "reranker.json"
-MODEL_FILE = "reranker.skops"
+# The fitted trees as an ONNX model (qdup.evaluation.reranker_trees): data that ONNX Runtime scores, no code.
+MODEL_FILE = "reranker_trees.onnx"
 TFIDF_VOCAB_FILE = "reranker_tfidf_vocabulary.json"
 TFIDF_IDF_FILE = "reranker_tfidf_idf.npy"
 BM25_FILE = "reranker_bm25.json"
-# The fitted trees as plain arrays (derived from the skops file when it is written): what scoring reads, so
-# that loading a reranker needs neither skops nor its scan of every scikit-learn estimator.
-TREES_FILE = "reranker_trees.npz"
-DATA_FILES = (MODEL_FILE, TFIDF_VOCAB_FILE, TFIDF_IDF_FILE, BM25_FILE, TREES_FILE)
+DATA_FILES = (MODEL_FILE, TFIDF_VOCAB_FILE, TFIDF_IDF_FILE, BM25_FILE)
 FILES = (META_FILE, *DATA_FILES)
-# The only types the skops file may hold beyond skops's own defaults (numpy, builtins, scikit-learn estimators
-# it trusts): the fitted trees of a HistGradientBoostingClassifier.
 # Pairs whose features are computed at once (features_and_same): bounds the per-entry temporaries near 300 MB.
 FEATURE_BLOCK = 16_384
-TRUSTED_TYPES = ("sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",)
-FORMAT = "qdup-reranker/2"
-# A /1 reranker has no trees file: its skops file is loaded instead.
-FORMAT_WITHOUT_TREES = "qdup-reranker/1"
-TREE_ARRAYS = ("children", "feature", "threshold", "nan_right", "value", "roots", "depth", "baseline")
+FORMAT = "qdup-reranker/3"
+# Older formats, whose fitted model is a skops file (/2 has an .npz beside it, no longer read). They still load, so
+# that published versions keep serving: the skops file, hash-checked and read with one trusted type beyond skops's
+# defaults (the fitted trees of a HistGradientBoostingClassifier), is converted to the ONNX trees as a fitted model is.
+OLD_MODEL_FILE = "reranker.skops"
+OLD_FORMATS = {
+    "qdup-reranker/1": (OLD_MODEL_FILE, TFIDF_VOCAB_FILE, TFIDF_IDF_FILE, BM25_FILE),
+    "qdup-reranker/2": (OLD_MODEL_FILE, TFIDF_VOCAB_FILE, TFIDF_IDF_FILE, BM25_FILE, "reranker_trees.npz"),
+}
+OLD_TRUSTED_TYPES = ("sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",)
 # Features along which more similarity may never lower the score (BoostingParams.monotonic).
 INCREASING = ("encoder_cosine", "char_tfidf_cosine", "word_jaccard", "idf_weighted_jaccard", "shared_share_of_shorter",
               "bm25_max_normalised")
@@ -467,88 +467,6 @@ def out_of_fold_scores(
     return scores
 
 
-# Up to this many pairs the trees are walked by SmallBatchTrees; above, by scikit-learn's compiled predictor.
-SMALL_BATCH = 128
-
-
-class SmallBatchTrees:
-    """A fitted binary HistGradientBoostingClassifier's trees as flat arrays, walked for every tree and row at once.
-
-    Hand-written because scikit-learn's predict walks the trees one Python call each (a cost per tree whatever the
-    batch, more than the features of a small batch cost); this takes a few numpy operations per tree
-    level. It reads the fitted model's `_predictors` and `_baseline_prediction` and repeats its arithmetic (a NaN goes
-    the side `missing_go_to_left` says, else left iff value <= threshold; the leaf values added to the baseline one
-    tree after another; expit), so it gives predict_proba's probabilities bit for bit (tests compare them).
-    """
-
-    def __init__(self, model: HistGradientBoostingClassifier):
-        if model.n_trees_per_iteration_ != 1:
-            raise QdupError(f"reranker trees: {model.n_trees_per_iteration_} trees per iteration, a binary model has 1")
-        trees = [stage[0].nodes for stage in model._predictors]
-        nodes = np.concatenate(trees)
-        if nodes["is_categorical"].any():
-            raise QdupError("reranker trees: categorical splits, which the reranker's features never need")
-        offsets = np.cumsum([0] + [len(t) for t in trees[:-1]])
-        owner = np.repeat(offsets, [len(t) for t in trees])
-        leaf = nodes["is_leaf"].astype(bool)
-        own = np.arange(len(nodes))
-        # children[2 * node] is the left child, children[2 * node + 1] the right; a leaf is its own child both ways.
-        self.children = np.stack([np.where(leaf, own, nodes["left"] + owner),
-                                  np.where(leaf, own, nodes["right"] + owner)], axis=1).ravel().astype(np.intp)
-        self.feature = np.where(leaf, 0, nodes["feature_idx"]).astype(np.intp)
-        self.threshold = np.where(leaf, np.inf, nodes["num_threshold"])
-        self.nan_right = ~nodes["missing_go_to_left"].astype(bool)
-        self.value = nodes["value"].astype(np.float64)
-        self.roots = offsets.astype(np.intp)
-        self.depth = int(nodes["depth"].max())
-        self.baseline = float(np.asarray(model._baseline_prediction).ravel()[0])
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        """The walk's arrays, as `from_arrays` reads them back (TREES_FILE)."""
-        return {name: np.asarray(getattr(self, name)) for name in TREE_ARRAYS}
-
-    @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray], where: Path) -> SmallBatchTrees:
-        """Trees from `arrays` (TREES_FILE's), their indices checked so that a damaged file cannot walk outside them."""
-        missing = [name for name in TREE_ARRAYS if name not in arrays]
-        if missing:
-            raise QdupError(f"{where}: not a reranker trees file (no {missing})")
-        trees = cls.__new__(cls)
-        trees.children = np.asarray(arrays["children"], dtype=np.intp)
-        trees.feature = np.asarray(arrays["feature"], dtype=np.intp)
-        trees.threshold = np.asarray(arrays["threshold"], dtype=np.float64)
-        trees.nan_right = np.asarray(arrays["nan_right"], dtype=bool)
-        trees.value = np.asarray(arrays["value"], dtype=np.float64)
-        trees.roots = np.asarray(arrays["roots"], dtype=np.intp)
-        trees.depth = int(arrays["depth"])
-        trees.baseline = float(arrays["baseline"])
-        nodes = len(trees.value)
-        sizes = {len(trees.feature), len(trees.threshold), len(trees.nan_right)}
-        if (sizes != {nodes} or len(trees.children) != 2 * nodes or nodes == 0 or trees.children.min() < 0
-                or trees.children.max() >= nodes or trees.roots.min() < 0 or trees.roots.max() >= nodes
-                or trees.feature.min() < 0 or trees.feature.max() >= len(FEATURE_NAMES)):
-            raise QdupError(f"{where}: inconsistent reranker trees (sizes or indices out of range)")
-        return trees
-
-    def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        """Duplicate probability (predict_proba(x)[:, 1]) of each row of x."""
-        x = np.ascontiguousarray(x, dtype=np.float64)
-        n, d = x.shape
-        node = np.repeat(self.roots[None, :], n, axis=0)
-        row = (np.arange(n) * d)[:, None]
-        flat = x.ravel()
-        for _ in range(self.depth):
-            v = flat[row + self.feature[node]]
-            right = v > self.threshold[node]
-            right |= np.isnan(v) & self.nan_right[node]
-            node = self.children[2 * node + right]
-        raw = np.empty((n, node.shape[1] + 1), dtype=np.float64)
-        raw[:, 0] = self.baseline
-        raw[:, 1:] = self.value[node]
-        # cumsum adds left to right: the baseline, then each tree's value in order, as scikit-learn adds them.
-        return expit(np.cumsum(raw, axis=1)[:, -1])
-
-
 @dataclass
 class Reranker:
     """A fitted reranker: pair features -> duplicate probability; `threshold` chosen on out-of-fold calibration scores."""
@@ -558,21 +476,18 @@ class Reranker:
     model: HistGradientBoostingClassifier | None
     threshold: float
     info: dict[str, Any] = field(default_factory=dict)
-    trees: SmallBatchTrees | None = field(default=None, repr=False, compare=False)
+    trees: TreeScorer | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
         if self.trees is None:
             if self.model is None:
                 raise QdupError("a reranker needs its fitted model or its trees")
-            self.trees = SmallBatchTrees(self.model)
+            self.trees = TreeScorer.from_model(self.model, len(FEATURE_NAMES))
 
     def score_features(self, x: np.ndarray) -> np.ndarray:
         if len(x) == 0:
             return np.zeros(0, dtype=np.float64)
-        if len(x) <= SMALL_BATCH or self.model is None:
-            return self.trees.predict_proba(x)
-        with _one_thread():
-            return self.model.predict_proba(x)[:, 1].astype(np.float64)
+        return self.trees.predict_proba(x)
 
     def score(self, q1: Sequence[str], q2: Sequence[str], cosine: Sequence[float] | np.ndarray) -> np.ndarray:
         """Duplicate probability of each pair, given the encoder's cosine of it; 1 for a question and itself.
@@ -608,11 +523,9 @@ def fit_reranker(
 
 def save_reranker(reranker: Reranker, out_dir: Path) -> dict[str, str]:
     """Write the reranker's files into `out_dir` (existing folder); returns file name -> sha256, META_FILE included."""
-    import skops.io as sio
-
     out_dir = Path(out_dir)
     f = reranker.featurizer
-    atomic_write_bytes(out_dir / MODEL_FILE, sio.dumps(reranker.model))
+    atomic_write_bytes(out_dir / MODEL_FILE, reranker.trees.data)
     vocab = {str(term): int(i) for term, i in f.tfidf.vocabulary_.items()}
     atomic_write_json(out_dir / TFIDF_VOCAB_FILE, {
         "analyzer": f.tfidf.analyzer, "ngram_range": list(f.tfidf.ngram_range), "lowercase": f.tfidf.lowercase,
@@ -621,9 +534,6 @@ def save_reranker(reranker: Reranker, out_dir: Path) -> dict[str, str]:
     tmp = out_dir / (TFIDF_IDF_FILE + ".tmp.npy")
     np.save(tmp, np.asarray(f.tfidf.idf_, dtype=np.float64), allow_pickle=False)
     tmp.replace(out_dir / TFIDF_IDF_FILE)
-    trees = io.BytesIO()
-    np.savez(trees, **reranker.trees.arrays())
-    atomic_write_bytes(out_dir / TREES_FILE, trees.getvalue())
     atomic_write_json(out_dir / BM25_FILE, {
         "k1": BM25_K1, "b": BM25_B, "documents": f.documents, "avgdl": f.bm25_avgdl, "unseen_idf": f.bm25_unseen_idf,
         "idf": f.bm25_idf,
@@ -632,7 +542,7 @@ def save_reranker(reranker: Reranker, out_dir: Path) -> dict[str, str]:
     atomic_write_json(out_dir / META_FILE, {
         "format": FORMAT, "threshold": reranker.threshold, "features": list(FEATURE_NAMES),
         "score": "duplicate probability in [0, 1]; duplicate iff score >= threshold", "sha256": digests,
-        "trusted_types": list(TRUSTED_TYPES), **{k: v for k, v in reranker.info.items() if k != "threshold"},
+        **{k: v for k, v in reranker.info.items() if k not in ("threshold", "format", "trusted_types")},
         "threshold_choice": reranker.info.get("threshold"),
     })
     return {**digests, META_FILE: sha256_file(out_dir / META_FILE)}
@@ -645,18 +555,19 @@ def has_reranker(folder: Path) -> bool:
 def load_reranker(folder: Path) -> Reranker:
     """Load the files `save_reranker` wrote; QdupError when one is missing or differs from the sha256 recorded with it.
 
-    The trees come from the trees file (no skops: its import scans every scikit-learn estimator, about 0.8 s of
-    a one-pair `qdup predict`); a reranker saved before that file existed is read from its skops file.
+    Scoring reads the ONNX trees with ONNX Runtime; a reranker of an older format (OLD_FORMATS) is read from its
+    skops file and converted.
     """
     folder = Path(folder)
     meta_path = folder / META_FILE
     if not meta_path.is_file():
         raise QdupError(f"{folder}: no reranker ({META_FILE} is missing)")
     meta = read_json(meta_path)
-    if meta.get("format") not in (FORMAT, FORMAT_WITHOUT_TREES) or list(meta.get("features") or []) != list(FEATURE_NAMES):
-        raise QdupError(f"{meta_path}: not a {FORMAT} reranker with this qdup's features")
-    with_trees = meta["format"] == FORMAT
-    for name in DATA_FILES if with_trees else tuple(n for n in DATA_FILES if n != TREES_FILE):
+    fmt = meta.get("format")
+    if (fmt != FORMAT and fmt not in OLD_FORMATS) or list(meta.get("features") or []) != list(FEATURE_NAMES):
+        raise QdupError(f"{meta_path}: format {fmt!r} is not a reranker this qdup reads ({FORMAT} or "
+                        f"{', '.join(OLD_FORMATS)}) with its features; rerun the rerank stage to rebuild it")
+    for name in DATA_FILES if fmt == FORMAT else OLD_FORMATS[fmt]:
         p = folder / name
         if not p.is_file():
             raise QdupError(f"{folder}: reranker file {name} is missing")
@@ -665,15 +576,14 @@ def load_reranker(folder: Path) -> Reranker:
         if got != want:
             raise QdupError(f"{p}: sha256 {got[:12]}… differs from the {str(want)[:12]}… recorded in {META_FILE}; refusing to load it")
     model, trees = None, None
-    if with_trees:
-        with np.load(folder / TREES_FILE, allow_pickle=False) as data:
-            trees = SmallBatchTrees.from_arrays({name: data[name] for name in data.files}, folder / TREES_FILE)
+    if fmt == FORMAT:
+        trees = TreeScorer((folder / MODEL_FILE).read_bytes(), len(FEATURE_NAMES), folder / MODEL_FILE)
     else:
         import skops.io as sio
 
-        model = sio.load(folder / MODEL_FILE, trusted=list(TRUSTED_TYPES))
+        model = sio.load(folder / OLD_MODEL_FILE, trusted=list(OLD_TRUSTED_TYPES))
         if not isinstance(model, HistGradientBoostingClassifier):
-            raise QdupError(f"{folder / MODEL_FILE}: holds a {type(model).__name__}, not a HistGradientBoostingClassifier")
+            raise QdupError(f"{folder / OLD_MODEL_FILE}: holds a {type(model).__name__}, not a HistGradientBoostingClassifier")
     tf_meta = read_json(folder / TFIDF_VOCAB_FILE)
     tfidf = TfidfVectorizer(
         analyzer=tf_meta["analyzer"], ngram_range=tuple(tf_meta["ngram_range"]), lowercase=tf_meta["lowercase"],
