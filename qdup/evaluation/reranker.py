@@ -25,14 +25,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.sparse import coo_matrix, csr_array
-from scipy.sparse.csgraph import connected_components
+from scipy.sparse import csr_array
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.utils.sparsefuncs_fast import inplace_csr_row_normalize_l2
 from threadpoolctl import ThreadpoolController
 
+from qdup.data.graph import pair_components
 from qdup.errors import QdupError
 from qdup.evaluation.baseline import fit_char_tfidf
 from qdup.evaluation.metrics import choose_threshold
@@ -431,13 +431,7 @@ def pair_groups(q1: Sequence[str], q2: Sequence[str]) -> np.ndarray:
     Connected components of the question graph over every pair (either label): a question's pairs never
     fall on both sides of a fold, and duplicate clusters (transitive closure of duplicates) stay whole.
     """
-    codes, _ = pd.factorize(np.concatenate([np.asarray(q1, dtype=object), np.asarray(q2, dtype=object)]), sort=False)
-    n_pairs = len(q1)
-    a, b = codes[:n_pairs], codes[n_pairs:]
-    n = int(codes.max()) + 1 if len(codes) else 0
-    graph = coo_matrix((np.ones(n_pairs, dtype=np.int8), (a, b)), shape=(n, n))
-    _, labels = connected_components(graph, directed=False)
-    return labels[a].astype(np.int64)
+    return pair_components(np.asarray(q1, dtype=object), np.asarray(q2, dtype=object))
 
 
 def check_labelled(y: np.ndarray, where: str, folds: int) -> None:
