@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     from qdup.config import RerankConfig
     from qdup.data.graph import pair_components
     from qdup.data.splits import read_split
-    from qdup.evaluation.reranker import fit_featurizer, out_of_fold_scores
+    from qdup.evaluation.pair_features import fit_featurizer
+    from qdup.evaluation.reranker import out_of_fold_scores
     from qdup.model import network, vocab
     from qdup.model.encode import similarities
     from qdup.stages.rerank import boosting_params

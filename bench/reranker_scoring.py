@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from qdup.config import RerankConfig
     from qdup.data.demo import generate_pairs
-    from qdup.evaluation.reranker import _one_thread, fit_featurizer, fit_reranker
+    from qdup.evaluation.pair_features import fit_featurizer
+    from qdup.evaluation.reranker import _one_thread, fit_reranker
     from qdup.stages.rerank import boosting_params
 
     df = generate_pairs(args.pairs, seed=0)

@@ -17,25 +17,11 @@ import pytest
 from qdup.config import EvalConfig, ModelConfig, RerankConfig, SplitConfig, ValidateConfig, VocabConfig
 from qdup.data.demo import generate_pairs
 from qdup.errors import QdupError
-from qdup.evaluation import reranker as reranker_module
+from qdup.evaluation import pair_features
 from qdup.evaluation.baseline import tfidf_pair_cosines
-from qdup.evaluation.reranker import (
-    BM25_B,
-    BM25_K1,
-    FEATURE_NAMES,
-    FILES,
-    MODEL_FILE,
-    OLD_MODEL_FILE,
-    BoostingParams,
-    PairFeaturizer,
-    fit_featurizer,
-    fit_reranker,
-    load_reranker,
-    out_of_fold_scores,
-    pair_groups,
-    save_reranker,
-    standard_tokens,
-)
+from qdup.evaluation.pair_features import BM25_B, BM25_K1, FEATURE_NAMES, PairFeaturizer, fit_featurizer, standard_tokens
+from qdup.evaluation.reranker import BoostingParams, fit_reranker, out_of_fold_scores, pair_groups
+from qdup.evaluation.reranker_io import FILES, MODEL_FILE, OLD_MODEL_FILE, load_reranker, save_reranker
 
 TRAIN = pd.DataFrame({
     "question1": ["How do I learn Python?", "What is the capital of France?"],
@@ -205,10 +191,10 @@ def test_batch_features_equal_the_per_pair_definitions_on_generated_text(monkeyp
         assert np.array_equal(alone[0], want[k]) and alone_same[0] == want_same[k]
     assert np.array_equal(np.concatenate([f.features(q1[s:s + 7], q2[s:s + 7], cos[s:s + 7]) for s in range(0, len(q1), 7)]), want)
     # One call over the block size computes block by block: the same features.
-    monkeypatch.setattr(reranker_module, "FEATURE_BLOCK", 11)
+    monkeypatch.setattr(pair_features, "FEATURE_BLOCK", 11)
     blocked, blocked_same = f.features_and_same(q1, q2, cos)
     assert np.array_equal(blocked, want) and np.array_equal(blocked_same, want_same)
-    monkeypatch.setattr(reranker_module, "CACHE_LIMIT", 5)
+    monkeypatch.setattr(pair_features, "CACHE_LIMIT", 5)
     fresh = fit_featurizer(train)
     assert np.array_equal(np.concatenate([fresh.features(q1[s:s + 50], q2[s:s + 50], cos[s:s + 50])
                                           for s in range(0, len(q1), 50)]), want)
@@ -308,7 +294,7 @@ def test_a_saved_reranker_scores_with_onnx_runtime_alone(tmp_path):
     reranker = fit_reranker(f, x, y, out_of_fold_scores(x, y, pair_groups(q1, q2), params, folds=3, seed=3), params, seed=3)
     save_reranker(reranker, tmp_path / "new")
     # A fresh process: loading and scoring a saved reranker imports neither skops nor treelite.
-    code = ("import json, sys\nfrom qdup.evaluation.reranker import load_reranker\n"
+    code = ("import json, sys\nfrom qdup.evaluation.reranker_io import load_reranker\n"
             "r = load_reranker(sys.argv[1])\n"
             "print(json.dumps({'skops': 'skops' in sys.modules, 'treelite': 'treelite' in sys.modules, "
             "'model': r.model is not None, "
@@ -382,7 +368,7 @@ def small_run(tmp_path_factory, demo_tsv):
 
 
 def test_the_stage_fits_on_calibration_and_reports_all_three_on_test(small_run, tmp_path):
-    from qdup.evaluation.reranker import load_reranker
+    from qdup.evaluation.reranker_io import load_reranker
     from qdup.stages.rerank import METRICS_FILE, build_rerank
 
     root, cfg = small_run

@@ -10,15 +10,9 @@ import pytest
 
 from qdup.config import ModelConfig, VocabConfig
 from qdup.errors import QdupError
-from qdup.evaluation.reranker import (
-    MODEL_FILE,
-    BoostingParams,
-    fit_featurizer,
-    fit_reranker,
-    out_of_fold_scores,
-    pair_groups,
-    save_reranker,
-)
+from qdup.evaluation.pair_features import fit_featurizer
+from qdup.evaluation.reranker import BoostingParams, fit_reranker, out_of_fold_scores, pair_groups
+from qdup.evaluation.reranker_io import MODEL_FILE, save_reranker
 from qdup.model.network import build_encoder
 from qdup.model.vocab import fit_vectorizer
 from qdup.serving.export import export_models
