@@ -1,7 +1,7 @@
 """Train the Siamese LSTM with the triplet loss, checkpointing every epoch so a killed run resumes.
 
 Label convention: train and val hold duplicates only (is_duplicate 1 = same intent); each batch's
-other pairs serve as its negatives (see `qdup.model.network.TripletLoss`).
+other pairs serve as its negatives (see `qdup.model.losses.TripletLoss`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ import tensorflow as tf
 from qdup.config import ModelConfig, TrainConfig
 from qdup.errors import QdupError
 from qdup.fileio import atomic_write_json, read_json, sha256_json
-from qdup.model.network import InBatchSoftmaxLoss, SubwordHasher, TripletLoss, build_encoder, build_siamese
+from qdup.model.losses import InBatchSoftmaxLoss, TripletLoss
+from qdup.model.network import SubwordHasher, build_encoder, build_siamese
 from qdup.model.vocab import vectorize_padded
 from qdup.model.vocabulary_file import OOV_ID
 
