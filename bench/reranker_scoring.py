@@ -101,9 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(lines)
     print(text)
     if args.out:
+        # Results writing as the other bench scripts do it (a shared bench harness is separate work).
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "reranker_scoring.json").write_text(json.dumps(result, indent=2) + "\n")
-        (args.out / "reranker_scoring.md").write_text(text + "\n")
+        for name, body in (("reranker_scoring.json", json.dumps(result, indent=2)), ("reranker_scoring.md", text)):
+            (args.out / name).write_text(body + "\n")
     return 0
 
 
