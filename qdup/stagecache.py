@@ -56,6 +56,11 @@ LIBRARIES = {
     "pandas": "pandas",
     "pyarrow": "pyarrow",
     "scipy": "scipy",
+    # The reranker's trees: converted with treelite, written with onnx, scored by ONNX Runtime (as is the encoder's
+    # fast form).
+    "treelite": "treelite",
+    "onnx": "onnx",
+    "onnxruntime": "onnxruntime",
 }
 # Keras computes with its backend: code that imports keras runs TensorFlow too.
 LIBRARY_IMPLIES = {"keras": ("tensorflow",)}
