@@ -56,11 +56,10 @@ class BoostingParams:
         )
 
 
-# The trees are fitted on a few thousand pairs and score a few hundred per query: OpenMP threads cost more than they
-# save there (fits and scoring are many times slower with the default threads: bench.rerank_speed's
-# trees_default_threads), and the results do not depend on the thread count. One controller for the process: building
-# one scans every loaded library (milliseconds, more than scoring a small batch); it is built on first use, after this
-# module's import loaded scikit-learn's OpenMP.
+# The trees are fitted on a few thousand pairs: OpenMP threads cost more than they save there (scikit-learn's fits and
+# predictions are many times slower with the default threads: bench.rerank_speed's trees_default_threads), and the
+# results do not depend on the thread count. One controller for the process: building one scans every loaded library
+# (milliseconds); it is built on first use, after this module's import loaded scikit-learn's OpenMP.
 @functools.cache
 def _controller() -> ThreadpoolController:
     return ThreadpoolController()
