@@ -30,11 +30,17 @@ def schedule() -> Cron:
     return Cron(CRON, timezone=TIMEZONE)
 
 
-def parameters(config: RetrainConfig | None = None) -> dict[str, Any]:
-    """Only the fields the user set; every other value stays with the code, so a changed default reaches the schedule."""
-    if config is None:
+def parameters(config: RetrainConfig | None = None, feedback: bool | None = None) -> dict[str, Any]:
+    """Only the fields the user set; every other value stays with the code, so a changed default reaches the schedule.
+
+    `feedback`: whether each scheduled run trains with the store's feedback too (config.feedback.enabled); None: as `config` says.
+    """
+    if config is None and feedback is None:
         return {}
-    return {"config": config.model_dump(mode="json", by_alias=True, exclude_unset=True)}
+    data = config.model_dump(mode="json", by_alias=True, exclude_unset=True) if config is not None else {}
+    if feedback is not None:
+        data["feedback"] = {**data.get("feedback", {}), "enabled": feedback}
+    return {"config": data}
 
 
 def runs_in_containers(base_job_template: dict[str, Any]) -> bool:
@@ -64,6 +70,7 @@ def register(
     git_source: str | None = None,
     git_branch: str | None = None,
     source: Path = ROOT,
+    feedback: bool | None = None,
 ) -> dict[str, str]:
     """Create or update both deployments on the server at PREFECT_API_URL; returns name -> id.
 
@@ -103,7 +110,7 @@ def register(
         # The image is built by `docker build` from the Dockerfile and pushed by the release process.
         "build": False,
         "push": False,
-        "parameters": parameters(config),
+        "parameters": parameters(config, feedback),
         "entrypoint_type": entrypoint_type,
         "print_next_steps": False,
         "ignore_warnings": True,
@@ -118,11 +125,11 @@ def register(
     return {f"{FLOW_NAME}/{name}": str(i) for name, i in ids.items()}
 
 
-def serve(config: RetrainConfig | None = None) -> None:
+def serve(config: RetrainConfig | None = None, feedback: bool | None = None) -> None:
     """Serve the flow with its weekly schedule from this process (no work pool or worker)."""
     from flows.retrain import retrain
 
-    retrain.serve(name=f"{SCHEDULED}-served", schedules=[schedule()], parameters=parameters(config), tags=["qdup"])
+    retrain.serve(name=f"{SCHEDULED}-served", schedules=[schedule()], parameters=parameters(config, feedback), tags=["qdup"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,13 +142,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--git-source", metavar="URL", help="git repository the worker clones the flow code from")
     parser.add_argument("--git-branch", help="branch of --git-source (default: the repository's default branch)")
     parser.add_argument("--config", help="JSON file with the RetrainConfig fields to set; the rest stay code defaults")
+    parser.add_argument("--feedback", action="store_true", default=None,
+                        help="every run trains with the store's feedback too (feedback.enabled)")
     args = parser.parse_args(argv)
     try:
         config = RetrainConfig.model_validate(load_config_file(args.config)) if args.config else None
         if args.git_branch and not args.git_source:
             raise ConfigError("--git-branch needs --git-source")
         registered = register(
-            args.work_pool, config, image=args.image, git_source=args.git_source, git_branch=args.git_branch
+            args.work_pool, config, image=args.image, git_source=args.git_source, git_branch=args.git_branch, feedback=args.feedback
         )
     except QdupError as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)

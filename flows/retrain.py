@@ -13,6 +13,7 @@ from tasks.common import flow_run_info
 from tasks.drift import drift_inputs, drift_task
 from tasks.evaluate import evaluate_inputs, evaluate_task
 from tasks.export import export_inputs, export_task
+from tasks.feedback import feedback_task
 from tasks.fetch import fetch_task
 from tasks.index import index_inputs, index_task
 from tasks.pretrain import pretrain_inputs, pretrain_task
@@ -30,12 +31,15 @@ def production_version(config: RetrainConfig) -> str | None:
     return ArtifactStore(config.publish.store_url, registry_url=config.publish.registry_url).aliases().get("production")
 
 
-def stage_keys(config: RetrainConfig, dataset_sha256: str, production: str | None = None) -> dict[str, str]:
-    """The key of every stage for a dataset, without running anything (what a run would reuse or build)."""
+def stage_keys(config: RetrainConfig, dataset_sha256: str, production: str | None = None,
+               feedback_sha256: str | None = None) -> dict[str, str]:
+    """The key of every stage for a dataset (and feedback snapshot), without running anything (what a run would reuse or build)."""
     keys = {"fetch": dataset_sha256}
+    if feedback_sha256 is not None:
+        keys["feedback"] = feedback_sha256
     keys["validate"] = stage_key("validate", validate_inputs(dataset_sha256, config))
     keys["drift"] = stage_key("drift", drift_inputs(keys["validate"], production, config))
-    keys["splits"] = stage_key("splits", splits_inputs(keys["validate"], config))
+    keys["splits"] = stage_key("splits", splits_inputs(keys["validate"], config, feedback_sha256))
     keys["vocab"] = stage_key("vocab", vocab_inputs(keys["splits"], config))
     if config.pretrain.enabled:
         keys["pretrain"] = stage_key("pretrain", pretrain_inputs(keys["splits"], keys["vocab"], config))
@@ -65,8 +69,10 @@ def retrain(config: RetrainConfig = RetrainConfig()) -> dict[str, str]:
         if config.runs_through("drift"):
             # Resolved once: the drift check and its stage key name the same version even if production moves meanwhile.
             done["drift"] = drift_task(done["validate"], config, production_version(config), run_dir)
+        if config.runs_through("splits") and config.feedback.enabled:
+            done["feedback"] = feedback_task(config, run_dir)
         if config.runs_through("splits"):
-            done["splits"] = splits_task(done["validate"], config, run_dir)
+            done["splits"] = splits_task(done["validate"], config, run_dir, done.get("feedback"))
             check_rerank_data(done["splits"], config)
         if config.runs_through("vocab"):
             done["vocab"] = vocab_task(done["splits"], config)

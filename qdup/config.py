@@ -396,6 +396,35 @@ class BatchSearchConfig(_Section):
     dask: DaskAddress = None
 
 
+class FeedbackConfig(_Section):
+    """People's judgements (POST /v1/feedback, the page's ✓ / ✗) as training data of the next run (`qdup run --feedback`).
+
+    The run snapshots the store's feedback as Parquet named by its sha256, validates it with `suite`, resolves pairs
+    with both labels (qdup.data.feedback.RESOLUTION_RULE) and adds the pairs to train (duplicates) and negatives (not
+    duplicates); a pair with a question test holds is held out. Test never gets feedback.
+    """
+
+    enabled: bool = Field(default=False, description="snapshot the store's feedback and train with it")
+    since: str | None = Field(default=None, description="only feedback at or after this ISO date/time (UTC); None: all")
+    suite: str = Field(default="qdup_feedback.v1", description="the data contract the snapshot must pass")
+    snapshot: str | None = Field(
+        default=None, pattern=r"^[0-9a-f]{64}$",
+        description="train with this snapshot (its sha256: from the cache, or the copy a version of the store holds) instead "
+                    "of the store's feedback now; `qdup reproduce` pins a version's own snapshot so")
+
+    @field_validator("since")
+    @classmethod
+    def _iso(cls, v: str | None) -> str | None:
+        if v is not None:
+            import datetime as dt
+
+            try:
+                dt.datetime.fromisoformat(v)
+            except ValueError:
+                raise ValueError(f"expected an ISO date or time, e.g. 2026-12-01 or 2026-12-01T08:00:00Z, got {v!r}") from None
+        return v
+
+
 class RetrainConfig(_Section):
     """Everything that determines what `qdup run` produces."""
 
@@ -412,6 +441,7 @@ class RetrainConfig(_Section):
     rerank: RerankConfig = RerankConfig()
     publish: PublishConfig = PublishConfig()
     search: SearchConfig = SearchConfig()
+    feedback: FeedbackConfig = FeedbackConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

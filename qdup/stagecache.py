@@ -8,8 +8,11 @@ import datetime as dt
 import functools
 import hashlib
 import importlib.metadata
+import json
+import os
 import shutil
-from collections.abc import Callable, Iterator
+import sys
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +20,7 @@ from pydantic import BaseModel
 
 from qdup import __version__
 from qdup.fileio import atomic_dir, atomic_write_json, file_lock, read_json, sha256_file, sha256_json
-from qdup.log import LogFn
+from qdup.log import WARNING_MARK, LogFn
 from qdup.memory import peak_rss_bytes, release_freed_memory, reset_peak_rss
 from qdup.paths import runs_dir
 
@@ -41,28 +44,7 @@ class StageResult(BaseModel):
 # Packages whose modules count as the code a stage runs.
 PROJECT_PACKAGES = ("qdup", "tasks", "flows")
 
-# Third-party libraries whose version changes what a stage computes, by import name -> distribution.
-# A stage's key holds the installed version of each one its code imports: an upgrade re-runs exactly
-# the stages that use it (constraints.txt pins them, but a host can install another version).
-LIBRARIES = {
-    "tensorflow": "tensorflow",
-    "keras": "keras",
-    "sklearn": "scikit-learn",
-    "great_expectations": "great-expectations",
-    "faiss": "faiss-cpu",
-    "bm25s": "bm25s",
-    "Stemmer": "PyStemmer",
-    "numpy": "numpy",
-    "pandas": "pandas",
-    "pyarrow": "pyarrow",
-    "scipy": "scipy",
-    # The reranker's trees: converted with treelite, written with onnx, scored by ONNX Runtime (as is the encoder's
-    # fast form).
-    "treelite": "treelite",
-    "onnx": "onnx",
-    "onnxruntime": "onnxruntime",
-}
-# Keras computes with its backend: code that imports keras runs TensorFlow too.
+# Keras computes with its backend, which its importers never name: code that imports keras runs TensorFlow too.
 LIBRARY_IMPLIES = {"keras": ("tensorflow",)}
 
 
@@ -131,16 +113,39 @@ def installed_version(distribution: str) -> str | None:
         return None
 
 
-def library_versions(*roots: str, _trees: dict | None = None) -> dict[str, str | None]:
-    """Version of every library in LIBRARIES that the stage's modules import, by distribution name."""
+@functools.cache
+def _distributions_by_import() -> Mapping[str, list[str]]:
+    """Top-level import name -> the installed distributions that provide it (read once per process)."""
+    return importlib.metadata.packages_distributions()
+
+
+def imported_libraries(*roots: str, _trees: dict | None = None) -> list[str]:
+    """Top-level names of the third-party modules the stage's modules import: neither the project's nor the standard library's."""
     used: set[str] = set()
     for _, _, imported in (_trees or _module_trees(*roots)).values():
         for name in imported:
             top = name.split(".")[0]
-            if top in LIBRARIES:
+            if top and top not in PROJECT_PACKAGES and top not in sys.stdlib_module_names:
                 used.add(top)
                 used.update(LIBRARY_IMPLIES.get(top, ()))
-    return {LIBRARIES[top]: installed_version(LIBRARIES[top]) for top in sorted(used)}
+    return sorted(used)
+
+
+def library_versions(*roots: str, _trees: dict | None = None) -> dict[str, str | None]:
+    """Installed version of every distribution whose modules the stage's modules import, by distribution name.
+
+    Found from the imports themselves (import name -> distribution by importlib.metadata), so a library a stage
+    starts to compute with is in its key without a list to keep; an import nothing installed provides counts by its
+    name, with no version.
+    """
+    provided = _distributions_by_import()
+    versions: dict[str, str | None] = {}
+    for top in imported_libraries(*roots, _trees=_trees):
+        for distribution in provided.get(top) or ():
+            versions[distribution] = installed_version(distribution)
+        if top not in provided:
+            versions[f"import {top}"] = None
+    return dict(sorted(versions.items()))
 
 
 def resources_dir() -> Path:
@@ -170,7 +175,7 @@ def resource_files(*roots: str, _trees: dict | None = None) -> dict[str, Path]:
 def code_fingerprint(*roots: str) -> str:
     """Hash of everything a stage's code depends on, found from its imports.
 
-    The source of every project module it runs, the versions of the libraries in LIBRARIES those
+    The source of every project module it runs, the versions of the third-party libraries those
     modules import, and the resource files (qdup/resources) they read. A stage's roots are its stage
     module and its Prefect task module; any edit to them, to a helper they import or to a resource
     file they name, or another version of a library they compute with, changes the key, so a stale
@@ -222,13 +227,48 @@ def _remove_leftover_temps(final: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _cached(stage: str, key: str, final: Path, log: LogFn) -> StageResult | None:
-    done = final / MANIFEST
-    if not done.is_file():
-        return None
-    record = read_json(done)
+def output_hashes(folder: Path) -> dict[str, str]:
+    """sha256 of every file a stage wrote into `folder` (its stage.json aside), by path relative to the folder."""
+    return {p.relative_to(folder).as_posix(): sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file() and p != folder / MANIFEST}
+
+
+def damage(folder: Path) -> str | None:
+    """Why a finished stage folder cannot be reused as it is (None: every output matches its stage.json).
+
+    Each output file is re-hashed against the sha256 its stage.json recorded when the stage completed, as a
+    cached data set is before reuse; a folder whose stage.json records none (older qdup) cannot be checked.
+    """
+    try:
+        recorded = read_json(folder / MANIFEST).get("outputs")
+    except (OSError, json.JSONDecodeError, AttributeError) as exc:
+        return f"{folder / MANIFEST} is unreadable ({type(exc).__name__}: {exc})"
+    if not isinstance(recorded, dict):
+        return f"{folder / MANIFEST} records no output hashes (written by an older qdup), so its outputs cannot be verified"
+    for name, digest in sorted(recorded.items()):
+        path = folder / name
+        if not path.is_file():
+            return f"{path} is missing"
+        if sha256_file(path) != digest:
+            return f"{path} differs from the sha256 in {MANIFEST} (damaged or edited)"
+    return None
+
+
+def _reused(stage: str, key: str, final: Path, log: LogFn) -> StageResult:
+    record = read_json(final / MANIFEST)
     log(f"[{stage}] unchanged inputs and parameters: skipping, reusing {final}")
     return StageResult(stage=stage, key=key, path=final, cached=True, manifest=record["manifest"], seconds=record.get("seconds"))
+
+
+def _remove_damaged(stage: str, final: Path, why: str, log: LogFn) -> None:
+    """Move a damaged stage folder out of the way (named like a leftover temp, then removed), warning with the reason.
+
+    Only called with the key's lock held; a reader of the old folder keeps its open files (the folder is renamed,
+    then removed), and the rebuild takes the final name.
+    """
+    log(f"[{stage}] {WARNING_MARK}stage output not reused: {why}; rebuilding it")
+    aside = final.with_name(f".{final.name}.damaged-{os.getpid()}.tmp")
+    os.rename(final, aside)
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def run_stage(
@@ -238,21 +278,25 @@ def run_stage(
     log: LogFn,
     home: Path | None = None,
 ) -> StageResult:
-    """Return the stored output of (stage, inputs) if present, else build it atomically, under the key's lock.
+    """Return the stored output of (stage, inputs) if present and intact, else build it atomically, under the key's lock.
 
     `build(tmp_dir)` writes the stage's files into `tmp_dir` and returns its manifest; the
     directory becomes visible under its final name only after `build` returned, so a crash
     never leaves a half-written stage that a later run would mistake for a finished one.
     Runs of the same key (other processes, other hosts on shared storage) take turns: the
-    second waits for the first and reuses its folder; a run never removes another's files.
+    second waits for the first and reuses its folder; a run never removes another's files but a
+    finished folder whose outputs no longer match the hashes its stage.json recorded: that one is
+    rebuilt, with a warning naming the file.
     """
     key = stage_key(stage, inputs)
     final = stage_dir(stage, key, home)
-    if (result := _cached(stage, key, final, log)) is not None:
-        return result
+    if (final / MANIFEST).is_file() and damage(final) is None:
+        return _reused(stage, key, final, log)
     with stage_lock(stage, key, log, home):
-        if (result := _cached(stage, key, final, log)) is not None:
-            return result
+        if (final / MANIFEST).is_file():  # finished, maybe by the run this one waited for
+            if (why := damage(final)) is None:
+                return _reused(stage, key, final, log)
+            _remove_damaged(stage, final, why, log)
         _remove_leftover_temps(final)
         log(f"[{stage}] running (key {key[:12]})")
         release_freed_memory()
@@ -274,6 +318,8 @@ def run_stage(
                     "seconds": round((finished - started).total_seconds(), 3),
                     "peak_rss_bytes": peak,
                     "manifest": manifest,
+                    # Checked before every reuse (`damage`).
+                    "outputs": output_hashes(tmp),
                 },
             )
     release_freed_memory()

@@ -12,7 +12,7 @@ from prefect.logging import get_run_logger
 
 from qdup.data.contracts import ContractViolation
 from qdup.errors import DataContractError, QdupError
-from qdup.log import LogFn, stderr_log
+from qdup.log import LogFn, leveled, stderr_log
 
 # Stages cache their outputs by content (qdup.stagecache), so Prefect's own input-hash
 # cache is off: it would key on paths and replay stale files.
@@ -30,9 +30,9 @@ def shared_folder(path: Path, what: str) -> Path:
 
 
 def run_log() -> LogFn:
-    """Prefect's run logger inside a flow or task run, else stderr."""
+    """Prefect's run logger inside a flow or task run (warning lines at WARNING: `qdup.log.leveled`), else stderr."""
     if TaskRunContext.get() or FlowRunContext.get():
-        return get_run_logger().info
+        return leveled(get_run_logger())
     return stderr_log
 
 

@@ -9,6 +9,7 @@ from prefect import task
 
 from qdup.config import RetrainConfig
 from qdup.data.drift import VERSION_PROFILE_DIR, DriftViolation
+from qdup.log import WARNING_MARK
 from qdup.registry.store import ArtifactStore
 from qdup.stagecache import StageResult, code_fingerprint, params, run_stage
 from tasks.common import TASK_OPTIONS, artifact, fail_with_report, run_log
@@ -49,8 +50,9 @@ def drift_task(validated: StageResult, cfg: RetrainConfig, production: str | Non
 
     result = run_stage("drift", inputs, build, log)
     m = result.manifest
-    log(f"[drift] {m['message']}")
+    # A drifted data set is a warning (shown under the stage line); its failed expectations stay in the run's log.
+    log(f"[drift] {WARNING_MARK if m['status'] == 'drifted' else ''}{m['message']}")
     for line in m.get("failing") or []:
-        log(f"[drift] WARNING failed expectation: {line}")
+        log(f"[drift] failed expectation: {line}")
     artifact("qdup-drift", result.file("drift.md").read_text(), f"drift: {m['status']} (mode {m['mode']})")
     return result

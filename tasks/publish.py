@@ -8,6 +8,7 @@ from prefect import task
 from prefect.artifacts import create_link_artifact
 
 from qdup.config import RetrainConfig
+from qdup.log import WARNING_MARK
 from qdup.registry.publish import CARD_FILE, publish_version
 from qdup.registry.store import ArtifactStore, StoreUnavailable, actor
 from qdup.stagecache import StageResult
@@ -45,9 +46,12 @@ def publish_task(stages: dict[str, StageResult], cfg: RetrainConfig, version: st
     """Publish the exact outputs handed in as `version`; move `latest`, and `production` if it passes the gate."""
     store = ArtifactStore(cfg.publish.store_url, registry_url=cfg.publish.registry_url)
     info = flow_run_info()
+    log = run_log()
     outcome = publish_version(
-        store, cfg, stages, version, run_info=info, actor=f"{actor()} via flow run {info.get('flow_run_name')}", log=run_log()
+        store, cfg, stages, version, run_info=info, actor=f"{actor()} via flow run {info.get('flow_run_name')}", log=log
     )
+    if outcome.published and not outcome.promoted:  # refused by the gate (or promotion off): the reason stays on the terminal
+        log(f"[publish] {WARNING_MARK}production not moved to {outcome.version}: {outcome.reason}")
     if outcome.published:
         link = f"{store.url.rstrip('/')}/versions/{version}" if "://" in store.url else f"file://{store.local_path(version)}"
         create_link_artifact(key="qdup-version", link=link, link_text=f"qdup version {version}", description="the version this run published")

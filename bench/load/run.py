@@ -43,6 +43,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from bench.load.feedback import feedback_phases, feedback_targets
 from bench.load.report import render_markdown, targets_table
 from bench.load.wrk import (
     find_wrk,
@@ -325,7 +326,7 @@ def start_server(store_url: str, port: int, args: argparse.Namespace, log_path: 
     import httpx
 
     cmd = [sys.executable, "-m", "qdup.cli", "serve-model", "--store", store_url, "--host", HOST, "--port", str(port),
-           "--poll-s", str(args.poll_s), *args.server_arg]
+           "--poll-s", str(args.poll_s), "--feedback-rate", "0", *args.server_arg]
     env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="3")
     print(f"[server] {' '.join(cmd)}", flush=True)
     log = open(log_path, "w")  # the server writes to it until it is stopped
@@ -492,6 +493,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch-clients", default="2,4,8", help="connection counts of the batch phases (default %(default)s)")
     p.add_argument("--batch-pairs", type=int, default=1000)
     p.add_argument("--search-clients", type=int, default=16)
+    p.add_argument("--feedback-clients", type=int, default=16, help="connections writing feedback (default %(default)s)")
     p.add_argument("--k", type=int, default=10, help="hits per /v1/search query (default %(default)s)")
     p.add_argument("--promote-at-s", type=float, default=3.0,
                    help="seconds into the promotion phase when production moves (default %(default)s)")
@@ -504,7 +506,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--poll-s", type=float, default=1.0, help="the server's alias poll (default %(default)s)")
     p.add_argument("--server-arg", action="append", default=[],
                    help="one more argument for `qdup serve-model` (repeat; e.g. --server-arg=--batch-wait-ms=2)")
-    p.add_argument("--skip", action="append", default=[], choices=["similarity", "batch", "search", "promotion", "predict"],
+    p.add_argument("--skip", action="append", default=[], choices=["similarity", "batch", "search", "promotion", "predict", "feedback"],
                    help="leave out a group of phases (repeat)")
     p.add_argument("--run-timeout-s", type=float, default=3600.0, help="limit of `qdup run` when no --store is given")
     p.add_argument("--seed", type=int, default=42)
@@ -580,6 +582,7 @@ def main(argv: list[str] | None = None) -> int:
         url = f"http://{HOST}:{port}"
         server = start_server(store["store"], port, args, out / "server.log")
         ref_s = args.reference_s
+        feedback = None
         try:
             b = Bench(args, wrk, url, server, served, work, out)
             single_path, batch_path, search_path = (Path(f["path"]) for f in (single_file, batch_file, search_file))
@@ -600,6 +603,8 @@ def main(argv: list[str] | None = None) -> int:
                             lambda: search_reference(served, queries, args.k, ref_s))
                     b.phase("search_concurrent", "/v1/search", search_path, args.search_clients, args.wrk_threads, 1,
                             lambda: search_reference(served, queries, args.k, ref_s))
+            if "feedback" not in args.skip:  # before the promotion: the served version is still the first
+                feedback = feedback_phases(b, store["store"], store["first"], questions, single_path)
             if "promotion" not in args.skip:
                 promote_phase(b, store, single_path)
             import httpx
@@ -631,8 +636,9 @@ def main(argv: list[str] | None = None) -> int:
         "server_peak_rss_mib": server_peak,
         "server_model_facts": {k: facts.get(k) for k in ("version", "switches", "batching", "last_error", "refused")},
         "notes": notes,
+        "feedback": feedback,
     }
-    results["targets"] = targets_table(results)
+    results["targets"] = targets_table(results) + (feedback_targets(results) if feedback else [])
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / "results.md").write_text(render_markdown(results))
     print((out / "results.md").read_text())

@@ -12,13 +12,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from qdup.cli.common import STORE_HELP, Parser, add_command, add_model_option, open_store, resolve_version, settle_model
+from qdup.cli.common import STORE_HELP, Parser, add_command, add_model_option, export_folder, open_store, require_extra, resolve_version, settle_model
+from qdup.cli.sources import check_source
 from qdup.config import STAGES, RetrainConfig, load_config_file
 from qdup.errors import QdupError
 from qdup.runtime import VERBOSE, apply_tf_thread_defaults
 
 # Modules with a `register(subparsers)` function adding their commands.
-COMMAND_MODULES: tuple[str, ...] = ("qdup.cli.registry", "qdup.cli.serve", "qdup.cli.search", "qdup.cli.release")
+COMMAND_MODULES: tuple[str, ...] = ("qdup.cli.registry", "qdup.cli.serve", "qdup.cli.search", "qdup.cli.release", "qdup.cli.feedback")
 
 
 def _count_or_fraction(text: str) -> float:
@@ -76,48 +77,39 @@ def build_config(args: argparse.Namespace) -> RetrainConfig:
     if args.epochs is not None:
         train["epochs"] = args.epochs
     base = load_config_file(args.config) if args.config else {}
-    for section, values in (("fetch", fetch), ("split", split), ("train", train)):
+    feedback = {"enabled": True} if getattr(args, "feedback", False) else {}
+    for section, values in (("fetch", fetch), ("split", split), ("train", train), ("feedback", feedback)):
         if values:
             base[section] = {**base.get(section, {}), **values}
     return RetrainConfig.model_validate({**base, **overrides})
 
 
-def check_source(source: str) -> None:
-    """A local source (path or file:// URL) exists and is a readable file: checked before any server or TensorFlow starts."""
-    from urllib.parse import unquote, urlparse
-
-    if "://" in source and not source.startswith("file://"):
-        return  # a URL: the fetch stage reaches it (with retries) and names what went wrong
-    path = Path(unquote(urlparse(source).path)) if source.startswith("file://") else Path(source)
-    if not path.exists():
-        raise QdupError(f"--source {source}: no such file; make a demo one with `qdup demo-data demo.tsv --rows 20000`, "
-                        "or give an http(s) URL")
-    if not path.is_file():
-        raise QdupError(f"--source {source}: not a file (a TSV in the Quora release's format is expected)")
-    if not os.access(path, os.R_OK):
-        raise QdupError(f"--source {source}: not readable by this user; check its permissions")
-
-
 def cmd_run(args: argparse.Namespace) -> int:
+    require_extra("pipeline", "run")
     config = build_config(args)  # before the slow imports: a bad config fails at once
     check_source(config.fetch.source)
     from qdup.cli.progress import run_with_progress
 
-    outputs = run_with_progress(config, verbose=args.verbose, debug=args.debug)
+    outputs = run_with_progress(config, verbose=args.verbose, debug=args.debug, quiet=args.quiet)
     print("outputs:")
     for name, path in outputs.items():
         print(f"  {name:<10} {path}")
     from qdup.cli.progress import summary_line
 
-    print(summary_line(outputs))
+    aliases = None
+    if outputs.get("version") and outputs.get("published") != "true":  # an identical version: is it production?
+        from qdup.registry.store import ArtifactStore
+
+        aliases = ArtifactStore(config.publish.store_url, registry_url=config.publish.registry_url).aliases_of(outputs["version"])
+    print(summary_line(outputs, aliases))
     return 0
 
 
 def resolve_model_path(text: str, store_url: str | None = None) -> Path:
     """An export folder, a folder holding one (`model/`), or a version id or alias in the store."""
     path = Path(text).expanduser()
-    if (path / "model" / "inference.keras").is_file():
-        return path / "model"
+    if (folder := export_folder(text)) is not None:
+        return folder
     if path.exists():
         return path
     if "/" not in text:
@@ -152,14 +144,29 @@ def cmd_predict(args: argparse.Namespace) -> int:
     elif len(args.questions) != 2:
         raise QdupError(f'give exactly two questions (got {len(args.questions)}): qdup predict "Q1?" "Q2?", '
                         "or --pairs FILE.tsv --out FILE.parquet")
-    # The version is found (and its files checked) before the model loads: a wrong name answers at once.
+    else:
+        for i, question in enumerate(args.questions, start=1):
+            if not question.strip():
+                raise QdupError(f'question {i} is empty; give two questions: qdup predict "How do I learn Python?" '
+                                '"What is the best way to learn Python?"')
+    # The pairs file is read, and the version found (its files checked), before the model loads: a bad file or a
+    # wrong name answers at once.
+    pairs = None
+    if args.pairs:
+        from qdup.serving.questions import read_pairs
+
+        try:
+            pairs = read_pairs(Path(args.pairs))
+        except QdupError as exc:
+            raise QdupError(f"{exc}; fix it, then: qdup predict --pairs {args.pairs} --out {args.out}") from None
     model_path = resolve_model_path(args.model, args.store)
     from qdup.serving.predictor import load_inference, score_file
 
     predictor = load_inference(model_path)
     if args.pairs:
         with progress_bar("scoring") as update:
-            info = score_file(predictor, Path(args.pairs), Path(args.out), chunk_size=args.chunk_size, progress=update)
+            info = score_file(predictor, Path(args.pairs), Path(args.out), chunk_size=args.chunk_size, progress=update,
+                              pairs=pairs)
         if args.json:
             print(json.dumps(info, default=str))
         else:
@@ -216,13 +223,18 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     store = _store(args)
     if args.dataset and (args.model or args.ref):
         raise QdupError("give --model VERSION or --dataset SHA256_PREFIX, not both")
-    if args.dataset:
-        rows = lineage.versions_from_dataset(store, args.dataset)
-        if args.json:
-            _print_json(rows)
-        else:
-            print(lineage.versions_table(rows) if rows else f"no version was built from a dataset with sha256 {args.dataset}*")
-        return 0
+    if args.feedback and (args.model or args.ref or args.dataset):
+        raise QdupError("give --model VERSION, --dataset SHA256_PREFIX or --feedback SHA256_PREFIX, one of them")
+    # From data back to versions: a dataset, or a feedback snapshot, to every version built with it.
+    for prefix, find, what in ((args.dataset, lineage.versions_from_dataset, "built from a dataset"),
+                               (args.feedback, lineage.versions_from_feedback, "trained with a feedback snapshot")):
+        if prefix:
+            rows = find(store, prefix)
+            if args.json:
+                _print_json(rows)
+            else:
+                print(lineage.versions_table(rows) if rows else f"no version was {what} with sha256 {prefix}*")
+            return 0
     version = resolve_version(store, settle_model(args))
     manifest = store.manifest(version) | {"aliases": store.aliases_of(version)}
     if args.json:
@@ -251,11 +263,12 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    require_extra("pipeline", "serve")
     # The file is checked before Prefect is imported, so that a typo fails in a moment.
     config = RetrainConfig.model_validate(load_config_file(args.config)) if args.config else None
     from deployments.retrain import serve
 
-    serve(config)
+    serve(config, feedback=True if args.feedback else None)
     return 0
 
 
@@ -293,6 +306,11 @@ def make_parser() -> argparse.ArgumentParser:
     run.add_argument("--epochs", type=int, help="most training epochs (early stopping may end sooner; default 50)")
     run.add_argument("--seed", type=int, help="seed of every random choice (default 42)")
     run.add_argument("--config", help="JSON file with RetrainConfig fields; flags override it")
+    run.add_argument("--quiet", action="store_true",
+                     help="the stage lines only, without the warnings shown under them (the run's log keeps them)")
+    run.add_argument("--feedback", action="store_true",
+                     help="train also with the store's feedback (POST /v1/feedback, the page's ✓ / ✗): a snapshot named by its "
+                          "sha256 joins train and negatives, never test")
 
     predict = add_command(sub, "predict", "score a question pair, or a TSV of pairs, with a published version", [
         'qdup predict "How do I learn Python?" "What is the best way to learn Python?"',
@@ -320,6 +338,7 @@ def make_parser() -> argparse.ArgumentParser:
                             ["qdup lineage", "qdup lineage -m latest", "qdup lineage --dataset ca37e336"], cmd_lineage)
     add_model_option(lineage, positional=True)
     lineage.add_argument("--dataset", metavar="SHA256_PREFIX", help="every version built from this dataset")
+    lineage.add_argument("--feedback", metavar="SHA256_PREFIX", help="every version trained with this feedback snapshot")
     lineage.add_argument("--json", action="store_true", help="machine-readable output")
     promote = store_command("promote", "point production at a version",
                             ['qdup promote -m 20261123T010203456Z-a1b2c3 --why "better on the new data"'], cmd_promote)
@@ -329,6 +348,7 @@ def make_parser() -> argparse.ArgumentParser:
     serve = add_command(sub, "serve", "serve the retrain flow with its weekly schedule (no work pool needed)",
                         ["qdup serve", "qdup serve --config my-config.json"], cmd_serve)
     serve.add_argument("--config", help="JSON file with the RetrainConfig fields the schedule sets; the rest stay code defaults")
+    serve.add_argument("--feedback", action="store_true", help="every scheduled run trains with the store's feedback too")
     # Each area's commands live in their own module and add themselves here.
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)

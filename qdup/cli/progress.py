@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from qdup.config import STAGES, RetrainConfig
+from qdup.log import warning_text
 
 # The stage prefix every stage's log lines carry (qdup.stagecache.run_stage and the tasks write "[stage] ...").
 STAGE_PREFIX = re.compile(r"^\[(\w+)\] ")
@@ -43,6 +44,12 @@ class StageLine:
     val_loss: float | None = None
     epoch_seconds: list[float] = field(default_factory=list)
     last_epoch_at: float | None = None
+    # The stage's warnings (a damaged cache entry, drift, a resumed training, a fallback), shown under its line.
+    warnings: list[str] = field(default_factory=list)
+
+    def block(self, now: float | None = None) -> str:
+        """The stage line with its warnings under it."""
+        return "\n".join([self.text(now), *(f"  ! {w}" for w in self.warnings)])
 
     def text(self, now: float | None = None) -> str:
         now = time.monotonic() if now is None else now
@@ -68,10 +75,11 @@ class StageProgress(logging.Handler):
     """Turns the run's log records into one line per stage: shown live on a terminal (`render`, redrawn by rich),
     else printed once each as its stage ends (`live=False`: a log file or CI gets the lines as they happen)."""
 
-    def __init__(self, console: Any, live: bool = True):
+    def __init__(self, console: Any, live: bool = True, warnings: bool = True):
         super().__init__(level=logging.INFO)
         self.console = console
         self.live = live
+        self.warnings = warnings  # False (`qdup run --quiet`): the stage lines only
         self.lines: dict[str, StageLine] = {}
         self._printed: set[str] = set()
         self._lock = threading.Lock()
@@ -84,6 +92,11 @@ class StageProgress(logging.Handler):
         task = TASK_STAGES.get(task, task)
         return task if task in STAGES else None
 
+    def running_stage(self) -> str | None:
+        """The one stage running now, if exactly one is (a library's warning is then that stage's)."""
+        running = [name for name, line in self.lines.items() if line.finished is None and not line.failed]
+        return running[0] if len(running) == 1 else None
+
     def emit(self, record: logging.LogRecord) -> None:
         try:
             message = record.getMessage()
@@ -91,21 +104,28 @@ class StageProgress(logging.Handler):
             return
         with self._lock:
             stage = self.stage_of(record, message)
-            line = ended = None
+            shown = self.warnings and self.shown(record, stage)
+            if stage is None and shown:
+                stage = self.running_stage()
+            out = []
             if stage is not None:
                 line = self.lines.get(stage)
                 if line is None:
                     line = self.lines[stage] = StageLine(stage)
-                self.update(line, message)
+                if shown:
+                    # One line each, under the stage line: the first line of the message without its marks.
+                    line.warnings.append(warning_text(STAGE_PREFIX.sub("", message)).splitlines()[0] if message else "")
+                    if stage in self._printed:  # off a terminal, after its line was printed
+                        out.append(f"  ! {line.warnings[-1]}")
+                else:
+                    self.update(line, message)
                 if not self.live and stage not in self._printed and (line.finished is not None or line.failed):
                     self._printed.add(stage)
-                    ended = line.text()
-        if stage is not None and ended:
-            self.console.print(ended, markup=False, highlight=False, soft_wrap=True)
-        if self.shown(record, stage):
-            # Warnings of the run (a drift finding, a retry) stay visible, one line each, above the live lines.
-            first = STAGE_PREFIX.sub("", message).splitlines()[0] if message else ""
-            self.console.print(f"{stage or record.name}: {first}", markup=False, highlight=False, soft_wrap=True)
+                    out.append(line.block())
+            elif shown:
+                out.append(f"{record.name}: {warning_text(message).splitlines()[0] if message else ''}")
+        for text in out:
+            self.console.print(text, markup=False, highlight=False, soft_wrap=True)
 
     @staticmethod
     def shown(record: logging.LogRecord, stage: str | None) -> bool:
@@ -140,7 +160,7 @@ class StageProgress(logging.Handler):
 
         with self._lock:
             now = time.monotonic()
-            return Text("\n".join(line.text(now) for line in self.lines.values()))
+            return Text("\n".join(line.block(now) for line in self.lines.values()))
 
 
 def _console_handlers() -> list[tuple[logging.Logger, logging.Handler]]:
@@ -153,8 +173,10 @@ def _console_handlers() -> list[tuple[logging.Logger, logging.Handler]]:
     return found
 
 
-def run_with_progress(config: RetrainConfig, *, verbose: bool = False, debug: bool = False) -> dict[str, str]:
-    """Run the retrain flow; unless verbose or debug, Prefect's terminal lines are replaced by live stage lines."""
+def run_with_progress(config: RetrainConfig, *, verbose: bool = False, debug: bool = False,
+                      quiet: bool = False) -> dict[str, str]:
+    """Run the retrain flow; unless verbose or debug, Prefect's terminal lines are replaced by live stage lines
+    (with each stage's warnings under its line, unless quiet)."""
     from flows.retrain import retrain  # configures Prefect's logging
 
     if verbose or debug:
@@ -163,7 +185,7 @@ def run_with_progress(config: RetrainConfig, *, verbose: bool = False, debug: bo
     from rich.live import Live
 
     console = Console(stderr=True)
-    progress = StageProgress(console, live=console.is_terminal)
+    progress = StageProgress(console, live=console.is_terminal, warnings=not quiet)
     removed = _console_handlers()  # the Prefect run keeps every line (its API handler); the terminal gets the stages
     run_loggers = [logging.getLogger(name) for name in ENGINE_LOGGERS]
     levels = [lg.level for lg in run_loggers]
@@ -187,17 +209,24 @@ def run_with_progress(config: RetrainConfig, *, verbose: bool = False, debug: bo
         # the run, and that line is not the user's business either.
 
 
-def summary_line(outputs: dict[str, str]) -> str:
-    """One line: what the run published, its test ROC-AUC beside the baseline's, and whether the data was generated."""
+def summary_line(outputs: dict[str, str], aliases: list[str] | None = None) -> str:
+    """One line: what the run published (or which published version it matches, and whether that one is production:
+    `aliases` are its aliases now), its test ROC-AUC beside the baseline's, and whether the data was generated."""
     from qdup.data.generated import generated_record
     from qdup.fileio import read_json
 
     record = read_json(Path(outputs["run_record"]))
     stages = record.get("stages") or {}
-    if outputs.get("version"):
-        head = f"version {outputs['version']}"
-        head += " published" if outputs.get("published") == "true" else " (identical to a published one)"
+    version = outputs.get("version")
+    if version and outputs.get("published") == "true":
+        head = f"version {version} published"
         head += ", promoted to production" if outputs.get("promoted") == "true" else ", not promoted"
+    elif version:
+        same = f"version {version} has this run's data, parameters and code"
+        if "production" in (aliases or []):
+            head = f"{same} and is production already: nothing new to publish"
+        else:
+            head = f"{same} (published before, not production): nothing new to publish; to serve it: qdup promote -m {version}"
     else:
         head = f"stopped after {record.get('stages_done', ['?'])[-1]} (nothing published)"
     metrics = ((stages.get("evaluate") or {}).get("manifest") or {}).get("metrics") or {}
@@ -205,6 +234,12 @@ def summary_line(outputs: dict[str, str]) -> str:
     base = ((((metrics.get("baseline") or {}).get("test") or {}).get("ranking")) or {}).get("roc_auc")
     if roc is not None:
         head += f"; test ROC-AUC {roc:.4f}" + (f" (lexical baseline {base:.4f})" if base is not None else "")
+    joined = ((stages.get("splits") or {}).get("manifest") or {}).get("feedback")
+    if joined:
+        snapshot = (stages.get("feedback") or {}).get("key") or "?"
+        head += (f"; feedback snapshot {snapshot[:12]}: {joined['rows']:,} rows, {joined['pairs']:,} pairs "
+                 f"({joined['conflicting_pairs']:,} conflicting), +{joined['added']['train']:,} train, "
+                 f"+{joined['added']['negatives']:,} negatives, {joined['held_out_test_question']:,} held out (a question test holds)")
     sha = ((stages.get("fetch") or {}).get("manifest") or {}).get("sha256")
     if sha and generated_record(sha):
         head += "; trained on data generated by `qdup demo-data`"

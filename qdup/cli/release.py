@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from qdup.cli.common import STORE_HELP, add_command, add_model_option, open_store, resolve_version, settle_model
+from qdup.cli.common import STORE_HELP, add_command, add_model_option, open_store, require_extra, resolve_version, settle_model
 from qdup.errors import QdupError
 
 # The stages a reproduction re-runs (publishing is left out: it would only find the version itself).
@@ -55,6 +55,7 @@ def reproduced_manifest(cfg: Any, outputs: dict[str, str], original: dict[str, A
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
+    require_extra("pipeline", "reproduce")
     store = open_store(args)
     version = resolve_version(store, settle_model(args))
     from qdup.registry.reproduce import compare_reproduction, reproduction_config, reproduction_text

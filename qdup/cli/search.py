@@ -9,8 +9,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from qdup.cli.common import STORE_HELP, add_command, add_model_option, open_store, resolve_version, settle_model
+from qdup.cli.common import STORE_HELP, add_command, add_model_option, export_folder, open_store, require_extra, resolve_version, settle_model
 from qdup.errors import ConfigError, QdupError
+from qdup.search.locations import find_index_dir, late_index_dir
 
 DASK_HELP = ("Dask scheduler whose workers run the chunks, as a Prefect flow; the index (and model) folders must be "
              "at the same path on every worker (shared storage)")
@@ -20,6 +21,39 @@ def _version(args: argparse.Namespace):
     store = open_store(args)
     version = resolve_version(store, settle_model(args))
     return store, version
+
+
+def _model(args: argparse.Namespace) -> tuple[str | None, Path, Path]:
+    """(version id, model folder, the folder its index is looked for in) of --model: a version of the store, or an
+    export folder (version None: its index is the one beside it, `index/`, or --index)."""
+    folder = export_folder(settle_model(args))
+    if folder is not None:
+        return None, folder, folder.parent
+    store, version = _version(args)
+    version_dir = store.open_version(version)
+    return version, version_dir / "model", version_dir
+
+
+def _check_index_option(args: argparse.Namespace) -> None:
+    """--index names a folder holding an index: checked first, before the store opens."""
+    from qdup.search.locations import MANIFEST
+
+    if args.index and not (Path(args.index) / MANIFEST).is_file():
+        build = f"qdup index build --model {settle_model(args)}" + (" --questions FILE.tsv" if export_folder(args.model) else "")
+        raise QdupError(f"--index {args.index}: no question index there ({MANIFEST} is missing); build one: {build} --index {args.index}")
+
+
+def _index_dir(args: argparse.Namespace, version: str | None, where: Path) -> Path:
+    """The index folder to search: --index (checked by `_check_index_option`), else the version's own; found before any load."""
+
+    build = f"qdup index build --model {args.model}" + (" --questions FILE.tsv" if version is None else "")
+    if args.index:
+        return Path(args.index)
+    found = find_index_dir(where)
+    if found is None:
+        what = f"version {version}" if version else f"export folder {args.model}"
+        raise QdupError(f"{what} has no question index; build one: {build}" + (" --index DIR" if version is None else ""))
+    return found
 
 
 def _dataset_questions(manifest: dict[str, Any]) -> tuple[list, list[str], dict[str, Any]]:
@@ -42,35 +76,44 @@ def _dataset_questions(manifest: dict[str, Any]) -> tuple[list, list[str], dict[
 def cmd_index_build(args: argparse.Namespace) -> int:
     if args.questions and not Path(args.questions).is_file():
         raise QdupError(f"--questions {args.questions}: no such file (a TSV with a 'question' column)")
-    store, version = _version(args)  # before the slow imports: a wrong name answers at once
+    # Before the slow imports: a wrong name, or an index that exists already, answers at once.
+    folder = export_folder(settle_model(args))
+    if folder is not None:  # an export folder: no store to index into, nor a data set to read
+        if not (args.questions and args.index):
+            raise QdupError(f"--model {args.model}: an export folder needs --questions and --index: qdup index build "
+                            f"--model {args.model} --questions FILE.tsv --index DIR")
+        store = version = None
+        model_dir, out, manifest = folder, Path(args.index), {}
+    else:
+        store, version = _version(args)
+        version_dir = store.open_version(version)
+        model_dir = version_dir / "model"
+        existing = find_index_dir(version_dir)
+        if args.index is None and existing is not None:
+            raise QdupError(f"{existing}: version {version} already has an index; a published index is never replaced")
+        if args.index is None and not store.is_local:
+            raise QdupError("--index: a remote store takes no late index; give a local folder")
+        out = Path(args.index) if args.index else late_index_dir(Path(store.root), version)
+        manifest = store.manifest(version)
+    if out.exists():
+        raise QdupError(f"{out}: an index already exists; remove it first or pass --index elsewhere")
     from qdup.config import SearchConfig
     from qdup.fileio import sha256_file
     from qdup.search.batch import read_questions
     from qdup.search.encoder import load_query_encoder
     from qdup.search.index import build_index, recall_against_exact, sample_queries
-    from qdup.search.service import find_index_dir, late_index_dir
-    from qdup.stages.index import search_defaults
+    from qdup.stages.index import UNPUBLISHED, search_defaults
 
-    version_dir = store.open_version(version)
-    existing = find_index_dir(version_dir)
-    if args.index is None and existing is not None:
-        raise QdupError(f"{existing}: version {version} already has an index; a published index is never replaced")
-    if args.index is None and not store.is_local:
-        raise QdupError("--index: a remote store takes no late index; give a local folder")
-    out = Path(args.index) if args.index else late_index_dir(Path(store.root), version)
-    if out.exists():
-        raise QdupError(f"{out}: an index already exists; remove it first or pass --index elsewhere")
-    manifest = store.manifest(version)
     if args.questions:
         questions = Path(args.questions)
         ids, texts = read_questions(questions)
         corpus = {"questions_file": str(questions.resolve()), "sha256": sha256_file(questions), "count": len(texts)}
     else:
         ids, texts, corpus = _dataset_questions(manifest)
-    encoder = load_query_encoder(version_dir / "model")
+    encoder = load_query_encoder(model_dir)
     cfg = SearchConfig()
     # build_index refuses empty and duplicated questions before any vector is computed from them.
-    index = build_index(ids, texts, _encode_checked(encoder, texts), model_version=version, corpus=corpus, ann=args.ann,
+    index = build_index(ids, texts, _encode_checked(encoder, texts), model_version=version or UNPUBLISHED, corpus=corpus, ann=args.ann,
                         seed=args.seed, cfg=cfg)
     if index.backend != "exact":
         recall_against_exact(index, sample_queries(index, 1000, args.seed), 10)
@@ -78,7 +121,7 @@ def cmd_index_build(args: argparse.Namespace) -> int:
         index.search_defaults = search_defaults(manifest["retrieval"], cfg)
     index.save(out)
     recall = f", recall@10 vs exact {index.recall['recall']:.4f}" if index.recall else ""
-    print(f"indexed {len(index):,} questions with {version} ({index.backend}{recall}) in {out}")
+    print(f"indexed {len(index):,} questions with {version or args.model} ({index.backend}{recall}) in {out}")
     return 0
 
 
@@ -94,37 +137,32 @@ def _encode_checked(encoder, texts: list[str]):
 def _load(args: argparse.Namespace, timings: dict[str, float] | None = None):
     timings = {} if timings is None else timings
     t0 = time.perf_counter()
-    store, version = _version(args)  # before the slow imports: a wrong name answers at once
+    # Before the slow imports: a wrong name, or a folder without an index, answers at once.
+    _check_index_option(args)
+    version, model_dir, where = _model(args)
+    index_dir = _index_dir(args, version, where)
     timings["resolve version"] = time.perf_counter() - t0
     from qdup.search.encoder import load_query_encoder
     from qdup.search.index import load_index
-    from qdup.search.service import VersionSearcher, find_index_dir, load_version_reranker
+    from qdup.search.service import VersionSearcher, load_version_reranker
 
-    version_dir = store.open_version(version)
-    where = Path(args.index) if args.index else find_index_dir(version_dir)
-    if where is None:
-        raise QdupError(f"version {version} has no question index; build one: qdup index build --model {version}")
     t0 = time.perf_counter()
-    index = load_index(where, expected_model_version=version)
+    index = load_index(index_dir, expected_model_version=version)
     timings["load index"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    encoder = load_query_encoder(version_dir / "model")
+    encoder = load_query_encoder(model_dir)
     timings["load encoder"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    reranker = load_version_reranker(version_dir / "model")
+    reranker = load_version_reranker(model_dir)
     timings["load reranker"] = time.perf_counter() - t0
     return VersionSearcher(index, encoder, reranker)
 
 
-def _index_location(args: argparse.Namespace, store, version: str) -> tuple[Path, Path]:
-    """(index folder, model folder) of a version, as absolute paths that Dask workers on shared storage can read."""
-    from qdup.search.service import find_index_dir
-
-    version_dir = store.open_version(version)
-    where = Path(args.index) if args.index else find_index_dir(version_dir)
-    if where is None:
-        raise QdupError(f"version {version} has no question index; build one: qdup index build --model {version}")
-    return where.resolve(), (version_dir / "model").resolve()
+def _index_location(args: argparse.Namespace) -> tuple[str | None, Path, Path]:
+    """(version, index folder, model folder) of --model, as absolute paths that Dask workers on shared storage can read."""
+    _check_index_option(args)
+    version, model_dir, where = _model(args)
+    return version, _index_dir(args, version, where).resolve(), model_dir.resolve()
 
 
 def _dask_config(cls, values: dict[str, Any]):
@@ -152,6 +190,31 @@ def _score_label(kind: str) -> str:
     return {"cosine": "cosine", "bm25": "BM25", "rrf": "RRF score", "weighted": "weighted score", "reranker": "reranker"}[kind]
 
 
+def _columns(kind: str, duplicate_by: str) -> list[tuple[str, str, str]]:
+    """(header, row key, number format) of each score column: the ranking score as `score (kind)`, then the cosine and
+    the reranker's score when they are other scores (each score named once)."""
+    label = f"score ({ {'bm25': 'BM25', 'rrf': 'RRF'}.get(kind, kind)})"
+    columns = [(label, "score", ".4f")]
+    if kind != "cosine":
+        columns.append(("cosine", "similarity", ".3f"))
+    if duplicate_by == "reranker_score" and kind != "reranker":
+        columns.append(("reranker", "reranker_score", ".4f"))
+    return columns
+
+
+def table_header(kind: str, duplicate_by: str) -> str:
+    """The header of `qdup search`'s table."""
+    scores = "  ".join(f"{name:>{max(len(name), 8)}}" for name, _, _ in _columns(kind, duplicate_by))
+    return f"{'rank':>4}  {scores}  {'duplicate':<9}  question"
+
+
+def table_row(row: dict[str, Any], kind: str, duplicate_by: str) -> str:
+    """One hit as a row of `qdup search`'s table, its columns under `table_header`'s."""
+    scores = "  ".join(f"{row[key]:>{max(len(name), 8)}{fmt}}" for name, key, fmt in _columns(kind, duplicate_by))
+    mark = "DUPLICATE" if row["duplicate"] else "-"
+    return f"{row['rank']:>4}  {scores}  {mark:<9}  {row['question']}  (id {row['id']})"
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     if args.k < 1:
         raise QdupError(f"-k: must be >= 1, got {args.k}")
@@ -166,10 +229,10 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.queries and not Path(args.queries).is_file():
         raise QdupError(f"--queries {args.queries}: no such file (a TSV with a 'question' column)")
     if args.dask:
+        require_extra("pipeline", "search --dask")
         from qdup.config import BatchSearchConfig
 
-        store, version = _version(args)
-        index_dir, model_dir = _index_location(args, store, version)
+        version, index_dir, model_dir = _index_location(args)
         config = _dask_config(BatchSearchConfig, {
             "index_dir": index_dir, "model_dir": model_dir, "queries": Path(args.queries).resolve(), "out": Path(args.out).resolve(),
             "k": args.k, "chunk_size": args.chunk_size, "model_version": version, "dask": args.dask, "method": args.method,
@@ -216,14 +279,9 @@ def cmd_search(args: argparse.Namespace) -> int:
         by = "similarity (encoder cosine)" if rule["by"] == "similarity" else "reranker score"
         print(f"version {searcher.index.model_version}, {method} ranking: hits ordered by their {_score_label(kind)}; "
               f"duplicate when {by} >= {rule['threshold']:.4f}")
-        width = max(len(_score_label(kind)), 6)
-        # The reranker's score beside the cosine when it decides duplicates (and is not already the ranking score).
-        rr = rule["by"] == "reranker_score" and kind != "reranker"
-        print(f"{'rank':>4}  {_score_label(kind):>{width}}  {'cosine':>6}  {'reranker  ' if rr else ''}{'duplicate':<9}  question")
+        print(table_header(kind, rule["by"]))
         for r in rows:
-            mark = "DUPLICATE" if r["duplicate"] else "-"
-            extra = f"{r['reranker_score']:>8.4f}  " if rr else ""
-            print(f"{r['rank']:>4}  {r['score']:>{width}.4f}  {r['similarity']:>6.3f}  {extra}{mark:<9}  {r['question']}  (id {r['id']})")
+            print(table_row(r, kind, rule["by"]))
     return 0
 
 
@@ -231,10 +289,10 @@ def cmd_mine(args: argparse.Namespace) -> int:
     if args.k is None and args.threshold is None:
         raise QdupError("give -k (neighbours per question), --threshold, or both: qdup mine -k 10 --out pairs.parquet")
     if args.dask:
+        require_extra("pipeline", "mine --dask")
         from qdup.config import MineConfig
 
-        store, version = _version(args)
-        index_dir, _ = _index_location(args, store, version)
+        version, index_dir, _ = _index_location(args)
         config = _dask_config(MineConfig, {
             "index_dir": index_dir, "out": Path(args.out).resolve(), "k": args.k,
             "threshold": args.threshold, "chunk_size": args.chunk_size, "model_version": version, "dask": args.dask,

@@ -13,13 +13,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from qdup.data.columns import COLUMNS, INT_COLUMNS, TEXT_COLUMNS  # noqa: F401  (TEXT_COLUMNS: contracts.TEXT_COLUMNS)
 from qdup.errors import DataContractError
 from qdup.fileio import atomic_write_json, atomic_write_text
 from qdup.paths import validate_name
 
-COLUMNS = ["id", "qid1", "qid2", "question1", "question2", "is_duplicate"]
-INT_COLUMNS = ["id", "qid1", "qid2", "is_duplicate"]
-TEXT_COLUMNS = ["question1", "question2"]
 _SNIFF_BYTES = 64 * 1024
 _HEADER = "\t".join(COLUMNS)
 

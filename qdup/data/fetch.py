@@ -262,7 +262,7 @@ def _verified_or_discarded(cache_root: Path, sha256: str, log: Callable[[str], N
     if problem is None:
         return None
     damaged = f"cached dataset {cache_root / sha256 / DATA_NAME} is damaged ({problem})"
-    log(f"fetch: WARNING: {damaged}; fetching it again")
+    log(f"WARNING: fetch: {damaged}; fetching it again")
     _discard(cache_root / sha256)
     return damaged
 
@@ -284,7 +284,7 @@ def _known_http_entry(
         return None, None
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         # A damaged index must not block fetching; the download rewrites it.
-        log(f"fetch: ignoring unreadable cache index {index} ({type(e).__name__}: {e}); downloading again")
+        log(f"WARNING: fetch: ignoring unreadable cache index {index} ({type(e).__name__}: {e}); downloading again")
         return None, None
     if not (cache_root / sha256).exists():
         # The entry was removed (e.g. the cache pruned by hand): fetch again.
@@ -332,7 +332,7 @@ def _retrying(attempt: Callable[[], T], cfg: FetchConfig, source: str, log: Call
                     "or raise fetch.retries / fetch.timeout_s)"
                 ) from e
             delay = cfg.backoff_s * (2**i)
-            log(f"fetch: attempt {i + 1}/{attempts} for {source} failed: {e}; retrying in {delay:.2f}s")
+            log(f"WARNING: fetch: attempt {i + 1}/{attempts} for {source} failed: {e}; retrying in {delay:.2f}s")
             time.sleep(delay)
     raise AssertionError("unreachable: the loop returns or raises")
 

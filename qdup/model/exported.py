@@ -3,6 +3,7 @@ there is one: the model layer's view of an export, which search and serving both
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -11,7 +12,6 @@ import numpy as np
 
 from qdup.errors import QdupError
 from qdup.fileio import read_json, sha256_file
-from qdup.log import get_logger
 
 INFERENCE_FILE = "inference.keras"
 ENCODER_FILE = "encoder.keras"
@@ -20,7 +20,8 @@ FAST_FILE = "encoder.onnx"
 THRESHOLD_FILE = "threshold.json"
 VOCAB_FILE = "vocabulary.txt"
 
-log = get_logger(__name__)
+# Propagates: under `qdup run` a fallback's warning reaches the stage display (qdup.cli.progress).
+log = logging.getLogger(__name__)
 
 
 class PairEncoder(Protocol):

@@ -24,6 +24,7 @@ import tensorflow as tf
 from qdup.config import ModelConfig, TrainConfig
 from qdup.errors import QdupError
 from qdup.fileio import atomic_write_json, read_json, sha256_json
+from qdup.log import warn
 from qdup.model.losses import InBatchSoftmaxLoss, TripletLoss
 from qdup.model.network import SubwordHasher, build_encoder, build_siamese
 from qdup.model.vocab import vectorize_padded
@@ -526,7 +527,7 @@ def train_model(
             log(f"training already complete at epoch {st['epoch']}; best epoch {st['best_epoch']}")
             return _result(work_dir, st, st["epoch"], steps, facts)
         resumed_from = st["epoch"]
-        log(f"resuming from epoch {resumed_from}")
+        warn(log, f"resuming from epoch {resumed_from}, the last checkpoint of an interrupted run of this training")
         model = _load_siamese(ckpt_dir / st["checkpoint"])
     else:
         st = {

@@ -21,6 +21,7 @@ from importlib import resources
 from typing import Any
 
 from qdup.evaluation.bootstrap import format_paired_difference
+from qdup.registry.feedback import feedback_card_lines
 
 METRIC_ROWS = (("roc_auc", "ROC AUC"), ("pr_auc", "PR AUC (average precision)"), ("accuracy", "accuracy"),
                ("f1", "F1"), ("precision", "precision"), ("recall", "recall"))
@@ -355,6 +356,7 @@ def model_card(manifest: dict[str, Any]) -> str:
     lines += _generated_notice(manifest, texts)
     lines += _intended_use(texts, v)
     lines += _data(manifest)
+    lines += feedback_card_lines(manifest)
     lines += _model(manifest, texts, v)
     lines += _metrics(manifest, texts, v)
     lines += _reranker(manifest, texts, v)

@@ -41,6 +41,20 @@ def versions_from_dataset(store: ArtifactStore, sha256_prefix: str) -> list[dict
     return [row for row in version_rows(store) if row["dataset_sha256"].startswith(prefix)]
 
 
+def versions_from_feedback(store: ArtifactStore, sha256_prefix: str) -> list[dict[str, Any]]:
+    """Every version trained with the feedback snapshot whose sha256 starts with `sha256_prefix`."""
+    prefix = sha256_prefix.lower()
+    if not _HEX.fullmatch(prefix):
+        raise ConfigError(f"invalid feedback snapshot sha256 prefix {sha256_prefix!r}: give 4 to 64 hex digits")
+    aliases = store.aliases()
+    rows = []
+    for v in store.versions():
+        manifest = store.manifest(v)
+        if ((manifest.get("feedback") or {}).get("snapshot_sha256") or "").startswith(prefix):
+            rows.append(version_row(manifest, sorted(a for a, t in aliases.items() if t == v)))
+    return rows
+
+
 def _fmt(value: Any) -> str:
     return "-" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
 
@@ -83,6 +97,7 @@ def lineage_dict(manifest: dict[str, Any]) -> dict[str, Any]:
         "model": {k: v for k, v in manifest["model"].items() if k != "history"},
         "evaluation": {"threshold": manifest["threshold"], "metrics": manifest["metrics"]},
         "aliases": manifest.get("aliases", []),
+        "feedback": manifest.get("feedback"),
         "compared_against": manifest.get("compared_against"),
         "code": manifest["code"],
         "libraries": manifest["libraries"],
@@ -104,6 +119,12 @@ def lineage_text(manifest: dict[str, Any]) -> str:
     ]
     for name, s in d["splits"].items():
         lines.append(f"  split      {name:<12} {s['rows']:>8,} rows  sha256 {s['content_sha256']}")
+    if d["feedback"]:
+        fb = d["feedback"]
+        lines.append(f"  feedback   snapshot sha256 {fb['snapshot_sha256']}  ({fb['rows']:,} rows, {fb['labels']['duplicate']:,} "
+                     f"duplicate, {fb['labels']['not_duplicate']:,} not; {fb['conflicting_pairs']:,} conflicting pairs; "
+                     f"+{fb['added']['train']:,} train, +{fb['added']['negatives']:,} negatives, "
+                     f"{fb['held_out_test_question']:,} held out: a question test holds)")
     lines += [
         f"  vocabulary {d['vocabulary']['size']:,} tokens  sha256 {d['vocabulary']['sha256']}",
         f"  model      encoder sha256 {d['model']['encoder_sha256']}  best epoch {d['model']['best_epoch']}",

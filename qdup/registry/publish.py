@@ -21,6 +21,7 @@ from qdup.evaluation.metrics import binary_metrics, ranking_metrics
 from qdup.evaluation.scores import CALIBRATION_SCORES_FILE, TEST_SCORES_FILE, read_test_scores
 from qdup.fileio import atomic_write_text, sha256_json
 from qdup.log import LogFn, stderr_log
+from qdup.registry.feedback import feedback_files, feedback_lineage
 from qdup.registry.gate import (  # noqa: F401  (also publishing's interface)
     GATE_SPLIT,
     RETRIEVAL_GATE_PART,
@@ -106,6 +107,8 @@ def version_files(stages: dict[str, StageResult]) -> dict[str, Path]:
             files[f"drift/{name}"] = stages["drift"].file(name)
     if "retrieval" in stages:
         files["evaluation/retrieval.json"] = stages["retrieval"].file("retrieval.json")
+    if "feedback" in stages:  # the snapshot trained with travels with the version: its lineage can be checked byte for byte
+        files |= feedback_files(stages["feedback"])
     return files
 
 
@@ -194,6 +197,7 @@ def lineage_manifest(
         "prefect": prefect_info,
         "compared_against": decision.as_dict() if gate is None else gate,
         **({"drift": stages["drift"].manifest} if "drift" in stages else {}),
+        **({"feedback": feedback_lineage(stages["feedback"].manifest, splits.get("feedback") or {})} if "feedback" in stages else {}),
         **({"retrieval": {k: v for k, v in stages["retrieval"].manifest.items() if k not in ("result", "pairs", "search")}
                            | {"result": "evaluation/retrieval.json"}} if "retrieval" in stages else {}),
         **({"index": {"dir": "index", "count": stages["index"].manifest["count"], "backend": stages["index"].manifest["backend"],

@@ -41,7 +41,11 @@ def reproduction_config(manifest: dict[str, Any]) -> RetrainConfig:
         raise ConfigError(f"{version}: recorded parameter {where}: {first['msg']} (recorded by another qdup version?)") from None
     fetch = cfg.fetch.model_copy(update={"sha256": sha})
     publish = cfg.publish.model_copy(update={"promote": False})
-    return cfg.model_copy(update={"fetch": fetch, "publish": publish})
+    update: dict[str, Any] = {"fetch": fetch, "publish": publish}
+    snapshot = (manifest.get("feedback") or {}).get("snapshot_sha256")
+    if snapshot:  # the feedback it trained with, not the store's feedback today
+        update["feedback"] = cfg.feedback.model_copy(update={"snapshot": snapshot})
+    return cfg.model_copy(update=update)
 
 
 def _leaves(obj: Any, prefix: str = "") -> dict[str, Any]:

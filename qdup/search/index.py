@@ -17,10 +17,10 @@ import pyarrow.parquet as pq
 from qdup.config import SearchConfig
 from qdup.errors import QdupError
 from qdup.fileio import atomic_dir, atomic_write_json, sha256_file
+from qdup.search.locations import MANIFEST
 from qdup.search.topk import top_k_rows
 
 FORMAT = "qdup-question-index/1"
-MANIFEST = "index.json"
 EMBEDDINGS = "embeddings.npy"
 QUESTIONS = "questions.parquet"
 GRAPH = "ivf.faiss"

@@ -12,30 +12,15 @@ from qdup.errors import QdupError
 from qdup.evaluation.reranker import Reranker
 from qdup.evaluation.reranker_io import has_reranker, load_reranker
 from qdup.search.encoder import QueryEncoder, load_query_encoder
-from qdup.search.index import MANIFEST, QuestionIndex, load_index
+from qdup.search.index import QuestionIndex, load_index
 from qdup.search.lexical import Lexical, candidate_union, fused_scores, rank_with_scores
+from qdup.search.locations import LATE_INDEXES_DIR, VERSION_INDEX_DIR, find_index_dir, late_index_dir  # noqa: F401  (re-exported)
 
 METHODS = ("dense", "lexical", "hybrid", "reranked")
-VERSION_INDEX_DIR = "index"
-# Versions published without an index get one here, beside `versions/`, so a published version's files never change.
-LATE_INDEXES_DIR = "indexes"
 # Each side of a hybrid (and of the reranked method's candidates) ranks at least this many, as the retrieval evaluation
 # does (SearchConfig.retrieval_k).
 HYBRID_DEPTH = 100
 WARM_QUERY = "How do I learn to cook?"
-
-
-def late_index_dir(store_root: Path, version: str) -> Path:
-    return Path(store_root) / LATE_INDEXES_DIR / version
-
-
-def find_index_dir(version_dir: Path) -> Path | None:
-    """The index of a version: published with it (`index/`), else built later into `<store>/indexes/<version>/`."""
-    version_dir = Path(version_dir)
-    for candidate in (version_dir / VERSION_INDEX_DIR, late_index_dir(version_dir.parent.parent, version_dir.name)):
-        if (candidate / MANIFEST).is_file():
-            return candidate
-    return None
 
 
 def search_defaults(index: QuestionIndex) -> dict[str, Any]:

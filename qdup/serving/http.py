@@ -23,7 +23,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from qdup.registry.store import ArtifactStore
 from qdup.serving.batcher import MicroBatcher, SearchBatcher
 from qdup.serving.cache import EncodingCache
-from qdup.serving.follower import ModelFollower, ServedModel
+from qdup.serving.feedback_api import feedback_facts, install_feedback
+from qdup.serving.follower import FollowerState, ModelFollower
 from qdup.serving.metrics import RequestMetrics, ServerMetrics
 from qdup.serving.settings import ServeConfig
 from qdup.serving.threads import serving_threads, set_faiss_threads
@@ -264,6 +265,7 @@ def request_models(cfg: ServeConfig) -> dict[str, Any]:
         "SearchBody": SearchBody,
         "PairsRequest": PairsRequest,
         "QuestionsRequest": QuestionsRequest,
+        "Question": Question,
     }
 
 
@@ -339,7 +341,7 @@ def create_app(cfg: ServeConfig, follower: ModelFollower | None = None, direct_r
 
     `direct_routes=False` leaves every request to FastAPI's routing (the tests compare the two).
     """
-    follower = follower or ModelFollower(ArtifactStore(cfg.store), cfg.model, cfg.poll_s)
+    follower = follower or ModelFollower(ArtifactStore(cfg.store), cfg.model, cfg.poll_s, probe_attempts=cfg.probe_attempts)
     cache = EncodingCache(int(cfg.encoding_cache_mb * 2**20))
     metrics = ServerMetrics(follower, cache)
     batcher = MicroBatcher(cfg.batch_wait_ms, cfg.max_microbatch_pairs, cache=cache, observe=metrics.observe_batch)
@@ -366,6 +368,7 @@ def create_app(cfg: ServeConfig, follower: ModelFollower | None = None, direct_r
             await batcher.stop()
             await searches.stop()
             search_executor.shutdown(wait=True)
+            app.state.feedback["writer"].close()
 
     app = FastAPI(
         title="qdup",
@@ -444,9 +447,11 @@ def create_app(cfg: ServeConfig, follower: ModelFollower | None = None, direct_r
         return SearchAnswer(**head, results=hits[0])
 
     @app.get("/v1/model", summary="The served version: id, aliases, threshold, test metrics, dataset, switches")
-    async def model() -> dict[str, Any]:
-        served = follower.current
-        return await run_in_threadpool(model_facts, follower, served, batcher, cfg, app.state.threads)
+    async def model(request: Request) -> dict[str, Any]:
+        # One snapshot: the version and its error (or none) as the follower published them together.
+        state = follower.state
+        facts = await run_in_threadpool(model_facts, follower, state, batcher, cfg, app.state.threads)
+        return facts | {"feedback": await feedback_facts(app, state.current, request)}
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus() -> Response:
@@ -473,6 +478,8 @@ def create_app(cfg: ServeConfig, follower: ModelFollower | None = None, direct_r
             return JSONResponse(problem, status_code=503)
         return {"status": "ready", "version": served.version, "probe_similarity": float(sims[0])}
 
+    install_feedback(app, cfg, follower, batcher, models["Question"])
+
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
@@ -482,11 +489,13 @@ def create_app(cfg: ServeConfig, follower: ModelFollower | None = None, direct_r
 
 
 def model_facts(
-    follower: ModelFollower, served: ServedModel | None, batcher: MicroBatcher, cfg: ServeConfig, threads: dict[str, Any] | None = None
+    follower: ModelFollower, state: FollowerState, batcher: MicroBatcher, cfg: ServeConfig, threads: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """What /v1/model answers (reads the store's aliases, so it runs off the event loop)."""
-    # last_error.kind: "transient" (retried with backoff) or why a version is refused for good (`refused`).
-    facts: dict[str, Any] = {"ref": follower.ref, "version": None, "last_error": follower.last_error, "refused": dict(follower.refused)}
+    """What /v1/model answers from one snapshot of the follower (reads the store's aliases, so it runs off the event loop)."""
+    # last_error.kind: "transient" or why the version failed (REFUSAL_KINDS); with `retry_in_s` it will be tried again,
+    # else it is refused for good (`refused`).
+    served = state.current
+    facts: dict[str, Any] = {"ref": follower.ref, "version": None, "last_error": state.last_error, "refused": dict(state.refused)}
     if served is not None:
         manifest = served.manifest
         try:
@@ -507,7 +516,7 @@ def model_facts(
             "loaded_at": served.loaded_at,
             "search_index": served.searcher is not None,
         }
-    facts["switches"] = follower.switches[-20:]
+    facts["switches"] = list(state.switches[-20:])
     facts["batching"] = batcher.stats.as_dict()
     facts["encoding_cache"] = batcher.cache.stats().as_dict() if batcher.cache is not None else None
     facts["threads"] = threads

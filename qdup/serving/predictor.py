@@ -18,6 +18,7 @@ from qdup.evaluation.reranker import Reranker
 from qdup.evaluation.reranker_io import has_reranker, load_reranker
 from qdup.fileio import atomic_write_bytes
 from qdup.model.exported import THRESHOLD_FILE, PairEncoder, load_pair_encoder, read_export_meta
+from qdup.serving.questions import check_questions, read_pairs
 
 # Pairs the export checks itself on (the saved model must agree with the training-time path), and the server probes a version with.
 PROBE_PAIRS = (
@@ -26,29 +27,6 @@ PROBE_PAIRS = (
     ("???", "an unseen zyxwv token"),
     ("word " * 200, "word"),
 )
-
-
-
-def _first_invalid(values: Sequence[Any]) -> tuple[int, Any, str] | None:
-    """(index, value, reason) of the first entry that is not a non-blank string, else None."""
-    for i, v in enumerate(values):
-        if not isinstance(v, str):
-            return i, v, f"is not a string ({type(v).__name__})"
-        if not v.strip():
-            return i, v, "is empty or whitespace-only"
-    return None
-
-
-def check_questions(values: Sequence[Any], name: str) -> list[str]:
-    """Validate a batch of questions; QdupError names the offending index and value."""
-    if isinstance(values, (str, bytes)):
-        raise QdupError(f"{name} must be a sequence of strings, not a single {type(values).__name__}: {values[:60]!r}")
-    items = list(values)
-    bad = _first_invalid(items)
-    if bad is not None:
-        i, v, reason = bad
-        raise QdupError(f"{name}[{i}] {reason}: {v!r}")
-    return items
 
 
 class Predictor:
@@ -128,40 +106,22 @@ def score_file(
     out_parquet: Path,
     chunk_size: int = 16384,
     progress: Callable[[int, int], None] | None = None,
+    pairs: Any = None,
 ) -> dict[str, Any]:
     """Score a TSV of pairs (columns question1, question2, optional id) into Parquet, atomically.
 
     Output columns: id (when the input has one), similarity (float32), reranker_score (float64, with a
     reranker), duplicate (bool: the predictor's decision, `Predictor.decide`). Every row is validated before anything is scored.
     Pairs are scored in chunks of `chunk_size` (large, so that `Predictor.similarity` can sort
-    and deduplicate the questions of many pairs); `progress(done, total)` is called after each.
+    and deduplicate the questions of many pairs); `progress(done, total)` is called after each. `pairs`: the file
+    already read by `qdup.serving.questions.read_pairs` (the CLI reads it before the model loads).
     """
     # Imported here: `qdup predict` of one pair should not pay for them.
-    import pandas as pd
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    pairs_tsv = Path(pairs_tsv)
     out_parquet = Path(out_parquet)
-    if not pairs_tsv.is_file():
-        raise QdupError(f"pairs file not found: {pairs_tsv}")
-    # Questions stay text as written: no NA inference ("NA", "null" are questions too); an empty
-    # cell reads as "" and is then rejected by name.
-    try:
-        df = pd.read_csv(pairs_tsv, sep="\t", dtype={"question1": str, "question2": str}, keep_default_na=False)
-    except pd.errors.ParserError as e:
-        raise QdupError(f"{pairs_tsv} is not a readable TSV: {e}") from e
-    except pd.errors.EmptyDataError:
-        raise QdupError(f"{pairs_tsv} is empty (no header line)") from None
-    for col in ("question1", "question2"):
-        if col not in df.columns:
-            raise QdupError(f"{pairs_tsv} has no {col!r} column (columns: {list(df.columns)})")
-    for col in ("question1", "question2"):
-        bad = _first_invalid(df[col].tolist())
-        if bad is not None:
-            i, v, reason = bad
-            raise QdupError(f"{pairs_tsv}: {col} of data row {i} (file line {i + 2}) {reason}: {v!r}")
-
+    df = read_pairs(pairs_tsv) if pairs is None else pairs
     total = len(df)
     sim = np.zeros(total, dtype=np.float32)
     score = np.zeros(total, dtype=np.float64)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 
 class ServeConfig(BaseModel):
@@ -26,6 +26,11 @@ class ServeConfig(BaseModel):
     )
     max_microbatch_pairs: int = Field(default=1024, ge=1, description="pairs the micro-batcher puts into one model call")
     poll_s: float = Field(default=5.0, gt=0, description="how often the alias is checked for a move")
+    probe_attempts: int = Field(
+        default=3, ge=1,
+        description="loads of a version whose probe pairs fail before it is refused for good (tried again after a backoff "
+                    "that doubles from poll_s); a version whose files fail their hashes or a safe_mode load is refused at once",
+    )
     probe_timeout_s: float = Field(default=10.0, gt=0, description="/readyz's limit for its probe pair")
     encoding_cache_mb: float = Field(
         default=64.0, ge=0, description="memory for question encodings kept across requests (per version, LRU); 0 disables"
@@ -41,3 +46,12 @@ class ServeConfig(BaseModel):
     )
     faiss_threads: int = Field(default=1, ge=1, description="OpenMP threads of a faiss search (one query set at a time on the search thread)")
     blas_threads: int = Field(default=1, ge=1, description="BLAS threads (NumPy, SciPy: the reranker's and the lexical side's small products)")
+    # Feedback (POST /v1/feedback): people's judgements of pairs, kept in the store's registry database.
+    feedback_token: SecretStr | None = Field(
+        default=None, description="when set, every feedback write needs `Authorization: Bearer <token>` (and reads too, unless "
+                                  "feedback_public_reads)")
+    feedback_public_reads: bool = Field(default=False, description="feedback reads (GET /v1/feedback/stats) need no token")
+    feedback_rate_per_s: float = Field(default=5.0, ge=0, description="feedback writes per second one client address may make "
+                                                                     "on average (token bucket); 0: no limit")
+    feedback_burst: int = Field(default=20, ge=1, description="feedback writes one client address may make at once (bucket size)")
+    max_note_chars: int = Field(default=1000, ge=1, description="characters in a feedback note")

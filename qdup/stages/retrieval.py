@@ -18,8 +18,8 @@ from qdup.search.retrieval import METRIC_NAMES, dense_rankings, ranking_metrics,
 
 RESULT_FILE = "retrieval.json"
 PAIRS_FILE = "retrieval_pairs.parquet"
-# The splits whose questions training may see.
-TRAINED_ON = ("train", "negatives")
+# The splits whose questions training may see: `val`'s choose the epoch (early stopping) and the learning rate.
+TRAINED_ON = ("train", "negatives", "val")
 Encode = Callable[[Sequence[str]], np.ndarray]
 
 
@@ -28,9 +28,9 @@ def retrieval_pairs(splits_dir: Path) -> pd.DataFrame:
 
     Test and calibration rows are never trained on (calibration only chooses the threshold and gates
     promotion; early stopping uses `val`, which calibration does not hold). Pairs holding a question of a
-    split training reads (`train`, and the `negatives` it may take as explicit negatives) are dropped so that
-    no query, relevant question or distractor was seen in training: the split is question-disjoint from
-    training, as the sentence-transformers Quora example's is.
+    split training reads (`train`, the `negatives` it may take as explicit negatives, and `val`, whose loss
+    chooses the epoch) are dropped so that no query, relevant question or distractor was seen in training:
+    the split is question-disjoint from training, as the sentence-transformers Quora example's is.
     """
     seen: set[str] = set()
     for name in TRAINED_ON:

@@ -25,3 +25,13 @@ def test_container_pools_are_those_whose_jobs_take_an_image():
     assert dep.runs_in_containers({"variables": {"properties": {"image": {"type": "string"}, "env": {}}}})
     assert not dep.runs_in_containers({"variables": {"properties": {"working_dir": {"type": "string"}}}})
     assert dep.schedule().cron == dep.CRON
+
+
+def test_the_feedback_parameter_turns_training_with_feedback_on_or_off():
+    assert dep.parameters(feedback=True) == {"config": {"feedback": {"enabled": True}}}
+    assert RetrainConfig.model_validate(dep.parameters(feedback=True)["config"]).feedback.enabled
+    config = RetrainConfig.model_validate({"train": {"epochs": 3}, "feedback": {"enabled": True, "since": "2026-12-01"}})
+    assert dep.parameters(config, feedback=False) == {
+        "config": {"train": {"epochs": 3}, "feedback": {"enabled": False, "since": "2026-12-01"}}
+    }
+    assert dep.parameters(config) == {"config": {"train": {"epochs": 3}, "feedback": {"enabled": True, "since": "2026-12-01"}}}

@@ -100,6 +100,11 @@ def test_a_resource_file_is_in_the_key_of_the_stages_that_read_it(project_copy, 
         ("scikit-learn", {"evaluate", "rerank", "retrieval", "export", "index"}),
         # TensorFlow computes from the vocabulary on; validation and splits never load it.
         ("tensorflow", {"vocab", "train", "evaluate", "rerank", "retrieval", "export", "index"}),
+        # Found from the imports, not from a list: the fast form (ONNX, run by ONNX Runtime) and the reranker's
+        # hashed features (farmhash) compute evaluation, reranking, retrieval, the export and the index.
+        ("onnxruntime", {"evaluate", "rerank", "retrieval", "export", "index"}),
+        ("onnx", {"evaluate", "rerank", "retrieval", "export", "index"}),
+        ("pyfarmhash", {"evaluate", "rerank", "retrieval", "export", "index"}),
     ],
 )
 def test_a_library_version_is_in_the_key_of_the_stages_that_compute_with_it(project_copy, base_keys, distribution, changed):

@@ -141,7 +141,7 @@ def test_resume_after_interruption_continues_where_it_stopped(data, tmp_path):
         small, val, vec, TINY, cfg, seed=5, work_dir=work, on_epoch_end=lambda e, t, logs: seen.append(e),
         log=lines.append,
     )
-    assert "resuming from epoch 2" in lines
+    assert "WARNING: resuming from epoch 2, the last checkpoint of an interrupted run of this training" in lines
     assert seen == [1, 2, 3, 4]  # epochs 1-2 were not run again
     assert [line.split()[1] for line in lines if line.startswith("epoch ")] == ["3/4", "4/4"]
     assert resumed.resumed_from_epoch == 2 and resumed.epochs_run == 4

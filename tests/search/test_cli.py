@@ -201,7 +201,7 @@ def test_every_answer_is_ordered_by_the_score_it_shows(world, tmp_path, capsys, 
     _check_answers(body["results"], body["duplicate_threshold"])
     assert run(["search", *base, queries[1], "-k", "6"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert "ordered by their" in lines[0] and lines[1].split()[:3] == ["rank", "RRF" if body["score_kind"] == "rrf" else "weighted", "score"]
+    assert "ordered by their" in lines[0] and lines[1].split()[:4] == ["rank", "score", f"({'RRF' if body['score_kind'] == 'rrf' else 'weighted'})", "cosine"]
     shown = [float(line.split()[1]) for line in lines[2:]]
     assert shown == pytest.approx([r["score"] for r in body["results"]], abs=1e-4)
 
@@ -241,3 +241,30 @@ def test_cli_search_verbose_prints_its_timing_breakdown(world, tmp_path):
     steps = [part.rsplit(" ", 2)[0] for part in timing[0].removeprefix("timing: ").split(", ")]
     assert steps == ["resolve version", "load index", "load encoder", "load reranker", "warm-up", "search", "total"]
     assert done.stdout.splitlines()[2].split()[0] == "1" and questions[3] in done.stdout.splitlines()[2]
+
+
+def test_an_export_folder_works_with_m_as_a_version_does(world, tmp_path, capsys):
+    tmp, _, _, tsv, questions = world
+    export = str(tmp / "export")
+    with pytest.raises(QdupError, match="an export folder needs --questions and --index"):
+        run(["index", "build", "-m", export])
+    assert run(["index", "build", "-m", export, "--questions", str(tsv), "--index", str(tmp_path / "idx")]) == 0
+    capsys.readouterr()
+    assert run(["search", "-m", export, "--index", str(tmp_path / "idx"), questions[3], "-k", "2", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["results"][0]["question"] == questions[3] and out["threshold"] == pytest.approx(0.9)
+    assert run(["mine", "-m", export, "--index", str(tmp_path / "idx"), "-k", "2", "--out", str(tmp_path / "p.parquet")]) == 0
+    assert pq.read_table(tmp_path / "p.parquet").num_rows >= len(questions)
+
+
+def test_the_table_header_names_each_score_once():
+    row = {"rank": 1, "score": 0.03125, "similarity": 0.9, "reranker_score": 0.77, "duplicate": True, "question": "q?", "id": 3}
+    assert cli.table_header("cosine", "similarity").split("  ") == ["rank", "score (cosine)", "duplicate", "question"]
+    header = cli.table_header("rrf", "reranker_score")
+    assert [c.strip() for c in header.split("  ") if c.strip()] == ["rank", "score (RRF)", "cosine", "reranker", "duplicate", "question"]
+    assert [c.strip() for c in cli.table_header("reranker", "reranker_score").split("  ") if c.strip()] == [
+        "rank", "score (reranker)", "cosine", "duplicate", "question"]
+    # Each value ends under the end of its column's name.
+    line = cli.table_row(row, "rrf", "reranker_score")
+    for name, value in (("score (RRF)", "0.0312"), ("cosine", "0.900"), ("reranker", "0.7700")):
+        assert header.index(name) + len(name) == line.index(value) + len(value)

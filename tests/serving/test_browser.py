@@ -87,10 +87,20 @@ class WebDriver:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             text = self.text(css)
-            if text.strip():
+            if text.strip() and text.strip() != "\u2026":  # "…": the page's placeholder while it loads
                 return text
             time.sleep(0.1)
         raise TimeoutError(f"{css} shows no text after {timeout_s} s")
+
+    def wait_done(self, css: str, busy: str, timeout_s: float = 30.0) -> str:
+        """The text of `css` once it shows something other than `busy` (a request in flight)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            text = self.wait_text(css, timeout_s)
+            if text != busy:
+                return text
+            time.sleep(0.1)
+        raise TimeoutError(f"{css} still shows {busy!r} after {timeout_s} s")
 
     def screenshot(self, path: Path) -> None:
         path.write_bytes(base64.b64decode(self._s("GET", "/screenshot")))
@@ -157,31 +167,43 @@ def test_the_page_compares_two_questions_and_names_the_version(tmp_path, tiny_ex
     assert (artifacts_dir() / "serve-page.png").stat().st_size > 10_000
 
 
-def test_the_page_lists_hits_by_the_score_that_ranked_them(tmp_path, tiny_exports, browser):
-    """Each hit shows its ranking score (named by kind), its cosine apart, and a duplicate mark exactly where the API
-    says duplicate; the page keeps the API's order, which descends in score."""
+def indexed_store(tmp_path: Path, tiny_exports: dict[str, Path], index_dir: Path | None = None):
+    """The two-version store with a question index of TEXTS for its first version (in the store, or at `index_dir`)."""
     from qdup.cli.main import main as cli_main
-    from qdup.search.index import load_index
-    from qdup.search.service import late_index_dir
     from tests.serving.conftest import TEXTS
 
     store, v1, _ = make_store(tmp_path / "store", tiny_exports)
     questions = tmp_path / "questions.tsv"
     questions.write_text("id\tquestion\n" + "".join(f"{100 + i}\t{t}\n" for i, t in enumerate(TEXTS)))
+    where = ["--index", str(index_dir)] if index_dir is not None else []
+    assert cli_main(["index", "build", "--model", v1, "--store", store.url, "--questions", str(questions), *where]) == 0
+    return store, v1
+
+
+def search_on_page(browser: WebDriver, url: str, version: str, query: str) -> str:
+    """Open the page, wait for it to name `version`, search `query`; the note under the hits."""
+    browser.get(url + "/")
+    assert browser.wait_text("#model-version") == version
+    browser.type("#query", query)
+    browser.click("#search")
+    return browser.wait_text("#search-note")
+
+
+def test_the_page_lists_hits_by_the_score_that_ranked_them(tmp_path, tiny_exports, browser):
+    """Each hit shows its ranking score (named by kind), its cosine apart, and a duplicate mark exactly where the API
+    says duplicate; the page keeps the API's order, which descends in score."""
+    from qdup.search.index import load_index
+    from qdup.search.service import late_index_dir
+
     built = tmp_path / "built"
-    assert cli_main(["index", "build", "--model", v1, "--store", store.url, "--questions", str(questions),
-                     "--index", str(built)]) == 0
+    store, v1 = indexed_store(tmp_path, tiny_exports, built)
     # Ranked as a version whose retrieval evaluation chose a weighted hybrid: the score shown is not the cosine.
     index = load_index(built, expected_model_version=v1)
     index.search_defaults = {"method": "hybrid", "hybrid": {"method": "weighted", "weight": 0.5}, "rrf_k": 60}
     index.save(late_index_dir(Path(store.root), v1))
     app = create_app(ServeConfig(store=store.url, poll_s=1.0))
     with live_server(app) as url:
-        browser.get(url + "/")
-        assert browser.wait_text("#model-version") == v1
-        browser.type("#query", "how can i learn python")
-        browser.click("#search")
-        note = browser.wait_text("#search-note")
+        note = search_on_page(browser, url, v1, "how can i learn python")
         expected = httpx.post(f"{url}/v1/search", json={"question": "how can i learn python", "k": 10}).json()
         assert expected["method"] == "hybrid" and expected["score_kind"] == "weighted"
         assert note.startswith(f"answered by {v1}: hybrid search, ranked by weighted score")
@@ -199,3 +221,33 @@ def test_the_page_lists_hits_by_the_score_that_ranked_them(tmp_path, tiny_export
             assert browser.has(item, ".dupmark") is hit["duplicate"] is (hit["similarity"] >= expected["duplicate_threshold"])
         assert shown == sorted(shown, reverse=True) and shown == pytest.approx([h["score"] for h in expected["results"]], abs=1e-4)
         browser.screenshot(artifacts_dir() / "serve-search.png")
+
+
+def test_a_person_rejects_one_hit_and_confirms_another_and_both_are_stored(tmp_path, tiny_exports, browser):
+    """✗ on the first hit, ✓ on the second, ✓ on the pair answer: three rows in the store with source=page, the version
+    that answered, the query and each hit's text; the page shows what was recorded."""
+    from qdup.registry.feedback import FeedbackLog
+
+    store, v1 = indexed_store(tmp_path, tiny_exports)
+    app = create_app(ServeConfig(store=store.url, poll_s=1.0))
+    with live_server(app) as url:
+        search_on_page(browser, url, v1, "how can i learn python")
+        first, second = browser.text("#hits li:nth-child(1) .question"), browser.text("#hits li:nth-child(2) .question")
+        browser.click("#hits li:nth-child(1) .fb-no")
+        assert browser.wait_done("#hits li:nth-child(1) .fb-status", "recording\u2026").startswith("recorded: not a duplicate (#")
+        browser.click("#hits li:nth-child(2) .fb-yes")
+        assert browser.wait_done("#hits li:nth-child(2) .fb-status", "recording\u2026").startswith("recorded: duplicate (#")
+        browser.type("#question1", "How do I learn Python?")
+        browser.type("#question2", "What is the best way to learn Python?")
+        browser.click("#compare")
+        browser.wait_text("#similarity")
+        browser.click("#pair-feedback .fb-yes")
+        assert browser.wait_done("#pair-feedback .fb-status", "recording\u2026") == f"recorded: duplicate (#3, {v1})"
+        browser.screenshot(artifacts_dir() / "serve-feedback.png")
+    rows = FeedbackLog(store).frame()
+    got = rows[["question1", "question2", "label", "source", "version"]].values.tolist()
+    assert got == [
+        ["how can i learn python", first, "not_duplicate", "page", v1],
+        ["how can i learn python", second, "duplicate", "page", v1],
+        ["How do I learn Python?", "What is the best way to learn Python?", "duplicate", "page", v1],
+    ]

@@ -46,7 +46,7 @@ def test_every_operation_keeps_the_schemas_contract(tmp_path, tiny_exports):
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
     assert report.is_file(), run.stdout[-3000:]
     summary = json.loads(report.read_text())
-    assert summary["seed"] == SEED and summary["operations"]["tested"] == summary["operations"]["total"] == 5
+    assert summary["seed"] == SEED and summary["operations"]["tested"] == summary["operations"]["total"] == 7
     assert {phase: summary["phases"][phase]["status"] for phase in ("coverage", "fuzzing")} == {"coverage": "success", "fuzzing": "success"}
     assert summary["test_cases"]["generated"] >= 200 and summary["test_cases"]["with_failures"] == 0
     assert summary["failures"] == [] and summary["errors"] == []

@@ -3,10 +3,10 @@
 
 const $ = (id) => document.getElementById(id);
 
-async function post(path, body) {
+async function post(path, body, headers = {}) {
   const response = await fetch(path, {
     method: "POST",
-    headers: { "Content-Type": "application/json" },
+    headers: { "Content-Type": "application/json", ...headers },
     body: JSON.stringify(body),
   });
   let data = {};
@@ -24,6 +24,7 @@ async function loadModel() {
     const response = await fetch("/v1/model");
     const facts = await response.json();
     $("model-version").textContent = facts.version || "(no model loaded)";
+    $("feedback-token-row").hidden = !(facts.feedback && facts.feedback.token_required);
     const aliases = $("model-aliases");
     aliases.replaceChildren(...(facts.aliases || []).map((a) => {
       const span = document.createElement("span");
@@ -33,6 +34,48 @@ async function loadModel() {
   } catch (e) {
     $("model-version").textContent = "(server unreachable)";
   }
+}
+
+// Feedback: a person confirms (\u2713) or rejects (\u2717) a pair the served version answered; the row is stored with
+// source=page and the version that answered, and what was recorded is shown beside the buttons.
+async function sendFeedback(question1, question2, version, label, status) {
+  status.textContent = "recording\u2026";
+  status.className = "fb-status";
+  const token = $("feedback-token").value.trim();
+  const headers = token ? { Authorization: `Bearer ${token}` } : {};
+  try {
+    const { status: code, data } = await post("/v1/feedback", { question1, question2, label, version, source: "page" }, headers);
+    if (code !== 201) {
+      status.textContent = data.error || `HTTP ${code}`;
+      status.className = "fb-status error";
+      return;
+    }
+    status.textContent = `recorded: ${label === "duplicate" ? "duplicate" : "not a duplicate"} (#${data.id}, ${data.recorded.version})`;
+    status.className = "fb-status recorded";
+  } catch (e) {
+    status.textContent = `request failed: ${e}`;
+    status.className = "fb-status error";
+  }
+}
+
+function feedbackButtons(question1, question2, version) {
+  const box = document.createElement("span");
+  box.className = "feedback";
+  const status = document.createElement("span");
+  status.className = "fb-status";
+  status.setAttribute("role", "status");
+  const make = (label, text, title) => {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = label === "duplicate" ? "fb-yes" : "fb-no";
+    button.textContent = text;
+    button.title = title;
+    button.setAttribute("aria-label", title);
+    button.addEventListener("click", () => sendFeedback(question1, question2, version, label, status));
+    return button;
+  };
+  box.append(make("duplicate", "\u2713", "yes, a duplicate"), make("not_duplicate", "\u2717", "no, not a duplicate"), status);
+  return box;
 }
 
 $("pair-form").addEventListener("submit", async (event) => {
@@ -59,6 +102,7 @@ $("pair-form").addEventListener("submit", async (event) => {
     // The cosine lies in [-1, 1]; the gauge shows it on that scale, the mark at the threshold.
     $("gauge-fill").style.width = `${((data.similarity + 1) / 2) * 100}%`;
     $("gauge-mark").style.left = `calc(${((data.threshold + 1) / 2) * 100}% - 1px)`;
+    $("pair-feedback").replaceChildren(feedbackButtons($("question1").value, $("question2").value, data.version));
     $("pair-result").hidden = false;
     if ($("model-version").textContent !== data.version) loadModel();
   } catch (e) {
@@ -74,7 +118,8 @@ $("search-form").addEventListener("submit", async (event) => {
   const hits = $("hits");
   note.hidden = true;
   hits.replaceChildren();
-  const { status, data } = await post("/v1/search", { question: $("query").value, k: 10 });
+  const query = $("query").value;
+  const { status, data } = await post("/v1/search", { question: query, k: 10 });
   if (status !== 200) {
     showError(note, data.error || `HTTP ${status}`);
     return;
@@ -114,7 +159,7 @@ $("search-form").addEventListener("submit", async (event) => {
       mark.textContent = "duplicate";
       meta.append(mark);
     }
-    li.append(text, meta);
+    li.append(text, meta, feedbackButtons(query, hit.question, data.version));
     return li;
   }));
   note.textContent = `answered by ${data.version}: ${data.method} search, ranked by ${kind} score; `
