@@ -1,7 +1,7 @@
 """The notebook-style baseline trainer: TextVectorization inside the model on string pairs, no masking."""
 
 # Same architecture as qdup's encoder (Embedding -> LSTM -> mean over time -> unit length), same
-# `qdup.model.network.TripletLoss`, Adam, batch size, epochs, vocabulary and training pairs; the difference
+# `qdup.model.losses.TripletLoss`, Adam, batch size, epochs, vocabulary and training pairs; the difference
 # is the plain notebook input pipeline: a tf.data of raw string pairs, shuffled and batched, each
 # batch vectorised inside the model and padded to its longest question (no truncation, no masking,
 # no length bucketing), GlobalAveragePooling1D over all (padded) steps.
@@ -69,8 +69,8 @@ def encode_in_order(encoder, texts: list[str], batch_size: int) -> np.ndarray:
 
 
 def common_val_loss(e1: np.ndarray, e2: np.ndarray, batch_size: int, margin: float) -> float:
-    """Mean over consecutive file-order batches of the batch's summed `qdup.model.network.TripletLoss`."""
-    from qdup.model.network import TripletLoss
+    """Mean over consecutive file-order batches of the batch's summed `qdup.model.losses.TripletLoss`."""
+    from qdup.model.losses import TripletLoss
 
     loss = TripletLoss(margin=margin)
     values = []
@@ -109,7 +109,8 @@ def run(p, ctx, capped_splits: Callable[[Any], Path], cpu_seconds: Callable[[], 
 
     from qdup.data import splits
     from qdup.model.encode import encode
-    from qdup.model.network import TripletLoss, load_encoder
+    from qdup.model.losses import TripletLoss
+    from qdup.model.network import load_encoder
     from qdup.model.vocabulary_file import read_vocabulary
 
     p.imported()

@@ -49,16 +49,12 @@ def load_protocol() -> dict[str, Any]:
 
 
 def cluster_weights(groups: np.ndarray, resamples: int, seed: int) -> Iterator[np.ndarray]:
-    """Per-item weights of each resample: whole groups drawn with replacement, an item weighs its group's draws.
+    """Per-item weights of each resample of the evaluation's cluster bootstrap (`resample_counts`): whole groups drawn
+    with replacement, an item weighs its group's draws."""
+    from qdup.evaluation.bootstrap import resample_counts
 
-    Hand-written because scikit-learn and scipy.stats.bootstrap resample items, not clusters of items.
-    """
-    codes, _ = pd.factorize(pd.Series(groups), sort=True)
-    n_groups = int(codes.max()) + 1
-    rng = np.random.default_rng([int(seed), 0xC1])
-    for _ in range(resamples):
-        counts = np.bincount(rng.integers(0, n_groups, n_groups), minlength=n_groups)
-        yield counts[codes].astype(np.float64)
+    for block in resample_counts(len(groups), resamples, seed, groups):
+        yield from block
 
 
 def _interval(values: list[float], level: float) -> tuple[float, float]:
@@ -69,38 +65,28 @@ def _interval(values: list[float], level: float) -> tuple[float, float]:
 
 def pair_figures(y: np.ndarray, scores: dict[str, np.ndarray], groups: np.ndarray, boot: dict[str, Any], seed: int,
                  reference: str = "lexical") -> dict[str, Any]:
-    """ROC-AUC and PR-AUC of every scorer with cluster-bootstrap intervals, and each scorer minus `reference` (paired)."""
-    from sklearn.metrics import average_precision_score, roc_auc_score
+    """ROC-AUC and PR-AUC of every scorer with cluster-bootstrap intervals, and each scorer minus `reference` (paired):
+    the evaluation's own `bootstrap_intervals` and `paired_difference`, on the same resamples for every scorer."""
+    from qdup.evaluation.bootstrap import bootstrap_intervals, paired_difference
 
-    fns = {"roc_auc": roc_auc_score, "pr_auc": average_precision_score}
-    draws: dict[str, dict[str, list[float]]] = {s: {m: [] for m in PAIR_METRICS} for s in scores}
-    for w in cluster_weights(groups, boot["resamples"], seed):
-        keep = w > 0
-        if len(np.unique(y[keep])) < 2:
-            continue
-        for name, s in scores.items():
-            for m, fn in fns.items():
-                draws[name][m].append(float(fn(y[keep], s[keep], sample_weight=w[keep])))
+    draw = {"resamples": boot["resamples"], "seed": seed, "level": boot["level"], "groups": groups}
+    # The threshold enters accuracy and F1 only, which these figures leave out.
+    threshold = 0.5
     out: dict[str, Any] = {}
     for name, s in scores.items():
-        out[name] = {}
-        for m, fn in fns.items():
-            low, high = _interval(draws[name][m], boot["level"])
-            out[name][m] = {"estimate": float(fn(y, s)), "low": low, "high": high}
+        iv = bootstrap_intervals(y, s, threshold, **draw)["metrics"]
+        out[name] = {m: {k: iv[m][k] for k in ("estimate", "low", "high")} for m in PAIR_METRICS}
         if name != reference and reference in scores:
-            d = np.asarray(draws[name]["roc_auc"]) - np.asarray(draws[reference]["roc_auc"])
-            low, high = _interval(list(d), boot["level"])
-            out[name][f"roc_auc_minus_{reference}"] = {
-                "estimate": out[name]["roc_auc"]["estimate"] - float(roc_auc_score(y, scores[reference])), "low": low, "high": high}
+            d = paired_difference(y, s, threshold, scores[reference], threshold, "roc_auc", **draw)
+            out[name][f"roc_auc_minus_{reference}"] = {"estimate": d["difference"], "low": d["low"], "high": d["high"]}
     return out
 
 
 def pair_groups(df: pd.DataFrame) -> np.ndarray:
-    """Cluster of each pair: connected components of its questions (pairs that share a question move together),
-    by the reranker's own grouping of its folds."""
-    from qdup.evaluation.reranker import pair_groups as question_graph_groups
+    """Cluster of each pair: connected components of its questions (pairs that share a question move together)."""
+    from qdup.data.graph import pair_components
 
-    return question_graph_groups(df["question1"].tolist(), df["question2"].tolist())
+    return pair_components(df["question1"].to_numpy(dtype=object), df["question2"].to_numpy(dtype=object))
 
 
 def retrieval_figures(per_query: dict[str, dict[str, np.ndarray]], groups: np.ndarray, boot: dict[str, Any], seed: int,

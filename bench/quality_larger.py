@@ -40,8 +40,7 @@ def exclusive_held_regions(data: pd.DataFrame, n_test: int) -> tuple[pd.DataFram
 
 def larger_dataset(proto: dict[str, Any], out: Path) -> dict[str, Any]:
     """Write the larger protocol's TSV to `out`; return the retrieval corpus, queries and relevance, and counts."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
+    from qdup.data.graph import components
 
     p = proto["larger"]
     rng = np.random.default_rng([proto["seed"], 0x1A6])
@@ -57,8 +56,7 @@ def larger_dataset(proto: dict[str, Any], out: Path) -> dict[str, Any]:
     dup = sample["is_duplicate"].to_numpy() == 1
     a = np.concatenate([s1, m1[dup]])
     b = np.concatenate([s2, m2[dup]])
-    graph = coo_matrix((np.ones(len(a)), (a, b)), shape=(len(corpus), len(corpus)))
-    _, cluster = connected_components(graph, directed=False)
+    cluster = components(a, b, len(corpus))
     shared_clusters = np.unique(cluster[s1])
     test_clusters = set(rng.permutation(shared_clusters)[: round(len(shared_clusters) * (1 - p["train_cluster_share"]))].tolist())
     in_test_cluster = np.isin(cluster, list(test_clusters))

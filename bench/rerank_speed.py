@@ -8,8 +8,8 @@
 #   stream  a freshly loaded reranker, all pairs in calls of CHUNK (batch scoring of a file: caches warm up);
 #   repeat  the first CHUNK pairs again after the stream (every question seen before: a search's repeated candidates);
 #   calls_of_N  after the stream, pairs of rows the stream did not score, in calls of N pairs (a server's requests);
-# features_repeat and trees: the two parts of `repeat` apart; trees_default_threads: the trees with OpenMP at the
-# library's default thread count instead of one (what qdup runs). With --against REV the same measurements,
+# features_repeat and trees: the two parts of `repeat` apart; trees_default_threads: the trees at their runtime's
+# default thread count instead of one (what qdup runs): ONNX Runtime's, or OpenMP's for an older-format reranker. With --against REV the same measurements,
 # interleaved, for qdup/evaluation/reranker.py as of git revision REV loaded beside this checkout's, and a check that
 # both give the same scores to the last bit (this checkout's in one call and in calls of 32). Every figure is the best
 # of --repeats. --profile prints cProfile's top functions of a cold call. Reads ../shared/data at run time; exits 2
@@ -99,8 +99,17 @@ def measure(module: ModuleType, model: Path, pairs: tuple, new: tuple) -> dict[s
     t = time.perf_counter()
     r.score_features(x)
     out["trees"] = (time.perf_counter() - t) / len(x) * n
+    if r.model is not None:  # a reranker of an older format, loaded with its scikit-learn model
+        default_threads = r.model.predict_proba
+    else:  # the ONNX trees on ONNX Runtime's default thread count
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(r.trees.data, providers=["CPUExecutionProvider"])
+
+        def default_threads(rows: np.ndarray) -> list[np.ndarray]:
+            return session.run(None, {session.get_inputs()[0].name: rows})
     t = time.perf_counter()
-    r.model.predict_proba(x)
+    default_threads(x)
     out["trees_default_threads"] = (time.perf_counter() - t) / len(x) * n
     a1, a2, acos = new
     start = 0
@@ -153,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         secs = {k: min(r[k] for r in rs) for k in rs[0]}
         result["pairs_per_s"][name] = {k: round(n / v) for k, v in secs.items()}
     if args.against:
-        # In one call (trees by scikit-learn) and in calls of 32 (trees walked by numpy), against REV's in one call.
+        # In one call and in calls of 32, against REV's in one call.
         cur = current.load_reranker(args.model)
         a = np.concatenate([cur.score(q1, q2, cos)] + [cur.score(q1[s:s + 32], q2[s:s + 32], cos[s:s + 32])
                                                         for s in range(0, min(n, 4096), 32)])

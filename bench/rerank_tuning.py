@@ -38,8 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     from sklearn.metrics import roc_auc_score
 
     from qdup.config import RerankConfig
+    from qdup.data.graph import pair_components
     from qdup.data.splits import read_split
-    from qdup.evaluation.reranker import fit_featurizer, out_of_fold_scores, pair_groups
+    from qdup.evaluation.pair_features import fit_featurizer
+    from qdup.evaluation.reranker import out_of_fold_scores
     from qdup.model import network, vocab
     from qdup.model.encode import similarities
     from qdup.stages.rerank import boosting_params
@@ -59,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     cos = similarities(encoder, vectorizer, q1, q2, record["config"]["model"]["max_length"])
     ev = record["config"]["evaluate"]
     x = fit_featurizer(train, ngram_range=tuple(ev["baseline_ngram_range"]), min_df=ev["baseline_min_df"]).features(q1, q2, cos)
-    groups = pair_groups(q1, q2)
+    groups = pair_components(q1, q2)
     base = boosting_params(RerankConfig())
     lines = ["| setting (changes from the defaults of the time) | OOF ROC-AUC, fold seeds " + ", ".join(map(str, FOLD_SEEDS)) + " | mean |",
              "|---|---|---|"]

@@ -555,10 +555,10 @@ def notes(results: dict[str, Any], args: argparse.Namespace) -> list[str]:
         "(the validation pass included) for both trainers; qdup's comes from train_model's history.",
         "Baseline: keras TextVectorization inside the model on raw strings, tf.data shuffled and batched at the same batch "
         "size (partial last batch dropped), each batch padded to its longest question, no masking, no truncation; "
-        "Embedding -> LSTM -> GlobalAveragePooling1D -> UnitNormalization; qdup.model.network.TripletLoss; Adam; same vocabulary, "
+        "Embedding -> LSTM -> GlobalAveragePooling1D -> UnitNormalization; qdup.model.losses.TripletLoss; Adam; same vocabulary, "
         "epochs, learning rate and seed. Its threshold is chosen on the calibration split with qdup.evaluation.metrics.choose_threshold.",
         "`val loss, same file-order batches for both`: both encoders' val encodings cut into the same consecutive batches "
-        "and scored with qdup.model.network.TripletLoss, since each trainer's own val_loss uses different batch compositions.",
+        "and scored with qdup.model.losses.TripletLoss, since each trainer's own val_loss uses different batch compositions.",
         f"Warm re-run: `qdup run` with a small model ({RERUN_MODEL}, 1 epoch), PREFECT_API_URL unset (Prefect starts "
         "its temporary server, as on a machine without a Prefect server), source = the bench's local HTTP URL.",
     ]

@@ -10,7 +10,7 @@ from prefect.logging import get_run_logger
 
 from flows.runners import run_chunks, runs_on, task_runner_for
 from qdup.config import BatchSearchConfig
-from qdup.evaluation.reranker import has_reranker
+from qdup.evaluation.reranker_io import has_reranker
 from qdup.search.batch import read_questions, result_schema
 from qdup.search.index import load_index_cached
 from qdup.search.mine import chunk_bounds, write_mined

@@ -10,10 +10,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 from qdup.config import SPLIT_NAMES, SplitConfig
+from qdup.data.graph import pair_components
 from qdup.errors import ConfigError
 from qdup.fileio import sha256_file
 
@@ -63,12 +62,7 @@ def question_components(qid1: np.ndarray, qid2: np.ndarray) -> np.ndarray:
     Pairs that share a question, directly or through other pairs, get the same label; labels are
     0..k-1 in order of first appearance.
     """
-    q1, q2 = np.asarray(qid1, dtype=np.int64), np.asarray(qid2, dtype=np.int64)
-    codes, uniques = pd.factorize(np.concatenate([q1, q2]), sort=False)
-    n = len(uniques)
-    graph = coo_matrix((np.ones(len(q1), dtype=np.int8), (codes[: len(q1)], codes[len(q1) :])), shape=(n, n))
-    _, labels = connected_components(graph, directed=False)
-    pair_labels = labels[codes[: len(q1)]]
+    pair_labels = pair_components(np.asarray(qid1, dtype=np.int64), np.asarray(qid2, dtype=np.int64))
     # Renumber by first appearance so that the labels do not depend on scipy's traversal order.
     return pd.factorize(pair_labels, sort=False)[0].astype(np.int64)
 

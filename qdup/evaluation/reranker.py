@@ -1,96 +1,38 @@
-"""The pair reranker: gradient-boosted trees over encoder cosine, character TF-IDF, word overlap, BM25 and length features.
+"""The pair reranker: seeded gradient-boosted trees over the pair features (`qdup.evaluation.pair_features`).
 
-A `PairFeaturizer` holds the statistics fitted on the `train` split's questions only (the lexical
-baseline's character n-gram TF-IDF, word document frequencies for BM25); `fit_reranker` fits a
-seeded scikit-learn HistGradientBoostingClassifier on labelled pairs the encoder neither trained nor
-early-stopped on (the calibration split); `out_of_fold_scores` gives each calibration pair a score
-from a model that did not see its group, for choosing the decision threshold honestly.
-
-Saved without pickling code: the trees with skops (loaded with an explicit trusted-types list), the
-TF-IDF vocabulary and BM25 statistics as JSON and .npy; `reranker.json` records the sha256 of every
-other file and `load_reranker` refuses a file that differs.
+`fit_reranker` fits a scikit-learn HistGradientBoostingClassifier on labelled pairs the encoder neither trained nor
+early-stopped on (the calibration split); `out_of_fold_scores` gives each calibration pair a score from a model that
+did not see its group, for choosing the decision threshold honestly. A `Reranker` scores with its trees' ONNX form
+(`qdup.evaluation.reranker_trees`); its files are written and read by `qdup.evaluation.reranker_io`.
 """
 
 from __future__ import annotations
 
 import functools
-import io
-import math
-import operator
-from array import array
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
-from scipy.sparse import coo_matrix, csr_array
-from scipy.sparse.csgraph import connected_components
-from scipy.special import expit
 from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.model_selection import StratifiedGroupKFold
-from sklearn.utils.sparsefuncs_fast import inplace_csr_row_normalize_l2
 from threadpoolctl import ThreadpoolController
 
+from qdup.data.graph import pair_components
 from qdup.errors import QdupError
-from qdup.evaluation.baseline import fit_char_tfidf
 from qdup.evaluation.metrics import choose_threshold
-from qdup.fileio import atomic_write_bytes, atomic_write_json, read_json, sha256_file
-from qdup.text import standardize
+from qdup.evaluation.pair_features import FEATURE_NAMES, PairFeaturizer, fit_featurizer
+from qdup.evaluation.reranker_io import load_reranker, save_reranker
+from qdup.evaluation.reranker_trees import TreeScorer
 
-FEATURE_NAMES = (
-    "encoder_cosine",
-    "char_tfidf_cosine",
-    "word_jaccard",
-    "idf_weighted_jaccard",
-    "shared_tokens",
-    "shared_share_of_shorter",
-    "bm25_max",
-    "bm25_min",
-    "bm25_max_normalised",
-    "tokens_min",
-    "tokens_max",
-    "tokens_abs_diff",
-    "tokens_ratio",
-    "chars_abs_diff",
-    "chars_ratio",
-    "digit_tokens_differ",
-    "same_first_word",
-)
-# Okapi BM25 constants (Robertson & Zaragoza's usual choice, also rank_bm25's and Lucene's defaults).
-BM25_K1 = 1.2
-BM25_B = 0.75
-# Files of a saved reranker, all beside each other in one folder (a version's `model/`).
-META_FILE = "reranker.json"
-MODEL_FILE = "reranker.skops"
-TFIDF_VOCAB_FILE = "reranker_tfidf_vocabulary.json"
-TFIDF_IDF_FILE = "reranker_tfidf_idf.npy"
-BM25_FILE = "reranker_bm25.json"
-# The fitted trees as plain arrays (derived from the skops file when it is written): what scoring reads, so
-# that loading a reranker needs neither skops nor its scan of every scikit-learn estimator.
-TREES_FILE = "reranker_trees.npz"
-DATA_FILES = (MODEL_FILE, TFIDF_VOCAB_FILE, TFIDF_IDF_FILE, BM25_FILE, TREES_FILE)
-FILES = (META_FILE, *DATA_FILES)
-# The only types the skops file may hold beyond skops's own defaults (numpy, builtins, scikit-learn estimators
-# it trusts): the fitted trees of a HistGradientBoostingClassifier.
-# Pairs whose features are computed at once (features_and_same): bounds the per-entry temporaries near 300 MB.
-FEATURE_BLOCK = 16_384
-TRUSTED_TYPES = ("sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",)
-FORMAT = "qdup-reranker/2"
-# A /1 reranker has no trees file: its skops file is loaded instead.
-FORMAT_WITHOUT_TREES = "qdup-reranker/1"
-TREE_ARRAYS = ("children", "feature", "threshold", "nan_right", "value", "roots", "depth", "baseline")
+# Re-exported: qdup/stages/rerank.py and qdup/stages/retrieval.py import them from here, and other work edits those
+# files now; every other caller imports them from their own modules.
+__all__ = ["FEATURE_NAMES", "BoostingParams", "PairFeaturizer", "Reranker", "check_labelled", "fit_featurizer",
+           "fit_reranker", "load_reranker", "out_of_fold_scores", "pair_groups", "save_reranker"]
+
 # Features along which more similarity may never lower the score (BoostingParams.monotonic).
 INCREASING = ("encoder_cosine", "char_tfidf_cosine", "word_jaccard", "idf_weighted_jaccard", "shared_share_of_shorter",
               "bm25_max_normalised")
-
-def standard_tokens(text: str) -> list[str]:
-    """The question's words as the vocabulary sees them (`qdup.text.standardize`, plain Python: features are
-    computed for tens of thousands of pairs per query batch, without TensorFlow)."""
-    return standardize(text)
 
 
 @dataclass(frozen=True)
@@ -114,11 +56,10 @@ class BoostingParams:
         )
 
 
-# The trees are fitted on a few thousand pairs and score a few hundred per query: OpenMP threads cost more than they
-# save there (fits and scoring are many times slower with the default threads: bench.rerank_speed's
-# trees_default_threads), and the results do not depend on the thread count. One controller for the process: building
-# one scans every loaded library (milliseconds, more than scoring a small batch); it is built on first use, after this
-# module's import loaded scikit-learn's OpenMP.
+# The trees are fitted on a few thousand pairs: OpenMP threads cost more than they save there (scikit-learn's fits and
+# predictions are many times slower with the default threads: bench.rerank_speed's trees_default_threads), and the
+# results do not depend on the thread count. One controller for the process: building one scans every loaded library
+# (milliseconds); it is built on first use, after this module's import loaded scikit-learn's OpenMP.
 @functools.cache
 def _controller() -> ThreadpoolController:
     return ThreadpoolController()
@@ -128,316 +69,13 @@ def _one_thread():
     return _controller().limit(limits=1, user_api="openmp")
 
 
-_IS_NOT_NONE = functools.partial(operator.is_not, None)
-# Entries each cache of a PairFeaturizer may hold before it is emptied: a server scores unbounded streams of new questions.
-CACHE_LIMIT = 200_000
-
-
-def _ratio(num: np.ndarray, den: np.ndarray, where: np.ndarray, otherwise: float) -> np.ndarray:
-    out = np.full(len(num), otherwise, dtype=np.float64)
-    return np.divide(num, den, out=out, where=where)
-
-
-def _fsums(values: np.ndarray, indptr: np.ndarray) -> np.ndarray:
-    """math.fsum of each CSR row's values (exactly rounded: independent of order)."""
-    flat, bounds = values.tolist(), indptr.tolist()
-    return np.fromiter((math.fsum(flat[s:e]) for s, e in zip(bounds[:-1], bounds[1:], strict=True)), dtype=np.float64,
-                       count=len(bounds) - 1)
-
-
-def _segments(pair: np.ndarray, n: int) -> np.ndarray:
-    """CSR row pointers of entries sorted by pair (0..n-1)."""
-    ptr = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(np.bincount(pair, minlength=n), out=ptr[1:])
-    return ptr
-
-
-def _row_entries(indptr: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(k, entry position) of every entry of CSR row rows[k], k after k, each row's entries in order."""
-    lens = indptr[rows + 1] - indptr[rows]
-    pos = np.arange(int(lens.sum())) - np.repeat(np.cumsum(lens) - lens - indptr[rows], lens)
-    return np.repeat(np.arange(len(rows)), lens), pos
-
-
-@dataclass(frozen=True)
-class _PairedRows:
-    """The entries of CSR rows a[k] and b[k] (sorted column indices) for each pair k, and the columns both hold.
-
-    Numpy on the flat arrays: scipy's row indexing and element-wise products validate their input on each call, which
-    costs more than a small batch's whole computation.
-    """
-
-    pair_a: np.ndarray  # pair of each entry of the a rows, pair after pair
-    pos_a: np.ndarray  # its position in the matrix's data
-    pair_b: np.ndarray
-    pos_b: np.ndarray
-    hit_a: np.ndarray  # a's entries whose column b holds too
-    hit_b: np.ndarray  # b's entries whose column a holds too
-    match: np.ndarray  # for each a entry in hit_a, the index (into pair_b/pos_b) of b's entry of that column
-
-    @classmethod
-    def of(cls, indptr: np.ndarray, indices: np.ndarray, a: np.ndarray, b: np.ndarray) -> _PairedRows:
-        pair_a, pos_a = _row_entries(indptr, a)
-        pair_b, pos_b = _row_entries(indptr, b)
-        width = int(indices.max(initial=0)) + 1
-        key_a = pair_a * width + indices[pos_a]
-        key_b = pair_b * width + indices[pos_b]  # ascending: pair after pair, columns sorted
-        at = np.minimum(np.searchsorted(key_b, key_a), max(len(key_b) - 1, 0))
-        hit_a = key_b[at] == key_a if len(key_b) else np.zeros(len(key_a), dtype=bool)
-        hit_b = np.zeros(len(key_b), dtype=bool)
-        hit_b[at[hit_a]] = True
-        return cls(pair_a, pos_a, pair_b, pos_b, hit_a, hit_b, at[hit_a])
-
-
-@dataclass(frozen=True)
-class _Bm25:
-    """Okapi BM25 between a batch's distinct questions: their token codes in order, and each (question, token) weight.
-
-    `scores` adds one weight per query token occurrence, in query order: the same additions in the same order as a
-    per-pair loop, so the sums equal its to the last bit (a saved reranker's trees compare features with thresholds
-    that are training features themselves).
-    """
-
-    codes: np.ndarray  # token codes of every question, question after question
-    starts: np.ndarray  # question u's codes are codes[starts[u]:starts[u + 1]]
-    keys: np.ndarray  # question * n_terms + token code of each weight, ascending
-    weights: np.ndarray
-    n_terms: int
-
-    def scores(self, query: np.ndarray, doc: np.ndarray) -> np.ndarray:
-        """BM25 of question doc[k] for question query[k], for each k."""
-        pair, pos = _row_entries(self.starts, query)
-        key = doc[pair] * self.n_terms + self.codes[pos]
-        at = np.minimum(np.searchsorted(self.keys, key), max(len(self.keys) - 1, 0))
-        found = self.keys[at] == key if len(self.keys) else np.zeros(len(key), dtype=bool)
-        # bincount adds each pair's weights in array order (its query's token order), as the per-pair loop does.
-        return np.bincount(pair[found], weights=self.weights[at[found]], minlength=len(query)).astype(np.float64)
-
-
-@dataclass
-class PairFeaturizer:
-    """Lexical statistics of the training questions, and the features of any question pair.
-
-    Features are computed for a whole batch at once: each distinct question is tokenised and TF-IDF-transformed
-    once (words and questions seen before come from bounded caches), then every pair feature is an array operation
-    over the pairs on per-question entries (TF-IDF rows, distinct tokens with counts and BM25 weights, token codes in
-    order). The sums are made in the same order as the per-pair definitions make them, so the features are the same
-    floats: tests/evaluation/test_reranker.py compares them, bit for bit, with a per-pair implementation.
-    """
-
-    tfidf: TfidfVectorizer
-    bm25_idf: dict[str, float]
-    bm25_unseen_idf: float
-    bm25_avgdl: float
-    documents: int
-    _tokens: dict[str, tuple[str, ...]] = field(default_factory=dict, init=False, repr=False, compare=False)
-    _word_ngrams: dict[str, bytes] = field(default_factory=dict, init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        v = self.tfidf
-        if (v.analyzer != "char_wb" or v.preprocessor is not None or v.strip_accents is not None or v.binary
-                or v.input != "content" or v.norm != "l2" or not v.use_idf):
-            raise QdupError(
-                f"reranker TF-IDF: analyzer={v.analyzer!r} preprocessor={v.preprocessor!r} strip_accents={v.strip_accents!r} "
-                f"binary={v.binary} input={v.input!r} norm={v.norm!r} use_idf={v.use_idf}; the featurizer computes "
-                "L2-normalised TF-IDF of plain char_wb n-grams of str only")
-        # char_wb n-grams never cross whitespace: a question's n-gram counts are the sum of its words' (the vectoriser
-        # splits its lowercased text with str.split, after collapsing whitespace runs that str.split treats alike), so
-        # each distinct word is analysed once (by scikit-learn's own analyser, lowercasing already done) and cached as
-        # its known n-grams' column ids.
-        self._analyze_word = TfidfVectorizer(analyzer="char_wb", ngram_range=v.ngram_range, lowercase=False).build_analyzer()
-
-    def _question_tokens(self, texts: Sequence[str]) -> list[tuple[str, ...]]:
-        cache = self._tokens
-        if len(cache) > CACHE_LIMIT:
-            cache.clear()
-        out = []
-        for text in texts:
-            got = cache.get(text)
-            if got is None:
-                # Tuples of strings: the garbage collector stops tracking them, so a full cache costs it nothing.
-                got = cache[text] = tuple(standard_tokens(text))
-            out.append(got)
-        return out
-
-    def _ngram_ids(self, word: str) -> bytes:
-        """The column ids (C ints) of the known n-grams of `word`, in the analyser's order; cached."""
-        ids = filter(_IS_NOT_NONE, map(self.tfidf.vocabulary_.get, self._analyze_word(word)))
-        got = self._word_ngrams[word] = array("i", ids).tobytes()
-        return got
-
-    def tfidf_rows(self, texts: Sequence[str]) -> csr_array:
-        """The TF-IDF vectors (L2-normalised CSR rows, as `self.tfidf.transform(texts)`) of `texts`."""
-        cache = self._word_ngrams
-        if len(cache) > CACHE_LIMIT:
-            cache.clear()
-        lower = self.tfidf.lowercase
-        docs = []
-        for text in texts:
-            words = (text.lower() if lower else text).split()
-            ids = [cache.get(w) for w in words]
-            if None in ids:
-                ids = [cache.get(w) or self._ngram_ids(w) for w in words]
-            docs.append(b"".join(ids))
-        width = np.dtype(np.intc).itemsize
-        indptr = np.zeros(len(docs) + 1, dtype=np.int64)
-        np.cumsum(np.fromiter(map(len, docs), dtype=np.int64, count=len(docs)) // width, out=indptr[1:])
-        indices = np.frombuffer(b"".join(docs), dtype=np.intc)
-        counts = csr_array((np.ones(len(indices)), indices, indptr), shape=(len(docs), len(self.tfidf.vocabulary_)))
-        counts.sum_duplicates()
-        # TfidfTransformer.transform's steps, with its own numpy operations and L2 normalisation, so the rows equal
-        # TfidfVectorizer.transform's bit for bit; without its input validation, which costs more than a small batch.
-        if self.tfidf.sublinear_tf:
-            np.log(counts.data, out=counts.data)
-            counts.data += 1.0
-        counts.data *= self.tfidf.idf_[counts.indices]
-        inplace_csr_row_normalize_l2(counts)
-        return counts
-
-    def features(self, q1: Sequence[str], q2: Sequence[str], cosine: Sequence[float] | np.ndarray) -> np.ndarray:
-        """(n, len(FEATURE_NAMES)) float64 features; symmetric in the two questions."""
-        return self.features_and_same(q1, q2, cosine)[0]
-
-    def features_and_same(
-        self, q1: Sequence[str], q2: Sequence[str], cosine: Sequence[float] | np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """`features`, and whether each pair's questions have the same non-empty tokens in the same order."""
-        cos = np.asarray(cosine, dtype=np.float64)
-        if not (len(q1) == len(q2) == len(cos)):
-            raise QdupError(f"reranker features: {len(q1)} question1, {len(q2)} question2 and {len(cos)} cosines")
-        if len(cos) <= FEATURE_BLOCK:
-            return self._block_features(q1, q2, cos)
-        # By blocks of pairs: a pair's features depend on that pair alone, and the per-entry arrays of every pair's
-        # TF-IDF rows at once set the rerank stage's peak memory at full size (memray).
-        q1, q2 = list(q1), list(q2)
-        parts = [self._block_features(q1[a : a + FEATURE_BLOCK], q2[a : a + FEATURE_BLOCK], cos[a : a + FEATURE_BLOCK])
-                 for a in range(0, len(cos), FEATURE_BLOCK)]
-        return np.concatenate([x for x, _ in parts]), np.concatenate([same for _, same in parts])
-
-    def _block_features(self, q1: Sequence[str], q2: Sequence[str], cos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        n = len(q1)
-        out = np.zeros((n, len(FEATURE_NAMES)), dtype=np.float64)
-        if not n:
-            return out, np.zeros(0, dtype=bool)
-        slot: dict[str, int] = {}
-        i1 = np.fromiter((slot.setdefault(q, len(slot)) for q in q1), dtype=np.int64, count=n)
-        i2 = np.fromiter((slot.setdefault(q, len(slot)) for q in q2), dtype=np.int64, count=n)
-        texts = list(slot)
-        u = len(texts)
-        out[:, 0] = cos
-
-        x = self.tfidf_rows(texts)
-        # Rows are L2-normalised: the cosine is the row-wise dot product, summed as tfidf_pair_cosines's scipy calls sum
-        # it (x[i1].multiply(x[i2]).sum(axis=1): the non-zero products in column order, np.add.reduceat per row).
-        px = _PairedRows.of(x.indptr, x.indices, i1, i2)
-        prod = x.data[px.pos_a[px.hit_a]] * x.data[px.pos_b[px.match]]
-        nonzero = prod != 0
-        prod, pair = prod[nonzero], px.pair_a[px.hit_a][nonzero]
-        cosines = np.zeros(n, dtype=np.float64)
-        if len(prod):
-            first_of_pair = np.flatnonzero(np.concatenate([[True], pair[1:] != pair[:-1]]))
-            cosines[pair[first_of_pair]] = np.add.reduceat(prod, first_of_pair)
-        out[:, 1] = np.clip(cosines, 0.0, 1.0)
-
-        # Each distinct question's standardised tokens: codes in order, and distinct codes (ascending) with counts.
-        toks = self._question_tokens(texts)
-        n_tok = np.fromiter(map(len, toks), dtype=np.int64, count=u)
-        term_of: dict[str, int] = {}
-        codes = np.fromiter((term_of.setdefault(t, len(term_of)) for ts in toks for t in ts), dtype=np.int64,
-                            count=int(n_tok.sum()))
-        terms = list(term_of)
-        n_terms = max(len(terms), 1)
-        idf = np.fromiter((self.bm25_idf.get(t, self.bm25_unseen_idf) for t in terms), dtype=np.float64, count=len(terms))
-        has_digit = np.fromiter((not t.isalpha() and any(c.isdigit() for c in t) for t in terms), dtype=np.float64,
-                                count=len(terms))
-        starts = np.zeros(u + 1, dtype=np.int64)
-        np.cumsum(n_tok, out=starts[1:])
-        first = np.full(u, -1, dtype=np.int64)  # each question's first token, -1 for none
-        first[n_tok > 0] = codes[starts[:-1][n_tok > 0]]
-        keys, tf = np.unique(np.repeat(np.arange(u) * n_terms, n_tok) + codes, return_counts=True)
-        row, term = keys // n_terms, keys % n_terms
-        distinct = np.bincount(row, minlength=u)
-        term_ptr = np.zeros(u + 1, dtype=np.int64)
-        np.cumsum(distinct, out=term_ptr[1:])
-        digits = np.bincount(row, weights=has_digit[term], minlength=u)
-        # Okapi BM25 weight of each (question as document, token): idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * len / avgdl)),
-        # in the order of operations of the per-pair definition, so that each weight is the same float.
-        norm = BM25_K1 * (1 - BM25_B + BM25_B * n_tok / self.bm25_avgdl)
-        tf = tf.astype(np.float64)
-        bm25 = _Bm25(codes, starts, keys, idf[term] * tf * (BM25_K1 + 1) / (tf + norm[row]), n_terms)
-
-        pt = _PairedRows.of(term_ptr, term, i1, i2)
-        shared_terms = term[pt.pos_a[pt.hit_a]]
-        shared_pair = pt.pair_a[pt.hit_a]
-        shared = np.bincount(shared_pair, minlength=n).astype(np.float64)
-        na, nb = distinct[i1], distinct[i2]
-        union = na + nb - shared
-        out[:, 2] = _ratio(shared, union, union > 0, 0.0)
-        # math.fsum: exactly rounded, so the sum over a set depends neither on its order nor on the pair's.
-        idf_shared = _fsums(idf[shared_terms], _segments(shared_pair, n))
-        union_pair = np.concatenate([pt.pair_a, pt.pair_b[~pt.hit_b]])
-        order = np.argsort(union_pair, kind="stable")
-        union_terms = term[np.concatenate([pt.pos_a, pt.pos_b[~pt.hit_b]])[order]]
-        idf_union = _fsums(idf[union_terms], _segments(union_pair, n))
-        out[:, 3] = _ratio(idf_shared, idf_union, idf_union > 0, 0.0)
-        out[:, 4] = shared
-        out[:, 5] = _ratio(shared, np.minimum(na, nb), (na > 0) & (nb > 0), 0.0)
-        ab, ba = bm25.scores(i1, i2), bm25.scores(i2, i1)
-        out[:, 6], out[:, 7] = np.maximum(ab, ba), np.minimum(ab, ba)
-        # Normalised by each question's score against itself, so long questions do not dominate.
-        own = bm25.scores(np.arange(u), np.arange(u))
-        selfs = np.maximum(own[i1], own[i2])
-        out[:, 8] = _ratio(out[:, 6], selfs, selfs > 0, 0.0)
-        la, lb = n_tok[i1], n_tok[i2]
-        out[:, 9], out[:, 10] = np.minimum(la, lb), np.maximum(la, lb)
-        out[:, 11] = np.abs(la - lb)
-        out[:, 12] = _ratio(out[:, 9], out[:, 10], out[:, 10] > 0, 1.0)
-        chars = np.fromiter(map(len, texts), dtype=np.int64, count=u)
-        ca, cb = chars[i1], chars[i2]
-        lo, hi = np.minimum(ca, cb), np.maximum(ca, cb)
-        out[:, 13] = hi - lo
-        out[:, 14] = _ratio(lo, hi, hi > 0, 1.0)
-        # The sets of digit-bearing tokens differ unless both hold as many as they share.
-        da, db = digits[i1], digits[i2]
-        digits_shared = np.bincount(shared_pair, weights=has_digit[shared_terms], minlength=n)
-        out[:, 15] = ((da != db) | (digits_shared != da)).astype(np.float64)
-        out[:, 16] = ((first[i1] >= 0) & (first[i1] == first[i2])).astype(np.float64)
-
-        sequence: dict[tuple[str, ...], int] = {}
-        seq = np.fromiter((sequence.setdefault(t, len(sequence)) for t in toks), dtype=np.int64, count=u)
-        same = (n_tok[i1] > 0) & (seq[i1] == seq[i2])
-        return out, same
-
-
-def fit_featurizer(train_df: pd.DataFrame, *, ngram_range: tuple[int, int] = (2, 5), min_df: int = 1) -> PairFeaturizer:
-    """Statistics of the train split's distinct questions: the lexical baseline's TF-IDF and BM25 document frequencies."""
-    tfidf = fit_char_tfidf(train_df, ngram_range=ngram_range, min_df=min_df)
-    docs = list(dict.fromkeys(train_df["question1"].astype(str).tolist() + train_df["question2"].astype(str).tolist()))
-    df: Counter[str] = Counter()
-    total = 0
-    for q in docs:
-        toks = standard_tokens(q)
-        total += len(toks)
-        df.update(set(toks))
-    n = len(docs)
-    # Lucene's non-negative BM25 IDF; a word never seen in training counts as seen in no document.
-    idf = {t: math.log(1 + (n - c + 0.5) / (c + 0.5)) for t, c in df.items()}
-    return PairFeaturizer(tfidf, idf, math.log(1 + (n + 0.5) / 0.5), max(total / max(n, 1), 1e-9), n)
-
-
 def pair_groups(q1: Sequence[str], q2: Sequence[str]) -> np.ndarray:
     """Group label of each pair: pairs that share a question, directly or through others, share a group.
 
     Connected components of the question graph over every pair (either label): a question's pairs never
     fall on both sides of a fold, and duplicate clusters (transitive closure of duplicates) stay whole.
     """
-    codes, _ = pd.factorize(np.concatenate([np.asarray(q1, dtype=object), np.asarray(q2, dtype=object)]), sort=False)
-    n_pairs = len(q1)
-    a, b = codes[:n_pairs], codes[n_pairs:]
-    n = int(codes.max()) + 1 if len(codes) else 0
-    graph = coo_matrix((np.ones(n_pairs, dtype=np.int8), (a, b)), shape=(n, n))
-    _, labels = connected_components(graph, directed=False)
-    return labels[a].astype(np.int64)
+    return pair_components(np.asarray(q1, dtype=object), np.asarray(q2, dtype=object))
 
 
 def check_labelled(y: np.ndarray, where: str, folds: int) -> None:
@@ -467,88 +105,6 @@ def out_of_fold_scores(
     return scores
 
 
-# Up to this many pairs the trees are walked by SmallBatchTrees; above, by scikit-learn's compiled predictor.
-SMALL_BATCH = 128
-
-
-class SmallBatchTrees:
-    """A fitted binary HistGradientBoostingClassifier's trees as flat arrays, walked for every tree and row at once.
-
-    Hand-written because scikit-learn's predict walks the trees one Python call each (a cost per tree whatever the
-    batch, more than the features of a small batch cost); this takes a few numpy operations per tree
-    level. It reads the fitted model's `_predictors` and `_baseline_prediction` and repeats its arithmetic (a NaN goes
-    the side `missing_go_to_left` says, else left iff value <= threshold; the leaf values added to the baseline one
-    tree after another; expit), so it gives predict_proba's probabilities bit for bit (tests compare them).
-    """
-
-    def __init__(self, model: HistGradientBoostingClassifier):
-        if model.n_trees_per_iteration_ != 1:
-            raise QdupError(f"reranker trees: {model.n_trees_per_iteration_} trees per iteration, a binary model has 1")
-        trees = [stage[0].nodes for stage in model._predictors]
-        nodes = np.concatenate(trees)
-        if nodes["is_categorical"].any():
-            raise QdupError("reranker trees: categorical splits, which the reranker's features never need")
-        offsets = np.cumsum([0] + [len(t) for t in trees[:-1]])
-        owner = np.repeat(offsets, [len(t) for t in trees])
-        leaf = nodes["is_leaf"].astype(bool)
-        own = np.arange(len(nodes))
-        # children[2 * node] is the left child, children[2 * node + 1] the right; a leaf is its own child both ways.
-        self.children = np.stack([np.where(leaf, own, nodes["left"] + owner),
-                                  np.where(leaf, own, nodes["right"] + owner)], axis=1).ravel().astype(np.intp)
-        self.feature = np.where(leaf, 0, nodes["feature_idx"]).astype(np.intp)
-        self.threshold = np.where(leaf, np.inf, nodes["num_threshold"])
-        self.nan_right = ~nodes["missing_go_to_left"].astype(bool)
-        self.value = nodes["value"].astype(np.float64)
-        self.roots = offsets.astype(np.intp)
-        self.depth = int(nodes["depth"].max())
-        self.baseline = float(np.asarray(model._baseline_prediction).ravel()[0])
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        """The walk's arrays, as `from_arrays` reads them back (TREES_FILE)."""
-        return {name: np.asarray(getattr(self, name)) for name in TREE_ARRAYS}
-
-    @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray], where: Path) -> SmallBatchTrees:
-        """Trees from `arrays` (TREES_FILE's), their indices checked so that a damaged file cannot walk outside them."""
-        missing = [name for name in TREE_ARRAYS if name not in arrays]
-        if missing:
-            raise QdupError(f"{where}: not a reranker trees file (no {missing})")
-        trees = cls.__new__(cls)
-        trees.children = np.asarray(arrays["children"], dtype=np.intp)
-        trees.feature = np.asarray(arrays["feature"], dtype=np.intp)
-        trees.threshold = np.asarray(arrays["threshold"], dtype=np.float64)
-        trees.nan_right = np.asarray(arrays["nan_right"], dtype=bool)
-        trees.value = np.asarray(arrays["value"], dtype=np.float64)
-        trees.roots = np.asarray(arrays["roots"], dtype=np.intp)
-        trees.depth = int(arrays["depth"])
-        trees.baseline = float(arrays["baseline"])
-        nodes = len(trees.value)
-        sizes = {len(trees.feature), len(trees.threshold), len(trees.nan_right)}
-        if (sizes != {nodes} or len(trees.children) != 2 * nodes or nodes == 0 or trees.children.min() < 0
-                or trees.children.max() >= nodes or trees.roots.min() < 0 or trees.roots.max() >= nodes
-                or trees.feature.min() < 0 or trees.feature.max() >= len(FEATURE_NAMES)):
-            raise QdupError(f"{where}: inconsistent reranker trees (sizes or indices out of range)")
-        return trees
-
-    def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        """Duplicate probability (predict_proba(x)[:, 1]) of each row of x."""
-        x = np.ascontiguousarray(x, dtype=np.float64)
-        n, d = x.shape
-        node = np.repeat(self.roots[None, :], n, axis=0)
-        row = (np.arange(n) * d)[:, None]
-        flat = x.ravel()
-        for _ in range(self.depth):
-            v = flat[row + self.feature[node]]
-            right = v > self.threshold[node]
-            right |= np.isnan(v) & self.nan_right[node]
-            node = self.children[2 * node + right]
-        raw = np.empty((n, node.shape[1] + 1), dtype=np.float64)
-        raw[:, 0] = self.baseline
-        raw[:, 1:] = self.value[node]
-        # cumsum adds left to right: the baseline, then each tree's value in order, as scikit-learn adds them.
-        return expit(np.cumsum(raw, axis=1)[:, -1])
-
-
 @dataclass
 class Reranker:
     """A fitted reranker: pair features -> duplicate probability; `threshold` chosen on out-of-fold calibration scores."""
@@ -558,21 +114,18 @@ class Reranker:
     model: HistGradientBoostingClassifier | None
     threshold: float
     info: dict[str, Any] = field(default_factory=dict)
-    trees: SmallBatchTrees | None = field(default=None, repr=False, compare=False)
+    trees: TreeScorer | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
         if self.trees is None:
             if self.model is None:
                 raise QdupError("a reranker needs its fitted model or its trees")
-            self.trees = SmallBatchTrees(self.model)
+            self.trees = TreeScorer.from_model(self.model, len(FEATURE_NAMES))
 
     def score_features(self, x: np.ndarray) -> np.ndarray:
         if len(x) == 0:
             return np.zeros(0, dtype=np.float64)
-        if len(x) <= SMALL_BATCH or self.model is None:
-            return self.trees.predict_proba(x)
-        with _one_thread():
-            return self.model.predict_proba(x)[:, 1].astype(np.float64)
+        return self.trees.predict_proba(x)
 
     def score(self, q1: Sequence[str], q2: Sequence[str], cosine: Sequence[float] | np.ndarray) -> np.ndarray:
         """Duplicate probability of each pair, given the encoder's cosine of it; 1 for a question and itself.
@@ -604,86 +157,3 @@ def fit_reranker(
                       "calibration_accuracy": choice["accuracy"], "f1_threshold": choice["f1_threshold"]},
     }
     return Reranker(featurizer, model, choice["accuracy_threshold"], meta)
-
-
-def save_reranker(reranker: Reranker, out_dir: Path) -> dict[str, str]:
-    """Write the reranker's files into `out_dir` (existing folder); returns file name -> sha256, META_FILE included."""
-    import skops.io as sio
-
-    out_dir = Path(out_dir)
-    f = reranker.featurizer
-    atomic_write_bytes(out_dir / MODEL_FILE, sio.dumps(reranker.model))
-    vocab = {str(term): int(i) for term, i in f.tfidf.vocabulary_.items()}
-    atomic_write_json(out_dir / TFIDF_VOCAB_FILE, {
-        "analyzer": f.tfidf.analyzer, "ngram_range": list(f.tfidf.ngram_range), "lowercase": f.tfidf.lowercase,
-        "sublinear_tf": f.tfidf.sublinear_tf, "vocabulary": vocab,
-    })
-    tmp = out_dir / (TFIDF_IDF_FILE + ".tmp.npy")
-    np.save(tmp, np.asarray(f.tfidf.idf_, dtype=np.float64), allow_pickle=False)
-    tmp.replace(out_dir / TFIDF_IDF_FILE)
-    trees = io.BytesIO()
-    np.savez(trees, **reranker.trees.arrays())
-    atomic_write_bytes(out_dir / TREES_FILE, trees.getvalue())
-    atomic_write_json(out_dir / BM25_FILE, {
-        "k1": BM25_K1, "b": BM25_B, "documents": f.documents, "avgdl": f.bm25_avgdl, "unseen_idf": f.bm25_unseen_idf,
-        "idf": f.bm25_idf,
-    })
-    digests = {name: sha256_file(out_dir / name) for name in DATA_FILES}
-    atomic_write_json(out_dir / META_FILE, {
-        "format": FORMAT, "threshold": reranker.threshold, "features": list(FEATURE_NAMES),
-        "score": "duplicate probability in [0, 1]; duplicate iff score >= threshold", "sha256": digests,
-        "trusted_types": list(TRUSTED_TYPES), **{k: v for k, v in reranker.info.items() if k != "threshold"},
-        "threshold_choice": reranker.info.get("threshold"),
-    })
-    return {**digests, META_FILE: sha256_file(out_dir / META_FILE)}
-
-
-def has_reranker(folder: Path) -> bool:
-    return (Path(folder) / META_FILE).is_file()
-
-
-def load_reranker(folder: Path) -> Reranker:
-    """Load the files `save_reranker` wrote; QdupError when one is missing or differs from the sha256 recorded with it.
-
-    The trees come from the trees file (no skops: its import scans every scikit-learn estimator, about 0.8 s of
-    a one-pair `qdup predict`); a reranker saved before that file existed is read from its skops file.
-    """
-    folder = Path(folder)
-    meta_path = folder / META_FILE
-    if not meta_path.is_file():
-        raise QdupError(f"{folder}: no reranker ({META_FILE} is missing)")
-    meta = read_json(meta_path)
-    if meta.get("format") not in (FORMAT, FORMAT_WITHOUT_TREES) or list(meta.get("features") or []) != list(FEATURE_NAMES):
-        raise QdupError(f"{meta_path}: not a {FORMAT} reranker with this qdup's features")
-    with_trees = meta["format"] == FORMAT
-    for name in DATA_FILES if with_trees else tuple(n for n in DATA_FILES if n != TREES_FILE):
-        p = folder / name
-        if not p.is_file():
-            raise QdupError(f"{folder}: reranker file {name} is missing")
-        want = (meta.get("sha256") or {}).get(name)
-        got = sha256_file(p)
-        if got != want:
-            raise QdupError(f"{p}: sha256 {got[:12]}… differs from the {str(want)[:12]}… recorded in {META_FILE}; refusing to load it")
-    model, trees = None, None
-    if with_trees:
-        with np.load(folder / TREES_FILE, allow_pickle=False) as data:
-            trees = SmallBatchTrees.from_arrays({name: data[name] for name in data.files}, folder / TREES_FILE)
-    else:
-        import skops.io as sio
-
-        model = sio.load(folder / MODEL_FILE, trusted=list(TRUSTED_TYPES))
-        if not isinstance(model, HistGradientBoostingClassifier):
-            raise QdupError(f"{folder / MODEL_FILE}: holds a {type(model).__name__}, not a HistGradientBoostingClassifier")
-    tf_meta = read_json(folder / TFIDF_VOCAB_FILE)
-    tfidf = TfidfVectorizer(
-        analyzer=tf_meta["analyzer"], ngram_range=tuple(tf_meta["ngram_range"]), lowercase=tf_meta["lowercase"],
-        sublinear_tf=tf_meta["sublinear_tf"], vocabulary=tf_meta["vocabulary"], dtype=np.float64,
-    )
-    tfidf.idf_ = np.load(folder / TFIDF_IDF_FILE, allow_pickle=False)
-    bm = read_json(folder / BM25_FILE)
-    if (bm["k1"], bm["b"]) != (BM25_K1, BM25_B):
-        raise QdupError(f"{folder / BM25_FILE}: BM25 k1={bm['k1']} b={bm['b']}, this qdup computes k1={BM25_K1} b={BM25_B}")
-    featurizer = PairFeaturizer(tfidf, {str(k): float(v) for k, v in bm["idf"].items()}, float(bm["unseen_idf"]),
-                                float(bm["avgdl"]), int(bm["documents"]))
-    info = {k: v for k, v in meta.items() if k not in ("sha256", "threshold")}
-    return Reranker(featurizer, model, float(meta["threshold"]), info, trees)

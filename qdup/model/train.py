@@ -1,7 +1,7 @@
 """Train the Siamese LSTM with the triplet loss, checkpointing every epoch so a killed run resumes.
 
 Label convention: train and val hold duplicates only (is_duplicate 1 = same intent); each batch's
-other pairs serve as its negatives (see `qdup.model.network.TripletLoss`).
+other pairs serve as its negatives (see `qdup.model.losses.TripletLoss`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from qdup.config import ModelConfig, TrainConfig
 from qdup.errors import QdupError
 from qdup.fileio import atomic_write_json, read_json, sha256_json
 from qdup.log import warn
-from qdup.model.network import InBatchSoftmaxLoss, SubwordHasher, TripletLoss, build_encoder, build_siamese
+from qdup.model.losses import InBatchSoftmaxLoss, TripletLoss
+from qdup.model.network import SubwordHasher, build_encoder, build_siamese
 from qdup.model.vocab import vectorize_padded
 from qdup.model.vocabulary_file import OOV_ID
 
@@ -95,15 +96,12 @@ def _pad_to(ids: np.ndarray, width: int) -> np.ndarray:
 def question_clusters(*frames: pd.DataFrame) -> dict[str, int]:
     """Duplicate cluster of every question of `frames`: connected components of their duplicate pairs (transitive
     closure), keyed by question text; a question in no duplicate pair is its own cluster."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
+    from qdup.data.graph import duplicate_clusters
 
     q1 = pd.concat([f["question1"] for f in frames], ignore_index=True)
     q2 = pd.concat([f["question2"] for f in frames], ignore_index=True)
     dup = np.concatenate([f["is_duplicate"].to_numpy() if "is_duplicate" in f.columns else np.ones(len(f)) for f in frames]) == 1
-    codes, texts = pd.factorize(pd.concat([q1, q2], ignore_index=True))
-    a, b = codes[: len(q1)][dup], codes[len(q1):][dup]
-    _, labels = connected_components(coo_matrix((np.ones(len(a)), (a, b)), shape=(len(texts), len(texts))), directed=False)
+    texts, labels = duplicate_clusters(q1.to_numpy(), q2.to_numpy(), dup)
     return dict(zip(texts.tolist(), labels.tolist(), strict=True))
 
 

@@ -19,7 +19,8 @@ import sqlalchemy as sa
 
 from qdup.data.feedback import COLUMNS, LABELS, normalise, pair_sha256
 from qdup.errors import ConfigError
-from qdup.registry.store import _PG_LOCK_KEY, ArtifactStore, RegistryUnavailable, _engine, _one_line, _redacted
+from qdup.registry.sql_registry import _PG_LOCK_KEY, RegistryUnavailable, _engine, _one_line, _redacted
+from qdup.registry.store import ArtifactStore
 
 SOURCES: tuple[str, ...] = ("page", "api")
 

@@ -7,9 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
+from qdup.data import graph
 from qdup.errors import QdupError
 from qdup.search.index import exact_search
 
@@ -49,13 +48,8 @@ def duplicate_clusters(pairs: pd.DataFrame) -> tuple[list[str], np.ndarray]:
         raise QdupError(f"pairs: missing column(s) {missing}; expected {list(REQUIRED)}")
     q1 = pairs["question1"].astype(str).to_numpy()
     q2 = pairs["question2"].astype(str).to_numpy()
-    codes, corpus = pd.factorize(np.concatenate([q1, q2]), sort=False)
-    a, b = codes[: len(q1)], codes[len(q1) :]
-    dup = pairs["is_duplicate"].to_numpy().astype(bool)
-    n = len(corpus)
-    graph = coo_matrix((np.ones(int(dup.sum()), dtype=np.int8), (a[dup], b[dup])), shape=(n, n))
-    _, labels = connected_components(graph, directed=False)
-    return [str(q) for q in corpus], labels.astype(np.int64)
+    corpus, labels = graph.duplicate_clusters(q1, q2, pairs["is_duplicate"].to_numpy().astype(bool))
+    return [str(q) for q in corpus], labels
 
 
 def _query_set(members: np.ndarray, cluster: np.ndarray) -> QuerySet:

@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 
 from qdup.errors import QdupError
-from qdup.evaluation.reranker import Reranker, has_reranker, load_reranker
+from qdup.evaluation.reranker import Reranker
+from qdup.evaluation.reranker_io import has_reranker, load_reranker
 from qdup.fileio import read_json
 from qdup.search.encoder import QueryEncoder, load_query_encoder
 from qdup.search.index import QuestionIndex, load_index

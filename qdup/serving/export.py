@@ -13,9 +13,9 @@ import tensorflow as tf
 
 from qdup.config import LABEL_CONVENTION, ModelConfig
 from qdup.errors import QdupError
-from qdup.evaluation.reranker import FILES as RERANKER_FILES
-from qdup.evaluation.reranker import META_FILE as RERANKER_META
-from qdup.evaluation.reranker import load_reranker
+from qdup.evaluation.reranker_io import FILES as RERANKER_FILES
+from qdup.evaluation.reranker_io import META_FILE as RERANKER_META
+from qdup.evaluation.reranker_io import load_reranker
 from qdup.fileio import atomic_dir, atomic_write_bytes, atomic_write_json, read_json, sha256_file
 from qdup.model.encode import KerasPairEncoder, encode_keras
 from qdup.model.exported import ENCODER_FILE, FAST_FILE, INFERENCE_FILE, THRESHOLD_FILE, VOCAB_FILE
@@ -51,7 +51,7 @@ def export_models(
     out_dir/vocabulary.txt: the vocabulary, line i = token id i;
     out_dir/encoder.onnx: the encoder's derived fast form (`qdup.model.onnx_export`), what serving runs;
     out_dir/threshold.json: the threshold (chosen on the calibration split) and what it means;
-    with `reranker_dir`, the pair reranker's files (`qdup.evaluation.reranker.FILES`), loaded back
+    with `reranker_dir`, the pair reranker's files (`qdup.evaluation.reranker_io.FILES`), loaded back
     (hash-checked) before they are kept; `reranker_serves` ({"serves": bool, "why": str}, the rerank stage's choice on
     the selection split) says whether it makes the duplicate decision (None: it does). Before the rename, the saved
     inference model is reloaded with safe_mode=True and must

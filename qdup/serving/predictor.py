@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from qdup.errors import QdupError
-from qdup.evaluation.reranker import Reranker, has_reranker, load_reranker
+from qdup.evaluation.reranker import Reranker
+from qdup.evaluation.reranker_io import has_reranker, load_reranker
 from qdup.fileio import atomic_write_bytes
 from qdup.model.exported import THRESHOLD_FILE, PairEncoder, load_pair_encoder, read_export_meta
 from qdup.serving.questions import check_questions, read_pairs

@@ -3,6 +3,7 @@ refusal, the rerank stage on generated data."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import subprocess
@@ -16,25 +17,11 @@ import pytest
 from qdup.config import EvalConfig, ModelConfig, RerankConfig, SplitConfig, ValidateConfig, VocabConfig
 from qdup.data.demo import generate_pairs
 from qdup.errors import QdupError
-from qdup.evaluation import reranker as reranker_module
+from qdup.evaluation import pair_features
 from qdup.evaluation.baseline import tfidf_pair_cosines
-from qdup.evaluation.reranker import (
-    BM25_B,
-    BM25_K1,
-    FEATURE_NAMES,
-    FILES,
-    MODEL_FILE,
-    TREES_FILE,
-    BoostingParams,
-    PairFeaturizer,
-    fit_featurizer,
-    fit_reranker,
-    load_reranker,
-    out_of_fold_scores,
-    pair_groups,
-    save_reranker,
-    standard_tokens,
-)
+from qdup.evaluation.pair_features import BM25_B, BM25_K1, FEATURE_NAMES, PairFeaturizer, fit_featurizer, standard_tokens
+from qdup.evaluation.reranker import BoostingParams, fit_reranker, out_of_fold_scores, pair_groups
+from qdup.evaluation.reranker_io import FILES, MODEL_FILE, OLD_MODEL_FILE, load_reranker, save_reranker
 
 TRAIN = pd.DataFrame({
     "question1": ["How do I learn Python?", "What is the capital of France?"],
@@ -204,10 +191,10 @@ def test_batch_features_equal_the_per_pair_definitions_on_generated_text(monkeyp
         assert np.array_equal(alone[0], want[k]) and alone_same[0] == want_same[k]
     assert np.array_equal(np.concatenate([f.features(q1[s:s + 7], q2[s:s + 7], cos[s:s + 7]) for s in range(0, len(q1), 7)]), want)
     # One call over the block size computes block by block: the same features.
-    monkeypatch.setattr(reranker_module, "FEATURE_BLOCK", 11)
+    monkeypatch.setattr(pair_features, "FEATURE_BLOCK", 11)
     blocked, blocked_same = f.features_and_same(q1, q2, cos)
     assert np.array_equal(blocked, want) and np.array_equal(blocked_same, want_same)
-    monkeypatch.setattr(reranker_module, "CACHE_LIMIT", 5)
+    monkeypatch.setattr(pair_features, "CACHE_LIMIT", 5)
     fresh = fit_featurizer(train)
     assert np.array_equal(np.concatenate([fresh.features(q1[s:s + 50], q2[s:s + 50], cos[s:s + 50])
                                           for s in range(0, len(q1), 50)]), want)
@@ -292,59 +279,71 @@ def test_save_load_round_trip_and_refusal_of_an_altered_file(tmp_path):
     data = bytearray((tmp_path / MODEL_FILE).read_bytes())
     data[len(data) // 2] ^= 0xFF
     (tmp_path / MODEL_FILE).write_bytes(bytes(data))
-    with pytest.raises(QdupError, match=r"reranker\.skops: sha256 .* differs .* refusing to load"):
+    with pytest.raises(QdupError, match=r"reranker_trees\.onnx: sha256 .* differs .* refusing to load"):
         load_reranker(tmp_path)
     (tmp_path / MODEL_FILE).unlink()
-    with pytest.raises(QdupError, match="reranker file reranker.skops is missing"):
+    with pytest.raises(QdupError, match="reranker file reranker_trees.onnx is missing"):
         load_reranker(tmp_path)
 
 
-def test_a_saved_reranker_scores_from_its_trees_file_without_skops(tmp_path):
+def test_a_saved_reranker_scores_with_onnx_runtime_alone(tmp_path):
     q1, q2, cos, y = _synthetic(200)
     f = fit_featurizer(TRAIN)
     x = f.features(q1, q2, cos)
     params = BoostingParams(max_iter=20)
     reranker = fit_reranker(f, x, y, out_of_fold_scores(x, y, pair_groups(q1, q2), params, folds=3, seed=3), params, seed=3)
     save_reranker(reranker, tmp_path / "new")
-    # A fresh process: loading and scoring a saved reranker never imports skops.
-    code = ("import json, sys\nfrom qdup.evaluation.reranker import load_reranker\n"
+    # A fresh process: loading and scoring a saved reranker imports neither skops nor treelite.
+    code = ("import json, sys\nfrom qdup.evaluation.reranker_io import load_reranker\n"
             "r = load_reranker(sys.argv[1])\n"
-            "print(json.dumps({'skops': 'skops' in sys.modules, 'model': r.model is not None, "
+            "print(json.dumps({'skops': 'skops' in sys.modules, 'treelite': 'treelite' in sys.modules, "
+            "'model': r.model is not None, "
             "'scores': r.score(json.loads(sys.argv[2]), json.loads(sys.argv[3]), json.loads(sys.argv[4])).tolist()}))")
     ran = subprocess.run([sys.executable, "-c", code, str(tmp_path / "new"), json.dumps(q1), json.dumps(q2), json.dumps(list(cos))],
                          capture_output=True, text=True, timeout=300)
     assert ran.returncode == 0, ran.stderr[-2000:]
     got = json.loads(ran.stdout.strip().splitlines()[-1])
-    assert got["skops"] is False and got["model"] is False
-    # The trees give scikit-learn's probabilities bit for bit, whatever the batch size (all of them: over SMALL_BATCH).
+    assert got["skops"] is False and got["treelite"] is False and got["model"] is False
     assert np.array_equal(np.asarray(got["scores"]), reranker.score(q1, q2, cos))
-    # A trees file that was altered is refused by its hash; one with bad indices by its check.
-    data = bytearray((tmp_path / "new" / TREES_FILE).read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    (tmp_path / "new" / TREES_FILE).write_bytes(bytes(data))
-    with pytest.raises(QdupError, match=r"reranker_trees\.npz: sha256 .* differs"):
+    # A trees file whose hash was recorded but that is not an ONNX model is refused by ONNX Runtime, in one line.
+    (tmp_path / "new" / MODEL_FILE).write_bytes(b"not an onnx model")
+    meta = json.loads((tmp_path / "new" / "reranker.json").read_text())
+    meta["sha256"][MODEL_FILE] = hashlib.sha256(b"not an onnx model").hexdigest()
+    (tmp_path / "new" / "reranker.json").write_text(json.dumps(meta))
+    with pytest.raises(QdupError, match=r"reranker_trees\.onnx: ONNX Runtime refused the trees"):
         load_reranker(tmp_path / "new")
-    arrays = reranker.trees.arrays()
-    arrays["children"] = arrays["children"] + 10**6
-    with pytest.raises(QdupError, match="inconsistent reranker trees"):
-        reranker_module.SmallBatchTrees.from_arrays(arrays, tmp_path / "x.npz")
 
 
-def test_a_reranker_saved_without_a_trees_file_still_loads(tmp_path):
+@pytest.mark.parametrize("fmt", ["qdup-reranker/1", "qdup-reranker/2"])
+def test_a_reranker_of_an_older_format_still_loads_from_its_skops_file(tmp_path, fmt):
+    import skops.io as sio
+
     q1, q2, cos, y = _synthetic(120)
     f = fit_featurizer(TRAIN)
     x = f.features(q1, q2, cos)
     params = BoostingParams(max_iter=10)
     reranker = fit_reranker(f, x, y, out_of_fold_scores(x, y, pair_groups(q1, q2), params, folds=3, seed=1), params, seed=1)
     save_reranker(reranker, tmp_path)
-    # As a /1 reranker was saved: no trees file, its format says so.
-    (tmp_path / TREES_FILE).unlink()
+    # As the older formats were saved: the fitted model as a skops file (and, for /2, an .npz of its trees).
+    (tmp_path / MODEL_FILE).unlink()
+    (tmp_path / OLD_MODEL_FILE).write_bytes(sio.dumps(reranker.model))
     meta = json.loads((tmp_path / "reranker.json").read_text())
-    meta["format"] = "qdup-reranker/1"
-    del meta["sha256"][TREES_FILE]
+    meta["format"] = fmt
+    del meta["sha256"][MODEL_FILE]
+    meta["sha256"][OLD_MODEL_FILE] = hashlib.sha256((tmp_path / OLD_MODEL_FILE).read_bytes()).hexdigest()
+    if fmt.endswith("/2"):
+        (tmp_path / "reranker_trees.npz").write_bytes(b"trees")
+        meta["sha256"]["reranker_trees.npz"] = hashlib.sha256(b"trees").hexdigest()
     (tmp_path / "reranker.json").write_text(json.dumps(meta))
     old = load_reranker(tmp_path)
     assert old.model is not None and np.array_equal(old.score(q1, q2, cos), reranker.score(q1, q2, cos))
+    (tmp_path / OLD_MODEL_FILE).write_bytes(b"altered")
+    with pytest.raises(QdupError, match=r"reranker\.skops: sha256 .* differs"):
+        load_reranker(tmp_path)
+    meta["format"] = "qdup-reranker/0"
+    (tmp_path / "reranker.json").write_text(json.dumps(meta))
+    with pytest.raises(QdupError, match=r"format 'qdup-reranker/0' is not a reranker this qdup reads .* rerun the rerank stage"):
+        load_reranker(tmp_path)
 
 
 @pytest.fixture(scope="module")
@@ -369,7 +368,7 @@ def small_run(tmp_path_factory, demo_tsv):
 
 
 def test_the_stage_fits_on_calibration_and_reports_all_three_on_test(small_run, tmp_path):
-    from qdup.evaluation.reranker import load_reranker
+    from qdup.evaluation.reranker_io import load_reranker
     from qdup.stages.rerank import METRICS_FILE, build_rerank
 
     root, cfg = small_run
@@ -414,24 +413,39 @@ def test_a_question_and_itself_score_one_and_monotonic_trees_never_fall_with_sim
         assert (reranker.score_features(higher) >= reranker.score_features(x) - 1e-12).all()
 
 
-def test_small_batches_walk_the_trees_to_scikit_learns_probabilities_bit_for_bit():
+def _onnx_splits(data: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """(feature, threshold) of every split node of the trees' ONNX model, read with onnx's public API."""
+    import onnx
+    from onnx import numpy_helper
+
+    (node,) = [n for n in onnx.load_from_string(data).graph.node if n.op_type == "TreeEnsemble"]
+    attrs = {a.name: a for a in node.attribute}
+    return np.asarray(attrs["nodes_featureids"].ints), numpy_helper.to_array(attrs["nodes_splits"].t)
+
+
+def test_the_onnx_trees_score_like_scikit_learn_at_any_batch_size():
     q1, q2, cos, y = _synthetic(300, seed=6)
     f = fit_featurizer(TRAIN)
     x = f.features(q1, q2, cos)
     for params in (BoostingParams(max_iter=40), BoostingParams(max_iter=25, max_leaf_nodes=31, monotonic=True)):
         reranker = fit_reranker(f, x, y, out_of_fold_scores(x, y, pair_groups(q1, q2), params, 3, 0), params, 0)
-        trees = reranker_module.SmallBatchTrees(reranker.model)
-        # Rows at the split thresholds themselves (<= goes left), just above them, missing values, the fitted rows.
-        thresholds = trees.threshold[np.isfinite(trees.threshold)]
-        rng = np.random.default_rng(0)
+        features, thresholds = _onnx_splits(reranker.trees.data)
+        keep = np.isfinite(thresholds)
+        features, thresholds = features[keep], thresholds[keep]
         assert len(thresholds) > 50
+        # Rows at the split thresholds themselves (<= goes left), just above them, missing values, the fitted rows:
+        # a row sent the wrong way at any split would move its score by a leaf value, far more than 1e-12.
+        rng = np.random.default_rng(0)
         at = x[np.arange(len(thresholds)) % len(x)].copy()
-        at[np.arange(len(thresholds)), trees.feature[np.isfinite(trees.threshold)]] = thresholds
+        at[np.arange(len(thresholds)), features] = thresholds
         above = np.nextafter(at, np.inf)
         missing = x[:40].copy()
         missing[rng.random(missing.shape) < 0.3] = np.nan
         for rows in (at, above, missing, x):
-            want = reranker.model.predict_proba(rows)[:, 1]
-            assert np.array_equal(trees.predict_proba(rows), want)
-        assert np.array_equal(reranker.score_features(x[:reranker_module.SMALL_BATCH]),
-                              reranker.model.predict_proba(x[:reranker_module.SMALL_BATCH])[:, 1])
+            np.testing.assert_allclose(reranker.trees.decision_function(rows), reranker.model.decision_function(rows),
+                                       rtol=0, atol=1e-12)
+            np.testing.assert_allclose(reranker.score_features(rows), reranker.model.predict_proba(rows)[:, 1],
+                                       rtol=0, atol=1e-12)
+        # One row at a time gives the batch's scores exactly.
+        one_by_one = np.concatenate([reranker.score_features(x[i : i + 1]) for i in range(20)])
+        assert np.array_equal(one_by_one, reranker.score_features(x[:20]))

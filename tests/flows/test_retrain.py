@@ -176,7 +176,7 @@ def test_the_reranker_is_fitted_measured_exported_and_on_the_card(trained):
     store = ArtifactStore(str(trained["root"] / "home" / "store"))
     version = outputs["version"]
     manifest = store.manifest(version)
-    assert {"model/reranker.json", "model/reranker.skops", "model/reranker_bm25.json"} <= set(manifest["files"])
+    assert {"model/reranker.json", "model/reranker_trees.onnx", "model/reranker_bm25.json"} <= set(manifest["files"])
     assert manifest["metrics"]["reranker"]["reranker"]["roc_auc"] == rerank["reranker"]["test"]["ranking"]["roc_auc"]
     card = (store.open_version(version) / "card.md").read_text()
     assert "## Pair reranker, encoder and lexical baseline (test split)" in card

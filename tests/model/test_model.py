@@ -8,11 +8,11 @@ import pytest
 import tensorflow as tf
 
 from qdup.config import ModelConfig, VocabConfig
+from qdup.model.losses import TripletLoss
 from qdup.model.network import (
     CosineSimilarity,
     MaskedMeanPooling,
     TokenDropout,
-    TripletLoss,
     TruncateTokens,
     build_encoder,
     build_inference_model,

@@ -187,11 +187,11 @@ def test_permuting_the_test_labels_changes_reported_figures_only(runs):
     assert ta["threshold"] == tb["threshold"]
     assert ta["reranker"]["threshold"] == tb["reranker"]["threshold"]
     assert ta["reranker"]["serves"] == tb["reranker"]["serves"] and ta["reranker"]["why"] == tb["reranker"]["why"]
-    # The trees and the features' fitted parts, byte for byte (the .skops archive of the scikit-learn model is not
-    # byte-stable across writes: its content is the trees, compared here through reranker_trees.npz).
-    fitted = sorted(p.name for p in a_model.iterdir() if p.name.startswith("reranker") and p.suffix in (".npz", ".npy")
-                    or p.name in ("reranker_bm25.json", "reranker_tfidf_vocabulary.json"))
-    assert "reranker_trees.npz" in fitted and all((a_model / n).read_bytes() == (b_model / n).read_bytes() for n in fitted)
+    # The trees (an ONNX model) and the features' fitted parts, byte for byte.
+    from qdup.evaluation.reranker_io import DATA_FILES, MODEL_FILE
+
+    assert MODEL_FILE == "reranker_trees.onnx"
+    assert all((a_model / n).read_bytes() == (b_model / n).read_bytes() for n in DATA_FILES)
     ra, rb = _stage(first, "retrieval"), _stage(second, "retrieval")
     assert (ra["hybrid"], ra["best"], ra["val"]) == (rb["hybrid"], rb["best"], rb["val"])
     ga, gb = _stage(first, "gate")["record"], _stage(second, "gate")["record"]

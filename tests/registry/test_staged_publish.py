@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from qdup.registry.store import ArtifactStore, RegistryUnavailable, StoreError, new_version_id
+from qdup.registry.sql_registry import RegistryUnavailable
+from qdup.registry.store import ArtifactStore, StoreError, new_version_id
 from tasks.publish import retry_on_io
 
 

@@ -182,7 +182,7 @@ def test_a_publish_stopped_before_registration_is_invisible_and_completed_by_a_r
     def crash(*args, **kwargs):
         raise OSError("registry unreachable, injected")
 
-    monkeypatch.setattr(store, "_register", crash)
+    monkeypatch.setattr(store.registry, "register", crash)
     version = new_version_id()
     with pytest.raises(OSError, match="injected"):
         store.publish(files, _manifest(0.8), version=version)

@@ -10,15 +10,9 @@ import pytest
 
 from qdup.config import ModelConfig, VocabConfig
 from qdup.errors import QdupError
-from qdup.evaluation.reranker import (
-    MODEL_FILE,
-    BoostingParams,
-    fit_featurizer,
-    fit_reranker,
-    out_of_fold_scores,
-    pair_groups,
-    save_reranker,
-)
+from qdup.evaluation.pair_features import fit_featurizer
+from qdup.evaluation.reranker import BoostingParams, fit_reranker, out_of_fold_scores, pair_groups
+from qdup.evaluation.reranker_io import MODEL_FILE, save_reranker
 from qdup.model.network import build_encoder
 from qdup.model.vocab import fit_vectorizer
 from qdup.serving.export import export_models
@@ -54,7 +48,7 @@ def export(tmp_path_factory, demo_tsv):
 def test_the_export_hashes_the_reranker_files(export):
     tmp, info, _ = export
     assert info["reranker_threshold"] is not None
-    assert {"reranker.json", "reranker.skops", "reranker_bm25.json"} <= set(info["sha256"])
+    assert {"reranker.json", "reranker_trees.onnx", "reranker_bm25.json"} <= set(info["sha256"])
 
 
 def test_the_predictor_decides_by_the_reranker(export, tmp_path):
@@ -85,7 +79,7 @@ def test_an_altered_reranker_file_is_refused_at_load(export, tmp_path):
     bad = tmp_path / "export"
     shutil.copytree(tmp / "export", bad)
     (bad / MODEL_FILE).write_bytes((bad / MODEL_FILE).read_bytes() + b"\0")
-    with pytest.raises(QdupError, match="reranker.skops: sha256"):
+    with pytest.raises(QdupError, match="reranker_trees.onnx: sha256"):
         load_inference(bad)
 
 
