@@ -1,4 +1,4 @@
-"""The train stage in a child process (qdup.stages.train.build_train_in_child): the same outputs as in process,
+"""The vocabulary and train stages in a child process (qdup.stages.train.build_train_in_child): the same outputs as in process,
 progress lines in the caller as epochs end, failures raised in the caller, and a resume after an interruption."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from qdup.data.demo import generate_pairs
 from qdup.data.splits import write_split
 from qdup.errors import QdupError
 from qdup.stages.train import build_train, build_train_in_child
-from qdup.stages.vocab import build_vocab
+from qdup.stages.vocab import build_vocab, build_vocab_in_child
 
 pytestmark = pytest.mark.slow
 
@@ -88,3 +88,11 @@ def test_a_training_error_in_the_child_is_raised_with_its_message(prepared):
     with pytest.raises(QdupError, match="hard_negatives=0.5 needs the negatives split"):
         build_train_in_child(splits, vocab_file, MODEL, TRAIN.model_copy(update={"hard_negatives": 0.5}), 7,
                              root / "neg-work", root)
+
+
+def test_the_vocabulary_fitted_in_a_child_is_the_one_fitted_in_process(prepared):
+    root, splits, vocab_file = prepared
+    (root / "vocab-child").mkdir()
+    manifest = build_vocab_in_child(splits, VocabConfig(), root / "vocab-child")
+    assert manifest == build_vocab(splits, VocabConfig(), root / "vocab")
+    assert (root / "vocab-child" / "vocabulary.txt").read_bytes() == vocab_file.read_bytes()
