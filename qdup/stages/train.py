@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -73,21 +74,14 @@ def _build_train_child(log: LogFn, emit: Callable[..., None], **kwargs: Any) -> 
 
 
 def build_train_in_child(
-    splits_dir: Path,
-    vocab_file: Path,
-    model_cfg: ModelConfig,
-    train_cfg: TrainConfig,
-    seed: int,
-    work_dir: Path,
-    out_dir: Path,
+    *args: Any,
     on_epoch_end: Callable[[int, int, dict[str, float]], None] | None = None,
     log: LogFn = stderr_log,
-    init_encoder: Path | None = None,
+    **kwargs: Any,
 ) -> dict[str, Any]:
-    """`build_train` in a child process (`qdup.childproc`): the same files and manifest, and TensorFlow's native memory
-    of training (gigabytes, which it never hands back) leaves with the child. Log lines and `on_epoch_end` calls reach
-    this process as each epoch ends; the child's failure is raised here; its checkpoints in `work_dir` let a rerun
-    resume."""
-    kwargs = dict(splits_dir=splits_dir, vocab_file=vocab_file, model_cfg=model_cfg, train_cfg=train_cfg, seed=seed,
-                  work_dir=work_dir, out_dir=out_dir, init_encoder=init_encoder)
-    return call_in_child(_build_train_child, kwargs, log=log, on_event=on_epoch_end, what="training process")
+    """`build_train(*args, **kwargs)` in a child process (`qdup.childproc`): the same files and manifest, and
+    TensorFlow's native memory of training (gigabytes, which it never hands back) leaves with the child. Log lines and
+    `on_epoch_end` calls reach this process as each epoch ends; the child's failure is raised here; its checkpoints in
+    `work_dir` let a rerun resume."""
+    arguments = inspect.signature(build_train).bind(*args, **kwargs).arguments  # by name, checked as a call is
+    return call_in_child(_build_train_child, dict(arguments), log=log, on_event=on_epoch_end, what="training process")
