@@ -3,9 +3,11 @@
     python -m bench.flow_memory --out bench/results/flow_memory [--rows 404290] [--epochs 2] [--work DIR]
 
 Generates the data set with `qdup demo-data`, runs `qdup run` once in a fresh home (nothing cached: every stage
-runs, in one process, as a user's run does), and reports the process's peak RSS (wait4's ru_maxrss, what
-`/usr/bin/time -f %M` prints) and each stage's own peak, which the flow records in its stage manifests
-(`peak_rss_bytes`: the process's VmHWM while that stage ran). The issue's target: the whole flow <= 4 GiB.
+runs, as a user's run does: in one process, training in a child process of it), and reports the flow's peak RSS and
+each stage's own peak, which the flow records in its stage manifests (`peak_rss_bytes`: the process's VmHWM while
+that stage ran, plus the peak of a child process doing the stage's work). The flow's peak is the largest of: the
+summed RSS of the qdup process and its children, sampled every 0.1 s; wait4's ru_maxrss (what `/usr/bin/time -f %M`
+prints: the largest single process, children included); the largest stage record. The issue's target: <= 4 GiB.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -29,6 +32,44 @@ REPO = Path(__file__).resolve().parents[1]
 TARGET_BYTES = 4 * GIB
 STAGES = ("fetch", "validate", "drift", "splits", "vocab", "pretrain", "train", "evaluate", "rerank", "retrieval", "export",
           "index", "publish")
+
+
+def tree_rss_bytes(root: int) -> int:
+    """Summed RSS of process `root` and its descendants now (Linux /proc; processes gone meanwhile count 0)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        todo.extend(children.get(pid, []))
+        try:
+            total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+class TreeSampler(threading.Thread):
+    """The largest summed RSS of a process tree, sampled every `interval` seconds until `stop`."""
+
+    def __init__(self, root: int, interval: float = 0.1):
+        super().__init__(daemon=True)
+        self.root, self.interval, self.peak = root, interval, 0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(self.interval):
+            self.peak = max(self.peak, tree_rss_bytes(self.root))
+
+    def stop(self) -> int:
+        self.done.set()
+        self.join()
+        return self.peak
 
 
 def run_flow(work: Path, rows: int, epochs: int) -> dict[str, Any]:
@@ -43,8 +84,11 @@ def run_flow(work: Path, rows: int, epochs: int) -> dict[str, Any]:
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert proc.stdout is not None
+    sampler = TreeSampler(proc.pid)
+    sampler.start()
     for line in proc.stdout:  # the flow's own progress lines, as they come
         print(f"  {line.rstrip()}", flush=True)
+    tree_peak = sampler.stop()
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     seconds = time.perf_counter() - started
@@ -55,8 +99,10 @@ def run_flow(work: Path, rows: int, epochs: int) -> dict[str, Any]:
         for manifest in sorted((home / "runs" / "stages" / stage).glob("*/stage.json")):
             record = json.loads(manifest.read_text())
             stages[stage] = {"seconds": record["seconds"], "peak_rss_bytes": record.get("peak_rss_bytes")}
+    stage_peak = max((s["peak_rss_bytes"] or 0 for s in stages.values()), default=0)
     return {"rows": rows, "epochs": epochs, "command": " ".join(["qdup", *cmd[len(qdup_command()):]]), "seconds": seconds,
-            "peak_rss_bytes": usage.ru_maxrss * 1024, "stages": stages}
+            "peak_rss_bytes": max(usage.ru_maxrss * 1024, tree_peak, stage_peak), "ru_maxrss_bytes": usage.ru_maxrss * 1024,
+            "tree_sampled_peak_bytes": tree_peak, "stage_peak_bytes": stage_peak, "stages": stages}
 
 
 def render(result: dict[str, Any]) -> str:
@@ -67,15 +113,20 @@ def render(result: dict[str, Any]) -> str:
         f"`python -m bench.flow_memory --out {result['out']}` at commit {result['commit']}, {result['machine']}.",
         "",
         f"`{result['command']}` on {result['rows']:,} generated rows (`qdup demo-data`), a fresh home: every stage ran, "
-        f"in one process, in {result['seconds']:.0f} s.",
+        f"in one process (training in a child process of it), in {result['seconds']:.0f} s.",
         "",
         table(["figure", "target", "measured", "met?"], [[
-            "peak RSS of the whole flow (wait4's ru_maxrss)", "<= 4 GiB", f"{peak / GIB:.2f} GiB",
+            "peak RSS of the whole flow (the qdup process and its children together)", "<= 4 GiB", f"{peak / GIB:.2f} GiB",
             "yes" if peak <= TARGET_BYTES else f"**no** (by {(peak / TARGET_BYTES - 1) * 100:.0f}%)",
         ]]),
         "",
+        *([f"The flow's peak is the largest of: the summed RSS of the process tree sampled every 0.1 s "
+           f"({result['tree_sampled_peak_bytes'] / GIB:.2f} GiB), wait4's ru_maxrss (the largest single process, "
+           f"{result['ru_maxrss_bytes'] / GIB:.2f} GiB) and the largest stage record below "
+           f"({result['stage_peak_bytes'] / GIB:.2f} GiB).", ""] if "ru_maxrss_bytes" in result else []),
         "Each stage's own peak: the process's VmHWM while the stage ran (the flow resets it as each stage starts, after "
-        "returning the heap freed so far to the OS), from its stage manifest.",
+        "returning the heap freed so far to the OS), plus the peak of the child process that trains, from its stage "
+        "manifest.",
         "",
         table(["stage", "seconds", "process peak RSS while it ran"],
               [[name, f"{s['seconds']:.1f}", "—" if s["peak_rss_bytes"] is None else f"{s['peak_rss_bytes'] / MIB:,.0f} MiB"]

@@ -4,7 +4,9 @@
 # runs (`evaluate_retrieval`: lexical, dense and hybrid, the hybrid's form and weight chosen on the validation part):
 #   - char TF-IDF: character 2-5-gram TF-IDF cosine, every query scored against the whole corpus (search before this);
 #   - bm25s stems / bm25s words: qdup's BM25Index (bm25s's eager sparse index), with and without Snowball stemming;
-#   - tantivy stems / tantivy words: tantivy's BM25 (in-memory index, one segment), the same tokens.
+#   - tantivy stems / tantivy words: tantivy's BM25 (in-memory index, one segment), the same tokens;
+#   - qdup BM25 served: the index search serves (BM25Index.build: k1 1.2, top k found by tantivy's block-max WAND and
+#     rescored exactly); qdup BM25 before: the index served before it (k1 1.5, top k by MaxScore over bm25s's arrays).
 # on two tasks: (1) the retrieval split of the real sample's held-out pairs (the version's own split: retrieval_pairs of
 # its splits, its seed), (2) the real duplicate pairs file (query = question1, relevant = its question2, corpus = every
 # distinct question of the file; queries cut into a validation and a test half by a seeded draw). Dense encodings come
@@ -25,7 +27,8 @@ import numpy as np
 from bench.search import SHARED
 
 REAL_PAIRS = SHARED / "data" / "quora_real_duplicate_pairs.tsv"
-KINDS = ("char TF-IDF", "bm25s stems", "bm25s words", "tantivy stems", "tantivy words")
+KINDS = ("char TF-IDF", "bm25s stems", "bm25s words", "tantivy stems", "tantivy words", "qdup BM25 served",
+         "qdup BM25 before")
 
 
 class TantivyIndex:
@@ -98,6 +101,18 @@ class TantivyIndex:
         return self.query_pair_scores([self.texts[int(q)] for q in queries], candidates)
 
 
+def bm25_before(texts):
+    """qdup's BM25 index as served before tantivy found its top k: k1 = 1.5, MaxScore over bm25s's arrays."""
+    import bm25s
+
+    from qdup.search.bm25 import _WORD, BM25Index, _stemmer, bm25_matrix
+
+    retriever = bm25s.BM25(k1=1.5, b=0.75, method="lucene")
+    retriever.scores, retriever.vocab_dict = bm25_matrix([_stemmer().stemWords(_WORD.findall(t.lower())) for t in texts], k1=1.5)
+    retriever.nonoccurrence_array = None
+    return BM25Index(retriever, texts)
+
+
 def builder(kind: str):
     from qdup.search.bm25 import BM25Index
     from qdup.search.lexical import CharTfidfIndex
@@ -105,6 +120,8 @@ def builder(kind: str):
     return {
         "char TF-IDF": CharTfidfIndex,
         "bm25s stems": BM25Index.build,
+        "qdup BM25 served": BM25Index.build,
+        "qdup BM25 before": bm25_before,
         "bm25s words": lambda texts: BM25Index.build(texts, stem=False),
         "tantivy stems": lambda texts: TantivyIndex(texts, True),
         "tantivy words": lambda texts: TantivyIndex(texts, False),

@@ -12,6 +12,9 @@ from pathlib import Path
 
 STATUS = Path("/proc/self/status")
 CLEAR_REFS = Path("/proc/self/clear_refs")
+# The largest peak RSS of a child process that did part of this process's work (`qdup.childproc`) since the last
+# `reset_peak_rss`: the caller waits while its child runs, so the two peaks add up.
+_child_peak = 0
 
 
 @cache
@@ -42,6 +45,8 @@ def release_freed_memory() -> None:
 
 def reset_peak_rss() -> bool:
     """Start the process's peak RSS (VmHWM) again from its current RSS (Linux); False where that is not possible."""
+    global _child_peak
+    _child_peak = 0
     try:
         CLEAR_REFS.write_text("5")
     except OSError:
@@ -49,10 +54,17 @@ def reset_peak_rss() -> bool:
     return True
 
 
+def note_child_peak(peak: int | None) -> None:
+    """Count a finished child process's peak RSS in this process's (`peak_rss_bytes`) until the next reset."""
+    global _child_peak
+    _child_peak = max(_child_peak, peak or 0)
+
+
 def peak_rss_bytes() -> int | None:
-    """The process's peak RSS (VmHWM) since it started or since `reset_peak_rss`; None off Linux."""
+    """The process's peak RSS (VmHWM) since it started or since `reset_peak_rss`, plus the largest peak of a child
+    process noted since (`note_child_peak`); None off Linux."""
     try:
         found = re.search(r"^VmHWM:\s+(\d+) kB", STATUS.read_text(), re.MULTILINE)
     except OSError:
         return None
-    return int(found.group(1)) * 1024 if found else None
+    return int(found.group(1)) * 1024 + _child_peak if found else None

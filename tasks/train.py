@@ -9,7 +9,6 @@ from prefect import task
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 
 from qdup.config import RetrainConfig
-from qdup.runtime import import_tensorflow_quietly
 from qdup.stagecache import StageResult, code_fingerprint, params, run_stage, stage_dir, stage_key
 from tasks.common import TASK_OPTIONS, run_log
 
@@ -37,16 +36,15 @@ def train_task(splits: StageResult, vocab: StageResult, cfg: RetrainConfig, pret
     work = stage_dir("train", stage_key("train", inputs)).with_suffix(".work")
 
     def build(out: Path) -> dict:
-        # Imported here: TensorFlow loads only when the stage really runs.
-        import_tensorflow_quietly()
-        from qdup.stages.train import build_train
+        from qdup.stages.train import build_train_in_child
 
         progress_id = create_progress_artifact(progress=0.0, key="qdup-training", description="training epochs")
 
         def on_epoch_end(epoch: int, total: int, logs: dict[str, float]) -> None:
             update_progress_artifact(artifact_id=progress_id, progress=100.0 * epoch / total)
 
-        manifest = build_train(
+        # In a child process: TensorFlow's memory of training leaves with it (qdup.stages.train).
+        manifest = build_train_in_child(
             splits.path, vocab.file("vocabulary.txt"), cfg.model, cfg.train, cfg.seed, work, out,
             on_epoch_end=on_epoch_end, log=log, init_encoder=pretrain.file("encoder.keras") if pretrain else None,
         )

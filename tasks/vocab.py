@@ -8,7 +8,6 @@ from typing import Any
 from prefect import task
 
 from qdup.config import RetrainConfig
-from qdup.runtime import import_tensorflow_quietly
 from qdup.stagecache import StageResult, code_fingerprint, params, run_stage
 from tasks.common import TASK_OPTIONS, artifact, run_log
 
@@ -25,11 +24,10 @@ def vocab_task(splits: StageResult, cfg: RetrainConfig) -> StageResult:
     inputs = vocab_inputs(splits.key, cfg)
 
     def build(out: Path) -> dict:
-        # Imported here: TensorFlow loads only when the stage really runs.
-        import_tensorflow_quietly()
-        from qdup.stages.vocab import build_vocab
+        # In a child process: this process stays without TensorFlow while training runs (qdup.stages.vocab).
+        from qdup.stages.vocab import build_vocab_in_child
 
-        return build_vocab(splits.path, cfg.vocab, out)
+        return build_vocab_in_child(splits.path, cfg.vocab, out, log)
 
     result = run_stage("vocab", inputs, build, log)
     m = result.manifest

@@ -88,7 +88,7 @@ def relabelled_index(stages: dict[str, StageResult], version: str, tmp: Path) ->
     index = load_index(stages["index"].file(stages["index"].manifest["index_dir"]))
     index.model_version = version
     index.save(tmp / "index")
-    return {f"index/{p.name}": p for p in sorted((tmp / "index").iterdir())}
+    return {f"index/{p.relative_to(tmp / 'index')}": p for p in sorted((tmp / "index").rglob("*")) if p.is_file()}
 
 
 def lineage_manifest(

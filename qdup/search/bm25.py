@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from qdup.errors import QdupError
+from qdup.search.tantivy_topk import TANTIVY_B, TANTIVY_DIR, TANTIVY_K1, TantivyTopK
 from qdup.search.topk import top_k_rows
 
 BM25_KIND = "bm25"
@@ -25,7 +26,8 @@ BM25_FILES = {
 # Words: runs of letters and digits, lowercased, then Snowball's English stemmer (PyStemmer): "learning" finds "learn".
 # Measured against no stemming and against tantivy's analyzers in bench/SEARCH.md.
 _WORD = re.compile(r"\w+")
-BM25_PARAMS = {"k1": 1.5, "b": 0.75, "method": "lucene", "tokens": "lowercased \\w+ words, Snowball English stems"}
+# k1 and b are tantivy's (fixed there), so the top k it finds (`TantivyTopK`) are this index's top k.
+BM25_PARAMS = {"k1": TANTIVY_K1, "b": TANTIVY_B, "method": "lucene", "tokens": "lowercased \\w+ words, Snowball English stems"}
 
 
 def _stemmer():
@@ -78,11 +80,15 @@ class BM25Index:
 
     `texts` are the corpus questions (kept by reference, for `search_positions`). `stem=False` (words as they are) exists
     for the comparison in bench/SEARCH.md only; such an index is not saved.
+
+    `topk`: a tantivy index of the same tokens (`TantivyTopK`, built and saved with this one) that finds a query's top k
+    by block-max WAND; the documents it finds are rescored here, exactly. Without it (an index saved before it existed),
+    queries use MaxScore over this index's own arrays (`_candidates`).
     """
 
     kind = BM25_KIND
 
-    def __init__(self, retriever: Any, texts: Sequence[str], stem: bool = True):
+    def __init__(self, retriever: Any, texts: Sequence[str], stem: bool = True, topk: TantivyTopK | None = None):
         scores = retriever.scores
         self.retriever = retriever
         self.texts = texts
@@ -92,6 +98,7 @@ class BM25Index:
         self._n = int(scores["num_docs"])
         self._vocab: dict[str, int] = retriever.vocab_dict
         self.stem = stem
+        self.topk = topk
         self._stem = _stemmer().stemWords if stem else _words
         self._local = threading.local()
         # Each term's highest score in any document: what it can add at most (MaxScore pruning in `_candidates`).
@@ -113,23 +120,28 @@ class BM25Index:
             raise QdupError("lexical index: no texts")
         terms = _stemmer().stemWords if stem else _words
         retriever = bm25s.BM25(k1=BM25_PARAMS["k1"], b=BM25_PARAMS["b"], method=BM25_PARAMS["method"])
-        retriever.scores, retriever.vocab_dict = bm25_matrix([terms(_WORD.findall(t.lower())) for t in texts])
+        tokens = [terms(_WORD.findall(t.lower())) for t in texts]
+        retriever.scores, retriever.vocab_dict = bm25_matrix(tokens)
         retriever.nonoccurrence_array = None  # Lucene's BM25 has no score for absent terms (bm25s sets it so too)
-        return cls(retriever, texts, stem)
+        topk = TantivyTopK.build(tokens)
+        del tokens
+        topk.check(len(texts))
+        return cls(retriever, texts, stem, topk)
 
     def save(self, directory: Path) -> list[str]:
         """Write the index's files into `directory` (the question index's folder while it is written); their names."""
         if not self.stem:
             raise QdupError("lexical index: only the stemmed BM25 index is saved (the one load reads)")
         self.retriever.save(str(directory), show_progress=False, **BM25_FILES)
-        return sorted(BM25_FILES.values())
+        return sorted([*BM25_FILES.values(), *(self.topk.save(directory) if self.topk is not None else [])])
 
     @classmethod
     def load(cls, directory: Path, texts: Sequence[str]) -> BM25Index:
         import bm25s
 
         retriever = bm25s.BM25.load(str(directory), mmap=False, load_corpus=False, show_progress=False, **BM25_FILES)
-        return cls(retriever, texts)
+        where = Path(directory) / TANTIVY_DIR
+        return cls(retriever, texts, topk=TantivyTopK.open(where, len(texts)) if where.is_dir() else None)
 
     def __len__(self) -> int:
         return self._n
@@ -138,6 +150,15 @@ class BM25Index:
         """The distinct vocabulary ids of a text's word stems (unknown words dropped)."""
         vocab = self._vocab
         return np.unique(np.fromiter((vocab[t] for t in self._stem(_WORD.findall(text.lower())) if t in vocab), dtype=np.int64))
+
+    def _terms(self, ids: np.ndarray) -> list[str]:
+        """The vocabulary's words of ids (what the tantivy index holds)."""
+        if getattr(self, "_words_of", None) is None:
+            words: list[str] = [""] * len(self._vocab)
+            for word, i in self._vocab.items():
+                words[i] = word
+            self._words_of = words
+        return [self._words_of[int(i)] for i in ids]
 
     def _buffers(self) -> tuple[np.ndarray, np.ndarray]:
         # Per thread (searches may run on several): a score accumulator kept at zero between queries, and a scratch
@@ -195,7 +216,8 @@ class BM25Index:
     def _candidates(self, text: str, k: int, exclude: int) -> tuple[np.ndarray, np.ndarray]:
         """Documents that surely hold the top k of `text` (never `exclude`), with their exact BM25 scores.
 
-        MaxScore (Turtle and Flood 1995): the query's terms in decreasing order of the most each can add; the documents
+        With `topk`: the k documents tantivy's block-max WAND finds, rescored here. Without, MaxScore (Turtle and Flood
+        1995): the query's terms in decreasing order of the most each can add; the documents
         of the first j terms are scored exactly (the other terms looked up in their postings); once the k-th best of
         them beats the most the remaining terms could give a document holding none of the first j, no other document
         can enter the top k. So a query reads the postings of its rare words, and of its common ones ("how", "i",
@@ -205,6 +227,10 @@ class BM25Index:
         ids = self.token_ids(text)
         if not len(ids):
             return np.empty(0, np.int64), np.empty(0, np.float32)
+        if self.topk is not None:
+            found = self.topk.top(self._terms(ids), k + (exclude >= 0))
+            docs = np.sort(found[found != exclude])
+            return docs, self._term_scores(ids, docs)
         ids = ids[np.argsort(-self._max[ids], kind="stable")]
         # rest[j]: the most the terms after the first j + 1 can add to one document.
         rest = np.concatenate([np.cumsum(self._max[ids][::-1])[::-1][1:], [0.0]])
@@ -266,7 +292,8 @@ class BM25Index:
         import bm25s
 
         return {"kind": self.kind, "library": f"bm25s {bm25s.__version__}", **BM25_PARAMS, "documents": self._n,
-                "vocabulary": len(self._vocab), "postings": int(len(self._data))}
+                "vocabulary": len(self._vocab), "postings": int(len(self._data)),
+                "top_k": f"block-max WAND, {TantivyTopK.library()}" if self.topk is not None else "MaxScore"}
 
 
 # What builds the lexical side of a corpus: the retrieval evaluation and the question index use the same one.

@@ -206,7 +206,7 @@ class QuestionIndex:
                 _faiss(self.cfg.threads).write_index(self.graph, str(tmp / GRAPH))
             if self.lexical is not None:
                 self.lexical.save(tmp)
-            files = sorted(p.name for p in tmp.iterdir())
+            files = _index_files(tmp)
             manifest = {
                 "format": FORMAT,
                 "model_version": self.model_version,
@@ -223,6 +223,13 @@ class QuestionIndex:
             }
             atomic_write_json(tmp / MANIFEST, manifest)
         return manifest
+
+
+def _index_files(directory: Path) -> list[str]:
+    """The files of an index folder, as paths relative to it (the lexical index's tantivy files in a folder of their
+    own), without hidden files (the lock files tantivy creates when it opens its folder)."""
+    return sorted(str(p.relative_to(directory)) for p in Path(directory).rglob("*")
+                  if p.is_file() and not any(part.startswith(".") for part in p.relative_to(directory).parts))
 
 
 def check_corpus(ids: Sequence, texts: Sequence[str], embeddings: np.ndarray) -> tuple[np.ndarray, list[str]]:
@@ -308,7 +315,7 @@ def load_index(directory: Path, expected_model_version: str | None = None) -> Qu
             f"{path}: the index was built by model {manifest['model_version']!r}, not {expected_model_version!r}; "
             "rebuild it with that model"
         )
-    present = sorted(p.name for p in directory.iterdir() if p.name != MANIFEST and not p.name.startswith("."))
+    present = [name for name in _index_files(directory) if name != MANIFEST]
     if present != sorted(manifest["files"]):
         raise QdupError(f"{directory}: files {present} differ from the manifest's {sorted(manifest['files'])}")
     for name, digest in manifest["files"].items():

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import inspect
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from qdup.childproc import call_in_child
 from qdup.config import ModelConfig, TrainConfig
 from qdup.data.splits import read_split
 from qdup.errors import QdupError
 from qdup.fileio import sha256_file
 from qdup.log import LogFn, stderr_log
-from qdup.model import train, vocab
 
 ENCODER_FILE = "encoder.keras"
 NEGATIVES_FILE = "negatives.parquet"
@@ -32,6 +33,9 @@ def build_train(
 ) -> dict[str, Any]:
     """Train on `splits_dir`'s train/val splits (from `init_encoder`'s weights when given, the pretrain stage's);
     checkpoints go to `work_dir` (kept on a crash, removed after)."""
+    # Imported here: TensorFlow loads only where training runs (the child process of `build_train_in_child`).
+    from qdup.model import train, vocab
+
     vectorizer = vocab.load_vectorizer(vocab_file)
     negatives = None
     if train_cfg.hard_negatives > 0:
@@ -60,3 +64,24 @@ def build_train(
     }
     shutil.rmtree(work_dir, ignore_errors=True)
     return manifest
+
+
+def _build_train_child(log: LogFn, emit: Callable[..., None], **kwargs: Any) -> dict[str, Any]:
+    from qdup.runtime import import_tensorflow_quietly
+
+    import_tensorflow_quietly()
+    return build_train(**kwargs, log=log, on_epoch_end=emit)
+
+
+def build_train_in_child(
+    *args: Any,
+    on_epoch_end: Callable[[int, int, dict[str, float]], None] | None = None,
+    log: LogFn = stderr_log,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """`build_train(*args, **kwargs)` in a child process (`qdup.childproc`): the same files and manifest, and
+    TensorFlow's native memory of training (gigabytes, which it never hands back) leaves with the child. Log lines and
+    `on_epoch_end` calls reach this process as each epoch ends; the child's failure is raised here; its checkpoints in
+    `work_dir` let a rerun resume."""
+    arguments = inspect.signature(build_train).bind(*args, **kwargs).arguments  # by name, checked as a call is
+    return call_in_child(_build_train_child, dict(arguments), log=log, on_event=on_epoch_end, what="training process")
