@@ -9,6 +9,7 @@ from qdup.config import ModelConfig, TrainConfig, VocabConfig
 from qdup.data.demo import generate_pairs
 from qdup.data.splits import write_split
 from qdup.errors import QdupError
+from qdup.log import is_warning, warning_text
 from qdup.stages.train import build_train, build_train_in_child
 from qdup.stages.vocab import build_vocab, build_vocab_in_child
 
@@ -77,7 +78,8 @@ def test_an_interrupted_child_resumes_from_its_checkpoint_and_its_failure_reache
     assert (root / "resume-work" / "checkpoints" / "state.json").is_file()
     lines = []
     resumed, _, _ = _run(build_train_in_child, root, splits, vocab_file, "resume", log=lines.append)
-    assert resumed["resumed_from_epoch"] >= 1 and any(line.startswith("resuming from epoch") for line in lines)
+    assert resumed["resumed_from_epoch"] >= 1 and any(
+        is_warning(line) and warning_text(line).startswith("resuming from epoch") for line in lines)
     here, _, _ = _run(build_train, root, splits, vocab_file, "whole")
     assert _without_times(resumed)["history"] == _without_times(here)["history"]
     assert resumed["best_epoch"] == here["best_epoch"]
