@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.search import SHARED
+from bench.shared_data import SHARED
 
 REAL_PAIRS = SHARED / "data" / "quora_real_duplicate_pairs.tsv"
 KINDS = ("char TF-IDF", "bm25s stems", "bm25s words", "tantivy stems", "tantivy words", "qdup BM25 served",

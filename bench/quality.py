@@ -30,7 +30,7 @@ import pandas as pd
 
 from bench.quality_larger import larger_dataset
 from bench.run import run_measured
-from bench.search import SHARED
+from bench.shared_data import SHARED
 
 REPO = Path(__file__).resolve().parents[1]
 PROTOCOL_FILE = Path(__file__).with_name("quality_protocol.json")

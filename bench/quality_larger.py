@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.search import SHARED
+from bench.shared_data import SHARED
 
 # How many passes `exclusive_held_regions` may take before it gives up (each drops at least one row).
 MAX_PASSES = 200

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.search import SHARED
+from bench.shared_data import SHARED
 
 REAL_PAIRS = SHARED / "data" / "quora_real_duplicate_pairs.tsv"
 SAMPLE = SHARED / "data" / "quora_duplicate_questions_first10k.tsv"

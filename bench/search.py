@@ -21,11 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("QDUP_SHARED", REPO.parent / "shared"))
-if not SHARED.is_dir():
-    SHARED = Path("/work/shared")
-REAL_PAIRS = SHARED / "data" / "quora_real_duplicate_pairs.tsv"
+from bench.shared_data import REAL_PAIRS, REPO, SHARED  # noqa: F401  (SHARED: also this module's interface)
+
 FULL_QUESTIONS = 537_933  # distinct questions of the full Quora release
 SEED = 20260101
 STEPS = ("corpus", "build", "query", "hybrid", "mine", "mine_recall", "real_lexical", "retrieval_memory")

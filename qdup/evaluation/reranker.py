@@ -21,14 +21,10 @@ from threadpoolctl import ThreadpoolController
 from qdup.data.graph import pair_components
 from qdup.errors import QdupError
 from qdup.evaluation.metrics import choose_threshold
-from qdup.evaluation.pair_features import FEATURE_NAMES, PairFeaturizer, fit_featurizer
-from qdup.evaluation.reranker_io import load_reranker, save_reranker
+from qdup.evaluation.pair_features import FEATURE_NAMES, PairFeaturizer
 from qdup.evaluation.reranker_trees import TreeScorer
 
-# Re-exported: qdup/stages/rerank.py and qdup/stages/retrieval.py import them from here, and other work edits those
-# files now; every other caller imports them from their own modules.
-__all__ = ["FEATURE_NAMES", "BoostingParams", "PairFeaturizer", "Reranker", "check_labelled", "fit_featurizer",
-           "fit_reranker", "load_reranker", "out_of_fold_scores", "pair_groups", "save_reranker"]
+__all__ = ["BoostingParams", "PairFeaturizer", "Reranker", "check_labelled", "fit_reranker", "out_of_fold_scores", "pair_groups"]
 
 # Features along which more similarity may never lower the score (BoostingParams.monotonic).
 INCREASING = ("encoder_cosine", "char_tfidf_cosine", "word_jaccard", "idf_weighted_jaccard", "shared_share_of_shorter",

@@ -7,7 +7,6 @@ The trees as an ONNX model (`qdup.evaluation.reranker_trees`), the TF-IDF vocabu
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
@@ -15,11 +14,9 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 
 from qdup.errors import QdupError
 from qdup.evaluation.pair_features import BM25_B, BM25_K1, FEATURE_NAMES, PairFeaturizer
+from qdup.evaluation.reranker import Reranker
 from qdup.evaluation.reranker_trees import TreeScorer
 from qdup.fileio import atomic_write_bytes, atomic_write_json, read_json, sha256_file
-
-if TYPE_CHECKING:
-    from qdup.evaluation.reranker import Reranker
 
 # Files of a saved reranker, all beside each other in one folder (a version's `model/`).
 META_FILE = "reranker.json"
@@ -117,6 +114,5 @@ def load_reranker(folder: Path) -> Reranker:
     featurizer = PairFeaturizer(tfidf, {str(k): float(v) for k, v in bm["idf"].items()}, float(bm["unseen_idf"]),
                                 float(bm["avgdl"]), int(bm["documents"]))
     info = {k: v for k, v in meta.items() if k not in ("sha256", "threshold")}
-    from qdup.evaluation.reranker import Reranker  # here: the model's module re-exports this one's functions
 
     return Reranker(featurizer, model, float(meta["threshold"]), info, trees)

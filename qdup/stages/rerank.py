@@ -22,16 +22,9 @@ from qdup.errors import QdupError
 from qdup.evaluation.baseline import NAME as BASELINE_NAME
 from qdup.evaluation.bootstrap import bootstrap_intervals, format_paired_difference, paired_difference
 from qdup.evaluation.metrics import binary_metrics, choose_threshold, ranking_metrics
-from qdup.evaluation.reranker import (
-    FEATURE_NAMES,
-    BoostingParams,
-    check_labelled,
-    fit_featurizer,
-    fit_reranker,
-    out_of_fold_scores,
-    pair_groups,
-    save_reranker,
-)
+from qdup.evaluation.pair_features import FEATURE_NAMES, fit_featurizer
+from qdup.evaluation.reranker import BoostingParams, check_labelled, fit_reranker, out_of_fold_scores, pair_groups
+from qdup.evaluation.reranker_io import save_reranker
 from qdup.evaluation.trust import pair_groups as test_pair_groups
 from qdup.fileio import atomic_write_json
 

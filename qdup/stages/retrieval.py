@@ -82,7 +82,7 @@ def build_retrieval(
     vectorizer = vocab.load_vectorizer(vocab_file)
     rerank, seen = None, None
     if reranker_dir is not None:
-        from qdup.evaluation.reranker import load_reranker
+        from qdup.evaluation.reranker_io import load_reranker
 
         reranker = load_reranker(reranker_dir)
         rerank = reranker.score

@@ -113,7 +113,10 @@ def test_lineage_and_card_name_the_snapshot_and_lead_back(runs):
 def test_a_run_with_no_new_feedback_reuses_every_stage(runs):
     record = read_json(Path(runs["third"]["run_record"]))
     assert record["stages"]["feedback"]["key"] == read_json(Path(runs["second"]["run_record"]))["stages"]["feedback"]["key"]
-    assert {name: s["cached"] for name, s in record["stages"].items()} == {name: True for name in record["stages"]}
+    # Drift and the gate compare with the version production names when the run starts, which is part of their keys:
+    # the second run moved production, so they measure again; every stage that reads the data or the feedback is reused.
+    rebuilt = {name for name, s in record["stages"].items() if not s["cached"]}
+    assert rebuilt <= {"drift", "gate"} and len(record["stages"]) - len(rebuilt) >= 12
     assert runs["third"]["version"] == runs["second"]["version"] and runs["third"]["published"] == "false"
 
 

@@ -87,7 +87,7 @@ def parts(runs):
     """The first run's outputs, a reranker fitted on shuffled calibration labels (all else equal), the gate rows and the
     MRR@10 of each search method on them."""
     from qdup.data.splits import read_split, write_split
-    from qdup.evaluation.reranker import load_reranker
+    from qdup.evaluation.reranker_io import load_reranker
     from qdup.registry.judge import _search_figures
     from qdup.search.retrieval import query_part
     from qdup.stages.rerank import build_rerank
