@@ -27,6 +27,13 @@ def _hash_stream(handle) -> str:
     return h.hexdigest()
 
 
+def _runtime_file(rel: str) -> bool:
+    """Whether a file is one a reader's library creates beside published files: tantivy takes a lock file in the
+    folder it opens (`.tantivy-meta.lock`, `.tantivy-writer.lock`); it holds no data and is never hashed."""
+    name = posixpath.basename(rel)
+    return name.startswith(".tantivy-") and name.endswith(".lock")
+
+
 def check_tree(fs: fsspec.AbstractFileSystem, root: str, files: dict[str, Any]) -> list[str]:
     """Problems of the folder `root` against a manifest's `files` (name -> sha256, bytes): missing,
     resized, altered or unexpected files. An empty list means every byte is as published."""
@@ -35,7 +42,7 @@ def check_tree(fs: fsspec.AbstractFileSystem, root: str, files: dict[str, Any]) 
     if fs.exists(root):
         for path, info in fs.find(root, detail=True).items():
             rel = posixpath.relpath(path, root)
-            if rel != MANIFEST:
+            if rel != MANIFEST and not _runtime_file(rel):
                 found[rel] = info.get("size")
     problems = []
     for name, entry in sorted(files.items()):

@@ -250,6 +250,16 @@ def test_missing_extra_and_resized_files_are_each_named(tmp_path):
     ]
 
 
+def test_the_lock_file_tantivy_takes_when_it_opens_an_index_is_not_an_unexpected_file(tmp_path):
+    store = ArtifactStore(str(tmp_path / "store"))
+    v = store.publish(_model_files(tmp_path), _manifest(0.7))
+    folder = tmp_path / "store" / "versions" / v / "model"
+    (folder / ".tantivy-meta.lock").write_bytes(b"")
+    assert store.verify(v) == []
+    (folder / ".tantivy-meta.lock.py").write_text("print('hi')")  # only the lock files' own names are passed over
+    assert store.verify(v) == ["model/.tantivy-meta.lock.py: not in the manifest"]
+
+
 def test_a_remote_store_without_a_shared_registry_is_refused(monkeypatch):
     monkeypatch.delenv("QDUP_REGISTRY_URL", raising=False)
     with pytest.raises(StoreError, match=r"memory://qdup-no-registry is not on a local disk: set publish.registry_url"):
