@@ -57,7 +57,7 @@ def header(results: dict[str, Any]) -> list[str]:
              f"Commit {results.get('commit', 'not recorded')}, started {results.get('started', '?')}"
              + (f", took {took:,.0f} s" if isinstance(took, (int, float)) else "") + ".  "]
     if results.get("machine") is not None:
-        lines.append(f"Machine: {machine_line(results['machine'])}.")
+        lines.append(f"Machine: {machine_line(results['machine'])}.  ")
     return lines
 
 
