@@ -17,22 +17,20 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import sys
 import tempfile
 from collections.abc import Iterator
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from bench.harness.machine import provenance
+from bench.harness.steps import bench_env, qdup_command, run_measured
 from bench.quality_larger import larger_dataset
-from bench.run import run_measured
 from bench.shared_data import SHARED
 
-REPO = Path(__file__).resolve().parents[1]
 PROTOCOL_FILE = Path(__file__).with_name("quality_protocol.json")
 PROTOCOLS = ("sample", "larger")
 PAIR_METRICS = ("roc_auc", "pr_auc")
@@ -112,13 +110,10 @@ def retrieval_figures(per_query: dict[str, dict[str, np.ndarray]], groups: np.nd
 
 def qdup_run(home: Path, source: Path, n_train: int, n_test: int, config: Path | None, log: Path, timeout_s: float) -> dict[str, Any]:
     """`qdup run` in a fresh process with its own QDUP_HOME; returns the run record and the process's measurements."""
-    exe = Path(sys.executable).parent / "qdup"
-    cmd = [str(exe) if exe.is_file() else sys.executable, *([] if exe.is_file() else ["-m", "qdup.cli"]),
-           "run", "--source", str(source), "--n-train", str(n_train), "--n-test", str(n_test)]
+    cmd = [*qdup_command(), "run", "--source", str(source), "--n-train", str(n_train), "--n-test", str(n_test)]
     if config is not None:
         cmd += ["--config", str(config)]
-    env = {**os.environ, "QDUP_HOME": str(home), "PREFECT_HOME": str(home / "prefect"), "PYTHONUNBUFFERED": "1",
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env = bench_env({"QDUP_HOME": str(home), "PREFECT_HOME": str(home / "prefect")})
     print(f"[quality] qdup run on {source.name} ({n_train:,} + {n_test:,} rows), log {log}", flush=True)
     measured = run_measured(cmd, log, env, timeout_s)
     records = sorted((home / "runs" / "history").glob("*/run.json"))
@@ -411,15 +406,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     work = args.work or Path(tempfile.mkdtemp(prefix="qdup-quality-"))
     config = args.config.resolve() if args.config else None
-    import subprocess
-
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
     result: dict[str, Any] = {"meta": {
         "label": args.label, "config": str(args.config) if args.config else None,
-        "config_json": json.loads(args.config.read_text()) if args.config else None, "commit": commit,
-        "started": dt.datetime.now(dt.UTC).isoformat(), "load_before": round(os.getloadavg()[0], 2),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores", "python": platform.python_version(),
-        "tensorflow": metadata.version("tensorflow"), "work": str(work)}}
+        "config_json": json.loads(args.config.read_text()) if args.config else None,
+        **provenance("bench.quality", argv), "load_before": round(os.getloadavg()[0], 2), "work": str(work)}}
     for name in args.protocol or PROTOCOLS:
         run = run_sample if name == "sample" else run_larger
         result[name] = run(proto, work, config, proto["timeout_s"])

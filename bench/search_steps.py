@@ -10,7 +10,7 @@ from typing import Any
 
 from bench.harness.procs import cpu_seconds, peak_rss_bytes
 from bench.harness.stats import call_latencies, latency_summary
-from bench.shared_data import REAL_PAIRS
+from bench.shared_data import REAL_PAIRS, real_pair_codes
 
 SEED = 20260101
 SMALL_INDEX = 14_000  # the real sample's index size, for the hybrid latency target at that size
@@ -282,20 +282,15 @@ def step_mine_recall(work: Path, n: int, threads: int) -> dict[str, Any]:
 
 def step_real_lexical(work: Path, n: int, threads: int) -> dict[str, Any]:
     import numpy as np
-    import pandas as pd
 
     from qdup.search.bm25 import build_lexical
     from qdup.search.retrieval import ranking_metrics
 
     if not REAL_PAIRS.is_file():
         return {"skipped": f"{REAL_PAIRS} not found"}
-    df = pd.read_csv(REAL_PAIRS, sep="\t", keep_default_na=False, dtype=str)
-    codes, corpus = pd.factorize(pd.concat([df.question1, df.question2]), sort=False)
-    q1, q2 = codes[: len(df)], codes[len(df) :]
-    keep = q1 != q2
-    q1, q2 = q1[keep], q2[keep]
+    corpus, q1, q2 = real_pair_codes()
     t0 = time.perf_counter()
-    lex = build_lexical([str(t) for t in corpus])  # the lexical index search serves (BM25)
+    lex = build_lexical(corpus)  # the lexical index search serves (BM25)
     t1 = time.perf_counter()
     ranked, _ = lex.search_positions(q1, 100)
     t2 = time.perf_counter()
@@ -305,7 +300,7 @@ def step_real_lexical(work: Path, n: int, threads: int) -> dict[str, Any]:
     from bench.lexical import bm25_before
 
     t3 = time.perf_counter()
-    before = bm25_before([str(t) for t in corpus])
+    before = bm25_before(corpus)
     t4 = time.perf_counter()
     ranked_before, _ = before.search_positions(q1, 100)
     t5 = time.perf_counter()

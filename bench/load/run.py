@@ -36,12 +36,12 @@ from bench.harness.procs import tree_status_bytes
 from bench.harness.results import Run, write_results
 from bench.harness.tables import MIB
 from bench.load.feedback import feedback_phases, feedback_targets
-from bench.load.model import build_store, load_questions, train_source_store
+from bench.load.model import build_store
 from bench.load.reference import search_reference, similarity_reference
 from bench.load.report import render_markdown, targets_table
 from bench.load.server import HOST, Bench, free_port, measure_predict, promote_phase, start_server
 from bench.load.wrk import find_wrk, pair_batches, search_body, search_queries, similarity_body, write_bodies, wrk_version
-from bench.shared_data import REPO
+from bench.shared_data import REPO, distinct_questions, train_on_sample
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.store:
             source_url, description = args.store, f"production of {args.store}"
         else:
-            source_url = train_source_store(work / "train-home", args.run_timeout_s)
+            source_url = train_on_sample(work / "train-home", args.run_timeout_s, work / "qdup-run.log")
             description = f"`qdup run` on the real 10k sample (8,000 + 2,000 rows), project defaults, commit {run.record['commit']}"
         # A store of one's own run: its one version, whether or not the gate promoted it.
         store = build_store(work, source_url, "production" if args.store else "latest")
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
                  "threshold": served.threshold, "reranker": served.predictor.reranker is not None,
                  "search_method": getattr(searcher, "default_method", None) if searcher else None,
                  "index_questions": len(searcher.index) if searcher is not None and hasattr(searcher, "index") else None}
-        q = load_questions(args.seed)
+        q = distinct_questions(args.seed)
         questions = q.pop("questions")
         print(f"[questions] {q['source']}: {q['pool']:,} distinct, median {q['median_chars']} characters", flush=True)
 
