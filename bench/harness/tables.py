@@ -27,7 +27,8 @@ def table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
 
 
 def fmt(v: Any, digits: int = 2) -> str:
-    """A number with thousands separators (floats to `digits` places); "—" for None."""
+    """A number with thousands separators (floats to `digits` places); "—" for None. Not the model card's cell format
+    (qdup.registry.card), which leaves them out: benchmark figures run into the hundreds of thousands."""
     if v is None:
         return "—"
     if isinstance(v, float):
