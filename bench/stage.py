@@ -348,7 +348,7 @@ def stage_inference(p: Probe, ctx: Ctx) -> None:
 def stage_baseline(p: Probe, ctx: Ctx) -> None:
     from bench import baseline
 
-    baseline.run(p, ctx, capped_splits, cpu_seconds)
+    baseline.run(p, ctx, capped_splits)
 
 
 STAGES: dict[str, Callable[[Probe, Ctx], None]] = {
