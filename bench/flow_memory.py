@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.harness.procs import TreeSampler
-from bench.harness.results import Run, page, write_results
+from bench.harness.results import Run, page
 from bench.harness.steps import qdup_command
 from bench.harness.tables import GIB, MIB, table, verdict
 from bench.report import FULL_ROWS
@@ -104,9 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="qdup-flow-memory-") as tmp:
         work = a.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        result = run.finish(run_flow(work, a.rows, a.epochs))
-    write_results(a.out, "flow_memory.json", result, "flow_memory.md", render(result))
-    print(render(result))
+        run.save(a.out, "flow_memory.json", run_flow(work, a.rows, a.epochs), "flow_memory.md", render)
     return 0
 
 

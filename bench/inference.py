@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.harness.results import Run, page, write_results
+from bench.harness.results import Run, page
 from bench.harness.stats import call_latencies, latency_summary
 from bench.shared_data import distinct_questions
 
@@ -215,9 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     report["runtimes"] = runtimes(model_dir, texts, args.batch, args.single, args.threads)
     report["in_process"] = in_process(model_dir, texts, args.pairs, args.seed)
-    report = run.finish(report)
-    paths = write_results(Path(args.out), "inference.json", report, "inference.md", render(report))
-    print("wrote " + " and ".join(map(str, paths)))
+    run.save(Path(args.out), "inference.json", report, "inference.md", render)
     return 0
 
 

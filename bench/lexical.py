@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.harness.results import Run, page, write_results
+from bench.harness.results import Run, page
 from bench.harness.stats import call_latencies, latency_summary
 from bench.shared_data import REAL_PAIRS, real_pair_codes
 
@@ -231,9 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     result["real_pairs"] = measure(pairs, encoder.encode(pairs.corpus), kinds, timing)
     sample = sample_split(args.home, version, seed, args.queries)
     result["sample"] = measure(sample, encoder.encode(sample.corpus), kinds, None)
-    result = run.finish(result)
-    write_results(args.out, "lexical.json", result, "lexical.md", render(result))
-    print(render(result))
+    run.save(args.out, "lexical.json", result, "lexical.md", render)
     return 0
 
 

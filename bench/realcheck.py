@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.harness.results import Run, page, write_results
+from bench.harness.results import Run, page
 from bench.shared_data import REAL_PAIRS, SAMPLE, real_pair_codes, train_on_sample
 
 METHODS = ("dense", "lexical", "hybrid")
@@ -86,9 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     run = Run("bench.realcheck", argv)
     if "production" not in ArtifactStore(str(args.home / "store")).aliases():
         train_on_sample(args.home)
-    result = run.finish(evaluate(args.home))
-    write_results(args.out, "realcheck.json", result, "realcheck.md", render(result))
-    print(render(result))
+    run.save(args.out, "realcheck.json", evaluate(args.home), "realcheck.md", render)
     return 0
 
 

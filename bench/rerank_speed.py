@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.harness.results import Run, page, write_results
+from bench.harness.results import Run, page
 from bench.shared_data import REAL_PAIRS, REPO
 
 SEED = 20261201
@@ -171,13 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     if "same_scores" in result:
         s = result["same_scores"]
         lines += ["", f"Same scores: {s['equal']:,} of {s['of']:,} equal (max |difference| {s['max_abs_difference']:.3g})."]
-    result = run.finish(result)
-    text = page("Reranker speed", result, lines)
-    print(text)
+    run.save(args.out, "rerank_speed.json", result, "rerank_speed.md", lambda r: page("Reranker speed", r, lines))
     if args.profile:
         print("\nProfile of a cold call (this checkout):\n" + profile(current, args.model, q1, q2, cos))
-    if args.out:
-        write_results(args.out, "rerank_speed.json", result, "rerank_speed.md", text)
     return 0
 
 

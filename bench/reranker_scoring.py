@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.harness.results import Run, page, write_results
+from bench.harness.results import Run, page
 from bench.harness.stats import mean_call_us
 
 
@@ -85,16 +85,13 @@ def main(argv: list[str] | None = None) -> int:
     for name, fn in runtimes.items():
         result["runtimes"][name] = {"error": fn} if isinstance(fn, str) else {
             **{k: round(v, 1) for k, v in best[name].items()}, "max_abs_difference": float(np.max(np.abs(fn(x) - want)))}
-    result = run.finish(result)
     lines = [f"{result['trees']} trees of up to {params.max_leaf_nodes} leaves, microseconds per call (best of {args.repeats}).",
              "", "| runtime | 1 pair | 1,000 pairs | max abs difference from scikit-learn |", "|---|---:|---:|---:|"]
     for name, r in result["runtimes"].items():
         lines.append(f"| {name} | {r['one_pair_us']:,} | {r['pairs_1000_us']:,} | {r['max_abs_difference']:.3g} |"
                      if "error" not in r else f"| {name} | fails: {r['error']} | | |")
-    text = page("Reranker tree scoring runtimes", result, lines)
-    print(text)
-    if args.out:
-        write_results(args.out, "reranker_scoring.json", result, "reranker_scoring.md", text)
+    run.save(args.out, "reranker_scoring.json", result, "reranker_scoring.md",
+             lambda r: page("Reranker tree scoring runtimes", r, lines))
     return 0
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from bench import search_steps
 from bench.harness.procs import peak_rss_bytes
-from bench.harness.results import Run, page, write_results
+from bench.harness.results import Run, page
 from bench.harness.steps import bench_env, run_step, write_step
 from bench.harness.tables import table, verdict
 from bench.search_steps import RETRIEVAL_CORPUS
@@ -171,9 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         results[step] = search_step(step, work, a.questions, a.threads)
         results[step]["load_after"] = os.getloadavg()[0]
         print(f"[bench.search] {step}: {json.dumps(results[step], default=str)[:400]}", flush=True)
-    results = run.finish(results)
-    write_results(a.out, "search.json", results, "search.md", render(results))
-    print(render(results))
+    run.save(a.out, "search.json", results, "search.md", render)
     return 0
 
 

@@ -14,13 +14,12 @@ and of generated data against the real profile. Writes trust.json to --out and p
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 from bench.harness.procs import peak_rss_bytes
-from bench.harness.results import Run, write_results
+from bench.harness.results import Run
 from bench.harness.stats import timed
 from bench.shared_data import SAMPLE
 
@@ -70,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         report["real_sample"] = f"skipped: {sample} not found"
     if args.skip_generated:
-        return _write(args.out, run.finish(report))
+        run.save(args.out, "trust.json", report)
+        return 0
 
     import numpy as np
 
@@ -111,12 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     report["drift_status"] = drift.status
     report["drift_failing"] = drift.failing
     report["peak_rss_mb"] = round(peak_rss_bytes() / 2**20, 1)
-    return _write(args.out, run.finish(report))
-
-
-def _write(out: Path, report: dict[str, Any]) -> int:
-    write_results(out, "trust.json", report)
-    print(json.dumps(report, indent=2))
+    run.save(args.out, "trust.json", report)
     return 0
 
 

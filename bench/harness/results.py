@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,17 @@ class Run:
         if isinstance(machine, dict):
             machine["loadavg_end"] = loadavg()
         return out
+
+    def save(self, out: Path | None, json_name: str, results: dict[str, Any], md_name: str | None = None,
+             render: Callable[[dict[str, Any]], str] | None = None) -> dict[str, Any]:
+        """finish(results), write its JSON (and with `render`, its page) to `out` (unless None), print the page (else
+        the JSON); the finished results."""
+        done = self.finish(results)
+        text = render(done) if render is not None else None
+        if out is not None:
+            write_results(out, json_name, done, md_name, text)
+        print(text if text is not None else json.dumps(done, indent=2, default=str))
+        return done
 
 
 def _load(value: Any) -> str:

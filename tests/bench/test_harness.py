@@ -186,3 +186,15 @@ def test_bench_env_puts_this_checkout_first_on_the_path():
     env = bench_env({"EXTRA": "1"})
     assert env["PYTHONPATH"].split(":")[0] == str(REPO) and env["EXTRA"] == "1"
     assert env["PYTHONUNBUFFERED"] == "1" and env["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
+
+
+def test_save_finishes_writes_and_prints_the_page(tmp_path, capsys):
+    run = Run("bench.example", [], machine={"cpu_model": "x"})
+    done = run.save(tmp_path / "out", "example.json", {"figure": 7}, "example.md", lambda r: page("Example", r, [f"{r['figure']}"]))
+    printed = capsys.readouterr().out
+    assert printed.startswith("# Example\n\nCommand: `python -m bench.example`") and printed.endswith("7\n\n")
+    assert (tmp_path / "out" / "example.md").read_text() + "\n" == printed
+    assert json.loads((tmp_path / "out" / "example.json").read_text()) == json.loads(json.dumps(done))
+    run.save(None, "example.json", {"figure": 8})  # no folder: printed (as JSON without a page), nothing written
+    assert json.loads(capsys.readouterr().out)["figure"] == 8
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["example.json", "example.md"]
