@@ -24,9 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from bench.shared_data import SHARED
+from bench.harness.results import Run, page
+from bench.harness.stats import call_latencies, latency_summary
+from bench.shared_data import REAL_PAIRS, real_pair_codes
 
-REAL_PAIRS = SHARED / "data" / "quora_real_duplicate_pairs.tsv"
 KINDS = ("char TF-IDF", "bm25s stems", "bm25s words", "tantivy stems", "tantivy words", "qdup BM25 served",
          "qdup BM25 before")
 
@@ -130,19 +131,13 @@ def builder(kind: str):
 
 def real_pairs_split(max_queries: int, seed: int):
     """Task 2 as a RetrievalSplit: question1 queries (halves by a seeded draw), each relevant to its question2 only."""
-    import pandas as pd
-
     from qdup.search.retrieval import QuerySet, RetrievalSplit
 
-    df = pd.read_csv(REAL_PAIRS, sep="\t", keep_default_na=False, dtype=str)
-    codes, corpus = pd.factorize(pd.concat([df.question1, df.question2]), sort=False)
-    q1, q2 = codes[: len(df)], codes[len(df):]
-    keep = q1 != q2
-    q1, q2 = q1[keep], q2[keep]
+    corpus, q1, q2 = real_pair_codes()
     order = np.random.default_rng(seed).permutation(len(q1))[: 2 * max_queries]
     halves = order[:max_queries], order[max_queries:]
     parts = [QuerySet(q1[h].astype(np.int64), [np.array([b], dtype=np.int64) for b in q2[h]]) for h in halves]
-    return RetrievalSplit([str(t) for t in corpus], np.zeros(len(corpus), dtype=np.int64), parts[0], parts[1])
+    return RetrievalSplit(corpus, np.zeros(len(corpus), dtype=np.int64), parts[0], parts[1])
 
 
 def sample_split(home: Path, version: str, seed: int, max_queries: int):
@@ -158,16 +153,7 @@ def sample_split(home: Path, version: str, seed: int, max_queries: int):
 
 
 def latency(lexical, queries: list[str], k: int = 100) -> dict[str, float]:
-    from bench.report import latency_summary
-
-    for q in queries[:20]:
-        lexical.search([q], k)
-    times = []
-    for q in queries[20:]:
-        t0 = time.perf_counter()
-        lexical.search([q], k)
-        times.append(time.perf_counter() - t0)
-    return latency_summary(times)
+    return latency_summary(call_latencies(lambda q: lexical.search([q], k), queries, warmup=20))
 
 
 def measure(split, embeddings: np.ndarray, kinds: tuple[str, ...], timing_queries: list[str] | None) -> dict[str, Any]:
@@ -193,8 +179,7 @@ def measure(split, embeddings: np.ndarray, kinds: tuple[str, ...], timing_querie
 
 
 def render(r: dict[str, Any]) -> str:
-    lines = ["# Lexical side of hybrid search, compared", "", f"Command: `{r['command']}`", "",
-             f"Dense encodings: version {r['version']} of the store in --home. MRR@10 and recall on the test part; the "
+    lines = [f"Dense encodings: version {r['version']} of the store in --home. MRR@10 and recall on the test part; the "
              "hybrid's form and weight chosen on the validation part (as the retrieval stage does); one query = "
              f"`search([q], 100)` one at a time over task 2's corpus ({r['timing_corpus']:,} questions), p50.", ""]
     for task, title in (("sample", "1. retrieval split of the real sample's held-out pairs"),
@@ -215,7 +200,7 @@ def render(r: dict[str, Any]) -> str:
                 f"{'' if lat is None else f'{lat:.2f}'} |")
         dense = first["dense_test"]
         lines += ["", f"Dense alone: MRR@10 {dense['mrr@10']:.4f}, recall@10 {dense['recall@10']:.4f}.", ""]
-    return "\n".join(lines) + "\n"
+    return page("Lexical side of hybrid search, compared", r, lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -238,18 +223,15 @@ def main(argv: list[str] | None = None) -> int:
     seed = int(manifest["parameters"]["seed"])
     encoder = load_query_encoder(store.open_version(version) / "model")
     kinds = tuple(args.kinds)
-    result: dict[str, Any] = {"command": "python -m bench.lexical " + " ".join(argv if argv is not None else sys.argv[1:]),
-                              "version": version, "seed": seed}
+    run = Run("bench.lexical", argv)
+    result: dict[str, Any] = {"version": version, "seed": seed}
     pairs = real_pairs_split(args.queries, seed)
     timing = [pairs.corpus[int(q)] for q in pairs.test.queries[:300]]
     result["timing_corpus"] = len(pairs.corpus)
     result["real_pairs"] = measure(pairs, encoder.encode(pairs.corpus), kinds, timing)
     sample = sample_split(args.home, version, seed, args.queries)
     result["sample"] = measure(sample, encoder.encode(sample.corpus), kinds, None)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "lexical.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.out / "lexical.md").write_text(render(result))
-    print(render(result))
+    run.save(args.out, "lexical.json", result, "lexical.md", render)
     return 0
 
 
