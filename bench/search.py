@@ -105,6 +105,10 @@ def render(results: dict[str, Any]) -> str:
         "",
     ]
     lines += [table(["measure", "target", "measured", "verdict"], evaluate(results)), ""]
+    carried = {step: v["carried"] for step, v in results.items() if isinstance(v, dict) and v.get("carried")}
+    if carried:
+        lines += ["Steps whose figures come from an earlier run (skipped in this one): " + "; ".join(
+            f"`{step}` (`{c.get('command')}`, commit {c.get('commit')})" for step, c in carried.items()) + ".", ""]
     b = results.get("build", {})
     if b.get("ok"):
         lines += [
@@ -181,6 +185,14 @@ def main(argv: list[str] | None = None) -> int:
             target.unlink()
     run = Run("bench.search", argv)
     results: dict[str, Any] = {}
+    previous = a.out / "search.json"
+    if a.skip and previous.is_file():
+        # A step skipped here keeps its figures from the results file, marked with the command and commit that took them.
+        old = json.loads(previous.read_text())
+        for step in a.skip:
+            if isinstance(old.get(step), dict):
+                results[step] = {**old[step], "carried": old[step].get("carried") or
+                                 {"command": old.get("command"), "commit": old.get("commit", "not recorded")}}
     for step in STEPS:
         if step in a.skip:
             continue
