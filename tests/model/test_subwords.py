@@ -13,10 +13,10 @@ import tensorflow as tf
 
 from qdup.config import ModelConfig, RetrainConfig, TrainConfig, VocabConfig
 from qdup.model import network
+from qdup.model.batches import epoch_plan, pair_arrays, question_clusters, subword_table
 from qdup.model.encode import similarities
 from qdup.model.losses import InBatchSoftmaxLoss, TripletLoss
 from qdup.model.network import SubwordHasher, build_encoder, subword_hasher
-from qdup.model.batches import epoch_plan, pair_arrays, question_clusters, subword_table
 from qdup.model.train import train_model
 from qdup.model.vocab import fit_vectorizer, vectorize_padded
 from tests.model.test_train import paraphrases
