@@ -147,7 +147,7 @@ def train_model(
       the epoch's checkpoint is committed, so an exception there loses no work.
     """
     if importlib.util.find_spec("tensorboard") is None:
-        # TensorFlow >= 2.21 no longer pulls it in; fail before training rather than after epoch 1.
+        # TensorFlow does not install it itself; fail before training rather than after epoch 1.
         raise QdupError("TensorBoard logging needs the 'tensorboard' package: pip install tensorboard")
     work_dir = Path(work_dir)
     ckpt_dir = work_dir / "checkpoints"

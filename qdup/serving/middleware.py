@@ -120,8 +120,8 @@ def _json_media_type(headers: list[tuple[bytes, bytes]]) -> bool:
 
 class DirectJsonRoute:
     """One POST route answered without FastAPI's routing, dependency solving and request objects, for bodies that
-    validate: they were half of the event loop's time per one-pair request under 32 clients (py-spy), the model
-    call a small part. The body is validated by the route's own pydantic model from the raw bytes (pydantic's JSON
+    validate: for a one-pair request that machinery costs the event loop more than the model call it wraps (the
+    serving benchmark, bench/results). The body is validated by the route's own pydantic model from the raw bytes (pydantic's JSON
     parser); a body that does not validate, or is not `application/json`, goes on to FastAPI unchanged (its bytes
     replayed), so that errors, 422s and the OpenAPI schema stay FastAPI's. `answer` is the endpoint's own function.
     """
