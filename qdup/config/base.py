@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict
 
 # Everywhere in qdup: labels, similarities and decisions mean this.
 LABEL_CONVENTION = (
@@ -13,3 +15,13 @@ LABEL_CONVENTION = (
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _ngram_range(v: tuple[int, int]) -> tuple[int, int]:
+    if not 1 <= v[0] <= v[1] <= 10:
+        raise ValueError("must be (low, high) with 1 <= low <= high <= 10")
+    return v
+
+
+# Character n-gram sizes (low, high), 1 <= low <= high <= 10: the lexical baseline's and the encoder's sub-words.
+NgramRange = Annotated[tuple[int, int], AfterValidator(_ngram_range)]

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from qdup.config.base import Section
+from qdup.config.base import NgramRange, Section
 
 
 class EvalConfig(Section):
@@ -14,15 +14,8 @@ class EvalConfig(Section):
     sweep_step: float = Field(default=0.05, gt=0, le=0.5)
     bootstrap_resamples: int = Field(default=1000, ge=0, le=100_000, description="test resamples for the intervals; 0: none")
     bootstrap_level: float = Field(default=0.95, gt=0, lt=1, description="coverage of the bootstrap intervals")
-    baseline_ngram_range: tuple[int, int] = Field(default=(2, 5), description="character n-gram sizes of the lexical baseline")
+    baseline_ngram_range: NgramRange = Field(default=(2, 5), description="character n-gram sizes of the lexical baseline")
     baseline_min_df: int = Field(default=1, ge=1, description="n-grams in fewer training questions are dropped")
-
-    @field_validator("baseline_ngram_range")
-    @classmethod
-    def _ngram_range(cls, v: tuple[int, int]) -> tuple[int, int]:
-        if not 1 <= v[0] <= v[1] <= 10:
-            raise ValueError("must be (low, high) with 1 <= low <= high <= 10")
-        return v
 
 
 class RerankConfig(Section):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from qdup.config.base import Section
+from qdup.config.base import NgramRange, Section
 
 
 class VocabConfig(Section):
@@ -38,15 +38,8 @@ class ModelConfig(Section):
         "text inside the exported model: rare, misspelled and out-of-vocabulary words get vectors",
     )
     subword_buckets: int = Field(default=32_768, gt=0, description="hash buckets of the character n-grams (embedding rows)")
-    subword_ngrams: tuple[int, int] = Field(default=(3, 5), description="n-gram sizes, on the word wrapped in '<' and '>'")
+    subword_ngrams: NgramRange = Field(default=(3, 5), description="n-gram sizes, on the word wrapped in '<' and '>'")
     subword_max_per_word: int = Field(default=16, gt=0, description="a word keeps its first this many n-grams")
-
-    @field_validator("subword_ngrams")
-    @classmethod
-    def _subword_ngrams(cls, v: tuple[int, int]) -> tuple[int, int]:
-        if not 1 <= v[0] <= v[1] <= 10:
-            raise ValueError("must be (low, high) with 1 <= low <= high <= 10")
-        return v
 
 
 class TrainConfig(Section):

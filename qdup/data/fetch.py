@@ -9,20 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from qdup.config import FetchConfig
-from qdup.data.fetch_cache import (
-    DATA_NAME,
-    CachedDataset,
-    Expected,
-    Validators,
-    entry_dataset,
-    file_digest,
-    store,
-    stream_to_temp,
-    too_large,
-    verified_or_discarded,
-    verify,
-    write_source_index,
-)
+from qdup.data import fetch_cache as cache
+from qdup.data.fetch_cache import CachedDataset, Expected
 from qdup.data.fetch_http import fetch_http
 from qdup.errors import FetchError
 from qdup.fileio import clean_stale_temps, file_lock
@@ -104,18 +92,18 @@ def _fetch_local(
         raise FetchError(f"local dataset {path} (fetch.source {source!r}) is not a regular file")
     size = path.stat().st_size
     if size > cfg.max_bytes:
-        raise too_large(source, size, cfg.max_bytes)
+        raise cache.too_large(source, size, cfg.max_bytes)
     # Always hash: the content behind a path can change, so the path alone cannot key the cache.
     try:
-        sha256, md5 = file_digest(path, "sha256"), file_digest(path, "md5")
+        sha256, md5 = cache.file_digest(path, "sha256"), cache.file_digest(path, "md5")
     except OSError as e:
         raise FetchError(f"cannot read local dataset {path} (fetch.source {source!r}): {e}") from e
-    verify(source, expected, sha256, md5)
+    cache.verify(source, expected, sha256, md5)
     entry = cache_root / sha256
-    if entry.exists() and verified_or_discarded(cache_root, sha256, log) is None:
-        write_source_index(cache_root, source, sha256)
-        log(f"fetch: cache hit for {source} -> {entry / DATA_NAME}")
-        return entry_dataset(cache_root, sha256, source, "hit")
+    if entry.exists() and cache.verified_or_discarded(cache_root, sha256, log) is None:
+        cache.write_source_index(cache_root, source, sha256)
+        log(f"fetch: cache hit for {source} -> {entry / cache.DATA_NAME}")
+        return cache.entry_dataset(cache_root, sha256, source, "hit")
     log(f"fetch: copying {path} into the cache ({size} bytes)")
     try:
         with open(path, "rb") as f:
@@ -126,10 +114,10 @@ def _fetch_local(
                 except OSError as e:
                     raise FetchError(f"cannot read local dataset {path}: {e}") from e
 
-            copied = stream_to_temp(read, source, cache_root, cfg.max_bytes, size, False, log)
+            copied = cache.stream_to_temp(read, source, cache_root, cfg.max_bytes, size, False, log)
     except OSError as e:
         raise FetchError(f"cannot read local dataset {path}: {e}") from e
     try:
-        return store(copied, source, cache_root, expected, {}, Validators(), log)
+        return cache.store(copied, source, cache_root, expected, {}, cache.Validators(), log)
     finally:
         copied.tmp.unlink(missing_ok=True)
