@@ -17,11 +17,42 @@ import keras
 import numpy as np
 
 from qdup.errors import QdupError
-from qdup.fileio import atomic_write_json
+from qdup.fileio import atomic_write_json, read_json
 
 EpochHook = Callable[[int, int, dict[str, float]], None]
 STATE_VERSION = 1
 STATE_FILE = "state.json"
+
+
+def fresh_state(fingerprint: str) -> dict[str, Any]:
+    """The state of a run that has completed no epoch; `fingerprint` names the run (data, configuration, seed)."""
+    return {
+        "version": STATE_VERSION,
+        "fingerprint": fingerprint,
+        "epoch": 0,
+        "checkpoint": None,
+        "best_epoch": None,
+        "best_val_loss": None,
+        "best_checkpoint": None,
+        "wait": 0,
+        "lr_wait": 0,
+        "stopped_early": False,
+        "history": [],
+    }
+
+
+def read_state(ckpt_dir: Path, fingerprint: str, work_dir: Path) -> dict[str, Any] | None:
+    """The committed state in `ckpt_dir` (None: no epoch committed yet); QdupError when it is another run's."""
+    path = ckpt_dir / STATE_FILE
+    if not path.is_file():
+        return None
+    st = read_json(path)
+    if st.get("version") != STATE_VERSION or st.get("fingerprint") != fingerprint:
+        raise QdupError(
+            f"{ckpt_dir} holds checkpoints of a different training run (other data, vocabulary, "
+            f"configuration or seed); delete {work_dir} to train from scratch"
+        )
+    return st
 
 
 def reseed_random_layers(model: keras.Model, seed: int, epoch: int) -> int:

@@ -1,8 +1,10 @@
-"""Train the Siamese LSTM with the triplet loss, checkpointing every epoch so a killed run resumes.
+"""Train the Siamese LSTM encoder, checkpointing every epoch so a killed run resumes.
 
-Label convention: train and val hold duplicates only (is_duplicate 1 = same intent); each batch's
-other pairs serve as its negatives (see `qdup.model.losses.TripletLoss`).
+The batches come from `qdup.model.batches` (train and val hold duplicates only; each batch's other pairs are its
+negatives), the checkpoints and their commit point from `qdup.model.checkpoints`; this module composes them with
+the optimizer, the loss and early stopping.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -19,7 +21,7 @@ import tensorflow as tf
 
 from qdup.config import ModelConfig, TrainConfig
 from qdup.errors import QdupError
-from qdup.fileio import read_json, sha256_json
+from qdup.fileio import sha256_json
 from qdup.log import warn
 from qdup.model.batches import (
     PairArrays,
@@ -31,7 +33,7 @@ from qdup.model.batches import (
     subword_table,
     train_dataset,
 )
-from qdup.model.checkpoints import STATE_FILE, STATE_VERSION, Checkpointer, EpochHook, load_checkpoint, save_keras_atomic
+from qdup.model.checkpoints import Checkpointer, EpochHook, fresh_state, load_checkpoint, read_state, save_keras_atomic
 from qdup.model.exported import ENCODER_FILE
 from qdup.model.losses import InBatchSoftmaxLoss, TripletLoss
 from qdup.model.network import build_encoder, build_siamese
@@ -203,7 +205,6 @@ def train_model(
         init_sha = hashlib.sha256(Path(init_encoder).read_bytes()).hexdigest()
         fingerprint = sha256_json({"run": fingerprint, "init_encoder": init_sha})
         facts["init_encoder_sha256"] = init_sha
-    state_path = ckpt_dir / STATE_FILE
 
     keras.utils.set_random_seed(seed)
     if train_cfg.deterministic:
@@ -211,13 +212,8 @@ def train_model(
         # the cuDNN LSTM and the embedding gradient's scatter-add; CPU training is already bit-identical).
         tf.config.experimental.enable_op_determinism()
     resumed_from: int | None = None
-    if state_path.is_file():
-        st = read_json(state_path)
-        if st.get("version") != STATE_VERSION or st.get("fingerprint") != fingerprint:
-            raise QdupError(
-                f"{ckpt_dir} holds checkpoints of a different training run (other data, vocabulary, "
-                f"configuration or seed); delete {work_dir} to train from scratch"
-            )
+    st = read_state(ckpt_dir, fingerprint, work_dir)
+    if st is not None:
         done = st["stopped_early"] or st["epoch"] >= total
         if done and (work_dir / ENCODER_FILE).is_file():
             log(f"training already complete at epoch {st['epoch']}; best epoch {st['best_epoch']}")
@@ -226,19 +222,7 @@ def train_model(
         warn(log, f"resuming from epoch {resumed_from}, the last checkpoint of an interrupted run of this training")
         model = load_checkpoint(ckpt_dir / st["checkpoint"])
     else:
-        st = {
-            "version": STATE_VERSION,
-            "fingerprint": fingerprint,
-            "epoch": 0,
-            "checkpoint": None,
-            "best_epoch": None,
-            "best_val_loss": None,
-            "best_checkpoint": None,
-            "wait": 0,
-            "lr_wait": 0,
-            "stopped_early": False,
-            "history": [],
-        }
+        st = fresh_state(fingerprint)
         encoder = build_encoder(vocab_size, model_cfg)
         if init_encoder is not None:
             start_from = keras.saving.load_model(init_encoder, safe_mode=True, compile=False)
