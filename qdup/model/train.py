@@ -34,9 +34,10 @@ from qdup.model.batches import (
     train_dataset,
 )
 from qdup.model.checkpoints import Checkpointer, EpochHook, fresh_state, load_checkpoint, read_state, save_keras_atomic
-from qdup.model.exported import ENCODER_FILE
 from qdup.model.losses import InBatchSoftmaxLoss, TripletLoss
 from qdup.model.network import build_encoder, build_siamese
+
+ENCODER_FILE = "encoder.keras"
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ from qdup.errors import QdupError
 from qdup.fileio import sha256_file
 from qdup.log import LogFn, stderr_log
 from qdup.model import train, vocab
-from qdup.model.exported import ENCODER_FILE
 
+ENCODER_FILE = "encoder.keras"
 # The splits whose questions are pre-trained on: the train region only (never val, calibration or test text).
 SOURCE_SPLITS = ("train", "negatives")
 

@@ -14,8 +14,8 @@ from qdup.data.splits import read_split
 from qdup.errors import QdupError
 from qdup.fileio import sha256_file
 from qdup.log import LogFn, stderr_log
-from qdup.model.exported import ENCODER_FILE
 
+ENCODER_FILE = "encoder.keras"
 NEGATIVES_FILE = "negatives.parquet"
 
 
