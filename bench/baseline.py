@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from bench.harness.procs import cpu_seconds
+
 
 def build_baseline(vocabulary: list[str], model_cfg: Any):
     """(siamese, encoder) on string inputs; `vocabulary` is the full token list (padding and OOV first)."""
@@ -99,10 +101,10 @@ def _metrics(y_cal, s_cal, y_test, s_test, reference: float) -> dict[str, Any]:
     }
 
 
-def run(p, ctx, capped_splits: Callable[[Any], Path], cpu_seconds: Callable[[], float]) -> None:
+def run(p, ctx, capped_splits: Callable[[Any], Path]) -> None:
     """Train the baseline on the bench's train split, then measure it like qdup's evaluate stage.
 
-    `capped_splits` and `cpu_seconds` are bench.stage's, handed in (bench.stage imports this module).
+    `capped_splits` is bench.stage's, handed in (bench.stage imports this module).
     """
     import keras
     import tensorflow as tf

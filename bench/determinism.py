@@ -14,16 +14,15 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+from bench.harness.results import Run, write_results
+from bench.harness.steps import bench_env, run_step, write_step
 
 
 def _child(mode: str, rows: int, epochs: int, dims: int, out: Path) -> None:
@@ -70,10 +69,10 @@ def _child(mode: str, rows: int, epochs: int, dims: int, out: Path) -> None:
                 "train_wall_s": round(wall, 3),
                 "test_roc_auc": ranking_metrics(test["is_duplicate"].to_numpy(), sim)["roc_auc"],
             })
-    out.write_text(json.dumps({
+    write_step(out, {
         "mode": mode, "threads": threads, "train_pairs": len(train), "test_pairs": len(test),
         "tensorflow": tf.__version__, "keras": keras.__version__, "runs": runs,
-    }))
+    })
 
 
 def _summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -119,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         _child(args.child, args.rows, args.epochs, args.dims, args.child_out)
         return 0
     args.out.mkdir(parents=True, exist_ok=True)
+    run = Run("bench.determinism", argv)
     results = []
     # Interleaved so that a change in machine load hits both modes alike.
     for i in range(args.repeats):
@@ -126,15 +126,15 @@ def main(argv: list[str] | None = None) -> int:
             part = args.out / f"{mode}-{i}.json"
             cmd = [sys.executable, "-m", "bench.determinism", "--out", str(args.out), "--rows", str(args.rows),
                    "--epochs", str(args.epochs), "--dims", str(args.dims), "--child", mode, "--child-out", str(part)]
-            env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-            for key, value in (("TF_NUM_INTRAOP_THREADS", args.intra), ("TF_NUM_INTEROP_THREADS", args.inter)):
-                if value is not None:
-                    env[key] = str(value)
-            subprocess.run(cmd, check=True, cwd=REPO, env=env)
-            results.append(json.loads(part.read_text()))
-    report = {"rows": args.rows, "epochs": args.epochs, "dims": args.dims, "loadavg": os.getloadavg(),
-              "summary": _summarise(results), "processes": results}
-    (args.out / "determinism.json").write_text(json.dumps(report, indent=2))
+            env = bench_env({key: str(value) for key, value in (("TF_NUM_INTRAOP_THREADS", args.intra),
+                                                               ("TF_NUM_INTEROP_THREADS", args.inter)) if value is not None})
+            step = run_step(cmd, part, args.out / f"{mode}-{i}.log", env, timeout_s=24 * 3600)
+            if "error" in step:
+                raise SystemExit(f"bench.determinism: the {mode} process failed: {step['error']}")
+            results.append(step["result"] | {"process": {k: step[k] for k in ("wall_seconds", "cpu_seconds", "ru_maxrss_bytes")}})
+    report = run.finish({"rows": args.rows, "epochs": args.epochs, "dims": args.dims,
+                         "summary": _summarise(results), "processes": results})
+    write_results(args.out, "determinism.json", report)
     print(json.dumps(report["summary"], indent=2))
     return 0
 

@@ -15,61 +15,24 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.load.run import git_commit, qdup_command
-from bench.report import FULL_ROWS, GIB, MIB, table
+from bench.harness.procs import TreeSampler
+from bench.harness.results import Run, page
+from bench.harness.steps import qdup_command
+from bench.harness.tables import GIB, MIB, table, verdict
+from bench.report import FULL_ROWS
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET_BYTES = 4 * GIB
 STAGES = ("fetch", "validate", "drift", "splits", "vocab", "pretrain", "train", "evaluate", "rerank", "retrieval", "export",
           "index", "publish")
-
-
-def tree_rss_bytes(root: int) -> int:
-    """Summed RSS of process `root` and its descendants now (Linux /proc; processes gone meanwhile count 0)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    total, todo = 0, [root]
-    while todo:
-        pid = todo.pop()
-        todo.extend(children.get(pid, []))
-        try:
-            total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        except (OSError, IndexError, ValueError):
-            pass
-    return total
-
-
-class TreeSampler(threading.Thread):
-    """The largest summed RSS of a process tree, sampled every `interval` seconds until `stop`."""
-
-    def __init__(self, root: int, interval: float = 0.1):
-        super().__init__(daemon=True)
-        self.root, self.interval, self.peak = root, interval, 0
-        self.done = threading.Event()
-
-    def run(self) -> None:
-        while not self.done.wait(self.interval):
-            self.peak = max(self.peak, tree_rss_bytes(self.root))
-
-    def stop(self) -> int:
-        self.done.set()
-        self.join()
-        return self.peak
 
 
 def run_flow(work: Path, rows: int, epochs: int) -> dict[str, Any]:
@@ -100,24 +63,20 @@ def run_flow(work: Path, rows: int, epochs: int) -> dict[str, Any]:
             record = json.loads(manifest.read_text())
             stages[stage] = {"seconds": record["seconds"], "peak_rss_bytes": record.get("peak_rss_bytes")}
     stage_peak = max((s["peak_rss_bytes"] or 0 for s in stages.values()), default=0)
-    return {"rows": rows, "epochs": epochs, "command": " ".join(["qdup", *cmd[len(qdup_command()):]]), "seconds": seconds,
+    return {"rows": rows, "epochs": epochs, "flow_command": " ".join(["qdup", *cmd[len(qdup_command()):]]), "seconds": seconds,
             "peak_rss_bytes": max(usage.ru_maxrss * 1024, tree_peak, stage_peak), "ru_maxrss_bytes": usage.ru_maxrss * 1024,
             "tree_sampled_peak_bytes": tree_peak, "stage_peak_bytes": stage_peak, "stages": stages}
 
 
 def render(result: dict[str, Any]) -> str:
     peak = result["peak_rss_bytes"]
-    lines = [
-        "# Whole-flow memory",
-        "",
-        f"`python -m bench.flow_memory --out {result['out']}` at commit {result['commit']}, {result['machine']}.",
-        "",
-        f"`{result['command']}` on {result['rows']:,} generated rows (`qdup demo-data`), a fresh home: every stage ran, "
-        f"in one process (training in a child process of it), in {result['seconds']:.0f} s.",
+    return page("Whole-flow memory", result, [
+        f"`{result.get('flow_command', result['command'])}` on {result['rows']:,} generated rows (`qdup demo-data`), a fresh "
+        f"home: every stage ran, in one process (training in a child process of it), in {result['seconds']:.0f} s.",
         "",
         table(["figure", "target", "measured", "met?"], [[
             "peak RSS of the whole flow (the qdup process and its children together)", "<= 4 GiB", f"{peak / GIB:.2f} GiB",
-            "yes" if peak <= TARGET_BYTES else f"**no** (by {(peak / TARGET_BYTES - 1) * 100:.0f}%)",
+            verdict(peak / GIB, TARGET_BYTES / GIB),
         ]]),
         "",
         *([f"The flow's peak is the largest of: the summed RSS of the process tree sampled every 0.1 s "
@@ -131,9 +90,7 @@ def render(result: dict[str, Any]) -> str:
         table(["stage", "seconds", "process peak RSS while it ran"],
               [[name, f"{s['seconds']:.1f}", "—" if s["peak_rss_bytes"] is None else f"{s['peak_rss_bytes'] / MIB:,.0f} MiB"]
                for name, s in result["stages"].items()]),
-        "",
-    ]
-    return "\n".join(lines)
+    ])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,16 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=2, help="training epochs (memory does not grow with them)")
     p.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one, removed)")
     a = p.parse_args(argv)
+    run = Run("bench.flow_memory", argv)
     with tempfile.TemporaryDirectory(prefix="qdup-flow-memory-") as tmp:
         work = a.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        result = run_flow(work, a.rows, a.epochs)
-    result.update(out=str(a.out.relative_to(REPO) if a.out.is_relative_to(REPO) else a.out), commit=git_commit(),
-                  machine=f"{platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f} after")
-    a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / "flow_memory.json").write_text(json.dumps(result, indent=2) + "\n")
-    (a.out / "flow_memory.md").write_text(render(result))
-    print(render(result))
+        run.save(a.out, "flow_memory.json", run_flow(work, a.rows, a.epochs), "flow_memory.md", render)
     return 0
 
 

@@ -17,38 +17,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import random
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bench.report import latency_summary
-
-REPO = Path(__file__).resolve().parents[1]
+from bench.harness.results import Run, page
+from bench.harness.stats import call_latencies, latency_summary
+from bench.shared_data import distinct_questions
 
 
 def shared_questions(n: int, seed: int) -> tuple[list[str], bool]:
     """`n` distinct real questions (shuffled with `seed`), or generated ones when the shared data is absent."""
-    import pandas as pd
-
-    path = Path(os.environ.get("QDUP_SHARED", REPO.parent / "shared")) / "data" / "quora_real_duplicate_pairs.tsv"
-    if path.is_file():
-        df = pd.read_csv(path, sep="\t", keep_default_na=False, dtype=str)
-        questions = list(dict.fromkeys(q for q in pd.concat([df.question1, df.question2]) if q.strip()))
-        real = True
-    else:
-        from qdup.data.demo import generate_pairs
-
-        df = generate_pairs(max(n, 1000), seed=seed)
-        questions = list(dict.fromkeys(pd.concat([df.question1, df.question2]).tolist()))
-        real = False
+    found = distinct_questions(seed, generated_rows=max(n, 1000))
+    questions = found["questions"]
     random.Random(seed).shuffle(questions)
-    return questions[:n], real
+    return questions[:n], not found["generated"]
 
 
 def _batches(featurizer, texts: list[str], batch: int, masks: bool) -> list[tuple[np.ndarray, ...]]:
@@ -81,12 +67,7 @@ def _measure(name: str, run, batches, texts: list[str], dims: int, reference: np
     # One question at a time, through the width bucket most questions fall in.
     idx, ids, sub, lens = max(batches, key=lambda b: len(b[0]))
     one = (ids[:1], None if sub is None else sub[:1], lens[:1])
-    run(*one)
-    lat = []
-    for _ in range(single):
-        s = time.perf_counter()
-        run(*one)
-        lat.append(time.perf_counter() - s)
+    lat = call_latencies(lambda args: run(*args), [one] * (single + 1), warmup=1)
     result = {"questions_per_s": round(len(texts) / seconds, 1), "first_pass_s": round(warm_s, 2),
               "one_question": latency_summary(lat)}
     if reference is not None:
@@ -224,36 +205,25 @@ def main(argv: list[str] | None = None) -> int:
     store = ArtifactStore(args.store)
     version = store.resolve(args.model)
     model_dir = store.open_version(version) / "model"
+    run = Run("bench.inference", argv)
     texts, real = shared_questions(args.questions, args.seed)
     words = [len(t.split()) for t in texts]
-    started = time.time()
     report: dict[str, Any] = {
-        "command": "python -m bench.inference " + " ".join(argv if argv is not None else __import__("sys").argv[1:]),
-        "commit": subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip(),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_avg_before": os.getloadavg()[0]},
         "version": version, "questions": len(texts), "real_text": real,
         "words_per_question": {"mean": round(float(np.mean(words)), 1), "p90": float(np.percentile(words, 90))},
         "batch": args.batch, "threads": args.threads,
     }
     report["runtimes"] = runtimes(model_dir, texts, args.batch, args.single, args.threads)
     report["in_process"] = in_process(model_dir, texts, args.pairs, args.seed)
-    report["seconds"] = round(time.time() - started, 1)
-    report["machine"]["load_avg_after"] = os.getloadavg()[0]
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "inference.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / "inference.md").write_text(render(report))
-    print(f"wrote {out / 'inference.json'} and {out / 'inference.md'}")
+    run.save(Path(args.out), "inference.json", report, "inference.md", render)
     return 0
 
 
 def render(report: dict[str, Any]) -> str:
     text = "real questions (shared real pairs)" if report["real_text"] else "GENERATED questions (no shared data)"
     lines = [
-        "# Encoder runtimes", "",
-        f"`{report['command']}` at commit {report['commit']}: version {report['version']}, {report['questions']:,} {text} "
-        f"({report['words_per_question']['mean']} words on average), batches of {report['batch']}, {report['threads']} threads, "
-        f"load average {report['machine']['load_avg_before']:.2f} before, {report['machine']['load_avg_after']:.2f} after.", "",
+        f"Version {report['version']}, {report['questions']:,} {text} ({report['words_per_question']['mean']} words on "
+        f"average), batches of {report['batch']}, {report['threads']} threads.", "",
         "| runtime | questions/s | one question p50 ms | max abs diff vs Keras | note |", "|---|---:|---:|---:|---|",
     ]
     for name, r in report["runtimes"].items():
@@ -272,8 +242,8 @@ def render(report: dict[str, Any]) -> str:
     lines += ["", f"In process ({ip['runtime']}), {ip['pairs']:,} random real pairs ({ip['distinct_questions']:,} distinct questions): "
               f"`Predictor.similarity` {ip['similarity_pairs_per_s']:,.0f} pairs/s"
               + (f", `Predictor.decide` (with the reranker) {ip['decide_pairs_per_s']:,.0f} pairs/s" if "decide_pairs_per_s" in ip else "")
-              + ".", ""]
-    return "\n".join(lines)
+              + "."]
+    return page("Encoder runtimes", report, lines)
 
 
 if __name__ == "__main__":

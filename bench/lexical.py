@@ -5,8 +5,9 @@
 #   - char TF-IDF: character 2-5-gram TF-IDF cosine, every query scored against the whole corpus (search before this);
 #   - bm25s stems / bm25s words: qdup's BM25Index (bm25s's eager sparse index), with and without Snowball stemming;
 #   - tantivy stems / tantivy words: tantivy's BM25 (in-memory index, one segment), the same tokens;
-#   - qdup BM25 served: the index search serves (BM25Index.build: k1 1.2, top k found by tantivy's block-max WAND and
-#     rescored exactly); qdup BM25 before: the index served before it (k1 1.5, top k by MaxScore over bm25s's arrays).
+#   - qdup BM25 served: the index search serves (BM25Index.build: k1 1.2, each query word's highest-scoring postings
+#     read to a fixed depth, the best candidates rescored exactly); qdup BM25 exact: the same index with every posting
+#     read (the exact top k), side by side.
 # on two tasks: (1) the retrieval split of the real sample's held-out pairs (the version's own split: retrieval_pairs of
 # its splits, its seed), (2) the real duplicate pairs file (query = question1, relevant = its question2, corpus = every
 # distinct question of the file; queries cut into a validation and a test half by a seeded draw). Dense encodings come
@@ -24,11 +25,12 @@ from typing import Any
 
 import numpy as np
 
-from bench.shared_data import SHARED
+from bench.harness.results import Run, page
+from bench.harness.stats import call_latencies, latency_summary
+from bench.shared_data import REAL_PAIRS, real_pair_codes
 
-REAL_PAIRS = SHARED / "data" / "quora_real_duplicate_pairs.tsv"
 KINDS = ("char TF-IDF", "bm25s stems", "bm25s words", "tantivy stems", "tantivy words", "qdup BM25 served",
-         "qdup BM25 before")
+         "qdup BM25 exact")
 
 
 class TantivyIndex:
@@ -101,16 +103,11 @@ class TantivyIndex:
         return self.query_pair_scores([self.texts[int(q)] for q in queries], candidates)
 
 
-def bm25_before(texts):
-    """qdup's BM25 index as served before tantivy found its top k: k1 = 1.5, MaxScore over bm25s's arrays."""
-    import bm25s
+def bm25_exact(texts):
+    """qdup's BM25 index reading every posting of each query word: the exact top k the served index approximates."""
+    from qdup.search.bm25 import BM25Index
 
-    from qdup.search.bm25 import _WORD, BM25Index, _stemmer, bm25_matrix
-
-    retriever = bm25s.BM25(k1=1.5, b=0.75, method="lucene")
-    retriever.scores, retriever.vocab_dict = bm25_matrix([_stemmer().stemWords(_WORD.findall(t.lower())) for t in texts], k1=1.5)
-    retriever.nonoccurrence_array = None
-    return BM25Index(retriever, texts)
+    return BM25Index.build(texts, postings_per_term=max(1, len(texts)))
 
 
 def builder(kind: str):
@@ -121,7 +118,7 @@ def builder(kind: str):
         "char TF-IDF": CharTfidfIndex,
         "bm25s stems": BM25Index.build,
         "qdup BM25 served": BM25Index.build,
-        "qdup BM25 before": bm25_before,
+        "qdup BM25 exact": bm25_exact,
         "bm25s words": lambda texts: BM25Index.build(texts, stem=False),
         "tantivy stems": lambda texts: TantivyIndex(texts, True),
         "tantivy words": lambda texts: TantivyIndex(texts, False),
@@ -130,19 +127,13 @@ def builder(kind: str):
 
 def real_pairs_split(max_queries: int, seed: int):
     """Task 2 as a RetrievalSplit: question1 queries (halves by a seeded draw), each relevant to its question2 only."""
-    import pandas as pd
-
     from qdup.search.retrieval import QuerySet, RetrievalSplit
 
-    df = pd.read_csv(REAL_PAIRS, sep="\t", keep_default_na=False, dtype=str)
-    codes, corpus = pd.factorize(pd.concat([df.question1, df.question2]), sort=False)
-    q1, q2 = codes[: len(df)], codes[len(df):]
-    keep = q1 != q2
-    q1, q2 = q1[keep], q2[keep]
+    corpus, q1, q2 = real_pair_codes()
     order = np.random.default_rng(seed).permutation(len(q1))[: 2 * max_queries]
     halves = order[:max_queries], order[max_queries:]
     parts = [QuerySet(q1[h].astype(np.int64), [np.array([b], dtype=np.int64) for b in q2[h]]) for h in halves]
-    return RetrievalSplit([str(t) for t in corpus], np.zeros(len(corpus), dtype=np.int64), parts[0], parts[1])
+    return RetrievalSplit(corpus, np.zeros(len(corpus), dtype=np.int64), parts[0], parts[1])
 
 
 def sample_split(home: Path, version: str, seed: int, max_queries: int):
@@ -158,16 +149,7 @@ def sample_split(home: Path, version: str, seed: int, max_queries: int):
 
 
 def latency(lexical, queries: list[str], k: int = 100) -> dict[str, float]:
-    from bench.report import latency_summary
-
-    for q in queries[:20]:
-        lexical.search([q], k)
-    times = []
-    for q in queries[20:]:
-        t0 = time.perf_counter()
-        lexical.search([q], k)
-        times.append(time.perf_counter() - t0)
-    return latency_summary(times)
+    return latency_summary(call_latencies(lambda q: lexical.search([q], k), queries, warmup=20))
 
 
 def measure(split, embeddings: np.ndarray, kinds: tuple[str, ...], timing_queries: list[str] | None) -> dict[str, Any]:
@@ -193,8 +175,7 @@ def measure(split, embeddings: np.ndarray, kinds: tuple[str, ...], timing_querie
 
 
 def render(r: dict[str, Any]) -> str:
-    lines = ["# Lexical side of hybrid search, compared", "", f"Command: `{r['command']}`", "",
-             f"Dense encodings: version {r['version']} of the store in --home. MRR@10 and recall on the test part; the "
+    lines = [f"Dense encodings: version {r['version']} of the store in --home. MRR@10 and recall on the test part; the "
              "hybrid's form and weight chosen on the validation part (as the retrieval stage does); one query = "
              f"`search([q], 100)` one at a time over task 2's corpus ({r['timing_corpus']:,} questions), p50.", ""]
     for task, title in (("sample", "1. retrieval split of the real sample's held-out pairs"),
@@ -215,7 +196,7 @@ def render(r: dict[str, Any]) -> str:
                 f"{'' if lat is None else f'{lat:.2f}'} |")
         dense = first["dense_test"]
         lines += ["", f"Dense alone: MRR@10 {dense['mrr@10']:.4f}, recall@10 {dense['recall@10']:.4f}.", ""]
-    return "\n".join(lines) + "\n"
+    return page("Lexical side of hybrid search, compared", r, lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -238,18 +219,15 @@ def main(argv: list[str] | None = None) -> int:
     seed = int(manifest["parameters"]["seed"])
     encoder = load_query_encoder(store.open_version(version) / "model")
     kinds = tuple(args.kinds)
-    result: dict[str, Any] = {"command": "python -m bench.lexical " + " ".join(argv if argv is not None else sys.argv[1:]),
-                              "version": version, "seed": seed}
+    run = Run("bench.lexical", argv)
+    result: dict[str, Any] = {"version": version, "seed": seed}
     pairs = real_pairs_split(args.queries, seed)
     timing = [pairs.corpus[int(q)] for q in pairs.test.queries[:300]]
     result["timing_corpus"] = len(pairs.corpus)
     result["real_pairs"] = measure(pairs, encoder.encode(pairs.corpus), kinds, timing)
     sample = sample_split(args.home, version, seed, args.queries)
     result["sample"] = measure(sample, encoder.encode(sample.corpus), kinds, None)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "lexical.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.out / "lexical.md").write_text(render(result))
-    print(render(result))
+    run.save(args.out, "lexical.json", result, "lexical.md", render)
     return 0
 
 

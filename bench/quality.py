@@ -17,108 +17,30 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import sys
 import tempfile
-from collections.abc import Iterator
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from bench.harness.machine import provenance
+from bench.harness.steps import bench_env, qdup_command, run_measured
+from bench.quality_figures import PROTOCOLS, load_protocol, pair_figures, pair_groups, retrieval_figures
 from bench.quality_larger import larger_dataset
-from bench.run import run_measured
+from bench.quality_report import render
 from bench.shared_data import SHARED
-
-REPO = Path(__file__).resolve().parents[1]
-PROTOCOL_FILE = Path(__file__).with_name("quality_protocol.json")
-PROTOCOLS = ("sample", "larger")
-PAIR_METRICS = ("roc_auc", "pr_auc")
-RETRIEVAL_METRICS = ("mrr@10", "ndcg@10", "recall@10")
-# The configuration every other is compared with: the project's defaults before this benchmark's changes.
-REFERENCE_LABEL = "today"
-
-
-def load_protocol() -> dict[str, Any]:
-    return json.loads(PROTOCOL_FILE.read_text())
-
-
-# ---------------------------------------------------------------- cluster bootstrap
-
-
-def cluster_weights(groups: np.ndarray, resamples: int, seed: int) -> Iterator[np.ndarray]:
-    """Per-item weights of each resample of the evaluation's cluster bootstrap (`resample_counts`): whole groups drawn
-    with replacement, an item weighs its group's draws."""
-    from qdup.evaluation.bootstrap import resample_counts
-
-    for block in resample_counts(len(groups), resamples, seed, groups):
-        yield from block
-
-
-def _interval(values: list[float], level: float) -> tuple[float, float]:
-    alpha = (1 - level) / 2
-    low, high = np.quantile(np.asarray(values, dtype=np.float64), [alpha, 1 - alpha])
-    return float(low), float(high)
-
-
-def pair_figures(y: np.ndarray, scores: dict[str, np.ndarray], groups: np.ndarray, boot: dict[str, Any], seed: int,
-                 reference: str = "lexical") -> dict[str, Any]:
-    """ROC-AUC and PR-AUC of every scorer with cluster-bootstrap intervals, and each scorer minus `reference` (paired):
-    the evaluation's own `bootstrap_intervals` and `paired_difference`, on the same resamples for every scorer."""
-    from qdup.evaluation.bootstrap import bootstrap_intervals, paired_difference
-
-    draw = {"resamples": boot["resamples"], "seed": seed, "level": boot["level"], "groups": groups}
-    # The threshold enters accuracy and F1 only, which these figures leave out.
-    threshold = 0.5
-    out: dict[str, Any] = {}
-    for name, s in scores.items():
-        iv = bootstrap_intervals(y, s, threshold, **draw)["metrics"]
-        out[name] = {m: {k: iv[m][k] for k in ("estimate", "low", "high")} for m in PAIR_METRICS}
-        if name != reference and reference in scores:
-            d = paired_difference(y, s, threshold, scores[reference], threshold, "roc_auc", **draw)
-            out[name][f"roc_auc_minus_{reference}"] = {"estimate": d["difference"], "low": d["low"], "high": d["high"]}
-    return out
-
-
-def pair_groups(df: pd.DataFrame) -> np.ndarray:
-    """Cluster of each pair: connected components of its questions (pairs that share a question move together)."""
-    from qdup.data.graph import pair_components
-
-    return pair_components(df["question1"].to_numpy(dtype=object), df["question2"].to_numpy(dtype=object))
-
-
-def retrieval_figures(per_query: dict[str, dict[str, np.ndarray]], groups: np.ndarray, boot: dict[str, Any], seed: int,
-                      reference: str = "lexical") -> dict[str, Any]:
-    """Mean of each per-query metric with a cluster-bootstrap interval, and each method minus `reference` (paired)."""
-    weights = list(cluster_weights(groups, boot["resamples"], seed))
-    out: dict[str, Any] = {}
-    for method, metrics in per_query.items():
-        out[method] = {}
-        for m in RETRIEVAL_METRICS:
-            v = metrics[m]
-            low, high = _interval([float(w @ v / w.sum()) for w in weights], boot["level"])
-            out[method][m] = {"estimate": float(v.mean()), "low": low, "high": high}
-        if method != reference and reference in per_query:
-            d = metrics["mrr@10"] - per_query[reference]["mrr@10"]
-            low, high = _interval([float(w @ d / w.sum()) for w in weights], boot["level"])
-            out[method][f"mrr@10_minus_{reference}"] = {"estimate": float(d.mean()), "low": low, "high": high}
-    return out
-
 
 # ---------------------------------------------------------------- running the pipeline
 
 
 def qdup_run(home: Path, source: Path, n_train: int, n_test: int, config: Path | None, log: Path, timeout_s: float) -> dict[str, Any]:
     """`qdup run` in a fresh process with its own QDUP_HOME; returns the run record and the process's measurements."""
-    exe = Path(sys.executable).parent / "qdup"
-    cmd = [str(exe) if exe.is_file() else sys.executable, *([] if exe.is_file() else ["-m", "qdup.cli"]),
-           "run", "--source", str(source), "--n-train", str(n_train), "--n-test", str(n_test)]
+    cmd = [*qdup_command(), "run", "--source", str(source), "--n-train", str(n_train), "--n-test", str(n_test)]
     if config is not None:
         cmd += ["--config", str(config)]
-    env = {**os.environ, "QDUP_HOME": str(home), "PREFECT_HOME": str(home / "prefect"), "PYTHONUNBUFFERED": "1",
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env = bench_env({"QDUP_HOME": str(home), "PREFECT_HOME": str(home / "prefect")})
     print(f"[quality] qdup run on {source.name} ({n_train:,} + {n_test:,} rows), log {log}", flush=True)
     measured = run_measured(cmd, log, env, timeout_s)
     records = sorted((home / "runs" / "history").glob("*/run.json"))
@@ -285,113 +207,6 @@ def run_larger(proto: dict[str, Any], work: Path, config: Path | None, timeout_s
     return result
 
 
-# ---------------------------------------------------------------- report
-
-
-def _fig(f: dict[str, Any] | None, signed: bool = False) -> str:
-    if not f:
-        return "—"
-    fmt = "{:+.4f}" if signed else "{:.4f}"
-    return f"{fmt.format(f['estimate'])} ({fmt.format(f['low'])} – {fmt.format(f['high'])})"
-
-
-def test_frame(proto: dict[str, Any], name: str) -> pd.DataFrame:
-    """The test pairs of a protocol, in the pipeline's test-split order: in both, the sample's test rows."""
-    p = proto["sample"] if name == "sample" else proto["larger"]
-    n_train = p["n_train"] if name == "sample" else p["sample_n_train"]
-    n_test = p["n_test"] if name == "sample" else p["sample_n_test"]
-    sample = pd.read_csv(SHARED / "data" / proto["sample"]["file"], sep="\t", keep_default_na=False)
-    return sample.iloc[n_train: n_train + n_test].reset_index(drop=True)
-
-
-def versus(results: dict[str, dict[str, Any]], proto: str, reference: str, boot: dict[str, Any], seed: int) -> list[str]:
-    """Rows: each configuration's encoder (and reranker) ROC-AUC minus `reference`'s encoder on the same test pairs,
-    with a paired cluster-bootstrap interval: reported only, never what a default is chosen by (`chosen`)."""
-    ref = results.get(reference, {}).get(proto)
-    if not ref or "test_scores" not in ref:
-        return []
-    test = test_frame(load_protocol(), proto)
-    if len(test) != len(ref["test_scores"]["encoder"]):
-        return []
-    y = test["is_duplicate"].to_numpy(dtype=np.int64)
-    rows = []
-    for label, r in results.items():
-        if label == reference or proto not in r or "test_scores" not in r[proto]:
-            continue
-        for scorer in ("encoder", "reranker"):
-            if scorer not in r[proto]["test_scores"]:
-                continue
-            scores = {"new": np.asarray(r[proto]["test_scores"][scorer]), "old": np.asarray(ref["test_scores"]["encoder"])}
-            f = pair_figures(y, scores, pair_groups(test), boot, seed, reference="old")["new"]["roc_auc_minus_old"]
-            rows.append(f"| {label} {scorer} − {reference} encoder | {_fig(f, True)} |")
-    return rows
-
-
-def chosen(results: dict[str, dict[str, Any]], proto: str) -> str | None:
-    """The configuration a default is taken from: the best calibration ROC-AUC, ties broken by the best selection-part
-    MRR@10 of any method; test figures play no part."""
-    have = {label: r[proto]["selection"] for label, r in results.items() if proto in r and r[proto].get("selection")}
-    if not have:
-        return None
-    return max(have, key=lambda k: (have[k]["calibration_roc_auc"], max(have[k]["retrieval_val_mrr@10"].values(), default=0.0)))
-
-
-def render(results: dict[str, dict[str, Any]]) -> str:
-    lines = ["# Real-data quality benchmark", "",
-             "`python -m bench.quality --out bench/results/quality [--protocol sample|larger] [--config FILE.json] [--label NAME]`; "
-             "protocol decisions in [bench/quality_protocol.json](../../quality_protocol.json). Figures: estimate (95% cluster-bootstrap "
-             "interval, 1,000 resamples of whole duplicate clusters).", ""]
-    for proto in PROTOCOLS:
-        have = {label: r[proto] for label, r in results.items() if proto in r}
-        if not have:
-            continue
-        lines += [f"## {proto}", "", "Pairs (test split):", "",
-                  "| configuration | scorer | ROC-AUC | PR-AUC | ROC-AUC − lexical |", "|---|---|---|---|---|"]
-        for label, r in have.items():
-            for scorer, f in r["pairs"].items():
-                lines.append(f"| {label} | {scorer} | {_fig(f['roc_auc'])} | {_fig(f['pr_auc'])} | {_fig(f.get('roc_auc_minus_lexical'), True)} |")
-        lines += ["", "Retrieval (test queries):", "",
-                  "| configuration | method | MRR@10 | nDCG@10 | recall@10 | MRR@10 − lexical |", "|---|---|---|---|---|---|"]
-        for label, r in have.items():
-            for method, f in r["retrieval"].items():
-                mark = " (search default)" if method == r.get("search_default") else ""
-                lines.append(f"| {label} | {method}{mark} | {_fig(f['mrr@10'])} | {_fig(f['ndcg@10'])} | {_fig(f['recall@10'])} "
-                             f"| {_fig(f.get('mrr@10_minus_lexical'), True)} |")
-        lines += ["", "Selection figures (what configurations are chosen by; never test):", "",
-                  "| configuration | calibration ROC-AUC (encoder) | selection-part MRR@10: dense / lexical / hybrid |", "|---|---|---|"]
-        for label, r in have.items():
-            sel = r.get("selection")
-            if sel:
-                mrr = " / ".join(f"{v:.4f}" for v in sel["retrieval_val_mrr@10"].values())
-                lines.append(f"| {label} | {sel['calibration_roc_auc']:.4f} | {mrr} |")
-        if (best := chosen(results, proto)) is not None:
-            lines += ["", f"Chosen on these selection figures alone: `{best}`."]
-        lines += ["", "| configuration | training s | epochs (best) | whole run s (CPU s) | peak RSS GiB | scoring pairs/s (per CPU s) | measured |",
-                  "|---|---|---|---|---|---|---|"]
-        for label, r in have.items():
-            t = r["training"]
-            pre = f" + pretrain {t['pretrain_seconds']}" if "pretrain_seconds" in t else ""
-            sc = r.get("scoring")
-            score = f"{sc['pairs_per_s']:,} ({sc['pairs_per_cpu_s']:,})" if sc else "—"
-            lines.append(f"| {label} | {t['train_seconds']}{pre} | {t['epochs_run']} ({t['best_epoch']}) | {t['run_wall_seconds']} "
-                         f"({t['run_cpu_seconds']}) | {t['peak_rss_gib']} | {score} | {results[label]['meta']['finished'][:16]}, "
-                         f"load {results[label]['meta']['load_before']} |")
-        diffs = versus(results, proto, REFERENCE_LABEL, load_protocol()["bootstrap"], load_protocol()["seed"])
-        if diffs:
-            lines += ["", f"Test ROC-AUC against `{REFERENCE_LABEL}`'s encoder (paired, same resamples):", "",
-                      "| comparison | difference (95% interval) |", "|---|---|", *diffs]
-        if proto == "larger":
-            c = next(iter(have.values()))["data"]
-            lines += ["", f"Larger data: {c['rows']:,} rows ({c['train_shared_pairs']:,} shared training-cluster pairs, "
-                      f"{c['drawn_negatives']:,} drawn negatives, {c['sample_training_rows_kept']:,} sample training-range rows, "
-                      f"{c['n_test']:,} sample test rows); {c['test_clusters']:,} of {c['shared_clusters']:,} clusters held out; "
-                      f"retrieval: {c['queries']:,} queries against {c['corpus']:,} questions."]
-        lines.append("")
-    for label, r in results.items():
-        lines.append(f"- `{label}`: config {r['meta']['config'] or 'defaults'}; commit {r['meta']['commit']}")
-    return "\n".join(lines) + "\n"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("bench/results/quality"), help="folder of <label>.json and quality.md")
@@ -411,15 +226,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     work = args.work or Path(tempfile.mkdtemp(prefix="qdup-quality-"))
     config = args.config.resolve() if args.config else None
-    import subprocess
-
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
     result: dict[str, Any] = {"meta": {
         "label": args.label, "config": str(args.config) if args.config else None,
-        "config_json": json.loads(args.config.read_text()) if args.config else None, "commit": commit,
-        "started": dt.datetime.now(dt.UTC).isoformat(), "load_before": round(os.getloadavg()[0], 2),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores", "python": platform.python_version(),
-        "tensorflow": metadata.version("tensorflow"), "work": str(work)}}
+        "config_json": json.loads(args.config.read_text()) if args.config else None,
+        **provenance("bench.quality", argv), "load_before": round(os.getloadavg()[0], 2), "work": str(work)}}
     for name in args.protocol or PROTOCOLS:
         run = run_sample if name == "sample" else run_larger
         result[name] = run(proto, work, config, proto["timeout_s"])

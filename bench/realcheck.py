@@ -10,30 +10,19 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.shared_data import SHARED
+from bench.harness.results import Run, page
+from bench.shared_data import REAL_PAIRS, SAMPLE, real_pair_codes, train_on_sample
 
-REAL_PAIRS = SHARED / "data" / "quora_real_duplicate_pairs.tsv"
-SAMPLE = SHARED / "data" / "quora_duplicate_questions_first10k.tsv"
 METHODS = ("dense", "lexical", "hybrid")
-
-
-def train(home: Path) -> None:
-    env = {**os.environ, "QDUP_HOME": str(home)}
-    cmd = [sys.executable, "-m", "qdup.cli", "run", "--source", str(SAMPLE), "--n-train", "8000", "--n-test", "2000"]
-    subprocess.run(cmd, env=env, check=True)
 
 
 def evaluate(home: Path, k: int = 100) -> dict[str, Any]:
     import numpy as np
-    import pandas as pd
 
     from qdup.registry.store import ArtifactStore
     from qdup.search.encoder import load_query_encoder
@@ -46,12 +35,7 @@ def evaluate(home: Path, k: int = 100) -> dict[str, Any]:
     version = store.resolve("production")
     manifest = store.manifest(version)
     encoder = load_query_encoder(store.open_version(version) / "model")
-    df = pd.read_csv(REAL_PAIRS, sep="\t", keep_default_na=False, dtype=str)
-    codes, corpus = pd.factorize(pd.concat([df.question1, df.question2]), sort=False)
-    q1, q2 = codes[: len(df)], codes[len(df):]
-    keep = q1 != q2
-    q1, q2 = q1[keep], q2[keep]
-    texts = list(corpus)
+    texts, q1, q2 = real_pair_codes()
     t0 = time.perf_counter()
     index = build_index(list(range(len(texts))), texts, encoder.encode(texts), model_version=version,
                         corpus={"file": REAL_PAIRS.name, "count": len(texts)}, ann="exact", seed=0)
@@ -76,7 +60,6 @@ def evaluate(home: Path, k: int = 100) -> dict[str, Any]:
 def render(r: dict[str, Any]) -> str:
     d = r["search_defaults"]
     lines = [
-        "# Real-data retrieval check", "",
         f"Model {r['version']} trained on `{Path(r['trained_on']).name}`; {r['corpus']:,} distinct questions indexed "
         f"from `{REAL_PAIRS.name}`; {r['pairs']:,} queries (question1; relevant: its question2 only).",
         f"Hybrid: {d['hybrid']['method']} (weight {d['hybrid']['weight']}), chosen on the model's retrieval validation part; "
@@ -86,7 +69,7 @@ def render(r: dict[str, Any]) -> str:
     for name, m in r["methods"].items():
         lines.append(f"| {name} | {m['mrr@10']:.4f} | {m['recall@1']:.4f} | {m['recall@10']:.4f} | {m['recall@100']:.4f} "
                      f"| {m['seconds']:.1f} |")
-    return "\n".join(lines) + "\n"
+    return page("Real-data retrieval check", r, lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,13 +83,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
     from qdup.registry.store import ArtifactStore
 
+    run = Run("bench.realcheck", argv)
     if "production" not in ArtifactStore(str(args.home / "store")).aliases():
-        train(args.home)
-    result = evaluate(args.home)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "realcheck.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.out / "realcheck.md").write_text(render(result))
-    print(render(result))
+        train_on_sample(args.home)
+    run.save(args.out, "realcheck.json", evaluate(args.home), "realcheck.md", render)
     return 0
 
 

@@ -1,15 +1,14 @@
-"""Pure helpers of the benchmark: percentiles, split sizes, target checks and the markdown report."""
+"""bench.run's own figures: split sizes, its targets and its Markdown report (pure functions of results.json)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
 from typing import Any
 
-import numpy as np
+from bench.harness.results import header
+from bench.harness.stats import throughput
+from bench.harness.tables import GIB, dig, fmt, limit_row, met_text, mib, table, target_row, targets_table
 
 FULL_ROWS = 404_290
-GIB = 1024**3
-MIB = 1024**2
 # Rows the project's default split needs (300,000 training-range rows + 10,240 test rows).
 DEFAULT_SPLIT_ROWS = 300_000 + 10_240
 # Stage order of the per-stage table; "train" is followed by one row per epoch.
@@ -26,36 +25,6 @@ TARGETS = {
     "batch_pairs_per_s": 10_000.0,
     "peak_rss_bytes": 4 * GIB,
 }
-
-
-# ---------------------------------------------------------------- statistics
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """The q-th percentile (0..100), linear interpolation (numpy's default), with the errors named."""
-    if not values:
-        raise ValueError("percentile of no values")
-    if not 0 <= q <= 100:
-        raise ValueError(f"q must be in [0, 100], got {q}")
-    return float(np.percentile(np.asarray(values, dtype=float), q))
-
-
-def latency_summary(seconds: Sequence[float]) -> dict[str, float]:
-    """p50/p90/p99/mean/min/max in milliseconds of per-call wall times given in seconds."""
-    ms = [1000.0 * s for s in seconds]
-    return {
-        "n": len(ms),
-        "p50_ms": percentile(ms, 50),
-        "p90_ms": percentile(ms, 90),
-        "p99_ms": percentile(ms, 99),
-        "mean_ms": sum(ms) / len(ms),
-        "min_ms": min(ms),
-        "max_ms": max(ms),
-    }
-
-
-def throughput(items: float, seconds: float) -> float | None:
-    return items / seconds if seconds and seconds > 0 else None
 
 
 # ---------------------------------------------------------------- sizes
@@ -76,14 +45,6 @@ def capped_rows(available: int, max_batches: int | None, batch_size: int) -> int
 
 
 # ---------------------------------------------------------------- targets
-
-
-def _get(d: Any, *keys: str) -> Any:
-    for k in keys:
-        if not isinstance(d, dict) or k not in d:
-            return None
-        d = d[k]
-    return d
 
 
 def _stage_ok(stage: Any) -> bool:
@@ -110,20 +71,20 @@ def peak_rss(stages: dict[str, Any]) -> tuple[int | None, str | None]:
 
 def evaluate_targets(results: dict[str, Any], dataset: str = "generated") -> list[dict[str, Any]]:
     """One row per target: name, target text, measured text, met (True/False/None = not measured)."""
-    data = _get(results, "datasets", dataset) or {}
+    data = dig(results, "datasets", dataset) or {}
     stages = data.get("stages") or {}
     rows: list[dict[str, Any]] = []
 
-    cmp_ = _get(data, "training", "comparison") or {}
+    cmp_ = dig(data, "training", "comparison") or {}
     ratio = cmp_.get("speedup")
     acc_q, acc_b = cmp_.get("qdup_test_accuracy"), cmp_.get("baseline_test_accuracy")
     if ratio is None or acc_q is None or acc_b is None:
-        rows.append(_row("training throughput vs baseline", ">= 3.0x at equal or better test accuracy", "not measured", None))
+        rows.append(target_row("training throughput vs baseline", ">= 3.0x at equal or better test accuracy", "not measured", None))
     else:
         diff = acc_q - acc_b
         met = ratio >= TARGETS["train_speedup"] and diff >= -ACCURACY_TOLERANCE
         rows.append(
-            _row(
+            target_row(
                 "training throughput vs baseline",
                 f">= 3.0x at equal or better test accuracy (within {ACCURACY_TOLERANCE:.3f})",
                 f"{ratio:.2f}x; accuracy {acc_q:.4f} vs {acc_b:.4f} ({diff:+.4f})",
@@ -134,33 +95,33 @@ def evaluate_targets(results: dict[str, Any], dataset: str = "generated") -> lis
 
     prep = prep_seconds(stages)
     rows.append(
-        _limit_row(f"validate + splits + vocab ({data.get('rows', 0):,} rows)", "<= 60 s", prep, f"{prep or 0:.1f} s", TARGETS["prep_seconds"], "s")
+        limit_row(f"validate + splits + vocab ({data.get('rows', 0):,} rows)", "<= 60 s", prep, f"{prep or 0:.1f} s", TARGETS["prep_seconds"], "s")
     )
-    warm = _get(results, "warm_rerun", "warm_seconds")
+    warm = dig(results, "warm_rerun", "warm_seconds")
     rows.append(
-        _limit_row("warm re-run (`qdup run`, nothing changed), temporary Prefect server", "<= 15 s end to end", warm, f"{warm or 0:.1f} s",
+        limit_row("warm re-run (`qdup run`, nothing changed), temporary Prefect server", "<= 15 s end to end", warm, f"{warm or 0:.1f} s",
                    TARGETS["warm_rerun_seconds"], "s")
     )
-    served = _get(results, "warm_rerun", "served_seconds")
+    served = dig(results, "warm_rerun", "served_seconds")
     rows.append(
-        _limit_row("warm re-run against a running Prefect server (`PREFECT_API_URL`)", "<= 8 s end to end", served, f"{served or 0:.1f} s",
+        limit_row("warm re-run against a running Prefect server (`PREFECT_API_URL`)", "<= 8 s end to end", served, f"{served or 0:.1f} s",
                    TARGETS["warm_rerun_served_seconds"], "s")
     )
-    p50 = _get(data, "stages", "inference", "info", "single_pair", "p50_ms")
-    p99 = _get(data, "stages", "inference", "info", "single_pair", "p99_ms")
+    p50 = dig(data, "stages", "inference", "info", "single_pair", "p50_ms")
+    p99 = dig(data, "stages", "inference", "info", "single_pair", "p99_ms")
     rows.append(
-        _limit_row(
+        limit_row(
             "single-pair predict latency p50", "<= 5 ms", p50, f"p50 {p50 or 0:.2f} ms (p99 {p99 or 0:.2f} ms)", TARGETS["predict_p50_ms"], "ms"
         )
     )
 
-    batch = _get(data, "stages", "inference", "info", "score_file", "pairs_per_s")
-    sim = _get(data, "stages", "inference", "info", "batch_similarity", "pairs_per_s")
+    batch = dig(data, "stages", "inference", "info", "score_file", "pairs_per_s")
+    sim = dig(data, "stages", "inference", "info", "batch_similarity", "pairs_per_s")
     measured = "not measured" if batch is None else f"{batch:,.0f} pairs/s (score_file)"
     if sim is not None:
         measured += f"; {sim:,.0f} pairs/s (Predictor.similarity)"
     rows.append(
-        _row(
+        target_row(
             "batch scoring throughput",
             ">= 10,000 pairs/s",
             measured,
@@ -171,7 +132,7 @@ def evaluate_targets(results: dict[str, Any], dataset: str = "generated") -> lis
 
     rss, where = peak_rss(stages)
     rows.append(
-        _row(
+        target_row(
             "peak RSS, every stage",
             "<= 4 GiB",
             "not measured" if rss is None else f"max {rss / GIB:.2f} GiB ({where})",
@@ -181,49 +142,7 @@ def evaluate_targets(results: dict[str, Any], dataset: str = "generated") -> lis
     return rows
 
 
-def _over(unit: str, value: float, limit: float) -> str:
-    if value <= limit:
-        return f"{limit - value:.1f} {unit} to spare"
-    return f"{value - limit:.1f} {unit} over ({value / limit:.1f}x the target)"
-
-
-def _limit_row(name: str, target: str, value: float | None, measured: str, limit: float, unit: str) -> dict[str, Any]:
-    """A row for an upper limit; `measured` is shown only when `value` was measured."""
-    if value is None:
-        return _row(name, target, "not measured", None)
-    return _row(name, target, measured, value <= limit, _over(unit, value, limit))
-
-
-def _row(name: str, target: str, measured: str, met: bool | None, margin: str | None = None) -> dict[str, Any]:
-    return {"name": name, "target": target, "measured": measured, "met": met, "margin": margin}
-
-
-def met_text(met: bool | None) -> str:
-    return {True: "yes", False: "**NO**", None: "n/a"}[met]
-
-
 # ---------------------------------------------------------------- markdown
-
-
-def _fmt(v: Any, digits: int = 2) -> str:
-    if v is None:
-        return "—"
-    if isinstance(v, float):
-        return f"{v:,.{digits}f}"
-    if isinstance(v, int):
-        return f"{v:,}"
-    return str(v)
-
-
-def _mib(b: Any) -> str:
-    return "—" if b is None else f"{b / MIB:,.0f}"
-
-
-def table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    for r in rows:
-        lines.append("| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in r) + " |")
-    return "\n".join(lines)
 
 
 def stage_rows(stages: dict[str, Any]) -> list[list[str]]:
@@ -244,32 +163,32 @@ def stage_rows(stages: dict[str, Any]) -> list[list[str]]:
         rows.append(
             [
                 name,
-                _fmt(st.get("seconds")),
-                _fmt(st.get("wall_seconds")),
-                _fmt(st.get("import_seconds")),
-                _mib(st.get("rss_after_imports_bytes")),
-                _mib(peak),
+                fmt(st.get("seconds")),
+                fmt(st.get("wall_seconds")),
+                fmt(st.get("import_seconds")),
+                mib(st.get("rss_after_imports_bytes")),
+                mib(peak),
                 met_text(None if peak is None else peak <= limit),
                 _cpu_load(st),
                 notes,
             ]
         )
         if name == "train":
-            hist = _get(st, "info", "history") or []
-            pairs = _get(st, "info", "train_pairs")
+            hist = dig(st, "info", "history") or []
+            pairs = dig(st, "info", "train_pairs")
             for h in hist:
                 tp = throughput(pairs, h.get("seconds")) if pairs else None
                 rows.append(
                     [
                         f"train epoch {h.get('epoch')}",
-                        _fmt(h.get("seconds")),
+                        fmt(h.get("seconds")),
                         "",
                         "",
                         "",
                         "",
                         "",
                         "",
-                        f"loss {_fmt(h.get('loss'), 3)}, val_loss {_fmt(h.get('val_loss'), 3)}"
+                        f"loss {fmt(h.get('loss'), 3)}, val_loss {fmt(h.get('val_loss'), 3)}"
                         + (f", {tp:,.0f} pairs/s" if tp else ""),
                     ]
                 )
@@ -286,7 +205,7 @@ def _cpu_load(st: dict[str, Any]) -> str:
 
 def _threads(value: Any) -> str:
     if not isinstance(value, dict):
-        return _fmt(value)
+        return fmt(value)
     return " / ".join(str(value.get(k, "?")) for k in ("TF_NUM_INTEROP_THREADS", "TF_NUM_INTRAOP_THREADS"))
 
 
@@ -318,50 +237,25 @@ def training_rows(training: dict[str, Any]) -> list[list[str]]:
             rows.append([label, _threads(qv), _threads(bv)])
             continue
         if isinstance(qv, list):
-            qv = ", ".join(_fmt(x, digits) for x in qv)
+            qv = ", ".join(fmt(x, digits) for x in qv)
         else:
-            qv = _fmt(qv, digits) if isinstance(qv, float) else _fmt(qv)
+            qv = fmt(qv, digits) if isinstance(qv, float) else fmt(qv)
         if isinstance(bv, list):
-            bv = ", ".join(_fmt(x, digits) for x in bv)
+            bv = ", ".join(fmt(x, digits) for x in bv)
         else:
-            bv = _fmt(bv, digits) if isinstance(bv, float) else _fmt(bv)
+            bv = fmt(bv, digits) if isinstance(bv, float) else fmt(bv)
         rows.append([label, qv, bv])
     return rows
 
 
 def render_markdown(results: dict[str, Any]) -> str:
     """The whole report: machine, targets, and per data set the stages, training, inference."""
-    out: list[str] = ["# qdup benchmark", ""]
-    out.append(f"Command: `{results.get('command', '?')}`  ")
-    out.append(f"Started {results.get('started', '?')}, took {_fmt(results.get('total_seconds'), 0)} s.")
+    m = results.get("machine") or {}
+    out: list[str] = ["# qdup benchmark", "", *header(results),
+                      f"Python {m.get('python', '?')}, TensorFlow {m.get('tensorflow', '?')}, Keras {m.get('keras', '?')}."]
     if results.get("quick"):
         out += ["", "**Quick (smoke) run: tiny sizes; the targets refer to the full 404,290-row scale.**"]
-    m = results.get("machine") or {}
-    out += ["", "## Machine", ""]
-    out.append(
-        table(
-            ["CPU", "cores (usable)", "RAM", "Python", "TensorFlow", "Keras", "load avg at start / end"],
-            [
-                [
-                    m.get("cpu_model", "?"),
-                    f"{m.get('cpu_count', '?')} ({m.get('usable_cores', '?')})",
-                    f"{_fmt(m.get('ram_gib'), 1)} GiB",
-                    m.get("python", "?"),
-                    m.get("tensorflow", "?"),
-                    m.get("keras", "?"),
-                    f"{m.get('loadavg_start', '?')} / {m.get('loadavg_end', '?')}",
-                ]
-            ],
-        )
-    )
-
-    out += ["", "## Targets (generated data set)", ""]
-    out.append(
-        table(
-            ["target", "wanted", "measured", "met?", "margin"],
-            [[t["name"], t["target"], t["measured"], met_text(t["met"]), t.get("margin") or ""] for t in results.get("targets", [])],
-        )
-    )
+    out += ["", "## Targets (generated data set)", "", targets_table(results.get("targets", []))]
 
     for ds_name, data in (results.get("datasets") or {}).items():
         out += ["", f"## Data set `{ds_name}`", ""]
@@ -369,8 +263,8 @@ def render_markdown(results: dict[str, Any]) -> str:
             out.append(f"Skipped: {data['skipped']}")
             continue
         out.append(
-            f"{_fmt(data.get('rows'))} rows, {_fmt(data.get('bytes'))} bytes, source `{data.get('source_note', '?')}`"
-            + (f"; generated in {_fmt(data.get('generate_seconds'), 1)} s" if data.get("generate_seconds") is not None else "")
+            f"{fmt(data.get('rows'))} rows, {fmt(data.get('bytes'))} bytes, source `{data.get('source_note', '?')}`"
+            + (f"; generated in {fmt(data.get('generate_seconds'), 1)} s" if data.get("generate_seconds") is not None else "")
             + "."
         )
         if data.get("split_rows"):
@@ -411,20 +305,20 @@ def render_markdown(results: dict[str, Any]) -> str:
                     + (f"; per CPU-second (last epoch) {c['speedup_cpu_last_epoch']:.2f}x" if c.get("speedup_cpu_last_epoch") else "")
                     + "."
                 )
-        inf = _get(data, "stages", "inference", "info")
+        inf = dig(data, "stages", "inference", "info")
         if inf:
             out += ["", "### Inference (warm process)", ""]
             sp, raw = inf.get("single_pair") or {}, inf.get("single_pair_graph_only") or {}
             rows = [
-                ["single pair, `Predictor.similarity([q1], [q2])`", f"p50 {_fmt(sp.get('p50_ms'))} ms", f"p99 {_fmt(sp.get('p99_ms'))} ms", f"n={sp.get('n')}"],
-                ["single pair, compiled graph only (`_run`)", f"p50 {_fmt(raw.get('p50_ms'))} ms", f"p99 {_fmt(raw.get('p99_ms'))} ms", f"n={raw.get('n')}"],
+                ["single pair, `Predictor.similarity([q1], [q2])`", f"p50 {fmt(sp.get('p50_ms'))} ms", f"p99 {fmt(sp.get('p99_ms'))} ms", f"n={sp.get('n')}"],
+                ["single pair, compiled graph only (`_run`)", f"p50 {fmt(raw.get('p50_ms'))} ms", f"p99 {fmt(raw.get('p99_ms'))} ms", f"n={raw.get('n')}"],
             ]
             for key, label in (
                 ("batch_similarity", "`Predictor.similarity`"),
                 ("score_file", "`score_file` (TSV -> Parquet)"),
             ):
                 b = inf.get(key) or {}
-                rows.append([f"batch, {label}", f"{_fmt(b.get('pairs_per_s'), 0)} pairs/s", f"{_fmt(b.get('seconds'))} s", f"{_fmt(b.get('pairs'))} pairs"])
+                rows.append([f"batch, {label}", f"{fmt(b.get('pairs_per_s'), 0)} pairs/s", f"{fmt(b.get('seconds'))} s", f"{fmt(b.get('pairs'))} pairs"])
             out.append(table(["what", "", "", ""], rows))
     warm = results.get("warm_rerun") or {}
     if warm:
@@ -437,8 +331,8 @@ def render_markdown(results: dict[str, Any]) -> str:
             out.append(
                 table(
                     ["run", "exit", "seconds end to end"],
-                    [["first (cold: trains)", warm.get("cold_rc"), _fmt(warm.get("cold_seconds"), 1)],
-                     ["second (warm: nothing changed)", warm.get("warm_rc"), _fmt(warm.get("warm_seconds"), 1)]],
+                    [["first (cold: trains)", warm.get("cold_rc"), fmt(warm.get("cold_seconds"), 1)],
+                     ["second (warm: nothing changed)", warm.get("warm_rc"), fmt(warm.get("warm_seconds"), 1)]],
                 )
             )
             tl = warm.get("warm_timeline") or []

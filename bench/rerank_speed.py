@@ -21,19 +21,18 @@ import argparse
 import cProfile
 import importlib.util
 import io
-import json
 import pstats
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 
-from bench.search import REAL_PAIRS, REPO
+from bench.harness.results import Run, page
+from bench.shared_data import REAL_PAIRS, REPO
 
 SEED = 20261201
 SMALL_CALLS = (1, 32, 256)
@@ -65,15 +64,6 @@ def module_at(rev: str) -> ModuleType:
     sys.modules[name] = module  # dataclasses look their module up
     exec(compile(src, f"{rev}:qdup/evaluation/reranker.py", "exec"), module.__dict__)
     return module
-
-
-def best(fn: Callable[[], Any], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def measure(module: ModuleType, model: Path, pairs: tuple, new: tuple) -> dict[str, float]:
@@ -146,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from qdup.evaluation import reranker as current
 
+    run = Run("bench.rerank_speed", argv)
     q1, q2, cos = pairs = real_pairs(args.pairs)
     new = real_pairs(sum(SMALL_PAIRS.values()), offset=args.pairs)
     impls = {"this checkout": current}
@@ -180,14 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     if "same_scores" in result:
         s = result["same_scores"]
         lines += ["", f"Same scores: {s['equal']:,} of {s['of']:,} equal (max |difference| {s['max_abs_difference']:.3g})."]
-    text = "\n".join(lines)
-    print(text)
+    run.save(args.out, "rerank_speed.json", result, "rerank_speed.md", lambda r: page("Reranker speed", r, lines))
     if args.profile:
         print("\nProfile of a cold call (this checkout):\n" + profile(current, args.model, q1, q2, cos))
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "rerank_speed.json").write_text(json.dumps(result, indent=2) + "\n")
-        (args.out / "rerank_speed.md").write_text(text + "\n")
     return 0
 
 

@@ -13,6 +13,8 @@ import json
 import sys
 from pathlib import Path
 
+from bench.harness.results import Run, page
+
 CANDIDATES = (
     {},
     {"max_iter": 400, "learning_rate": 0.03},
@@ -33,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--home", type=Path, required=True, help="QDUP_HOME holding a completed run")
     parser.add_argument("--out", type=Path, help="also write the table here (Markdown)")
     args = parser.parse_args(argv)
+    run = Run("bench.rerank_tuning", argv)
     from dataclasses import asdict, replace
 
     from sklearn.metrics import roc_auc_score
@@ -70,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         aucs = [roc_auc_score(y, out_of_fold_scores(x, y, groups, params, RerankConfig().folds, s)) for s in FOLD_SEEDS]
         lines.append(f"| {change or 'defaults'} | {' / '.join(f'{a:.4f}' for a in aucs)} | {sum(aucs) / len(aucs):.4f} |")
         print(lines[-1], flush=True)
-    text = (f"Calibration: {len(y):,} pairs of the run at {record['run_dir']}; current defaults {asdict(base)}\n\n" + "\n".join(lines) + "\n")
+    text = page("Reranker settings by out-of-fold calibration ROC-AUC", run.finish(), [
+        f"Calibration: {len(y):,} pairs of the run at {record['run_dir']}; current defaults {asdict(base)}", "", *lines])
     if args.out:
         args.out.write_text(text)
     return 0

@@ -14,23 +14,15 @@ probabilities on all pairs. The 1-minute load average before the rounds is recor
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-
-def per_call_us(fn: Callable[[np.ndarray], Any], x: np.ndarray) -> float:
-    """Mean microseconds of one call on `x`, over enough calls to last a few milliseconds at least."""
-    calls = max(20, 2000 // len(x))
-    t = time.perf_counter()
-    for _ in range(calls):
-        fn(x)
-    return (time.perf_counter() - t) / calls * 1e6
+from bench.harness.results import Run, page
+from bench.harness.stats import mean_call_us
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
+    run = Run("bench.reranker_scoring", argv)
 
     import treelite
 
@@ -88,23 +81,17 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(args.repeats):
         for name, fn in timed.items():
             for key, rows in (("one_pair_us", x[:1]), ("pairs_1000_us", x[:1000])):
-                best[name][key] = min(best[name][key], per_call_us(fn, rows))
+                best[name][key] = min(best[name][key], mean_call_us(fn, rows))
     for name, fn in runtimes.items():
         result["runtimes"][name] = {"error": fn} if isinstance(fn, str) else {
             **{k: round(v, 1) for k, v in best[name].items()}, "max_abs_difference": float(np.max(np.abs(fn(x) - want)))}
-    lines = [f"Reranker trees ({result['trees']} trees of up to {params.max_leaf_nodes} leaves), microseconds per call "
-             f"(best of {args.repeats}); python -m bench.reranker_scoring", "",
-             "| runtime | 1 pair | 1,000 pairs | max abs difference from scikit-learn |", "|---|---:|---:|---:|"]
+    lines = [f"{result['trees']} trees of up to {params.max_leaf_nodes} leaves, microseconds per call (best of {args.repeats}).",
+             "", "| runtime | 1 pair | 1,000 pairs | max abs difference from scikit-learn |", "|---|---:|---:|---:|"]
     for name, r in result["runtimes"].items():
         lines.append(f"| {name} | {r['one_pair_us']:,} | {r['pairs_1000_us']:,} | {r['max_abs_difference']:.3g} |"
                      if "error" not in r else f"| {name} | fails: {r['error']} | | |")
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        # Results writing as the other bench scripts do it (a shared bench harness is separate work).
-        args.out.mkdir(parents=True, exist_ok=True)
-        for name, body in (("reranker_scoring.json", json.dumps(result, indent=2)), ("reranker_scoring.md", text)):
-            (args.out / name).write_text(body + "\n")
+    run.save(args.out, "reranker_scoring.json", result, "reranker_scoring.md",
+             lambda r: page("Reranker tree scoring runtimes", r, lines))
     return 0
 
 

@@ -9,37 +9,26 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import datetime as dt
 import functools
 import http.server
 import json
 import os
-import platform
-import re
-import shlex
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
-import time
-from collections.abc import Iterator
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench.report import (
-    FULL_ROWS,
-    evaluate_targets,
-    render_markdown,
-    split_counts,
-    throughput,
-)
+from bench.harness.results import Run, write_results
+from bench.harness.stats import throughput
+from bench.harness.steps import bench_env, qdup_command, run_measured, run_step, say
+from bench.report import FULL_ROWS, evaluate_targets, render_markdown, split_counts
+from bench.shared_data import SHARED
+from bench.warm_rerun import RERUN_MODEL, warm_rerun
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_SAMPLE = REPO.parent / "shared" / "data" / "quora_duplicate_questions_first10k.tsv"
+SHARED_SAMPLE = SHARED / "data" / "quora_duplicate_questions_first10k.tsv"
 # Stages in pipeline order, and what each needs to have succeeded first.
 PIPELINE = ("fetch", "validate", "splits", "vocab", "train", "evaluate", "export", "publish", "inference", "baseline")
 NEEDS = {
@@ -53,58 +42,6 @@ NEEDS = {
     "inference": ("export",),
     "baseline": ("vocab",),
 }
-# Model of the `qdup run` used for the warm re-run: small, so that the first (cold) run stays short.
-RERUN_MODEL = {"embedding_dim": 32, "lstm_units": 32}
-
-
-def _say(msg: str) -> None:
-    print(f"[bench {dt.datetime.now():%H:%M:%S}] {msg}", file=sys.stderr, flush=True)
-
-
-# ---------------------------------------------------------------- machine
-
-
-def machine_info() -> dict[str, Any]:
-    info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version()}
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        models = re.findall(r"^model name\s*:\s*(.+)$", text, re.M)
-        info["cpu_model"] = models[0].strip() if models else platform.processor()
-        flags = re.search(r"^flags\s*:\s*(.+)$", text, re.M)
-        if flags:
-            info["cpu_simd"] = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile") if f in flags.group(1).split()]
-    except OSError:
-        info["cpu_model"] = platform.processor()
-    info["cpu_count"] = os.cpu_count()
-    try:
-        info["usable_cores"] = len(os.sched_getaffinity(0))
-    except AttributeError:
-        info["usable_cores"] = os.cpu_count()
-    try:
-        quota = Path("/sys/fs/cgroup/cpu.max").read_text().split()
-        if quota and quota[0] != "max":
-            info["cgroup_cpu_limit"] = int(quota[0]) / int(quota[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        mem = Path("/proc/meminfo").read_text()
-        info["ram_gib"] = int(re.search(r"MemTotal:\s*(\d+)", mem).group(1)) / 1024**2
-    except (OSError, AttributeError):
-        pass
-    for pkg in ("tensorflow", "keras", "prefect", "great-expectations", "pandas", "pyarrow", "numpy"):
-        try:
-            info[pkg.replace("-", "_")] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            info[pkg.replace("-", "_")] = None
-    info["loadavg_start"] = _loadavg()
-    return info
-
-
-def _loadavg() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "?"
 
 
 # ---------------------------------------------------------------- http
@@ -127,49 +64,16 @@ def start_http_server(directory: Path) -> tuple[http.server.ThreadingHTTPServer,
 # ---------------------------------------------------------------- subprocesses
 
 
-def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-    env["DO_NOT_TRACK"] = "1"
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra or {})
-    return env
-
-
-def run_measured(cmd: list[str], log_path: Path, env: dict[str, str], timeout_s: float) -> dict[str, Any]:
-    """Run `cmd` (output to log_path); return its exit code, wall seconds and ru_maxrss (bytes) from wait4."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "wb") as log:
-        t = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        timer = threading.Timer(timeout_s, lambda: os.killpg(proc.pid, signal.SIGKILL))
-        timer.start()
-        try:
-            _, status, usage = os.wait4(proc.pid, 0)
-        finally:
-            timer.cancel()
-        wall = time.perf_counter() - t
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return {"rc": proc.returncode, "wall_seconds": wall, "ru_maxrss_bytes": usage.ru_maxrss * 1024, "timed_out": wall >= timeout_s,
-            "cpu_seconds": usage.ru_utime + usage.ru_stime}
-
-
 def run_stage(stage: str, work: Path, timeout_s: float) -> dict[str, Any]:
+    """One stage in a fresh `python -m bench.stage` process: its own record, with the process's figures beside it."""
     out = work / "bench" / f"{stage}.json"
-    out.unlink(missing_ok=True)
     log = work / "logs" / f"{stage}.log"
     cmd = [sys.executable, "-m", "bench.stage", stage, "--work", str(work), "--out", str(out)]
-    load_before = os.getloadavg()[0]
-    proc = run_measured(cmd, log, _env({"QDUP_HOME": str(work / "qdup-home")}), timeout_s)
-    if out.is_file():
-        rec = json.loads(out.read_text())
-    else:
-        tail = log.read_text(errors="replace")[-2000:] if log.is_file() else ""
-        rec = {"ok": False, "error": f"exit {proc['rc']}{' (timed out)' if proc['timed_out'] else ''}: {tail}"}
+    proc = run_step(cmd, out, log, bench_env({"QDUP_HOME": str(work / "qdup-home")}), timeout_s)
+    rec = proc["result"] or {"ok": False, "error": proc["error"]}
     rec.update(wall_seconds=proc["wall_seconds"], rc=proc["rc"], ru_maxrss_bytes=proc["ru_maxrss_bytes"], log=str(log),
-               cpu_seconds=proc["cpu_seconds"], loadavg_1min_before=load_before, loadavg_1min_after=os.getloadavg()[0])
+               cpu_seconds=proc["cpu_seconds"], loadavg_1min_before=proc["loadavg_1min_before"],
+               loadavg_1min_after=proc["loadavg_1min_after"])
     peaks = [v for v in (rec.get("vmhwm_bytes"), proc["ru_maxrss_bytes"]) if v]
     rec["peak_rss_bytes"] = max(peaks) if peaks else None
     rec.pop("traceback", None)
@@ -208,13 +112,13 @@ def run_dataset(name: str, work: Path, params: dict[str, Any], skip: set[str], t
         if missing:
             stages[stage] = {"ok": False, "status": f"not run: {', '.join(missing)} did not succeed"}
             continue
-        _say(f"{name}: {stage} ...")
+        say(f"{name}: {stage} ...")
         rec = run_stage(stage, work, timeout_s)
         stages[stage] = rec
         if rec.get("ok"):
-            _say(f"{name}: {stage} done: work {rec['seconds']:.1f}s, process {rec['wall_seconds']:.1f}s, peak RSS {rec['peak_rss_bytes'] / 2**20:,.0f} MiB")
+            say(f"{name}: {stage} done: work {rec['seconds']:.1f}s, process {rec['wall_seconds']:.1f}s, peak RSS {rec['peak_rss_bytes'] / 2**20:,.0f} MiB")
         else:
-            _say(f"{name}: {stage}: {rec.get('status') or rec.get('error', '')[:300]}")
+            say(f"{name}: {stage}: {rec.get('status') or rec.get('error', '')[:300]}")
     baseline = stages.pop("baseline")
     return {"stages": stages, "baseline_stage": baseline, "training": training_comparison(stages, baseline)}
 
@@ -282,152 +186,6 @@ def training_comparison(stages: dict[str, Any], base: dict[str, Any]) -> dict[st
     return out
 
 
-# ---------------------------------------------------------------- warm re-run
-
-
-def _qdup_command() -> list[str]:
-    exe = Path(sys.executable).parent / "qdup"
-    return [str(exe)] if exe.is_file() else [sys.executable, "-m", "qdup.cli"]
-
-
-_EVENTS = [
-    (r"Starting temporary server|temporary server", "Prefect temporary server starting"),
-    (r"Beginning flow run|Created flow run|Beginning subflow", "flow run begins"),
-    (r"fetch: cache hit|\[fetch\]|fetch:", "fetch"),
-    (r"\[validate\]", "validate"),
-    (r"\[splits\]", "splits"),
-    (r"\[vocab", "vocabulary"),
-    (r"\[train\]", "train"),
-    (r"\[evaluate\]", "evaluate"),
-    (r"\[export\]", "export"),
-    (r"\[publish\]", "publish"),
-    (r"Flow run .*Finished in state", "flow run finished"),
-    (r"^outputs:", "outputs printed"),
-    (r"Stopping temporary server", "Prefect temporary server stopping"),
-]
-
-
-def timed_qdup_run(cmd: list[str], env: dict[str, str], log_path: Path, timeout_s: float) -> dict[str, Any]:
-    """Run `qdup run` end to end; keep each output line with its time since launch."""
-    lines: list[tuple[float, str]] = []
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    timer = threading.Timer(timeout_s, lambda: os.killpg(proc.pid, signal.SIGKILL))
-    timer.start()
-    try:
-        for raw in proc.stdout:
-            lines.append((time.perf_counter() - t0, raw.decode(errors="replace").rstrip()))
-        rc = proc.wait()
-    finally:
-        timer.cancel()
-    wall = time.perf_counter() - t0
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    log_path.write_text("".join(f"{t:8.2f} {line}\n" for t, line in lines))
-    timeline: list[tuple[float, str]] = []
-    for pattern, label in _EVENTS:
-        for t, line in lines:
-            if re.search(pattern, line):
-                timeline.append((round(t, 2), f"{label}: {line.strip()[-140:]}"))
-                break
-    timeline.sort()
-    timeline.append((round(wall, 2), f"process exited ({rc})"))
-    return {"rc": rc, "seconds": wall, "timeline": timeline, "first_output_s": lines[0][0] if lines else None, "log": str(log_path)}
-
-
-def warm_rerun(work: Path, source: str, rows: int, seed: int, timeout_s: float) -> dict[str, Any]:
-    from qdup.config import RetrainConfig
-
-    work.mkdir(parents=True, exist_ok=True)
-    n_train, n_test = split_counts(rows)
-    cfg = {
-        "seed": seed,
-        "fetch": {"source": source},
-        "split": {"n_train": n_train, "n_test": n_test},
-        "model": RERUN_MODEL,
-        "train": {"epochs": 1},
-    }
-    RetrainConfig.model_validate(cfg)  # fail here, not inside qdup, when the config schema moved
-    cfg_path = work / "rerun-config.json"
-    cfg_path.write_text(json.dumps(cfg, indent=2))
-    cmd = _qdup_command() + ["run", "--config", str(cfg_path)]
-    env = _env({"QDUP_HOME": str(work / "qdup-home"), "PREFECT_HOME": str(work / "prefect-home")})
-    env.pop("PREFECT_API_URL", None)  # as on a fresh machine: Prefect starts its temporary local server
-    _say("warm re-run: first (cold) qdup run ...")
-    cold = timed_qdup_run(cmd, env, work / "logs" / "qdup-run-1.log", timeout_s)
-    _say(f"warm re-run: cold run exit {cold['rc']} in {cold['seconds']:.1f}s; second run ...")
-    warm = timed_qdup_run(cmd, env, work / "logs" / "qdup-run-2.log", timeout_s)
-    _say(f"warm re-run: warm run exit {warm['rc']} in {warm['seconds']:.1f}s")
-    with prefect_server(work / "prefect-server-home") as api_url:
-        served_env = {**env, "PREFECT_API_URL": api_url}
-        # The first run against a new server registers the flow; the second is the steady state.
-        timed_qdup_run(cmd, served_env, work / "logs" / "qdup-run-3.log", timeout_s)
-        served = timed_qdup_run(cmd, served_env, work / "logs" / "qdup-run-4.log", timeout_s)
-    _say(f"warm re-run against a running Prefect server: exit {served['rc']} in {served['seconds']:.1f}s")
-    probes = {}
-    for label, code in (
-        ("import tensorflow", "import tensorflow"),
-        ("import prefect", "import prefect"),
-        ("import great_expectations", "import great_expectations"),
-        ("import flows.retrain (the CLI's imports)", "import flows.retrain"),
-    ):
-        t = time.perf_counter()
-        subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True)
-        probes[label] = round(time.perf_counter() - t, 2)
-    return {
-        "command": shlex.join(cmd),
-        "config_note": json.dumps(cfg),
-        "cold_rc": cold["rc"],
-        "cold_seconds": cold["seconds"],
-        "cold_timeline": cold["timeline"],
-        "warm_rc": warm["rc"],
-        "warm_seconds": warm["seconds"] if warm["rc"] == 0 else None,
-        "warm_seconds_any_exit": warm["seconds"],
-        "warm_timeline": warm["timeline"],
-        "warm_first_output_s": warm["first_output_s"],
-        "fresh_process_import_seconds": probes,
-        "served_rc": served["rc"],
-        "served_seconds": served["seconds"] if served["rc"] == 0 else None,
-        "served_timeline": served["timeline"],
-        "logs": [cold["log"], warm["log"], served["log"]],
-    }
-
-
-@contextlib.contextmanager
-def prefect_server(home: Path, timeout_s: float = 180.0) -> Iterator[str]:
-    """A Prefect server on 127.0.0.1 (a free port) for the duration; yields its API URL."""
-    import socket
-    import urllib.request
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = _env({"PREFECT_HOME": str(home)})
-    env.pop("PREFECT_API_URL", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}/api"
-    try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError(f"the Prefect server on port {port} did not start") from None
-                time.sleep(0.5)
-        yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-
-
 # ---------------------------------------------------------------- main
 
 
@@ -462,19 +220,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    started = dt.datetime.now(dt.UTC)
-    t_start = time.perf_counter()
+    run = Run("bench.run", argv)
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="qdup-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     www = work / "www"
     www.mkdir(exist_ok=True)
-    _say(f"scratch folder {work}")
+    say(f"scratch folder {work}")
     results: dict[str, Any] = {
-        "command": "python -m bench.run " + shlex.join(argv if argv is not None else sys.argv[1:]),
-        "started": started.isoformat(timespec="seconds"),
         "quick": args.quick,
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "machine": machine_info(),
         "datasets": {},
         "notes": [],
     }
@@ -491,9 +245,9 @@ def main(argv: list[str] | None = None) -> int:
         gen_path = www / "generated.tsv"
         gen_url = f"{base_url}/generated.tsv"
         if "generated" not in skip:
-            _say(f"generating {args.rows:,} rows with qdup demo-data ...")
-            gen = run_measured(_qdup_command() + ["demo-data", str(gen_path), "--rows", str(args.rows)],
-                               work / "logs" / "demo-data.log", _env(), args.stage_timeout)
+            say(f"generating {args.rows:,} rows with qdup demo-data ...")
+            gen = run_measured(qdup_command() + ["demo-data", str(gen_path), "--rows", str(args.rows)],
+                               work / "logs" / "demo-data.log", bench_env(), args.stage_timeout)
             if gen["rc"] != 0:
                 raise SystemExit(f"qdup demo-data failed: see {work / 'logs' / 'demo-data.log'}")
             params = {"config": bench_config(gen_url, args.rows, args.epochs, args.seed), **common}
@@ -531,18 +285,15 @@ def main(argv: list[str] | None = None) -> int:
             results["warm_rerun"] = warm_rerun(work / "rerun", gen_url, args.rows, args.seed, args.stage_timeout)
     finally:
         server.shutdown()
-        results["machine"]["loadavg_end"] = _loadavg()
-        results["total_seconds"] = time.perf_counter() - t_start
+        results = run.finish(results)
         results["targets"] = evaluate_targets(results)
         results["notes"] += notes(results, args)
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "results.json").write_text(json.dumps(results, indent=2, default=str))
-        (args.out / "results.md").write_text(render_markdown(results))
-        _say(f"wrote {args.out / 'results.json'} and {args.out / 'results.md'} ({results['total_seconds']:.0f}s in all)")
+        write_results(args.out, "results.json", results, "results.md", render_markdown(results))
+        say(f"wrote {args.out / 'results.json'} and {args.out / 'results.md'} ({results['total_seconds']:.0f}s in all)")
         if not args.keep and not args.work:
             shutil.rmtree(work, ignore_errors=True)
         else:
-            _say(f"kept scratch folder {work}")
+            say(f"kept scratch folder {work}")
     return 0
 
 

@@ -13,21 +13,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import resource
-import subprocess
+import shutil
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from bench.shared_data import REAL_PAIRS, REPO, SHARED  # noqa: F401  (SHARED: also this module's interface)
+from bench import search_steps
+from bench.harness.procs import peak_rss_bytes
+from bench.harness.results import Run, page
+from bench.harness.steps import bench_env, run_step, write_step
+from bench.harness.tables import table, verdict
+from bench.search_steps import RETRIEVAL_CORPUS
+from bench.shared_data import REPO
 
 FULL_QUESTIONS = 537_933  # distinct questions of the full Quora release
-SEED = 20260101
-STEPS = ("corpus", "build", "query", "hybrid", "mine", "mine_recall", "real_lexical", "retrieval_memory")
-SMALL_INDEX = 14_000  # the real sample's index size, for the hybrid latency target at that size
-RETRIEVAL_CORPUS = 77_000  # distinct questions the retrieval stage indexed on the 123k-row real data set
+STEPS = ("corpus", "build", "query", "hybrid", "real_vocab", "mine", "mine_recall", "real_lexical", "retrieval_memory")
 TARGETS = {
     "build_s": 60.0,
     "query_p50_ms": 5.0,
@@ -43,355 +43,22 @@ TARGETS = {
 }
 
 
-def _peak_rss() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def _cpu_s() -> float:
-    """CPU seconds of this process, all threads: beside wall time, a figure that other processes' load does not inflate."""
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
-def _encoder(questions: list[str], seed: int):
-    """A default-architecture encoder with seeded random weights and a vocabulary fitted on `questions`."""
-    import keras
-
-    from qdup.config import ModelConfig, VocabConfig
-    from qdup.model.network import build_encoder
-    from qdup.model.vocab import fit_vectorizer
-
-    keras.utils.set_random_seed(seed)
-    vectorizer = fit_vectorizer(questions, VocabConfig())
-    return build_encoder(vectorizer.vocabulary_size(), ModelConfig()), vectorizer
-
-
-def _questions(work: Path) -> tuple[list[int], list[str]]:
-    import pyarrow.parquet as pq
-
-    t = pq.read_table(work / "questions.parquet")
-    return t.column("id").to_pylist(), t.column("question").to_pylist()
-
-
-def step_corpus(work: Path, n: int, threads: int) -> dict[str, Any]:
-    import pandas as pd
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from qdup.data.demo import write_demo_tsv
-
-    rows = int(n * 1.1) + 1000
-    while True:
-        tsv = work / "demo.tsv"
-        write_demo_tsv(tsv, rows=rows, seed=SEED)
-        df = pd.read_csv(tsv, sep="\t", keep_default_na=False)
-        distinct = pd.unique(pd.concat([df.question1, df.question2]).astype(str))
-        distinct = [q for q in distinct if q.strip()]
-        if len(distinct) >= n + 20_000:
-            break
-        rows = int(rows * 1.3)
-    # The first n are the corpus; later ones, never indexed, are the held-out queries.
-    pq.write_table(pa.table({"id": list(range(n)), "question": distinct[:n]}), work / "questions.parquet")
-    pq.write_table(pa.table({"question": distinct[n : n + 20_000]}), work / "queries.parquet")
-    return {"demo_rows": rows, "distinct_questions": len(distinct), "corpus": n}
-
-
-def step_build(work: Path, n: int, threads: int) -> dict[str, Any]:
-    from qdup.config import SearchConfig
-    from qdup.model.encode import encode
-    from qdup.search.index import build_index, recall_against_exact, sample_queries
-
-    ids, texts = _questions(work)
-    t0 = time.perf_counter()
-    encoder, vectorizer = _encoder(texts, SEED)
-    t1, c1 = time.perf_counter(), _cpu_s()
-    vectors = encode(encoder, vectorizer, texts, max_length=64)
-    t2, c2 = time.perf_counter(), _cpu_s()
-    cfg = SearchConfig(threads=threads)
-    index = build_index(ids, texts, vectors, model_version="bench-random", corpus={"demo_seed": SEED}, ann="auto", seed=SEED, cfg=cfg,
-                        lexical=False)
-    t2b, c2b = time.perf_counter(), _cpu_s()
-    from qdup.search.bm25 import build_lexical
-
-    index.lexical = build_lexical(index.texts)  # what build_index(lexical=True) does, timed apart
-    t3, c3 = time.perf_counter(), _cpu_s()
-    recall = recall_against_exact(index, sample_queries(index, 1000, SEED), 10)
-    t4 = time.perf_counter()
-    index.save(work / "index")
-    t5 = time.perf_counter()
-    return {
-        "vocab_and_model_s": t1 - t0,
-        "encode_s": t2 - t1,
-        "encode_qps": len(texts) / (t2 - t1),
-        "encode_cpu_s": c2 - c1,
-        "index_cpu_s": c3 - c2,
-        "index_s": t3 - t2,
-        "ann_s": t2b - t2,
-        "lexical_s": t3 - t2b,
-        "lexical_cpu_s": c3 - c2b,
-        "lexical": index.lexical.describe(),
-        "build_s": t3 - t1,
-        "recall_measure_s": t4 - t3,
-        "save_s": t5 - t4,
-        "backend": index.backend,
-        "recall_at_10": recall["recall"],
-        "settings": cfg.model_dump(),
-    }
-
-
-def step_query(work: Path, n: int, threads: int) -> dict[str, Any]:
-    import numpy as np
-    import pyarrow.parquet as pq
-
-    from bench.report import latency_summary
-    from qdup.model.onnx_export import fast_encoder_from_keras
-    from qdup.search.encoder import QueryEncoder
-    from qdup.search.index import load_index
-
-    t0 = time.perf_counter()
-    index = load_index(work / "index", expected_model_version="bench-random")
-    load_s = time.perf_counter() - t0
-    _, texts = _questions(work)
-    encoder, vectorizer = _encoder(texts, SEED)
-    del texts
-    queries = pq.read_table(work / "queries.parquet").column("question").to_pylist()
-    # The query path of `qdup search "text"`: QueryEncoder.encode_one, then QuestionIndex.search.
-    qe = QueryEncoder(fast_encoder_from_keras(encoder, vectorizer, 64), 64, 0.5)
-    for q in queries[:50]:  # warm: trace the graph function for the shapes single queries use
-        index.search(qe.encode_one(q), 10)
-    encode_lat, search_lat, total_lat, total_cpu = [], [], [], []
-    for q in queries[50:1050]:
-        a, ca = time.perf_counter(), time.process_time()
-        vec = qe.encode_one(q)
-        b = time.perf_counter()
-        index.search(vec, 10)
-        c, cc = time.perf_counter(), time.process_time()
-        encode_lat.append(b - a)
-        search_lat.append(c - b)
-        total_lat.append(c - a)
-        total_cpu.append(cc - ca)
-    batch = queries[:20_000]
-    a = time.perf_counter()
-    vecs = qe.encode(batch)
-    b, cb = time.perf_counter(), _cpu_s()
-    for start in range(0, len(vecs), 1000):
-        index.search(vecs[start : start + 1000], 10)
-    c, cc = time.perf_counter(), _cpu_s()
-    sample = np.asarray(vecs[:2000])
-    return {
-        "load_s": load_s,
-        "single_total": latency_summary(total_lat),
-        "single_encode": latency_summary(encode_lat),
-        "single_search": latency_summary(search_lat),
-        "single_total_cpu": latency_summary(total_cpu),
-        "batch_search_cpu_s": cc - cb,
-        "batch_queries": len(batch),
-        "batch_encode_qps": len(batch) / (b - a),
-        "batch_search_qps": len(batch) / (c - b),
-        "batch_total_qps": len(batch) / (c - a),
-        "held_out_recall_at_10": _recall(index, sample),
-    }
-
-
-def _hybrid_latency(searcher, queries: list[str], method: str) -> dict[str, float]:
-    from bench.report import latency_summary
-
-    for q in queries[:30]:
-        searcher.search([q], 10, method)
-    times = []
-    for q in queries[30:330]:
-        t0 = time.perf_counter()
-        searcher.search([q], 10, method)
-        times.append(time.perf_counter() - t0)
-    return latency_summary(times)
-
-
-def step_hybrid(work: Path, n: int, threads: int) -> dict[str, Any]:
-    """One query through VersionSearcher.search (encode, dense, lexical, fusion, answer), as /v1/search runs it, on the
-    full index and on its first 14,000 questions; dense and lexical alone beside it."""
-    import pyarrow.parquet as pq
-
-    from qdup.model.onnx_export import fast_encoder_from_keras
-    from qdup.search.encoder import QueryEncoder
-    from qdup.search.index import build_index, load_index
-    from qdup.search.service import VersionSearcher
-
-    t0 = time.perf_counter()
-    index = load_index(work / "index", expected_model_version="bench-random")
-    load_s = time.perf_counter() - t0
-    encoder, vectorizer = _encoder(index.texts, SEED)
-    qe = QueryEncoder(fast_encoder_from_keras(encoder, vectorizer, 64), 64, 0.5)
-    queries = pq.read_table(work / "queries.parquet").column("question").to_pylist()[:400]
-    out: dict[str, Any] = {"load_s": load_s, "questions": len(index)}
-    m = min(SMALL_INDEX, len(index))
-    small = build_index(index.ids[:m], index.texts[:m], index.embeddings[:m], model_version="bench-random", corpus={},
-                        ann="auto", seed=SEED, cfg=index.cfg)
-    for name, idx in (("full", index), ("small", small)):
-        for form in ("rrf", "weighted"):
-            idx.search_defaults = {"method": "hybrid", "hybrid": {"method": form, "weight": 0.5 if form == "weighted" else None},
-                                   "rrf_k": 60}
-            searcher = VersionSearcher(idx, qe)
-            out[f"{name}_hybrid_{form}"] = _hybrid_latency(searcher, queries, "hybrid")
-        out[f"{name}_dense"] = _hybrid_latency(searcher, queries, "dense")
-        out[f"{name}_lexical"] = _hybrid_latency(searcher, queries, "lexical")
-        out[f"{name}_questions"] = len(idx)
-    return out
-
-
-def step_retrieval_memory(work: Path, n: int, threads: int) -> dict[str, Any]:
-    """Peak memory of the retrieval evaluation (the retrieval stage's work after encoding) on a corpus of 77,000 distinct
-    generated questions: split, dense exact rankings, BM25 index, hybrid grid; encoder with seeded random weights."""
-    import pandas as pd
-
-    from qdup.config import SearchConfig
-    from qdup.data.demo import write_demo_tsv
-    from qdup.model.encode import encode
-    from qdup.search.lexical import evaluate_retrieval
-    from qdup.search.retrieval import retrieval_split
-
-    tsv = work / "retrieval.tsv"
-    write_demo_tsv(tsv, rows=123_000, seed=SEED)
-    df = pd.read_csv(tsv, sep="\t", keep_default_na=False)
-    seen: set[str] = set()
-    end = len(df)
-    for row, (a, b) in enumerate(zip(df.question1, df.question2, strict=True)):
-        seen.update((a, b))
-        if len(seen) >= RETRIEVAL_CORPUS:
-            end = row + 1
-            break
-    pairs = df.iloc[:end][["question1", "question2", "is_duplicate"]]
-    split = retrieval_split(pairs, seed=SEED)
-    encoder, vectorizer = _encoder(split.corpus, SEED)
-    t0, c0 = time.perf_counter(), _cpu_s()
-    embeddings = encode(encoder, vectorizer, split.corpus, max_length=64)
-    t1, c1 = time.perf_counter(), _cpu_s()
-    rss_before = _peak_rss()
-    result = evaluate_retrieval(split, embeddings, cfg=SearchConfig())
-    t2, c2 = time.perf_counter(), _cpu_s()
-    return {"pairs": len(pairs), "corpus": len(split.corpus), "val_queries": len(split.val), "test_queries": len(split.test),
-            "encode_s": t1 - t0, "encode_cpu_s": c1 - c0, "evaluate_s": t2 - t1, "evaluate_cpu_s": c2 - c1,
-            "peak_rss_before_evaluation_bytes": rss_before, "hybrid": result["hybrid"]["method"],
-            "lexical_index": result["lexical_index"]}
-
-
-def _recall(index, sample) -> float:
-    from qdup.search.index import recall_against_exact
-
-    return recall_against_exact(index, sample, 10)["recall"]
-
-
-def step_mine(work: Path, n: int, threads: int) -> dict[str, Any]:
-    from qdup.search.index import load_index
-    from qdup.search.mine import mine
-
-    index = load_index(work / "index", expected_model_version="bench-random")
-    t0, c0 = time.perf_counter(), _cpu_s()
-    table = mine(index, k=10, out=work / "mined.parquet")
-    s = time.perf_counter() - t0
-    return {"mine_s": s, "mine_cpu_s": _cpu_s() - c0, "pairs": table.num_rows, "questions": len(index), "backend": index.backend}
-
-
-def step_mine_recall(work: Path, n: int, threads: int) -> dict[str, Any]:
-    import numpy as np
-
-    from qdup.config import SearchConfig
-    from qdup.search.index import build_index, load_index
-    from qdup.search.mine import mine
-
-    full = load_index(work / "index", expected_model_version="bench-random")
-    m = min(50_000, len(full))
-    cfg = full.cfg
-    args = (full.ids[:m], full.texts[:m], full.embeddings[:m])
-    approx = build_index(*args, model_version="bench-random", corpus={}, ann="ivf", seed=SEED, cfg=cfg)
-    exact = build_index(*args, model_version="bench-random", corpus={}, ann="exact", seed=SEED, cfg=SearchConfig(threads=threads))
-    t0 = time.perf_counter()
-    got = mine(approx, k=10)
-    t1 = time.perf_counter()
-    want = mine(exact, k=10)
-    t2 = time.perf_counter()
-
-    def keys(t):
-        return set(zip(t.column("id1").to_pylist(), t.column("id2").to_pylist(), strict=True))
-
-    g, w = keys(got), keys(want)
-    return {
-        "questions": m,
-        "approx_pairs": len(g),
-        "exact_pairs": len(w),
-        "recall": len(g & w) / len(w),
-        "approx_mine_s": t1 - t0,
-        "exact_mine_s": t2 - t1,
-        "approx_similarity_mean": float(np.mean(got.column("similarity").to_numpy())),
-        "exact_similarity_mean": float(np.mean(want.column("similarity").to_numpy())),
-    }
-
-
-def step_real_lexical(work: Path, n: int, threads: int) -> dict[str, Any]:
-    import numpy as np
-    import pandas as pd
-
-    from qdup.search.bm25 import build_lexical
-    from qdup.search.retrieval import ranking_metrics
-
-    if not REAL_PAIRS.is_file():
-        return {"skipped": f"{REAL_PAIRS} not found"}
-    df = pd.read_csv(REAL_PAIRS, sep="\t", keep_default_na=False, dtype=str)
-    codes, corpus = pd.factorize(pd.concat([df.question1, df.question2]), sort=False)
-    q1, q2 = codes[: len(df)], codes[len(df) :]
-    keep = q1 != q2
-    q1, q2 = q1[keep], q2[keep]
-    t0 = time.perf_counter()
-    lex = build_lexical([str(t) for t in corpus])  # the lexical index search serves (BM25)
-    t1 = time.perf_counter()
-    ranked, _ = lex.search_positions(q1, 100)
-    t2 = time.perf_counter()
-    relevant = [np.array([b]) for b in q2]
-    m = ranking_metrics(ranked, relevant)
-    # Side by side: the index served before tantivy found the top k (k1 1.5, MaxScore), on the same queries.
-    from bench.lexical import bm25_before
-
-    t3 = time.perf_counter()
-    before = bm25_before([str(t) for t in corpus])
-    t4 = time.perf_counter()
-    ranked_before, _ = before.search_positions(q1, 100)
-    t5 = time.perf_counter()
-    return {
-        "pairs": len(q1),
-        "corpus": len(corpus),
-        "fit_s": t1 - t0,
-        "search_s": t2 - t1,
-        "metrics": m,
-        "before": {"fit_s": t4 - t3, "search_s": t5 - t4, "metrics": ranking_metrics(ranked_before, relevant),
-                   "lexical_index": "bm25 k1 1.5, top k by MaxScore"},
-        "lexical_index": f"{lex.kind}, top k by {lex.describe()['top_k']}",
-        "task": "query = question1, relevant = its question2 only, corpus = every distinct question of the file",
-    }
-
-
-def run_step(step: str, work: Path, n: int, threads: int) -> dict[str, Any]:
+def search_step(step: str, work: Path, n: int, threads: int) -> dict[str, Any]:
+    """One step in its own `python -m bench.search --step` process: its figures, `ok`, and the process's wall seconds."""
     cmd = [sys.executable, "-m", "bench.search", "--step", step, "--work", str(work), "--questions", str(n),
            "--threads", str(threads)]
-    env = dict(os.environ, PYTHONPATH=str(REPO), CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2")
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-    wall = time.perf_counter() - t0
-    out_file = work / f"{step}.json"
-    if proc.returncode != 0 or not out_file.is_file():
-        return {"ok": False, "wall_s": wall, "stderr_tail": proc.stderr[-2000:]}
-    result = json.loads(out_file.read_text())
-    return {"ok": True, "wall_s": wall, **result}
+    env = bench_env({"CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2"})
+    proc = run_step(cmd, work / f"{step}.json", work / "logs" / f"{step}.log", env, timeout_s=24 * 3600)
+    if "error" in proc:
+        return {"ok": False, "wall_s": proc["wall_seconds"], "stderr_tail": proc["error"]}
+    return {"ok": True, "wall_s": proc["wall_seconds"], **proc["result"]}
 
 
 def evaluate(results: dict[str, Any]) -> list[list[str]]:
     rows = []
 
     def row(name, target, value, limit, higher=False, fmt="{:.2f}"):
-        if value is None:
-            rows.append([name, target, "not measured", "—"])
-            return
-        met = value >= limit if higher else value <= limit
-        miss = "" if met else f" (misses by {abs(value - limit) / limit:.0%})"
-        rows.append([name, target, fmt.format(value), ("met" if met else "MISSED") + miss])
+        rows.append([name, target, "not measured" if value is None else fmt.format(value), verdict(value, limit, higher)])
 
     b, q, m, r = (results.get(s, {}) for s in ("build", "query", "mine", "mine_recall"))
     h, rm = results.get("hybrid", {}), results.get("retrieval_memory", {})
@@ -408,8 +75,14 @@ def evaluate(results: dict[str, Any]) -> list[list[str]]:
             dense = h.get("full_dense", {}).get("p50_ms")
             for form in ("rrf", "weighted"):
                 hybrid = h.get(f"full_hybrid_{form}", {}).get("p50_ms")
-                row(f"hybrid ({form}) p50 / dense p50, same run, {label} questions", "<= 3x",
+                row(f"hybrid ({form}) p50 / dense p50, same run, {label} generated questions", "<= 3x",
                     None if hybrid is None or not dense else hybrid / dense, TARGETS["hybrid_over_dense"], fmt="{:.2f}x")
+    rv = results.get("real_vocab", {})
+    dense = rv.get("dense", {}).get("p50_ms")
+    for form in ("rrf", "weighted"):
+        hybrid = rv.get(f"hybrid_{form}", {}).get("p50_ms")
+        row(f"hybrid ({form}) p50 / dense p50, same run, {rv.get('questions', 0):,} questions with a real vocabulary", "<= 3x",
+            None if hybrid is None or not dense else hybrid / dense, TARGETS["hybrid_over_dense"], fmt="{:.2f}x")
     rss = rm.get("peak_rss_bytes")
     row(f"peak RSS, retrieval evaluation, {rm.get('corpus', RETRIEVAL_CORPUS):,} questions", "<= 2 GiB",
         None if rss is None else rss / 1024**3, 2.0, fmt="{:.2f} GiB")
@@ -426,10 +99,7 @@ def evaluate(results: dict[str, Any]) -> list[list[str]]:
 
 
 def render(results: dict[str, Any]) -> str:
-    from bench.report import table
-
-    lines = ["# Search benchmark", "", f"Machine: {results['machine']}", "", f"Command: `{results['command']}`", ""]
-    lines += [
+    lines = [
         ("Wall times on a shared machine include waiting for the cores; CPU seconds (all threads of the process) "
         "are given beside them where the two differ much (see search.json: *_cpu_s, single_total_cpu, load_after)."),
         "",
@@ -466,13 +136,24 @@ def render(results: dict[str, Any]) -> str:
             ),
             "",
         ]
-        if "before" in rl:
-            bb, mb = rl["before"], rl["before"]["metrics"]
-            lines += [(f"Beside it, the lexical index served before ({bb['lexical_index']}): MRR@10 {mb['mrr@10']:.4f}, "
+        if "exact" in rl:
+            bb, mb = rl["exact"], rl["exact"]["metrics"]
+            lines += [(f"Beside it, {bb['lexical_index']}: MRR@10 {mb['mrr@10']:.4f}, "
                        f"recall@1 {mb['recall@1']:.4f}, recall@10 {mb['recall@10']:.4f}, recall@100 {mb['recall@100']:.4f} "
                        f"(fit {bb['fit_s']:.1f} s, search {bb['search_s']:.1f} s)."), ""]
-    lines += ["Raw figures: search.json.", ""]
-    return "\n".join(lines)
+    rv = results.get("real_vocab", {})
+    if rv.get("ok") and "served_metrics" in rv:
+        sm, em = rv["served_metrics"], rv["exact_metrics"]
+        lines += [(
+            f"Real vocabulary at full size: every distinct real question ({rv['real_questions']:,}) among "
+            f"{rv['questions']:,} (the rest generated; vocabulary {rv['vocabulary']:,} stems). Lexical, served "
+            f"({rv['postings_per_term']:,} postings per word) against exact, {rv['quality_queries']:,} real question1 -> "
+            f"question2 queries: MRR@10 {sm['mrr@10']:.4f} vs {em['mrr@10']:.4f}, recall@10 {sm['recall@10']:.4f} vs "
+            f"{em['recall@10']:.4f}, recall@100 {sm['recall@100']:.4f} vs {em['recall@100']:.4f}. One query p50: dense "
+            f"{rv['dense']['p50_ms']:.2f} ms, lexical {rv['lexical']['p50_ms']:.2f} ms (exact {rv['lexical_exact']['p50_ms']:.2f} ms), "
+            f"hybrid rrf {rv['hybrid_rrf']['p50_ms']:.2f} ms, weighted {rv['hybrid_weighted']['p50_ms']:.2f} ms."), ""]
+    lines += ["Raw figures: search.json."]
+    return page("Search benchmark", results, lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -487,13 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     work = a.work or (a.out / "work")
     work.mkdir(parents=True, exist_ok=True)
     if a.step:
-        result = globals()[f"step_{a.step}"](work, a.questions, a.threads)
-        result["peak_rss_bytes"] = _peak_rss()
-        result["process_cpu_s"] = _cpu_s()
-        (work / f"{a.step}.json").write_text(json.dumps(result, indent=2, default=str))
+        result = getattr(search_steps, f"step_{a.step}")(work, a.questions, a.threads)
+        write_step(work / f"{a.step}.json", {**result, "peak_rss_bytes": peak_rss_bytes()})
         return 0
-    import shutil
-
     for name in ("index", "mined.parquet"):
         target = work / name
         if "build" in a.skip:
@@ -502,21 +179,16 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(target)
         elif target.exists():
             target.unlink()
-    results: dict[str, Any] = {
-        "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f} at start",
-        "command": "python -m bench.search " + " ".join(argv if argv is not None else sys.argv[1:]),
-    }
+    run = Run("bench.search", argv)
+    results: dict[str, Any] = {}
     for step in STEPS:
         if step in a.skip:
             continue
         print(f"[bench.search] {step} ...", flush=True)
-        results[step] = run_step(step, work, a.questions, a.threads)
+        results[step] = search_step(step, work, a.questions, a.threads)
         results[step]["load_after"] = os.getloadavg()[0]
         print(f"[bench.search] {step}: {json.dumps(results[step], default=str)[:400]}", flush=True)
-    a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / "search.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
-    (a.out / "search.md").write_text(render(results))
-    print((a.out / "search.md").read_text())
+    run.save(a.out, "search.json", results, "search.md", render)
     return 0
 
 

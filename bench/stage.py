@@ -17,31 +17,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.report import capped_rows, latency_summary, throughput
+from bench.harness.procs import cpu_seconds, status_bytes
+from bench.harness.stats import call_latencies, latency_summary, throughput
+from bench.harness.steps import write_step
+from bench.report import capped_rows
 from qdup.runtime import INTER, INTRA, apply_tf_thread_defaults
 
 # Import time is measured from here: the modules above are the standard library and two small ones.
 T0 = time.perf_counter()
-
-
-def cpu_seconds() -> float:
-    """User + system CPU seconds of this process so far (all its threads)."""
-    import resource
-
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
-def proc_status_bytes(field: str) -> int | None:
-    """A memory field of /proc/self/status (VmRSS, VmHWM, ...) in bytes; None where unavailable."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
 
 
 class Probe:
@@ -55,7 +38,7 @@ class Probe:
 
     def imported(self) -> None:
         self.t_imported = time.perf_counter()
-        self.rss_after_imports = proc_status_bytes("VmRSS")
+        self.rss_after_imports = status_bytes("VmRSS")
 
     @contextlib.contextmanager
     def part(self, name: str) -> Iterator[None]:
@@ -346,13 +329,7 @@ def stage_inference(p: Probe, ctx: Ctx) -> None:
         predictor = load_inference(ctx.work / "export" / "model")
     singles = [(q1[i % len(q1)], q2[i % len(q2)]) for i in range(warmup + calls)]
     with p.part("single_pair"):
-        for a, b in singles[:warmup]:
-            predictor.similarity([a], [b])
-        times = []
-        for a, b in singles[warmup:]:
-            t = time.perf_counter()
-            predictor.similarity([a], [b])
-            times.append(time.perf_counter() - t)
+        times = call_latencies(lambda pair: predictor.similarity([pair[0]], [pair[1]]), singles, warmup)
     p.info["single_pair"] = latency_summary(times)
     with p.part("batch_similarity"):
         predictor.similarity(q1[:256], q2[:256])  # warm the batch shapes
@@ -371,7 +348,7 @@ def stage_inference(p: Probe, ctx: Ctx) -> None:
 def stage_baseline(p: Probe, ctx: Ctx) -> None:
     from bench import baseline
 
-    baseline.run(p, ctx, capped_splits, cpu_seconds)
+    baseline.run(p, ctx, capped_splits)
 
 
 STAGES: dict[str, Callable[[Probe, Ctx], None]] = {
@@ -417,11 +394,8 @@ def main(argv: list[str] | None = None) -> int:
         parts=probe.parts,
         info=probe.info,
         rss_after_imports_bytes=probe.rss_after_imports,
-        vmhwm_bytes=proc_status_bytes("VmHWM"),
-        vmrss_end_bytes=proc_status_bytes("VmRSS"),
     )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=2, default=str))
+    write_step(args.out, record)
     return rc
 
 

@@ -14,22 +14,14 @@ and of generated data against the real profile. Writes trust.json to --out and p
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import resource
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-
-def _timed(fn, *args, **kwargs) -> tuple[Any, float]:
-    t0 = time.perf_counter()
-    out = fn(*args, **kwargs)
-    return out, round(time.perf_counter() - t0, 3)
-
-
-REPO = Path(__file__).resolve().parents[1]
+from bench.harness.procs import peak_rss_bytes
+from bench.harness.results import Run
+from bench.harness.stats import timed
+from bench.shared_data import SAMPLE
 
 
 def _real(sample: Path) -> dict[str, Any]:
@@ -45,7 +37,7 @@ def _real(sample: Path) -> dict[str, Any]:
 
     df = to_int_frame(read_tsv(sample)[1]).dropna(subset=["question1", "question2"]).reset_index(drop=True)
     splits, _ = make_splits(df, SplitConfig(n_train=0.8, n_test=0.2))
-    block, seconds = _timed(lexical_pair_baseline, splits["train"], splits["calibration"], splits["test"])
+    block, seconds = timed(lexical_pair_baseline, splits["train"], splits["calibration"], splits["test"])
     out: dict[str, Any] = {"rows": len(df), "baseline_s": seconds, "baseline_test": {
         "roc_auc": block["test"]["ranking"]["roc_auc"], "pr_auc": block["test"]["ranking"]["pr_auc"],
         "accuracy": block["test"]["at_threshold"]["accuracy"], "f1": block["test"]["at_threshold"]["f1"],
@@ -67,20 +59,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--rows", type=int, default=404_290)
     ap.add_argument("--resamples", type=int, default=1000)
-    ap.add_argument("--shared", type=Path, default=None, help="folder holding data/ (default: ../shared, else /work/shared)")
+    ap.add_argument("--shared", type=Path, default=None, help="folder holding data/ (default: ../shared or $QDUP_SHARED, else /work/shared)")
     ap.add_argument("--skip-generated", action="store_true")
     args = ap.parse_args(argv)
-    shared = args.shared or next((p for p in (REPO.parent / "shared", Path("/work/shared")) if p.is_dir()), REPO.parent / "shared")
-    sample = shared / "data" / "quora_duplicate_questions_first10k.tsv"
-    report: dict[str, Any] = {"rows": args.rows, "resamples": args.resamples, "loadavg_before": os.getloadavg()}
+    sample = args.shared / "data" / SAMPLE.name if args.shared else SAMPLE
+    run = Run("bench.trust", argv)
+    report: dict[str, Any] = {"rows": args.rows, "resamples": args.resamples}
     if sample.is_file():
         report["real_sample"] = _real(sample)
     else:
         report["real_sample"] = f"skipped: {sample} not found"
     if args.skip_generated:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "trust.json").write_text(json.dumps(report, indent=2))
-        print(json.dumps(report, indent=2))
+        run.save(args.out, "trust.json", report)
         return 0
 
     import numpy as np
@@ -94,14 +84,14 @@ def main(argv: list[str] | None = None) -> int:
     from qdup.evaluation.bootstrap import bootstrap_intervals, paired_difference
     from qdup.text import standardize
 
-    df, report["generate_s"] = _timed(generate_pairs, args.rows, 0)
+    df, report["generate_s"] = timed(generate_pairs, args.rows, 0)
     split_cfg = SplitConfig() if args.rows >= 320_000 else SplitConfig(n_train=0.75, n_test=0.025)
     splits, _ = make_splits(df, split_cfg)
     train, cal, test = splits["train"], splits["calibration"], splits["test"]
     report["split_rows"] = {k: len(v) for k, v in splits.items()}
 
-    scores, report["baseline_scores_s"] = _timed(lexical_scores, train, cal, test)
-    block, report["baseline_metrics_s"] = _timed(baseline_metrics, scores, cal, test)
+    scores, report["baseline_scores_s"] = timed(lexical_scores, train, cal, test)
+    block, report["baseline_metrics_s"] = timed(baseline_metrics, scores, cal, test)
     report["baseline"] = {"features": scores.params["features"], "test_roc_auc": block["test"]["ranking"]["roc_auc"],
                           "test_accuracy": block["test"]["at_threshold"]["accuracy"]}
 
@@ -110,23 +100,20 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(0)
     other = scores.test + rng.normal(0, 0.05, len(y))  # a second scorer for the paired difference
     for n in (2000, len(y)):
-        _, report[f"bootstrap_{n}_s"] = _timed(bootstrap_intervals, y[:n], scores.test[:n], thr, resamples=args.resamples, seed=42)
-        _, report[f"paired_roc_auc_{n}_s"] = _timed(
+        _, report[f"bootstrap_{n}_s"] = timed(bootstrap_intervals, y[:n], scores.test[:n], thr, resamples=args.resamples, seed=42)
+        _, report[f"paired_roc_auc_{n}_s"] = timed(
             paired_difference, y[:n], scores.test[:n], thr, other[:n], thr, "roc_auc", resamples=args.resamples, seed=42
         )
 
     vocab = ["", "[UNK]", *sorted({t for q in train["question1"].tolist() + train["question2"].tolist() for t in standardize(q)})]
-    prof, report["profile_s"] = _timed(profile_dataset, df, vocab)
+    prof, report["profile_s"] = timed(profile_dataset, df, vocab)
     report["profile_distinct_questions"] = prof.summary["questions"]["distinct"]
     new = generate_pairs(args.rows, 1)
-    drift, report["check_drift_s"] = _timed(check_drift, new, prof, vocab, "warn", DriftTolerances())
+    drift, report["check_drift_s"] = timed(check_drift, new, prof, vocab, "warn", DriftTolerances())
     report["drift_status"] = drift.status
     report["drift_failing"] = drift.failing
-    report["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    report["loadavg_after"] = os.getloadavg()
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "trust.json").write_text(json.dumps(report, indent=2))
-    print(json.dumps(report, indent=2))
+    report["peak_rss_mb"] = round(peak_rss_bytes() / 2**20, 1)
+    run.save(args.out, "trust.json", report)
     return 0
 
 

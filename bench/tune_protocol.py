@@ -4,7 +4,8 @@ For each configuration (JSON overrides of ModelConfig / TrainConfig / VocabConfi
 read and split the sample TSV, fit the vocabulary on train, train in a fresh temporary work
 dir, evaluate (threshold chosen on calibration, metrics on test) and print one JSON line with
 calibration ROC-AUC, best val loss, test ROC-AUC, test accuracy at the reference threshold and
-at the calibration-chosen one, epochs and seconds. Lines are appended to --out when given.
+at the calibration-chosen one, epochs, seconds, and the command and commit that measured them.
+Lines are appended to --out when given.
 
 Choose configurations by calibration ROC-AUC (never by test); test numbers are for reporting.
 
@@ -30,6 +31,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
+
+from bench.harness.machine import provenance
 
 DEFAULT_DATA = Path("/work/shared/data/quora_duplicate_questions_first10k.tsv")
 SECTIONS = ("model", "train", "vocab")
@@ -159,11 +162,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     configs = load_configs(args)
+    run = provenance("bench.tune_protocol", argv, machine={})
     parts = prepare(args.data, args.n_train, args.n_test)
     rows = []
     for name, overrides in configs:
         for seed in args.seeds:
-            row = run_one(parts, name, overrides, seed, args.reference_threshold)
+            # Each line names the command and commit that measured it, as every results file does.
+            row = run_one(parts, name, overrides, seed, args.reference_threshold) | {"command": run["command"],
+                                                                                    "commit": run["commit"]}
             rows.append(row)
             line = json.dumps(row, sort_keys=False)
             print(line, flush=True)

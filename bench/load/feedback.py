@@ -61,19 +61,20 @@ def feedback_phases(b: Any, store_url: str, version: str, questions: Sequence[st
 
 def feedback_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     """The benchmark's rows of the targets table for the feedback phases (bench.load.report's row shape)."""
-    from bench.load.report import _met, _num, _row
+    from bench.harness.tables import measured, met_when
+    from bench.load.report import figure_row
 
     fb = results.get("feedback") or {}
     rate, p99, kept = fb.get("writes_per_s"), fb.get("writes_p99_ms"), fb.get("similarity_kept")
     stored = fb.get("acknowledged_all_stored")
     return [
-        _row("`/v1/feedback` writes (SQLite registry), with similarity load beside", "—", "—",
+        figure_row("`/v1/feedback` writes (SQLite registry), with similarity load beside", "—", "—",
              f"≥ {TARGETS['writes_per_s']:.0f} writes/s, p99 ≤ {TARGETS['writes_p99_ms']:.0f} ms",
-             f"{_num(rate, 'writes/s')}, p99 {_num(p99, 'ms', 2)}; acknowledged rows stored: {stored}",
-             _met(rate is not None and p99 is not None and rate >= TARGETS["writes_per_s"] and p99 <= TARGETS["writes_p99_ms"]
+             f"{measured(rate, 'writes/s')}, p99 {measured(p99, 'ms', 2)}; acknowledged rows stored: {stored}",
+             met_when(rate is not None and p99 is not None and rate >= TARGETS["writes_per_s"] and p99 <= TARGETS["writes_p99_ms"]
                   and bool(stored), rate, p99), None, ""),
-        _row("similarity throughput kept during feedback writes", "—", "—", f"≥ {TARGETS['similarity_kept']:.0%}",
+        figure_row("similarity throughput kept during feedback writes", "—", "—", f"≥ {TARGETS['similarity_kept']:.0%}",
              "not measured" if kept is None else f"{kept:.1%} ({fb.get('similarity_during_per_s')} of "
              f"{fb.get('similarity_alone_per_s')} requests/s)",
-             _met(kept is not None and kept >= TARGETS["similarity_kept"], kept), kept, "during writes / without writes"),
+             met_when(kept is not None and kept >= TARGETS["similarity_kept"], kept), kept, "during writes / without writes"),
     ]

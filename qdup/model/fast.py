@@ -26,7 +26,8 @@ ENCODE_CHUNK = 32_768
 
 
 def session_options(threads: int | None = None) -> ort.SessionOptions:
-    """ONNX Runtime settings: `threads` intra-op threads (default $QDUP_INFERENCE_THREADS, else the CPUs), one inter-op."""
+    """ONNX Runtime settings: `threads` intra-op threads (default $QDUP_INFERENCE_THREADS, else the CPUs), one inter-op,
+    no spinning between calls."""
     opts = ort.SessionOptions()
     if threads is None and os.environ.get(THREADS_ENV):
         threads = int(os.environ[THREADS_ENV])
@@ -35,6 +36,10 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
     opts.intra_op_num_threads = max(1, int(threads))
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    # ONNX Runtime's intra-op threads otherwise spin for a while after each call, holding cores that the work after an
+    # encoding needs (a search's lexical and fusion steps, the server's other requests): on a machine of few cores they
+    # would make that work several times slower.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.log_severity_level = 3
     return opts
 

@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 
 from qdup.errors import QdupError
-from qdup.search.tantivy_topk import TANTIVY_B, TANTIVY_DIR, TANTIVY_K1, TantivyTopK
 from qdup.search.topk import top_k_rows
 
 BM25_KIND = "bm25"
@@ -26,8 +25,21 @@ BM25_FILES = {
 # Words: runs of letters and digits, lowercased, then Snowball's English stemmer (PyStemmer): "learning" finds "learn".
 # Measured against no stemming and against tantivy's analyzers in bench/SEARCH.md.
 _WORD = re.compile(r"\w+")
-# k1 and b are tantivy's (fixed there), so the top k it finds (`TantivyTopK`) are this index's top k.
-BM25_PARAMS = {"k1": TANTIVY_K1, "b": TANTIVY_B, "method": "lucene", "tokens": "lowercased \\w+ words, Snowball English stems"}
+# Lucene's defaults (tantivy's too, compared in bench/SEARCH.md).
+BM25_PARAMS = {"k1": 1.2, "b": 0.75, "method": "lucene", "tokens": "lowercased \\w+ words, Snowball English stems"}
+
+
+# Candidate generation reads at most this many postings of each query term (its highest-scoring ones) and scores
+# exactly the best RESCORED_PER_RESULT per result asked for, at least MIN_RESCORED: chosen in bench/SEARCH.md, where
+# the ranking quality at full size is measured beside the exact top k.
+POSTINGS_PER_TERM = 2000
+RESCORED_PER_RESULT = 4
+MIN_RESCORED = 400
+
+
+def _score_ordered(data: np.ndarray, term: np.ndarray) -> bool:
+    """Whether each term's postings are in decreasing score order (a saved index is; a freshly built one is not)."""
+    return bool(np.all((data[1:] <= data[:-1]) | (term[1:] != term[:-1])))
 
 
 def _stemmer():
@@ -81,39 +93,49 @@ class BM25Index:
     `texts` are the corpus questions (kept by reference, for `search_positions`). `stem=False` (words as they are) exists
     for the comparison in bench/SEARCH.md only; such an index is not saved.
 
-    `topk`: a tantivy index of the same tokens (`TantivyTopK`, built and saved with this one) that finds a query's top k
-    by block-max WAND; the documents it finds are rescored here, exactly. Without it (an index saved before it existed),
-    queries use MaxScore over this index's own arrays (`_candidates`).
+    A query's top k (`_candidates`): each query term's `postings_per_term` highest-scoring postings (each term's postings
+    are kept in decreasing score order, which bm25s's format allows: it only sums them) give the candidates, the best of
+    them by those partial sums are scored exactly (a document-major copy of the scores), and the top k of those are
+    returned with their exact scores. A term with no more postings than that is read whole, so the result is the exact
+    top k whenever no query term has more; past that, a query's cost stays bounded whatever its words.
     """
 
     kind = BM25_KIND
 
-    def __init__(self, retriever: Any, texts: Sequence[str], stem: bool = True, topk: TantivyTopK | None = None):
+    def __init__(self, retriever: Any, texts: Sequence[str], stem: bool = True, postings_per_term: int = POSTINGS_PER_TERM):
         scores = retriever.scores
         self.retriever = retriever
         self.texts = texts
-        self._data = np.asarray(scores["data"], dtype=np.float32)
-        self._indices = np.asarray(scores["indices"], dtype=np.int64)
-        self._indptr = np.asarray(scores["indptr"], dtype=np.int64)
         self._n = int(scores["num_docs"])
         self._vocab: dict[str, int] = retriever.vocab_dict
         self.stem = stem
-        self.topk = topk
+        if postings_per_term < 1:
+            raise QdupError(f"lexical index: postings_per_term must be at least 1, got {postings_per_term}")
+        self.postings_per_term = int(postings_per_term)
         self._stem = _stemmer().stemWords if stem else _words
         self._local = threading.local()
-        # Each term's highest score in any document: what it can add at most (MaxScore pruning in `_candidates`).
-        self._max = np.zeros(len(self._indptr) - 1, dtype=np.float32)
-        filled = np.flatnonzero(np.diff(self._indptr) > 0)
-        if len(filled):
-            self._max[filled] = np.maximum.reduceat(self._data, self._indptr[filled])
+        self._indptr = np.asarray(scores["indptr"], dtype=np.int64)
         if self._n != len(texts):
             raise QdupError(f"lexical index: {self._n} documents for a corpus of {len(texts)} questions")
-        if len(self._indptr) != len(self._vocab) + 1 or not self._indptr[-1] == len(self._data) == len(self._indices):
+        data, indices = np.asarray(scores["data"], dtype=np.float32), np.asarray(scores["indices"])
+        if len(self._indptr) != len(self._vocab) + 1 or not self._indptr[-1] == len(data) == len(indices):
             raise QdupError(f"lexical index: {len(self._vocab)} terms, {len(self._indptr)} term offsets and "
-                            f"{len(self._data)} postings do not fit together")
+                            f"{len(data)} postings do not fit together")
+        term = np.repeat(np.arange(len(self._indptr) - 1, dtype=np.int32), np.diff(self._indptr))
+        if not _score_ordered(data, term):
+            # Each term's postings by decreasing score (ties by document): the prefix candidate generation reads. The
+            # retriever keeps the same arrays, so a saved index is already in this order when loaded.
+            order = np.lexsort((indices, -data, term))
+            data, indices = data[order], indices[order]
+            scores["data"], scores["indices"] = data, indices
+        self._data, self._indices = data, indices.astype(np.int32, copy=False)
+        # The same scores by document (CSR: each document's terms): exact scores of given documents.
+        by_doc = np.lexsort((term, self._indices))
+        self._doc_ptr = np.concatenate([[0], np.cumsum(np.bincount(self._indices, minlength=self._n))]).astype(np.int64)
+        self._doc_terms, self._doc_scores = term[by_doc], data[by_doc]
 
     @classmethod
-    def build(cls, texts: Sequence[str], stem: bool = True) -> BM25Index:
+    def build(cls, texts: Sequence[str], stem: bool = True, postings_per_term: int = POSTINGS_PER_TERM) -> BM25Index:
         import bm25s
 
         if not len(texts):
@@ -123,25 +145,22 @@ class BM25Index:
         tokens = [terms(_WORD.findall(t.lower())) for t in texts]
         retriever.scores, retriever.vocab_dict = bm25_matrix(tokens)
         retriever.nonoccurrence_array = None  # Lucene's BM25 has no score for absent terms (bm25s sets it so too)
-        topk = TantivyTopK.build(tokens)
         del tokens
-        topk.check(len(texts))
-        return cls(retriever, texts, stem, topk)
+        return cls(retriever, texts, stem, postings_per_term)
 
     def save(self, directory: Path) -> list[str]:
         """Write the index's files into `directory` (the question index's folder while it is written); their names."""
         if not self.stem:
             raise QdupError("lexical index: only the stemmed BM25 index is saved (the one load reads)")
         self.retriever.save(str(directory), show_progress=False, **BM25_FILES)
-        return sorted([*BM25_FILES.values(), *(self.topk.save(directory) if self.topk is not None else [])])
+        return sorted(BM25_FILES.values())
 
     @classmethod
-    def load(cls, directory: Path, texts: Sequence[str]) -> BM25Index:
+    def load(cls, directory: Path, texts: Sequence[str], postings_per_term: int = POSTINGS_PER_TERM) -> BM25Index:
         import bm25s
 
         retriever = bm25s.BM25.load(str(directory), mmap=False, load_corpus=False, show_progress=False, **BM25_FILES)
-        where = Path(directory) / TANTIVY_DIR
-        return cls(retriever, texts, topk=TantivyTopK.open(where, len(texts)) if where.is_dir() else None)
+        return cls(retriever, texts, postings_per_term=postings_per_term)
 
     def __len__(self) -> int:
         return self._n
@@ -150,15 +169,6 @@ class BM25Index:
         """The distinct vocabulary ids of a text's word stems (unknown words dropped)."""
         vocab = self._vocab
         return np.unique(np.fromiter((vocab[t] for t in self._stem(_WORD.findall(text.lower())) if t in vocab), dtype=np.int64))
-
-    def _terms(self, ids: np.ndarray) -> list[str]:
-        """The vocabulary's words of ids (what the tantivy index holds)."""
-        if getattr(self, "_words_of", None) is None:
-            words: list[str] = [""] * len(self._vocab)
-            for word, i in self._vocab.items():
-                words[i] = word
-            self._words_of = words
-        return [self._words_of[int(i)] for i in ids]
 
     def _buffers(self) -> tuple[np.ndarray, np.ndarray]:
         # Per thread (searches may run on several): a score accumulator kept at zero between queries, and a scratch
@@ -169,12 +179,15 @@ class BM25Index:
             local.mark = np.zeros(self._n, dtype=np.int64)
         return local.acc, local.mark
 
-    def _postings(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The documents holding any of the terms `ids` (each once) and the sum of those terms' scores in each."""
+    def _sum_postings(self, ids: np.ndarray, most: int | None) -> tuple[np.ndarray, np.ndarray]:
+        """The documents of the terms `ids`' postings (at most `most` per term, the highest-scoring; None: all), each
+        once, with the sum of those postings' scores."""
         if not len(ids):
             return np.empty(0, np.int64), np.empty(0, np.float32)
         starts, ends = self._indptr[ids], self._indptr[ids + 1]
-        docs = np.concatenate([self._indices[a:z] for a, z in zip(starts, ends, strict=True)])
+        if most is not None:
+            ends = np.minimum(ends, starts + most)
+        docs = np.concatenate([self._indices[a:z] for a, z in zip(starts, ends, strict=True)]).astype(np.int64)
         vals = np.concatenate([self._data[a:z] for a, z in zip(starts, ends, strict=True)])
         acc, mark = self._buffers()
         np.add.at(acc, docs, vals)
@@ -186,70 +199,46 @@ class BM25Index:
         acc[docs] = 0.0
         return unique, sums
 
-    def _term_scores(self, ids: np.ndarray, docs: np.ndarray) -> np.ndarray:
-        """Sum over the terms `ids` of each document's score in `docs` (sorted, distinct): each term's postings
-        (sorted by document) searched for the documents, or, when the documents are many next to the postings,
-        the postings spread into the accumulator and read back (whichever touches fewer entries)."""
-        total = np.zeros(len(docs), dtype=np.float32)
-        acc, _ = self._buffers()
-        for t in ids:
-            a, z = int(self._indptr[t]), int(self._indptr[t + 1])
-            if z == a:
-                continue
-            seg = self._indices[a:z]
-            if len(docs) * np.log2(z - a + 1) < 4 * (z - a):
-                at = np.minimum(np.searchsorted(seg, docs), len(seg) - 1)
-                total += np.where(seg[at] == docs, self._data[a + at], 0.0).astype(np.float32)
-            else:
-                acc[seg] = self._data[a:z]
-                total += acc[docs]
-                acc[seg] = 0.0
-        return total
+    def _exact(self, ids: np.ndarray, docs: np.ndarray) -> np.ndarray:
+        """Sum over the terms `ids` (sorted, distinct) of each document's score in `docs`: each document's own terms
+        (the document-major copy) matched against the query's."""
+        starts, ends = self._doc_ptr[docs], self._doc_ptr[docs + 1]
+        lengths = ends - starts
+        owner = np.repeat(np.arange(len(docs)), lengths)
+        at = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths) + np.repeat(starts, lengths)
+        hit = np.isin(self._doc_terms[at], ids, assume_unique=False)
+        return np.bincount(owner[hit], weights=self._doc_scores[at][hit], minlength=len(docs)).astype(np.float32)
 
     def scores(self, text: str) -> np.ndarray:
         """BM25 score of `text` against every corpus question (0 for those sharing no word)."""
         out = np.zeros(self._n, dtype=np.float32)
-        docs, sums = self._postings(self.token_ids(text))
+        docs, sums = self._sum_postings(self.token_ids(text), None)
         out[docs] = sums
         return out
 
     def _candidates(self, text: str, k: int, exclude: int) -> tuple[np.ndarray, np.ndarray]:
-        """Documents that surely hold the top k of `text` (never `exclude`), with their exact BM25 scores.
+        """Documents holding the top k of `text` (never `exclude`), with their exact BM25 scores: the best
+        `RESCORED_PER_RESULT * k` (at least `MIN_RESCORED`) by the sums of each term's first `postings_per_term`
+        postings, scored exactly. Exact whenever no query term has more postings than that.
 
-        With `topk`: the k documents tantivy's block-max WAND finds, rescored here. Without, MaxScore (Turtle and Flood
-        1995): the query's terms in decreasing order of the most each can add; the documents
-        of the first j terms are scored exactly (the other terms looked up in their postings); once the k-th best of
-        them beats the most the remaining terms could give a document holding none of the first j, no other document
-        can enter the top k. So a query reads the postings of its rare words, and of its common ones ("how", "i",
-        "the": a third of a 537k corpus each) only the entries of those documents: exact, and far cheaper than
-        adding every posting (bm25s's own retrieve scores and sorts every document).
+        Hand-written because the libraries' exact top k (tantivy's block-max WAND, MaxScore over bm25s's arrays) read
+        most of the postings of a question's many common words ("how", "i", "the", "best": a sizeable share of the
+        corpus each), so their cost grows with the corpus; this bounds a query's work by its number of words
+        (impact-ordered postings read to a fixed depth, as in anytime ranking, Lin and Trotman 2015). bench/SEARCH.md
+        measures its ranking quality beside the exact top k.
         """
         ids = self.token_ids(text)
         if not len(ids):
             return np.empty(0, np.int64), np.empty(0, np.float32)
-        if self.topk is not None:
-            found = self.topk.top(self._terms(ids), k + (exclude >= 0))
-            docs = np.sort(found[found != exclude])
-            return docs, self._term_scores(ids, docs)
-        ids = ids[np.argsort(-self._max[ids], kind="stable")]
-        # rest[j]: the most the terms after the first j + 1 can add to one document.
-        rest = np.concatenate([np.cumsum(self._max[ids][::-1])[::-1][1:], [0.0]])
-        for j in range(1, len(ids) + 1):
-            docs, sums = self._postings(ids[:j])
-            if exclude >= 0:
-                keep = docs != exclude
-                docs, sums = docs[keep], sums[keep]
-            if j < len(ids) and len(docs) >= k:
-                kth = np.partition(sums, len(sums) - k)[len(sums) - k]
-                # The other terms only raise these k scores; a document outside them scores at most rest[j - 1], and so
-                # does one of them that, given every remaining term, would still stay below the k-th.
-                if kth > rest[j - 1]:
-                    keep = sums + rest[j - 1] >= kth
-                    docs, sums = docs[keep], sums[keep]
-                    order = np.argsort(docs)  # sorted lookups walk each posting list once
-                    docs, sums = docs[order], sums[order]
-                    return docs, sums + self._term_scores(ids[j:], docs)
-        return docs, sums
+        docs, sums = self._sum_postings(ids, self.postings_per_term)
+        if exclude >= 0:
+            keep = docs != exclude
+            docs, sums = docs[keep], sums[keep]
+        want = max(RESCORED_PER_RESULT * k, MIN_RESCORED)
+        if len(docs) > want:
+            docs = docs[np.argpartition(-sums, want - 1)[:want]]
+        docs = np.sort(docs)
+        return docs, self._exact(ids, docs)
 
     def _top(self, text: str, k: int, exclude: int = -1) -> tuple[np.ndarray, np.ndarray]:
         docs, sums = self._candidates(text, k, exclude)
@@ -280,7 +269,7 @@ class BM25Index:
         for i, text in enumerate(texts):
             row = candidates[i]
             docs, back = np.unique(np.where(row >= 0, row, 0), return_inverse=True)
-            out[i] = np.where(row >= 0, self._term_scores(self.token_ids(text), docs)[back], -np.inf)
+            out[i] = np.where(row >= 0, self._exact(self.token_ids(text), docs)[back], -np.inf)
         return out
 
     def pair_scores(self, queries: np.ndarray, candidates: np.ndarray) -> np.ndarray:
@@ -293,7 +282,7 @@ class BM25Index:
 
         return {"kind": self.kind, "library": f"bm25s {bm25s.__version__}", **BM25_PARAMS, "documents": self._n,
                 "vocabulary": len(self._vocab), "postings": int(len(self._data)),
-                "top_k": f"block-max WAND, {TantivyTopK.library()}" if self.topk is not None else "MaxScore"}
+                "top_k": f"each query term's {self.postings_per_term} best postings, the best candidates rescored exactly"}
 
 
 # What builds the lexical side of a corpus: the retrieval evaluation and the question index use the same one.

@@ -226,8 +226,8 @@ class QuestionIndex:
 
 
 def _index_files(directory: Path) -> list[str]:
-    """The files of an index folder, as paths relative to it (the lexical index's tantivy files in a folder of their
-    own), without hidden files (the lock files tantivy creates when it opens its folder)."""
+    """The files of an index folder, as paths relative to it, without hidden files (lock files a reader's library may
+    create in a folder it opens)."""
     return sorted(str(p.relative_to(directory)) for p in Path(directory).rglob("*")
                   if p.is_file() and not any(part.startswith(".") for part in p.relative_to(directory).parts))
 

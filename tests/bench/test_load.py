@@ -257,7 +257,7 @@ def test_build_store_copies_production_and_a_second_version_the_server_can_load(
     id, and a second version differing only in its threshold (+ 0.01) whose index names it; the source is untouched."""
     import keras
 
-    from bench.load.run import build_store
+    from bench.load.model import build_store
     from qdup.config import ModelConfig, VocabConfig
     from qdup.model.network import build_encoder
     from qdup.model.vocab import fit_vectorizer
@@ -298,7 +298,7 @@ def test_build_store_copies_production_and_a_second_version_the_server_can_load(
 
 
 def test_the_server_is_measured_over_its_process_tree():
-    from bench.load.run import cpu_seconds, proc_status, process_tree
+    from bench.harness.procs import process_tree, tree_cpu_seconds, tree_status_bytes
 
     parent = subprocess.Popen(["sh", "-c", "sleep 30 & sleep 30 & wait"])
     try:
@@ -307,8 +307,8 @@ def test_the_server_is_measured_over_its_process_tree():
             time.sleep(0.05)
         tree = process_tree(parent.pid)
         assert tree[0] == parent.pid and len(tree) == 3  # the shell and its two sleeps
-        assert proc_status(parent.pid, "VmHWM") > proc_status(tree[1], "VmHWM") > 0
-        assert cpu_seconds(parent.pid) >= 0
+        assert tree_status_bytes(parent.pid, "VmHWM") > tree_status_bytes(tree[1], "VmHWM") > 0
+        assert tree_cpu_seconds(parent.pid) >= 0
     finally:
         for pid in process_tree(parent.pid)[1:]:
             os.kill(pid, signal.SIGTERM)

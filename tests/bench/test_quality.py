@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from bench.quality import cluster_weights, pair_figures, pair_groups, retrieval_figures
+from bench.quality_figures import cluster_weights, pair_figures, pair_groups, retrieval_figures
 
 
 def test_cluster_weights_move_whole_groups():
@@ -49,7 +49,7 @@ def test_retrieval_intervals_widen_when_clusters_are_large():
 
 
 def test_a_default_is_chosen_on_selection_figures_never_on_test():
-    from bench.quality import chosen
+    from bench.quality_report import chosen
 
     def result(cal: float, mrr: float, test_roc: float) -> dict:
         return {"sample": {"selection": {"calibration_roc_auc": cal, "retrieval_val_mrr@10": {"dense": mrr, "hybrid": mrr}},

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 
 from bench import quality_larger
-from bench.quality import load_protocol
+from bench.quality_figures import load_protocol
 from qdup.config import SplitConfig
 from qdup.data.demo import write_demo_tsv
 from qdup.data.splits import make_splits

@@ -4,18 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from bench.report import (
-    FULL_ROWS,
-    GIB,
-    capped_rows,
-    evaluate_targets,
-    latency_summary,
-    percentile,
-    prep_seconds,
-    render_markdown,
-    split_counts,
-    table,
-)
+from bench.harness.stats import latency_summary, percentile
+from bench.harness.tables import GIB, table
+from bench.report import FULL_ROWS, capped_rows, evaluate_targets, prep_seconds, render_markdown, split_counts
 
 
 def test_percentile_interpolates_like_numpy():
@@ -117,7 +108,7 @@ def test_prep_seconds_needs_all_three_stages():
 def test_markdown_has_every_section():
     md = render_markdown(_results(targets=evaluate_targets(_results())))
     assert "## Targets" in md and "| met? |" in md
-    assert "**NO**" in md
+    assert "**no**" in md
     assert "n/a (store not implemented)" in md
     assert "Skipped: absent" in md
     assert "| speed-up" not in md  # the speed-up is a sentence, not a table row

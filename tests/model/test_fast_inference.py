@@ -159,3 +159,12 @@ def test_an_export_without_a_fast_file_is_served_by_keras_and_says_so(export, tm
     assert fast_predictor.runtime == "onnxruntime"
     q1, q2 = ["how do i learn python", "why is the sky blue"], ["what is the best way to learn python", "python"]
     np.testing.assert_allclose(keras_predictor.similarity(q1, q2), fast_predictor.similarity(q1, q2), atol=1e-5)
+
+
+def test_runtime_threads_do_not_spin_between_calls():
+    """Spinning intra-op threads would hold the cores a search's lexical and fusion steps need right after encoding."""
+    from qdup.model.fast import session_options
+
+    opts = session_options(2)
+    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert opts.intra_op_num_threads == 2 and opts.inter_op_num_threads == 1

@@ -99,9 +99,7 @@ def test_save_load_round_trip(tmp_path, ann):
     recall_against_exact(index, sample_queries(index, 20, seed=2), 5)
     manifest = index.save(tmp_path / "idx")
     lexical = {f"lexical_bm25.{part}" for part in ("data.npy", "indices.npy", "indptr.npy", "vocab.json", "params.json")}
-    tantivy = {name for name in manifest["files"] if name.startswith("lexical_tantivy/")}
-    assert "lexical_tantivy/meta.json" in tantivy  # the lexical index's top-k side, in a folder of its own
-    assert set(manifest["files"]) == ({"embeddings.npy", "questions.parquet"} | lexical | tantivy
+    assert set(manifest["files"]) == ({"embeddings.npy", "questions.parquet"} | lexical
                                       | ({"ivf.faiss"} if ann == "ivf" else set()))
     back = load_index(tmp_path / "idx", expected_model_version="v1")
     for query in index.texts[:5]:
