@@ -218,12 +218,12 @@ def mean_batch_width(splits_dir: Path, ctx: Ctx) -> dict[str, float]:
     import numpy as np
 
     from qdup.data.splits import read_split
-    from qdup.model import train, vocab
+    from qdup.model import batches, vocab
 
     train_df = read_split(splits_dir / "train.parquet")
     vectorizer = vocab.load_vectorizer(ctx.work / "vocab" / "vocabulary.txt")
-    pairs = train.pair_arrays(train_df, vectorizer, ctx.cfg.model, "train")
-    plan = train.batch_plan(np.maximum(pairs.len1, pairs.len2), ctx.cfg.train.batch_size, train.epoch_seed(ctx.cfg.seed, 1))
+    pairs = batches.pair_arrays(train_df, vectorizer, ctx.cfg.model, "train")
+    plan = batches.batch_plan(np.maximum(pairs.len1, pairs.len2), ctx.cfg.train.batch_size, batches.epoch_seed(ctx.cfg.seed, 1))
     fixed = not ctx.cfg.model.mask_padding
     w1 = [pairs.q1.shape[1] if fixed else int(pairs.len1[b].max()) for b in plan]
     w2 = [pairs.q2.shape[1] if fixed else int(pairs.len2[b].max()) for b in plan]

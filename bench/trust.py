@@ -29,7 +29,8 @@ def _real(sample: Path) -> dict[str, Any]:
     from qdup.config import DriftTolerances, SplitConfig
     from qdup.data.contracts import read_tsv, to_int_frame
     from qdup.data.demo import generate_pairs
-    from qdup.data.drift import check_drift, profile_dataset
+    from qdup.data.drift import check_drift
+    from qdup.data.profile import profile_dataset
     from qdup.data.splits import make_splits
     from qdup.evaluation.baseline import lexical_pair_baseline
     from qdup.text import standardize
@@ -76,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from qdup.config import DriftTolerances, SplitConfig
     from qdup.data.demo import generate_pairs
-    from qdup.data.drift import check_drift, profile_dataset
+    from qdup.data.drift import check_drift
+    from qdup.data.profile import profile_dataset
     from qdup.data.splits import make_splits
     from qdup.evaluation.baseline import baseline_metrics, lexical_scores
     from qdup.evaluation.bootstrap import bootstrap_intervals, paired_difference

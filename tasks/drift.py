@@ -8,7 +8,8 @@ from typing import Any
 from prefect import task
 
 from qdup.config import RetrainConfig
-from qdup.data.drift import VERSION_PROFILE_DIR, DriftViolation
+from qdup.data.drift import DriftViolation
+from qdup.data.profile import VERSION_PROFILE_DIR
 from qdup.log import WARNING_MARK
 from qdup.registry.store import ArtifactStore
 from qdup.stagecache import StageResult, code_fingerprint, params, run_stage

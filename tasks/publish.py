@@ -30,7 +30,7 @@ def retry_on_io(task, task_run, state) -> bool:
 
 def profile_files(stages: dict[str, StageResult], out_dir: Path) -> dict[str, Path]:
     """This version's data profile (validated data under its own vocabulary), written to `out_dir`, under version names."""
-    from qdup.data.drift import VERSION_PROFILE_DIR
+    from qdup.data.profile import VERSION_PROFILE_DIR
     from qdup.stages.drift import build_profile
     from qdup.stages.validate import VALIDATED_FILE
 

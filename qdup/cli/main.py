@@ -40,7 +40,7 @@ def _quiet_environment() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     apply_tf_thread_defaults()
     # Without a Prefect server, `qdup run` starts a temporary one; its first start on a fresh
-    # PREFECT_HOME creates the database, which on a busy 2-core machine exceeds Prefect's 20 s.
+    # PREFECT_HOME creates the database, which on a busy small machine can outlast Prefect's default timeout.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     # Prefect creates PREFECT_HOME without its parents, then fails to open its database there.
     if os.environ.get("PREFECT_HOME"):

@@ -1,9 +1,9 @@
 """The derived fast-inference form of an encoder: the same network as an ONNX graph with ONNX's native LSTM op.
 
-Hand-built from the Keras weights with onnx.helper rather than converted by tf2onnx: tf2onnx 1.17 does
-not recognise Keras 3's LSTM loop and emits a generic `Loop` that ONNX Runtime runs 3-4x slower than
-TensorFlow (bench/results/inference: `python -m bench.inference`), while ONNX's `LSTM` op runs one
-question in a quarter of a millisecond. The graph is exactly the encoder at inference (dropouts are
+Hand-built from the Keras weights with onnx.helper rather than converted by tf2onnx: tf2onnx does
+not recognise Keras 3's LSTM loop and emits a generic `Loop` that ONNX Runtime runs slower than
+TensorFlow, while ONNX's native `LSTM` op is the fast form (figures: bench/results/inference, from
+`python -m bench.inference`). The graph is exactly the encoder at inference (dropouts are
 identities): embedding [+ mean of the word's n-gram embeddings] -> (Bi)LSTM -> mean over the text's
 steps -> unit length. `check_fast_encoder` (export) and tests/model/test_fast_inference.py hold it to the
 Keras model within 1e-5.

@@ -43,7 +43,7 @@ def reproduction_config(manifest: dict[str, Any]) -> RetrainConfig:
     publish = cfg.publish.model_copy(update={"promote": False})
     update: dict[str, Any] = {"fetch": fetch, "publish": publish}
     snapshot = (manifest.get("feedback") or {}).get("snapshot_sha256")
-    if snapshot:  # the feedback it trained with, not the store's feedback today
+    if snapshot:  # the feedback it trained with, not the store's feedback at reproduction time
         update["feedback"] = cfg.feedback.model_copy(update={"snapshot": snapshot})
     return cfg.model_copy(update=update)
 

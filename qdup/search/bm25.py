@@ -58,7 +58,7 @@ def bm25_matrix(
     """bm25s's eager BM25 index of tokenised documents, built with whole-array operations: its `scores` arrays (CSC by
     term: data = each (term, document) pair's Lucene BM25 score, indices = documents, indptr) and vocabulary.
 
-    Hand-written because bm25s's own `index` loops over documents in Python (35 s for 535k questions here) and numbers
+    Hand-written because bm25s's own `index` loops over documents in Python (slow on a large corpus) and numbers
     its vocabulary in set order, which changes with Python's string hashing; this gives the same scores (a test compares
     them with bm25s's) in a fraction of the time, with terms numbered in first-seen order, so a rebuild is identical.
     Like bm25s, the vocabulary ends with the empty token "" (no postings).

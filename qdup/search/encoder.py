@@ -13,7 +13,6 @@ from qdup.errors import QdupError
 from qdup.fileio import sha256_file
 from qdup.model.exported import FAST_FILE, INFERENCE_FILE, THRESHOLD_FILE, VOCAB_FILE, PairEncoder, load_pair_encoder, read_export_meta
 
-ENCODER_FILE = "encoder.keras"
 VOCABULARY_FILE = VOCAB_FILE
 
 

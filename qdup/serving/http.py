@@ -4,21 +4,17 @@
 # FastAPI must see them as objects, not as names it would look up in this module.
 import asyncio
 import contextlib
-from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
-from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, StringConstraints, Tag, TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qdup.registry.store import ArtifactStore
 from qdup.serving.batcher import MicroBatcher, SearchBatcher
@@ -26,308 +22,12 @@ from qdup.serving.cache import EncodingCache
 from qdup.serving.feedback_api import feedback_facts, install_feedback
 from qdup.serving.follower import FollowerState, ModelFollower
 from qdup.serving.metrics import RequestMetrics, ServerMetrics
+from qdup.serving.middleware import BodyLimit, DirectJsonRoute, Utf8JsonRoute, validation_error
+from qdup.serving.schemas import PairsAnswer, Problem, SearchAnswer, SearchManyAnswer, SimilarityAnswer, request_models
 from qdup.serving.settings import ServeConfig
 from qdup.serving.threads import serving_threads, set_faiss_threads
 
 STATIC_DIR = Path(str(resources.files("qdup.serving") / "static"))
-# Tags of the request forms (one pair or a batch; one question or several); not field names, so
-# they are left out of the field path that errors name.
-_FORM_TAGS = {"one_pair_form", "pairs_form", "one_question_form", "questions_form"}
-
-
-def _error_body(field: str, msg: str, kind: str) -> dict[str, Any]:
-    return {"error": f"{field}: {msg}", "detail": [{"loc": ["body"], "field": field, "msg": msg, "type": kind}]}
-
-
-class BodyLimit:
-    """Refuse a request body over `limit` bytes before anything parses it: by Content-Length, and while streaming."""
-
-    def __init__(self, app: ASGIApp, limit: int):
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        too_large = JSONResponse(_error_body("body", f"request body is over {self.limit:,} bytes", "too_large"), status_code=413)
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    declared = self.limit + 1
-                if declared > self.limit:
-                    await too_large(scope, receive, send)
-                    return
-        received = 0
-        started = False
-        refused = False
-
-        async def limited_receive() -> Message:
-            # Over the limit mid-stream: answer 413 ourselves and tell the app the client left,
-            # so that nothing parses the body and nothing the app says afterwards is sent.
-            nonlocal received, refused
-            if refused:
-                return {"type": "http.disconnect"}
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.limit:
-                    refused = True
-                    if not started:
-                        await too_large(scope, receive, send)
-                    return {"type": "http.disconnect"}
-            return message
-
-        async def guarded_send(message: Message) -> None:
-            nonlocal started
-            if refused:
-                return
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, guarded_send)
-        except Exception:
-            if not refused:
-                raise
-
-
-def _field_path(loc: tuple[Any, ...] | list[Any]) -> str:
-    parts = [str(p) for p in loc if p != "body" and p not in _FORM_TAGS]
-    return ".".join(parts) or "body"
-
-
-async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    """422 naming each offending field (dotted path), without echoing the input back."""
-    details = []
-    for e in exc.errors():
-        loc = e.get("loc", ())
-        field = "body" if e.get("type") == "json_invalid" else _field_path(loc)
-        details.append({"loc": list(loc), "field": field, "msg": e.get("msg"), "type": e.get("type")})
-    first = details[0] if details else {"field": "body", "msg": "invalid request"}
-    return JSONResponse({"error": f"{first['field']}: {first['msg']}", "detail": details}, status_code=422)
-
-
-class Utf8JsonRoute(APIRoute):
-    """A route whose JSON body must be UTF-8 (RFC 8259): any other bytes are invalid JSON, 422 like the rest.
-
-    FastAPI would answer 400, a status the API does not document, for a body that does not decode.
-    """
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def checked(request: Request) -> Response:
-            if request.method == "POST":
-                body = await request.body()  # kept by the request: the handler parses the same bytes
-                try:
-                    body.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    error = {"type": "json_invalid", "loc": ("body", exc.start), "msg": "JSON body is not valid UTF-8", "input": {}}
-                    raise RequestValidationError([error]) from None
-            return await handler(request)
-
-        return checked
-
-
-def _json_media_type(headers: list[tuple[bytes, bytes]]) -> bool:
-    for name, value in headers:
-        if name == b"content-type":
-            return value.split(b";", 1)[0].strip().lower() == b"application/json"
-    return False
-
-
-class DirectJsonRoute:
-    """One POST route answered without FastAPI's routing, dependency solving and request objects, for bodies that
-    validate: they were half of the event loop's time per one-pair request under 32 clients (py-spy), the model
-    call a small part. The body is validated by the route's own pydantic model from the raw bytes (pydantic's JSON
-    parser); a body that does not validate, or is not `application/json`, goes on to FastAPI unchanged (its bytes
-    replayed), so that errors, 422s and the OpenAPI schema stay FastAPI's. `answer` is the endpoint's own function.
-    """
-
-    def __init__(self, app: ASGIApp, path: str, body_type: Any, answer: Callable[[Any], Coroutine[Any, Any, Response]]):
-        self.app, self.path, self.answer = app, path, answer
-        self.adapter = TypeAdapter(body_type)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (scope["type"] != "http" or scope["path"] != self.path or scope["method"] != "POST"
-                or not _json_media_type(scope["headers"])):
-            await self.app(scope, receive, send)
-            return
-        chunks = []
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return  # the client left (or the body limit answered): nobody to answer
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
-        try:
-            parsed = self.adapter.validate_json(body)
-        except ValidationError:
-            replayed = False
-
-            async def replay() -> Message:
-                nonlocal replayed
-                if not replayed:
-                    replayed = True
-                    return {"type": "http.request", "body": body, "more_body": False}
-                return await receive()
-
-            await self.app(scope, replay, send)
-            return
-        response = await self.answer(parsed)
-        await response(scope, receive, send)
-
-
-def _whole_number(value: Any) -> Any:
-    """A JSON number with no fraction (5.0) is an integer to JSON Schema: take it as one; 5.5, true and "5" stay refused."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
-
-
-# The characters str.isspace() calls whitespace (those _not_blank strips), as a class that Python's, ECMAScript's
-# and Rust's regular expressions read alike (their \s differ on a few control characters).
-SPACE_CLASS = r"\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
-NOT_BLANK_PATTERN = f"[^{SPACE_CLASS}]"
-
-
-def _not_blank(value: str) -> str:
-    if not value.strip():
-        raise ValueError("must not be empty or whitespace-only")
-    return value
-
-
-def _form(many_key: str) -> Discriminator:
-    """Choose the request form by the key present: a body is validated against one form only, and
-    its errors name that form's fields (not every branch of a union)."""
-
-    def tag(value: Any) -> str | None:
-        if not isinstance(value, dict):
-            return None
-        return f"{many_key}_form" if many_key in value else f"one_{many_key.removesuffix('s')}_form"
-
-    return Discriminator(tag)
-
-
-def request_models(cfg: ServeConfig) -> dict[str, Any]:
-    """The request and response models, with this configuration's limits in them (and in /docs)."""
-    Question = Annotated[
-        str,
-        StringConstraints(strict=True, min_length=1, max_length=cfg.max_question_chars),
-        AfterValidator(_not_blank),
-        # The pattern tells the schema's readers (and fuzzers) what _not_blank checks: some character that is not whitespace.
-        Field(description=f"a question: a non-blank string of at most {cfg.max_question_chars:,} characters",
-              json_schema_extra={"pattern": NOT_BLANK_PATTERN}),
-    ]
-    strict = ConfigDict(extra="forbid")
-
-    class PairRequest(BaseModel):
-        model_config = strict
-        question1: Question
-        question2: Question
-
-    class Pair(BaseModel):
-        model_config = strict
-        question1: Question
-        question2: Question
-
-    class PairsRequest(BaseModel):
-        model_config = strict
-        pairs: list[Pair] = Field(min_length=1, max_length=cfg.max_batch_pairs)
-
-    K = Annotated[int, Field(ge=1, le=cfg.max_k, strict=True), BeforeValidator(_whole_number)]
-    default_k = min(10, cfg.max_k)  # a default the schema's own bounds allow
-
-    class QuestionRequest(BaseModel):
-        model_config = strict
-        question: Question
-        k: K = default_k
-
-    class QuestionsRequest(BaseModel):
-        model_config = strict
-        questions: list[Question] = Field(min_length=1, max_length=cfg.max_search_queries)
-        k: K = default_k
-
-    SimilarityBody = Annotated[
-        Annotated[PairRequest, Tag("one_pair_form")] | Annotated[PairsRequest, Tag("pairs_form")], _form("pairs")
-    ]
-    SearchBody = Annotated[
-        Annotated[QuestionRequest, Tag("one_question_form")] | Annotated[QuestionsRequest, Tag("questions_form")],
-        _form("questions"),
-    ]
-    return {
-        "SimilarityBody": SimilarityBody,
-        "SearchBody": SearchBody,
-        "PairsRequest": PairsRequest,
-        "QuestionsRequest": QuestionsRequest,
-        "Question": Question,
-    }
-
-
-class Score(BaseModel):
-    similarity: float = Field(description="cosine of the two questions' encodings, in [-1, 1]")
-    reranker_score: float | None = Field(default=None, description="the pair reranker's duplicate probability (versions with one)")
-    duplicate: bool = Field(description="reranker_score >= reranker_threshold where the reranker decides (decided_by), else "
-                            "similarity >= threshold")
-
-
-class SimilarityAnswer(Score):
-    version: str
-    threshold: float
-    reranker_threshold: float | None = None
-    decided_by: str = Field(default="encoder", description="which score made `duplicate`: reranker or encoder")
-
-
-class PairsAnswer(BaseModel):
-    version: str
-    threshold: float
-    reranker_threshold: float | None = None
-    decided_by: str = Field(default="encoder", description="which score made `duplicate`: reranker or encoder")
-    results: list[Score]
-
-
-SCORE_KIND_HELP = ("what `score` is: cosine (dense ranking), bm25 (lexical), rrf or weighted (hybrid fusion of the two), "
-                   "reranker (the pair reranker's probability)")
-
-
-class HitOut(BaseModel):
-    id: str | int
-    question: str
-    score: float = Field(description="the score that ranked the hits: results are in descending order of it")
-    score_kind: str = Field(description=SCORE_KIND_HELP)
-    similarity: float = Field(description="the encoder cosine of the query and this question, in [-1, 1] (not the ranking score "
-                                          "unless score_kind is cosine)")
-    reranker_score: float | None = Field(default=None, description="the pair reranker's duplicate probability (versions with one)")
-    duplicate: bool = Field(description="reranker_score >= the reranker's threshold with a reranker, else similarity >= the "
-                                        "version's threshold (duplicate_by, duplicate_threshold)")
-
-
-class SearchAnswer(BaseModel):
-    version: str
-    method: str = Field(description="the ranking: dense, lexical, hybrid or reranked (the version's choice)")
-    score_kind: str = Field(description=SCORE_KIND_HELP)
-    duplicate_by: str = Field(description="the field a hit's duplicate mark compares: reranker_score or similarity")
-    duplicate_threshold: float
-    results: list[HitOut]
-
-
-class SearchManyAnswer(BaseModel):
-    version: str
-    method: str
-    score_kind: str
-    duplicate_by: str
-    duplicate_threshold: float
-    results: list[list[HitOut]]
-
-
-class Problem(BaseModel):
-    error: str
-    version: str | None = None
 
 
 def no_index_message(version: str) -> str:
@@ -386,7 +86,7 @@ def create_app(cfg: ServeConfig, follower: ModelFollower | None = None, direct_r
     app.state.metrics = metrics
     app.state.threads = None
     app.router.route_class = Utf8JsonRoute
-    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
     if direct_routes:
         # Inside the body limit and the metrics (added after it), so that their answers and counts are the same.
         app.add_middleware(DirectJsonRoute, path="/v1/similarity", body_type=SimilarityBody, answer=lambda body: similarity_answer(body))
@@ -532,4 +232,3 @@ def model_facts(
     facts["limits"] = cfg.model_dump(include=limits)
     facts["batch_wait_ms"] = cfg.batch_wait_ms
     return facts
-

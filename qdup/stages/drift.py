@@ -14,7 +14,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from qdup.config import ValidateConfig
-from qdup.data import drift
+from qdup.data import drift, profile
 from qdup.model.vocabulary_file import read_vocabulary
 
 
@@ -35,10 +35,10 @@ def build_drift(
     production = None
     vocabulary = None
     if production_version is not None and cfg.drift != "off":
-        if production_profile_dir is None or not (Path(production_profile_dir) / drift.PROFILE_FILE).is_file():
+        if production_profile_dir is None or not (Path(production_profile_dir) / profile.PROFILE_FILE).is_file():
             production_version = None  # a production version from before profiles were kept: treated as none
         else:
-            production = drift.read_profile(Path(production_profile_dir))
+            production = profile.read_profile(Path(production_profile_dir))
             if production_vocabulary_file is not None:
                 vocabulary = read_vocabulary(Path(production_vocabulary_file))
     df = pq.read_table(validated_file).to_pandas()
@@ -72,6 +72,6 @@ def reranker_fit(df: Any, reranker_meta: Path | None, cfg: ValidateConfig) -> di
 def build_profile(validated_file: Path, vocabulary_file: Path, out_dir: Path) -> dict[str, Any]:
     """Profile the validated dataset under this version's vocabulary; write the profile files to `out_dir`."""
     df = pq.read_table(validated_file).to_pandas()
-    profile = drift.profile_dataset(df, read_vocabulary(Path(vocabulary_file)))
-    paths = drift.write_profile(profile, Path(out_dir))
-    return {**profile.summary, "files": sorted(p.name for p in paths)}
+    dataset_profile = profile.profile_dataset(df, read_vocabulary(Path(vocabulary_file)))
+    paths = profile.write_profile(dataset_profile, Path(out_dir))
+    return {**dataset_profile.summary, "files": sorted(p.name for p in paths)}

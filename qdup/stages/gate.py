@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from qdup.config import CHOICE_SPLIT, JUDGE_SPLIT, RetrainConfig, SearchConfig
-from qdup.data.drift import QUESTION_HASHES_FILE, VERSION_PROFILE_DIR
+from qdup.data.profile import QUESTION_HASHES_FILE, VERSION_PROFILE_DIR
 from qdup.data.questions import question_hashes
 from qdup.data.splits import read_split
 from qdup.errors import QdupError

@@ -40,6 +40,6 @@ def _build_vocab_child(log: LogFn, emit: Callable[..., None], **kwargs: Any) -> 
 
 def build_vocab_in_child(splits_dir: Path, cfg: VocabConfig, out_dir: Path, log: LogFn = stderr_log) -> dict[str, Any]:
     """`build_vocab` in a child process (`qdup.childproc`): the same file and manifest, and the flow's process has not
-    loaded TensorFlow (some 0.7 GB) while the training process, which loads its own, runs beside it."""
+    loaded TensorFlow (most of a training process's memory) while the training process, which loads its own, runs beside it."""
     return call_in_child(_build_vocab_child, dict(splits_dir=splits_dir, cfg=cfg, out_dir=out_dir), log=log,
                          what="vocabulary process")

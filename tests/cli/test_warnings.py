@@ -17,7 +17,7 @@ import pytest
 from qdup.cli.progress import StageProgress
 from qdup.config import FetchConfig, ModelConfig, TrainConfig, VocabConfig
 from qdup.data.demo import generate_pairs
-from qdup.data.drift import VERSION_PROFILE_DIR
+from qdup.data.profile import VERSION_PROFILE_DIR
 from qdup.log import leveled
 from qdup.registry.store import ArtifactStore
 from qdup.text import standardize

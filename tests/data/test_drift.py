@@ -10,16 +10,8 @@ import pytest
 
 from qdup.config import DriftTolerances, RetrainConfig
 from qdup.data.demo import generate_pairs
-from qdup.data.drift import (
-    NO_PRODUCTION,
-    check_drift,
-    drift_frame,
-    drift_suite,
-    profile_dataset,
-    read_profile,
-    vocabulary_sha256,
-    write_profile,
-)
+from qdup.data.drift import NO_PRODUCTION, check_drift, drift_frame, drift_suite
+from qdup.data.profile import profile_dataset, read_profile, vocabulary_sha256, write_profile
 from qdup.errors import DataContractError, QdupError
 from qdup.text import SPLIT, STANDARDIZE, standardize
 

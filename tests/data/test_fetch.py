@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 
 from qdup.config import FetchConfig
-from qdup.data.fetch import CachedDataset, TransientFetchError, fetch_dataset
+from qdup.data.fetch import fetch_dataset
+from qdup.data.fetch_cache import CachedDataset
+from qdup.data.fetch_http import TransientFetchError
 from qdup.errors import FetchError, QdupError
 from qdup.fileio import read_json
 
@@ -349,7 +351,7 @@ def test_server_errors_exhaust_retries_with_transient_error(server: Server, cach
 
 def test_backoff_grows_exponentially(server: Server, cache_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     sleeps: list[float] = []
-    monkeypatch.setattr("qdup.data.fetch.time.sleep", sleeps.append)
+    monkeypatch.setattr("qdup.data.fetch_http.time.sleep", sleeps.append)
     with pytest.raises(TransientFetchError):
         fetch_dataset(cfg(server.url("/always-500.tsv"), retries=3, backoff_s=0.5), cache_root, log=lambda _: None)
     assert sleeps == [0.5, 1.0, 2.0]

@@ -8,7 +8,7 @@ import pandas as pd
 from qdup.data.graph import components, duplicate_clusters, pair_components, question_codes
 from qdup.data.splits import question_components
 from qdup.evaluation.reranker import pair_groups
-from qdup.model.train import question_clusters
+from qdup.model.batches import question_clusters
 from qdup.search.retrieval import duplicate_clusters as retrieval_clusters
 
 

@@ -57,7 +57,7 @@ def edited(root: Path, module: str, old: str, new: str, count: int = -1):
         ("tasks/splits.py", "log(f\"[splits] {r['split']}", "log(f\"[splits]  {r['split']}",
          {"splits", "vocab", "train", "evaluate", "rerank", "retrieval", "export", "index", "gate"}),
         # A helper the stage body calls, found through its imports.
-        ("qdup/model/train.py", "def epoch_seed(", "def epoch_seed(  ", {"train", "evaluate", "rerank", "retrieval", "export", "index", "gate"}),
+        ("qdup/model/batches.py", "def epoch_seed(", "def epoch_seed(  ", {"train", "evaluate", "rerank", "retrieval", "export", "index", "gate"}),
         # The reranker's features: the rerank stage, and what takes the reranker (retrieval, export, index).
         ("qdup/evaluation/reranker.py", "def pair_groups(", "def pair_groups(  ", {"rerank", "retrieval", "export", "index", "gate"}),
         # The drift check hangs off validate: nothing downstream depends on it.

@@ -13,10 +13,11 @@ import tensorflow as tf
 
 from qdup.config import ModelConfig, RetrainConfig, TrainConfig, VocabConfig
 from qdup.model import network
+from qdup.model.batches import epoch_plan, pair_arrays, question_clusters, subword_table
 from qdup.model.encode import similarities
 from qdup.model.losses import InBatchSoftmaxLoss, TripletLoss
 from qdup.model.network import SubwordHasher, build_encoder, subword_hasher
-from qdup.model.train import epoch_plan, pair_arrays, question_clusters, subword_table, train_model
+from qdup.model.train import train_model
 from qdup.model.vocab import fit_vectorizer, vectorize_padded
 from tests.model.test_train import paraphrases
 
@@ -155,7 +156,7 @@ def test_negatives_join_every_batch_in_length_order():
     neg = pd.DataFrame({"question1": df["question1"][:100].values, "question2": df["question2"][200:300].values, "is_duplicate": 0})
     vec = fit_vectorizer(df["question1"].tolist() + df["question2"].tolist(), VocabConfig())
     cfg = ModelConfig(embedding_dim=8, lstm_units=8, max_length=12)
-    from qdup.model.train import concat_pairs
+    from qdup.model.batches import concat_pairs
 
     pairs = concat_pairs(pair_arrays(df, vec, cfg, "train"), pair_arrays(neg, vec, cfg, "negatives"))
     plan = epoch_plan(pairs, 300, 32, 8, seed=1, epoch=1)

@@ -12,8 +12,10 @@ import pytest
 
 from qdup.config import ModelConfig, TrainConfig, VocabConfig
 from qdup.errors import QdupError
+from qdup.model.batches import batch_plan, epoch_seed
+from qdup.model.checkpoints import reseed_random_layers
 from qdup.model.encode import similarities
-from qdup.model.train import batch_plan, epoch_seed, make_optimizer, reseed_random_layers, train_model
+from qdup.model.train import make_optimizer, train_model
 from qdup.model.vocab import fit_vectorizer
 
 pytestmark = pytest.mark.slow

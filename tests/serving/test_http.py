@@ -433,7 +433,7 @@ def test_direct_route_takes_valid_bodies_and_hands_the_rest_to_fastapi_byte_for_
     from pydantic import BaseModel, ConfigDict
     from starlette.responses import JSONResponse
 
-    from qdup.serving.http import DirectJsonRoute
+    from qdup.serving.middleware import DirectJsonRoute
 
     class Body(BaseModel):
         model_config = ConfigDict(extra="forbid")

@@ -219,7 +219,7 @@ def test_the_schemas_not_blank_pattern_is_what_the_server_checks():
     """The pattern /openapi.json publishes for a question matches exactly the strings the server accepts as non-blank."""
     import re
 
-    from qdup.serving.http import NOT_BLANK_PATTERN
+    from qdup.serving.schemas import NOT_BLANK_PATTERN
 
     pattern = re.compile(NOT_BLANK_PATTERN)
     # Every whitespace character lies below U+3100; past it, a sample.
