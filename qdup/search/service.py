@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +24,21 @@ METHODS = ("dense", "lexical", "hybrid", "reranked")
 # Each side of a hybrid (and of the reranked method's candidates) ranks at least this many, as the retrieval evaluation
 # does (SearchConfig.retrieval_k).
 HYBRID_DEPTH = 100
+_POOL_LOCK = threading.Lock()
+_POOL: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def _lexical_thread() -> ThreadPoolExecutor:
+    """The thread the lexical side of a hybrid (or reranked) ranking runs on while the caller's encodes the queries and
+    searches the vectors: the two first stages are independent, and the encoder's runtime, faiss and numpy's larger
+    operations release the GIL, so a query waits for the slower of the two rather than their sum. One per process (a
+    forked child makes its own: threads do not survive a fork)."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None or _POOL[0] != os.getpid():
+            _POOL = (os.getpid(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="qdup-lexical"))
+        return _POOL[1]
+
 WARM_QUERY = "How do I learn to cook?"
 
 
@@ -105,16 +123,24 @@ class VersionSearcher:
             raise QdupError(f"method: expected one of {list(METHODS)}, got {method!r}")
         if method == "reranked" and self.reranker is None:
             raise QdupError("method: 'reranked' needs a version exported with a pair reranker; this one has none")
-        vectors = self.encoder.encode_one(queries[0]) if len(queries) == 1 else self.encoder.encode(queries)
-        if method == "dense":
-            positions, cosines = self.index.search(vectors, k)
-            return Ranking(method, "cosine", positions, cosines, cosines)
         depth = max(k, HYBRID_DEPTH)
-        l_idx, l_scores = self.lexical.search(queries, k if method == "lexical" else depth)
+        job: Future | None = None
+        if method != "dense":
+            job = _lexical_thread().submit(self.lexical.search, queries, k if method == "lexical" else depth)
+        try:
+            vectors = self.encoder.encode_one(queries[0]) if len(queries) == 1 else self.encoder.encode(queries)
+            if method == "dense":
+                positions, cosines = self.index.search(vectors, k)
+                return Ranking(method, "cosine", positions, cosines, cosines)
+            d_idx = self.index.search(vectors, depth)[0] if method != "lexical" else None
+        except BaseException:
+            if job is not None and not job.cancel():
+                job.exception()  # never leave it running on the buffers of a ranking that failed
+            raise
+        l_idx, l_scores = job.result()
         if method == "lexical":
             ranked, scores = l_idx, l_scores
         else:
-            d_idx, d_scores = self.index.search(vectors, depth)
             cands = candidate_union(d_idx, l_idx)
             if method == "reranked":
                 fused = self.reranker_scores(queries, cands, self._cosines(vectors, cands))
