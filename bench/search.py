@@ -54,6 +54,14 @@ def search_step(step: str, work: Path, n: int, threads: int) -> dict[str, Any]:
     return {"ok": True, "wall_s": proc["wall_seconds"], **proc["result"]}
 
 
+def _over_dense(step: dict[str, Any], prefix: str, form: str) -> float | None:
+    """Hybrid p50 over dense p50 as the step measured them, interleaved query by query (older results: their p50s)."""
+    if f"{prefix}hybrid_{form}_over_dense" in step:
+        return step[f"{prefix}hybrid_{form}_over_dense"]
+    hybrid, dense = step.get(f"{prefix}hybrid_{form}", {}).get("p50_ms"), step.get(f"{prefix}dense", {}).get("p50_ms")
+    return None if hybrid is None or not dense else hybrid / dense
+
+
 def evaluate(results: dict[str, Any]) -> list[list[str]]:
     rows = []
 
@@ -72,17 +80,13 @@ def evaluate(results: dict[str, Any]) -> list[list[str]]:
         row(f"dense search p50, one query, {label} questions", "<= 5 ms", h.get(f"{size}_dense", {}).get("p50_ms"),
             TARGETS["dense_p50_ms"])
         if size == "full":
-            dense = h.get("full_dense", {}).get("p50_ms")
             for form in ("rrf", "weighted"):
-                hybrid = h.get(f"full_hybrid_{form}", {}).get("p50_ms")
-                row(f"hybrid ({form}) p50 / dense p50, same run, {label} generated questions", "<= 3x",
-                    None if hybrid is None or not dense else hybrid / dense, TARGETS["hybrid_over_dense"], fmt="{:.2f}x")
+                row(f"hybrid ({form}) p50 / dense p50, interleaved, {label} generated questions", "<= 3x",
+                    _over_dense(h, "full_", form), TARGETS["hybrid_over_dense"], fmt="{:.2f}x")
     rv = results.get("real_vocab", {})
-    dense = rv.get("dense", {}).get("p50_ms")
     for form in ("rrf", "weighted"):
-        hybrid = rv.get(f"hybrid_{form}", {}).get("p50_ms")
-        row(f"hybrid ({form}) p50 / dense p50, same run, {rv.get('questions', 0):,} questions with a real vocabulary", "<= 3x",
-            None if hybrid is None or not dense else hybrid / dense, TARGETS["hybrid_over_dense"], fmt="{:.2f}x")
+        row(f"hybrid ({form}) p50 / dense p50, interleaved, {rv.get('questions', 0):,} questions with a real vocabulary",
+            "<= 3x", _over_dense(rv, "", form), TARGETS["hybrid_over_dense"], fmt="{:.2f}x")
     rss = rm.get("peak_rss_bytes")
     row(f"peak RSS, retrieval evaluation, {rm.get('corpus', RETRIEVAL_CORPUS):,} questions", "<= 2 GiB",
         None if rss is None else rss / 1024**3, 2.0, fmt="{:.2f} GiB")

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.harness.procs import cpu_seconds, peak_rss_bytes
-from bench.harness.stats import call_latencies, latency_summary
+from bench.harness.stats import interleaved_latencies, latency_summary
 from bench.shared_data import REAL_PAIRS, real_pair_codes
 
 SEED = 20260101
@@ -156,8 +156,18 @@ def step_query(work: Path, n: int, threads: int) -> dict[str, Any]:
     }
 
 
-def _hybrid_latency(searcher, queries: list[str], method: str) -> dict[str, float]:
-    return latency_summary(call_latencies(lambda q: searcher.search([q], 10, method), queries[:330], warmup=30))
+def _interleaved(searcher, queries: list[str], methods: tuple[str, ...], warmup: int = 30) -> dict[str, dict[str, float]]:
+    """One query's latency through `searcher.search` per method, the methods interleaved query by query."""
+    calls = {m: (lambda q, m=m: searcher.search([q], 10, m)) for m in methods}
+    return {m: latency_summary(t) for m, t in interleaved_latencies(calls, queries[: warmup + 300], warmup).items()}
+
+
+def _hybrid_against_dense(searcher, queries: list[str], prefix: str, form: str) -> dict[str, Any]:
+    """The hybrid (its form set in the index's defaults), dense and lexical latencies, interleaved, and hybrid / dense."""
+    lat = _interleaved(searcher, queries, ("hybrid", "dense", "lexical"))
+    return {f"{prefix}hybrid_{form}": lat["hybrid"], f"{prefix}dense_{form}_run": lat["dense"],
+            f"{prefix}lexical_{form}_run": lat["lexical"],
+            f"{prefix}hybrid_{form}_over_dense": lat["hybrid"]["p50_ms"] / lat["dense"]["p50_ms"]}
 
 
 def step_hybrid(work: Path, n: int, threads: int) -> dict[str, Any]:
@@ -184,10 +194,8 @@ def step_hybrid(work: Path, n: int, threads: int) -> dict[str, Any]:
         for form in ("rrf", "weighted"):
             idx.search_defaults = {"method": "hybrid", "hybrid": {"method": form, "weight": 0.5 if form == "weighted" else None},
                                    "rrf_k": 60}
-            searcher = VersionSearcher(idx, qe)
-            out[f"{name}_hybrid_{form}"] = _hybrid_latency(searcher, queries, "hybrid")
-        out[f"{name}_dense"] = _hybrid_latency(searcher, queries, "dense")
-        out[f"{name}_lexical"] = _hybrid_latency(searcher, queries, "lexical")
+            out.update(_hybrid_against_dense(VersionSearcher(idx, qe), queries, f"{name}_", form))
+        out[f"{name}_dense"], out[f"{name}_lexical"] = out[f"{name}_dense_rrf_run"], out[f"{name}_lexical_rrf_run"]
         out[f"{name}_questions"] = len(idx)
     return out
 
@@ -370,9 +378,8 @@ def step_real_vocab(work: Path, n: int, threads: int) -> dict[str, Any]:
         index.search_defaults = {"method": "hybrid", "hybrid": {"method": form, "weight": 0.5 if form == "weighted" else None},
                                  "rrf_k": 60}
         searcher = VersionSearcher(index, qe)
-        out[f"hybrid_{form}"] = _hybrid_latency(searcher, queries, "hybrid")
-    out["dense"] = _hybrid_latency(searcher, queries, "dense")
-    out["lexical"] = _hybrid_latency(searcher, queries, "lexical")
+        out.update(_hybrid_against_dense(searcher, queries, "", form))
+    out["dense"], out["lexical"] = out["dense_rrf_run"], out["lexical_rrf_run"]
     index.lexical = exact
-    out["lexical_exact"] = _hybrid_latency(searcher, queries, "lexical")
+    out["lexical_exact"] = _interleaved(searcher, queries, ("lexical",))["lexical"]
     return out

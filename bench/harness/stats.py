@@ -62,6 +62,22 @@ def call_latencies(call: Callable[[Any], Any], payloads: Sequence[Any], warmup: 
     return times
 
 
+def interleaved_latencies(calls: dict[str, Callable[[Any], Any]], payloads: Sequence[Any], warmup: int = 0) -> dict[str, list[float]]:
+    """Wall seconds of each named call on each payload after the first `warmup`, the calls taken in turn on every
+    payload (their order rotating from one payload to the next), so that a change in the machine's load reaches each
+    call alike: the way to compare two calls' latencies on a machine that is not quiet."""
+    names = list(calls)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for i, p in enumerate(payloads):
+        for j in range(len(names)):
+            name = names[(i + j) % len(names)]
+            t0 = time.perf_counter()
+            calls[name](p)
+            if i >= warmup:
+                times[name].append(time.perf_counter() - t0)
+    return times
+
+
 def best_seconds(fn: Callable[[], Any], repeats: int) -> float:
     """The fastest of `repeats` timed calls (seconds): the figure least inflated by other load."""
     return min(timed(fn)[1] for _ in range(repeats))

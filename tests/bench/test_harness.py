@@ -198,3 +198,13 @@ def test_save_finishes_writes_and_prints_the_page(tmp_path, capsys):
     run.save(None, "example.json", {"figure": 8})  # no folder: printed (as JSON without a page), nothing written
     assert json.loads(capsys.readouterr().out)["figure"] == 8
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["example.json", "example.md"]
+
+
+def test_interleaved_latencies_take_the_calls_in_turn_rotating_their_order():
+    from bench.harness.stats import interleaved_latencies
+
+    order: list[tuple[str, int]] = []
+    times = interleaved_latencies({"a": lambda p: order.append(("a", p)), "b": lambda p: order.append(("b", p))},
+                                  [0, 1, 2, 3], warmup=1)
+    assert order == [("a", 0), ("b", 0), ("b", 1), ("a", 1), ("a", 2), ("b", 2), ("b", 3), ("a", 3)]
+    assert [len(t) for t in times.values()] == [3, 3] and all(x >= 0 for t in times.values() for x in t)
