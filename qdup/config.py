@@ -22,10 +22,10 @@ LABEL_CONVENTION = (
 )
 
 Stage = Literal[
-    "fetch", "validate", "drift", "splits", "vocab", "pretrain", "train", "evaluate", "rerank", "retrieval", "export", "index", "gate", "publish",
+    "fetch", "validate", "drift", "splits", "vocab", "pretrain", "silver", "train", "evaluate", "rerank", "retrieval", "export", "index", "gate", "publish",
 ]
 STAGES: tuple[str, ...] = (
-    "fetch", "validate", "drift", "splits", "vocab", "pretrain", "train", "evaluate", "rerank", "retrieval", "export", "index", "gate", "publish",
+    "fetch", "validate", "drift", "splits", "vocab", "pretrain", "silver", "train", "evaluate", "rerank", "retrieval", "export", "index", "gate", "publish",
 )
 
 
@@ -110,6 +110,7 @@ class ValidateConfig(_Section):
             "gate": "qqp_split_labelled.v1",
         }
     )
+    silver_suite: str = Field(default="qdup_silver.v1", description="the contract of the `silver` stage's split")
     failed_rows_shown: int = Field(default=5, ge=1, le=100)
 
     @field_validator("split_suites")
@@ -246,6 +247,16 @@ class TrainConfig(_Section):
         "they are candidates of every anchor and enter a CoSENT ranking term against the batch's duplicates",
     )
     negatives_weight: float = Field(default=1.0, gt=0, description="weight of the CoSENT ranking term when hard_negatives > 0")
+    search_negatives: int = Field(
+        default=0, ge=0, le=16,
+        description="search-shaped hard negatives per duplicate pair and batch (0: none): drawn each epoch from the `silver` "
+        "stage's BM25 neighbours of the pair's two questions that lie outside their duplicate cluster; they are candidates "
+        "of every anchor of the batch (same-cluster candidates stay masked)",
+    )
+    search_negatives_depth: int = Field(
+        default=10, ge=1, le=100,
+        description="BM25 neighbours outside its duplicate cluster kept per training question by the `silver` stage",
+    )
     early_stopping_patience: int = Field(default=6, ge=1)
     lr_schedule: Literal["constant", "plateau", "cosine"] = Field(
         default="plateau",

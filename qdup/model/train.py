@@ -27,6 +27,7 @@ from qdup.fileio import atomic_write_json, read_json, sha256_json
 from qdup.log import warn
 from qdup.model.losses import InBatchSoftmaxLoss, TripletLoss
 from qdup.model.network import SubwordHasher, build_encoder, build_siamese
+from qdup.model.search_batches import SearchNegatives, neighbour_frame
 from qdup.model.vocab import vectorize_padded
 from qdup.model.vocabulary_file import OOV_ID
 
@@ -247,23 +248,25 @@ def _batches(pairs: PairArrays, plan: list[np.ndarray], fixed_width: bool, table
     return ds.prefetch(2)
 
 
-def epoch_plan(pairs: PairArrays, n_dup: int, batch_size: int, per_batch_negatives: int, seed: int, epoch: int) -> list[np.ndarray]:
-    """The batches of one epoch: rows [0, n_dup) of `pairs` are duplicates, the rest labelled non-duplicates."""
+def epoch_plan(pairs: PairArrays, n_dup: int, batch_size: int, per_batch_negatives: int, seed: int, epoch: int,
+               search: SearchNegatives | None = None) -> list[np.ndarray]:
+    """The batches of one epoch: rows [0, n_dup) of `pairs` are duplicates, the rest labelled non-duplicates (then the
+    candidate-only rows of `search`, whose neighbours join their pairs' batches)."""
     rng = epoch_seed(seed, epoch)
     lengths = np.maximum(pairs.len1, pairs.len2)
     plan = batch_plan(lengths[:n_dup], batch_size, rng)
     if per_batch_negatives > 0 and len(pairs) > n_dup:
-        plan = negatives_plan(plan, lengths[:n_dup], lengths[n_dup:], per_batch_negatives, n_dup, rng)
-    return plan
+        plan = negatives_plan(plan, lengths[:n_dup], lengths[n_dup:search.offset if search else None], per_batch_negatives, n_dup, rng)
+    return search.extend(plan, n_dup, seed, epoch) if search is not None else plan
 
 
 def train_dataset(
     pairs: PairArrays, batch_size: int, seed: int, epochs: range, fixed_width: bool, table: np.ndarray | None = None,
-    n_dup: int | None = None, per_batch_negatives: int = 0,
+    n_dup: int | None = None, per_batch_negatives: int = 0, search: SearchNegatives | None = None,
 ) -> tf.data.Dataset:
     """All batches of the given epochs in order, as one stream (fit runs it with steps_per_epoch)."""
     n_dup = len(pairs) if n_dup is None else n_dup
-    plan = [idx for epoch in epochs for idx in epoch_plan(pairs, n_dup, batch_size, per_batch_negatives, seed, epoch)]
+    plan = [idx for epoch in epochs for idx in epoch_plan(pairs, n_dup, batch_size, per_batch_negatives, seed, epoch, search)]
     return _batches(pairs, plan, fixed_width, table)
 
 
@@ -428,6 +431,7 @@ def train_model(
     log: Callable[[str], None] = print,
     negatives_df: pd.DataFrame | None = None,
     init_encoder: Path | None = None,
+    silver_df: pd.DataFrame | None = None,
 ) -> TrainResult:
     """Train an encoder on the duplicate pairs of `train_df`, early-stopping on `val_df`'s loss.
 
@@ -445,6 +449,8 @@ def train_model(
       state.json (epoch, early-stopping state, history). Calling again with the same work_dir,
       data and configs after an interruption resumes at the epoch after the last checkpoint;
       a work_dir holding another run's checkpoints is refused.
+    - with train_cfg.search_negatives > 0, that many of each duplicate pair's BM25 neighbours outside its cluster
+      (`silver_df`, the silver split) join its batch as candidates of every anchor (`qdup.model.search_batches`).
     - `init_encoder` (a saved encoder of the same configuration, e.g. the pretrain stage's) gives the starting weights.
     - TensorBoard logs go to work_dir/tensorboard; the best encoder to work_dir/encoder.keras.
     - `log` receives one line per epoch; `on_epoch_end(epoch, total_epochs, logs)` is called after
@@ -468,7 +474,11 @@ def train_model(
     use_negatives = train_cfg.hard_negatives > 0
     if use_negatives and (negatives_df is None or len(negatives_df) == 0):
         raise QdupError("train.hard_negatives > 0 needs labelled non-duplicates, but the negatives split is empty or missing")
-    frames = [train_df, val_df] + ([negatives_df] if use_negatives else [])
+    use_search = train_cfg.search_negatives > 0
+    if use_search and silver_df is None:
+        raise QdupError("train.search_negatives > 0 needs the silver split of search negatives, but none was given")
+    neighbours, pool = neighbour_frame(train_df, silver_df) if use_search else (None, None)
+    frames = [train_df, val_df] + ([negatives_df] if use_negatives else []) + ([neighbours] if use_search else [])
     clusters = question_clusters(*frames)
     train = pair_arrays(train_df, vectorizer, model_cfg, "train", clusters)
     val = pair_arrays(val_df, vectorizer, model_cfg, "val", clusters)
@@ -483,6 +493,10 @@ def train_model(
             raise QdupError("the negatives split holds duplicate pairs; it must hold labelled non-duplicates only")
         train = concat_pairs(train, negatives)
         per_batch_negatives = max(1, round(train_cfg.batch_size * train_cfg.hard_negatives))
+    search = None
+    if use_search and len(neighbours):
+        search = SearchNegatives(pool, train_cfg.search_negatives, len(train))
+        train = concat_pairs(train, pair_arrays(neighbours, vectorizer, model_cfg, "silver", clusters))
     table = subword_table(vectorizer, model_cfg)
     vocab_size = vectorizer.vocabulary_size()
     fixed_width = not model_cfg.mask_padding
@@ -490,7 +504,8 @@ def train_model(
     steps = len(batch_plan(np.maximum(train.len1[:n_dup], train.len2[:n_dup]), train_cfg.batch_size, None))
     facts = {
         "train_pairs": n_dup,
-        "negative_pairs": len(train) - n_dup,
+        "negative_pairs": len(train) - n_dup - (len(neighbours) if search else 0),
+        "search_negative_questions": len(neighbours) if search else 0,
         "negatives_per_batch": per_batch_negatives,
         "loss": train_cfg.loss,
         "subwords": model_cfg.subwords,
@@ -560,7 +575,8 @@ def train_model(
         done = False
         log(
             f"training on {n_dup:,} pairs ({steps} batches of <= {train_cfg.batch_size}"
-            f"{f' + {per_batch_negatives} labelled non-duplicates' if per_batch_negatives else ''}; {train_cfg.loss} loss), "
+            f"{f' + {per_batch_negatives} labelled non-duplicates' if per_batch_negatives else ''}"
+            f"{f' + {train_cfg.search_negatives} search negatives a pair' if search else ''}; {train_cfg.loss} loss), "
             f"validating on {len(val):,}; vocabulary {vocab_size:,}, max_length {model_cfg.max_length}"
         )
 
@@ -573,7 +589,7 @@ def train_model(
         tensorboard = keras.callbacks.TensorBoard(log_dir=str(tb_dir), update_freq="epoch", profile_batch=0)
         model.fit(
             train_dataset(train, train_cfg.batch_size, seed, range(start + 1, total + 1), fixed_width, table, n_dup,
-                          per_batch_negatives),
+                          per_batch_negatives, search),
             validation_data=eval_dataset(val, train_cfg.batch_size, fixed_width, table),
             epochs=total,
             initial_epoch=start,
