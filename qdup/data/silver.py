@@ -69,6 +69,7 @@ def read_checked_silver(path: Path, suite: str) -> pd.DataFrame:
         raise DataContractError(f"{path}: not a silver split of this version ({first}); {again}") from None
     report = contracts.validate_frame(frame, suite, "silver", shown=1)
     if not report.success:
-        problems = "; ".join(f.line() for f in report.failures)
+        problems = "; ".join(" ".join(f"{f.expectation}{f' on {f.column!r}' if f.column else ''} ({f.description}): {f.observed}".split())
+                             for f in report.failures)
         raise DataContractError(f"{path}: the silver split fails contract {suite!r}: {problems}; {again}")
     return frame
