@@ -46,7 +46,7 @@ def stage_keys(config: RetrainConfig, dataset_sha256: str, production: str | Non
     keys["vocab"] = stage_key("vocab", vocab_inputs(keys["splits"], config))
     if config.pretrain.enabled:
         keys["pretrain"] = stage_key("pretrain", pretrain_inputs(keys["splits"], keys["vocab"], config))
-    if config.train.search_negatives > 0:
+    if config.train.uses_silver:
         keys["silver"] = stage_key("silver", silver_inputs(keys["splits"], config))
     keys["train"] = stage_key("train", train_inputs(keys["splits"], keys["vocab"], config, keys.get("pretrain"), keys.get("silver")))
     keys["evaluate"] = stage_key("evaluate", evaluate_inputs(keys["splits"], keys["vocab"], keys["train"], config))
@@ -85,7 +85,7 @@ def retrain(config: RetrainConfig = RetrainConfig()) -> dict[str, str]:
             done["vocab"] = vocab_task(done["splits"], config)
         if config.runs_through("pretrain") and config.pretrain.enabled:
             done["pretrain"] = pretrain_task(done["splits"], done["vocab"], config)
-        if config.runs_through("silver") and config.train.search_negatives > 0:
+        if config.runs_through("silver") and config.train.uses_silver:
             done["silver"] = silver_task(done["splits"], config, run_dir)
         if config.runs_through("train"):
             done["train"] = train_task(done["splits"], done["vocab"], config, done.get("pretrain"), done.get("silver"))

@@ -257,6 +257,17 @@ class TrainConfig(_Section):
         default=10, ge=1, le=100,
         description="BM25 neighbours outside its duplicate cluster kept per training question by the `silver` stage",
     )
+    silver_positive_score: float | None = Field(
+        default=None, gt=0.5, le=1,
+        description="teacher-labelled silver pairs (Augmented SBERT): a `silver` neighbour the cross-fitted teacher (the "
+        "reranker's trees on lexical features, fitted on the training region's labelled pairs) scores at least this "
+        "joins training as a duplicate pair; None: no silver duplicates",
+    )
+    silver_negative_score: float | None = Field(
+        default=None, ge=0, lt=1,
+        description="search negatives keep only the neighbours the teacher scores at most this; None: every neighbour "
+        "(no teacher unless silver_positive_score is set)",
+    )
     early_stopping_patience: int = Field(default=6, ge=1)
     lr_schedule: Literal["constant", "plateau", "cosine"] = Field(
         default="plateau",
@@ -269,6 +280,16 @@ class TrainConfig(_Section):
     deterministic: bool = Field(
         default=False, description="TensorFlow op determinism: bit-identical reruns on the same machine, slower training"
     )
+
+    @property
+    def uses_silver(self) -> bool:
+        """Whether training reads the `silver` stage's split (search negatives or silver duplicates)."""
+        return self.search_negatives > 0 or self.silver_positive_score is not None
+
+    @property
+    def uses_teacher(self) -> bool:
+        """Whether the `silver` stage labels its pairs with the teacher."""
+        return self.silver_positive_score is not None or self.silver_negative_score is not None
 
 
 class PretrainConfig(_Section):

@@ -10,14 +10,18 @@ from prefect import task
 from qdup.config import RetrainConfig
 from qdup.data.contracts import ContractViolation, suite_path
 from qdup.fileio import sha256_file
-from qdup.stagecache import StageResult, code_fingerprint, run_stage
+from qdup.stagecache import StageResult, code_fingerprint, params, run_stage
 from tasks.common import TASK_OPTIONS, fail_with_report, run_log
 
 
 def silver_inputs(splits_key: str, cfg: RetrainConfig) -> dict[str, Any]:
-    """What the silver stage's key hashes: the splits, the neighbour depth, its contract and the code."""
+    """What the silver stage's key hashes: the splits, the neighbour depth, its contract and the code (and, when the
+    teacher labels the pairs, its thresholds, the reranker's tree settings, the lexical features' and the seed)."""
     suite = cfg.validate_.silver_suite
-    return {
+    teacher = {"teacher": {"positive": cfg.train.silver_positive_score, "negative": cfg.train.silver_negative_score,
+                           "rerank": params(cfg.rerank), "ngram_range": list(cfg.evaluate.baseline_ngram_range),
+                           "min_df": cfg.evaluate.baseline_min_df, "seed": cfg.seed}} if cfg.train.uses_teacher else {}
+    return teacher | {
         "splits": splits_key,
         "depth": cfg.train.search_negatives_depth,
         "suite": suite,
@@ -36,13 +40,14 @@ def silver_task(splits: StageResult, cfg: RetrainConfig, run_dir: Path) -> Stage
 
     def build(out: Path) -> dict:
         try:
-            return build_silver(splits.path, cfg.train, cfg.validate_, out)
+            return build_silver(splits.path, cfg.train, cfg.validate_, out, rerank_cfg=cfg.rerank, eval_cfg=cfg.evaluate,
+                                seed=cfg.seed)
         except ContractViolation as error:
             fail_with_report(error, run_dir)
             raise
 
     result = run_stage("silver", silver_inputs(splits.key, cfg), build, log)
     s = result.manifest["silver"]
-    log(f"[silver] {s['rows']:,} BM25 neighbours outside the duplicate cluster of {s['queries']:,} training questions "
-        f"(depth {result.manifest['depth']})")
+    log(f"[silver] {s['kinds']['bm25_negative']:,} search negatives and {s['kinds']['silver_positive']:,} silver duplicates "
+        f"from the BM25 neighbours of {s['queries']:,} training questions (depth {result.manifest['depth']})")
     return result

@@ -12,9 +12,9 @@ from qdup.config import RetrainConfig
 from qdup.stagecache import StageResult, code_fingerprint, params, run_stage, stage_dir, stage_key
 from tasks.common import TASK_OPTIONS, run_log
 
-# Training options that do nothing while train.search_negatives is 0: left out of the key then, so that a run
-# without search negatives keeps the key it had before they existed.
-SEARCH_NEGATIVE_FIELDS = ("search_negatives", "search_negatives_depth")
+# Training options that do nothing while training reads no silver split: left out of the key then, so that a run
+# without search negatives or silver pairs keeps the key it had before they existed.
+SILVER_FIELDS = ("search_negatives", "search_negatives_depth", "silver_positive_score", "silver_negative_score")
 
 
 def train_inputs(splits_key: str, vocab_key: str, cfg: RetrainConfig, pretrain_key: str | None = None,
@@ -22,8 +22,8 @@ def train_inputs(splits_key: str, vocab_key: str, cfg: RetrainConfig, pretrain_k
     """What the train stage's key hashes (the pretrain stage's key when training starts from its encoder, the silver
     stage's when search negatives join the batches)."""
     train_params = params(cfg.train)
-    if cfg.train.search_negatives == 0:
-        train_params = {k: v for k, v in train_params.items() if k not in SEARCH_NEGATIVE_FIELDS}
+    if not cfg.train.uses_silver:
+        train_params = {k: v for k, v in train_params.items() if k not in SILVER_FIELDS}
     return {
         "splits": splits_key,
         "vocab": vocab_key,

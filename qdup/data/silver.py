@@ -2,7 +2,8 @@
 
 One row per (query, candidate) of the training region (the `train` and `negatives` splits); `kind` says what the row
 is for training. bm25_negative: a BM25 neighbour of the query that lies outside its duplicate cluster, a search-shaped
-hard negative. `teacher` is a pair model's duplicate probability where one labelled the row (null otherwise).
+hard negative (with a teacher: one it scores low); silver_positive: such a neighbour the teacher scores as a duplicate,
+a silver duplicate pair. `teacher` is the teacher's duplicate probability where one labelled the row (null otherwise).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from qdup.errors import DataContractError
 from qdup.fileio import sha256_file
 
 SILVER_FILE = "silver.parquet"
-KINDS = ("bm25_negative",)
+KINDS = ("bm25_negative", "silver_positive")
 SCHEMA = pa.schema(
     [
         pa.field("query_qid", pa.int64(), nullable=False),

@@ -59,3 +59,10 @@ def neighbour_frame(train: pd.DataFrame, silver: pd.DataFrame) -> tuple[pd.DataF
         pool[i, : len(p)] = p
     rows = pd.DataFrame({"question1": texts, "question2": texts, "is_duplicate": np.int8(CANDIDATE_ONLY)})
     return rows, pool
+
+
+def silver_duplicates(silver: pd.DataFrame) -> pd.DataFrame:
+    """The silver split's teacher-labelled duplicates (kind silver_positive) as duplicate pairs to train on."""
+    positive = silver[silver["kind"] == "silver_positive"]
+    return pd.DataFrame({"question1": positive["query"].to_numpy(), "question2": positive["candidate"].to_numpy(),
+                         "is_duplicate": np.ones(len(positive), dtype=np.int8)})

@@ -27,7 +27,7 @@ from qdup.fileio import atomic_write_json, read_json, sha256_json
 from qdup.log import warn
 from qdup.model.losses import InBatchSoftmaxLoss, TripletLoss
 from qdup.model.network import SubwordHasher, build_encoder, build_siamese
-from qdup.model.search_batches import SearchNegatives, neighbour_frame
+from qdup.model.search_batches import SearchNegatives, neighbour_frame, silver_duplicates
 from qdup.model.vocab import vectorize_padded
 from qdup.model.vocabulary_file import OOV_ID
 
@@ -449,7 +449,8 @@ def train_model(
       state.json (epoch, early-stopping state, history). Calling again with the same work_dir,
       data and configs after an interruption resumes at the epoch after the last checkpoint;
       a work_dir holding another run's checkpoints is refused.
-    - with train_cfg.search_negatives > 0, that many of each duplicate pair's BM25 neighbours outside its cluster
+    - with train_cfg.silver_positive_score set, the silver split's teacher-labelled duplicates join the duplicate pairs;
+      with train_cfg.search_negatives > 0, that many of each duplicate pair's BM25 neighbours outside its cluster
       (`silver_df`, the silver split) join its batch as candidates of every anchor (`qdup.model.search_batches`).
     - `init_encoder` (a saved encoder of the same configuration, e.g. the pretrain stage's) gives the starting weights.
     - TensorBoard logs go to work_dir/tensorboard; the best encoder to work_dir/encoder.keras.
@@ -475,8 +476,11 @@ def train_model(
     if use_negatives and (negatives_df is None or len(negatives_df) == 0):
         raise QdupError("train.hard_negatives > 0 needs labelled non-duplicates, but the negatives split is empty or missing")
     use_search = train_cfg.search_negatives > 0
-    if use_search and silver_df is None:
-        raise QdupError("train.search_negatives > 0 needs the silver split of search negatives, but none was given")
+    if train_cfg.uses_silver and silver_df is None:
+        raise QdupError("train.search_negatives > 0 or train.silver_positive_score needs the silver split, but none was given")
+    n_gold = len(train_df)
+    if train_cfg.silver_positive_score is not None:
+        train_df = pd.concat([train_df, silver_duplicates(silver_df)], ignore_index=True)
     neighbours, pool = neighbour_frame(train_df, silver_df) if use_search else (None, None)
     frames = [train_df, val_df] + ([negatives_df] if use_negatives else []) + ([neighbours] if use_search else [])
     clusters = question_clusters(*frames)
@@ -506,6 +510,7 @@ def train_model(
         "train_pairs": n_dup,
         "negative_pairs": len(train) - n_dup - (len(neighbours) if search else 0),
         "search_negative_questions": len(neighbours) if search else 0,
+        "silver_duplicate_pairs": n_dup - n_gold,
         "negatives_per_batch": per_batch_negatives,
         "loss": train_cfg.loss,
         "subwords": model_cfg.subwords,

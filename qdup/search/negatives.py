@@ -64,3 +64,15 @@ def search_negatives(train: pd.DataFrame, negatives: pd.DataFrame, held_out: Ite
         "teacher": np.full(len(rows), np.nan, dtype=np.float32),
     })
     return out[SCHEMA.names]
+
+
+def teacher_kinds(silver: pd.DataFrame, scores: np.ndarray, positive: float | None, negative: float | None) -> pd.DataFrame:
+    """The silver rows with the teacher's `scores`: silver_positive where the score is at least `positive`, bm25_negative
+    where it is at most `negative` (every other row when `negative` is None); rows in between are left out. Ranks are
+    renumbered per query and kind."""
+    out = silver.assign(teacher=np.asarray(scores, dtype=np.float32))
+    pos = out["teacher"] >= positive if positive is not None else pd.Series(False, index=out.index)
+    neg = ~pos & (out["teacher"] <= negative if negative is not None else True)
+    out = out[pos | neg].assign(kind=np.where(pos[pos | neg], "silver_positive", "bm25_negative"))
+    out["rank"] = (out.groupby(["query_qid", "kind"], sort=False).cumcount() + 1).astype(np.int32)
+    return out[SCHEMA.names].reset_index(drop=True)

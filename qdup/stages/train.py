@@ -49,9 +49,10 @@ def build_train(
             raise QdupError(f"train.hard_negatives={train_cfg.hard_negatives} needs the negatives split, but {path} is missing")
         negatives = read_split(path)
     silver = None
-    if train_cfg.search_negatives > 0:
+    if train_cfg.uses_silver:
         if silver_file is None or not Path(silver_file).is_file():
-            raise QdupError(f"train.search_negatives={train_cfg.search_negatives} needs the silver stage's split, but "
+            raise QdupError(f"train.search_negatives={train_cfg.search_negatives} / train.silver_positive_score="
+                            f"{train_cfg.silver_positive_score} need the silver stage's split, but "
                             f"{silver_file or 'none'} was given; run the silver stage (qdup run builds it)")
         silver = read_checked_silver(Path(silver_file), silver_suite)
     result = train.train_model(

@@ -101,3 +101,20 @@ def test_search_negatives_change_training_and_zero_leaves_it_as_it_was(parts, si
 
     with pytest.raises(QdupError, match="silver split"):
         run("missing", search_negatives=1)
+
+
+@pytest.mark.slow
+def test_silver_duplicates_join_the_duplicate_pairs(parts, tmp_path):  # noqa: F811
+    from qdup.config import ValidateConfig
+    from qdup.data.silver import SILVER_FILE, read_silver
+    from qdup.stages.silver import build_silver
+
+    d, p = parts
+    cfg = TrainConfig(epochs=1, batch_size=32, silver_positive_score=0.6, silver_negative_score=0.4)
+    build_silver(d, cfg, ValidateConfig(), tmp_path, seed=3)
+    s = read_silver(tmp_path / SILVER_FILE)
+    vec = fit_vectorizer(list(p["train"]["question1"]) + list(p["train"]["question2"]), VocabConfig())
+    r = train_model(p["train"], p["val"], vec, TINY, cfg, 0, tmp_path / "w", log=lambda m: None, silver_df=s)
+    n_pos = int((s["kind"] == "silver_positive").sum())
+    assert n_pos > 0 and r.facts["silver_duplicate_pairs"] == n_pos and r.facts["train_pairs"] == len(p["train"]) + n_pos
+    assert r.facts["search_negative_questions"] == 0  # search_negatives is 0: the negatives rows stay out

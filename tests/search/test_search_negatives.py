@@ -81,7 +81,7 @@ def test_the_split_is_deterministic(parts, silver, tmp_path):
 
 
 @pytest.mark.parametrize(("change", "expected"), [
-    (lambda s: s.assign(kind="silver_positive"), "kind"),
+    (lambda s: s.assign(kind="positive"), "kind"),
     (lambda s: s.assign(rank=0), "rank"),
     (lambda s: pd.concat([s, s.iloc[:1]]), "expect_compound_columns_to_be_unique"),
 ])
@@ -116,3 +116,19 @@ def test_stage_keys_without_search_negatives_are_unchanged_by_its_options():
     assert list(on) == [*list(off)[: list(off).index("train")], "silver", *list(off)[list(off).index("train"):]]
     assert on["splits"] == off["splits"] and on["train"] != off["train"] and on["silver"] != deeper["silver"]
     assert {k for k in on if on[k] != deeper[k]} == {"silver", "train", "evaluate", "rerank", "retrieval", "export", "index", "gate"}
+
+
+def test_the_teacher_enters_the_silver_key_only_when_it_labels():
+    from flows.retrain import stage_keys
+
+    dataset = "ab" * 32
+    plain = stage_keys(RetrainConfig.model_validate({"train": {"search_negatives": 1}}), dataset)
+    rerank = stage_keys(RetrainConfig.model_validate({"train": {"search_negatives": 1}, "rerank": {"max_iter": 50}}), dataset)
+    assert rerank["silver"] == plain["silver"]
+    taught = {"train": {"search_negatives": 1, "silver_negative_score": 0.5}}
+    one = stage_keys(RetrainConfig.model_validate(taught), dataset)
+    other = stage_keys(RetrainConfig.model_validate(taught | {"rerank": {"max_iter": 50}}), dataset)
+    assert len({plain["silver"], one["silver"], other["silver"]}) == 3
+    # Silver duplicates alone run the stage too, without search negatives.
+    positives = stage_keys(RetrainConfig.model_validate({"train": {"silver_positive_score": 0.7}}), dataset)
+    assert "silver" in positives and positives["train"] != stage_keys(RetrainConfig(), dataset)["train"]
