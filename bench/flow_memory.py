@@ -31,7 +31,7 @@ from bench.report import FULL_ROWS
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET_BYTES = 4 * GIB
-STAGES = ("fetch", "validate", "drift", "splits", "vocab", "pretrain", "train", "evaluate", "rerank", "retrieval", "export",
+STAGES = ("fetch", "validate", "drift", "splits", "vocab", "pretrain", "silver", "train", "evaluate", "rerank", "retrieval", "export",
           "index", "publish")
 
 

@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     from qdup.config import RerankConfig
     from qdup.data.demo import generate_pairs
     from qdup.evaluation.pair_features import fit_featurizer
-    from qdup.evaluation.reranker import _one_thread, fit_reranker
+    from qdup.evaluation.reranker import fit_reranker, one_thread
     from qdup.stages.rerank import boosting_params
 
     df = generate_pairs(args.pairs, seed=0)
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     tl = treelite.sklearn.import_model(model)
 
     def sklearn_proba(rows: np.ndarray) -> np.ndarray:
-        with _one_thread():
+        with one_thread():
             return model.predict_proba(rows)[:, 1]
 
     runtimes: dict[str, Callable[[np.ndarray], np.ndarray] | str] = {

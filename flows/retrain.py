@@ -1,4 +1,4 @@
-"""The `retrain` flow: fetch, validate, drift, splits, vocabulary, [pretrain], train, evaluate, [rerank], retrieval, export, index,
+"""The `retrain` flow: fetch, validate, drift, splits, vocabulary, [pretrain], [silver], train, evaluate, [rerank], retrieval, export, index,
 gate, publish."""
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from tasks.pretrain import pretrain_inputs, pretrain_task
 from tasks.publish import publish_task
 from tasks.rerank import check_rerank_data, rerank_inputs, rerank_task
 from tasks.retrieval import retrieval_inputs, retrieval_task
+from tasks.silver import silver_inputs, silver_task
 from tasks.splits import splits_inputs, splits_task
 from tasks.train import train_inputs, train_task
 from tasks.validate import validate_inputs, validate_task
@@ -45,7 +46,9 @@ def stage_keys(config: RetrainConfig, dataset_sha256: str, production: str | Non
     keys["vocab"] = stage_key("vocab", vocab_inputs(keys["splits"], config))
     if config.pretrain.enabled:
         keys["pretrain"] = stage_key("pretrain", pretrain_inputs(keys["splits"], keys["vocab"], config))
-    keys["train"] = stage_key("train", train_inputs(keys["splits"], keys["vocab"], config, keys.get("pretrain")))
+    if config.train.uses_silver:
+        keys["silver"] = stage_key("silver", silver_inputs(keys["splits"], config))
+    keys["train"] = stage_key("train", train_inputs(keys["splits"], keys["vocab"], config, keys.get("pretrain"), keys.get("silver")))
     keys["evaluate"] = stage_key("evaluate", evaluate_inputs(keys["splits"], keys["vocab"], keys["train"], config))
     if config.rerank.enabled:
         keys["rerank"] = stage_key("rerank", rerank_inputs(keys["splits"], keys["vocab"], keys["train"], keys["evaluate"], config))
@@ -82,8 +85,10 @@ def retrain(config: RetrainConfig = RetrainConfig()) -> dict[str, str]:
             done["vocab"] = vocab_task(done["splits"], config)
         if config.runs_through("pretrain") and config.pretrain.enabled:
             done["pretrain"] = pretrain_task(done["splits"], done["vocab"], config)
+        if config.runs_through("silver") and config.train.uses_silver:
+            done["silver"] = silver_task(done["splits"], config, run_dir)
         if config.runs_through("train"):
-            done["train"] = train_task(done["splits"], done["vocab"], config, done.get("pretrain"))
+            done["train"] = train_task(done["splits"], done["vocab"], config, done.get("pretrain"), done.get("silver"))
         if config.runs_through("evaluate"):
             done["evaluate"] = evaluate_task(done["splits"], done["vocab"], done["train"], config)
         if config.runs_through("rerank") and config.rerank.enabled:

@@ -89,6 +89,7 @@ class ValidateConfig(Section):
             "gate": "qqp_split_labelled.v1",
         }
     )
+    silver_suite: str = Field(default="qdup_silver.v1", description="the contract of the `silver` stage's split")
     failed_rows_shown: int = Field(default=5, ge=1, le=100)
 
     @field_validator("split_suites")

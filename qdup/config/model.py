@@ -65,6 +65,27 @@ class TrainConfig(Section):
         "they are candidates of every anchor and enter a CoSENT ranking term against the batch's duplicates",
     )
     negatives_weight: float = Field(default=1.0, gt=0, description="weight of the CoSENT ranking term when hard_negatives > 0")
+    search_negatives: int = Field(
+        default=0, ge=0, le=16,
+        description="search-shaped hard negatives per duplicate pair and batch (0: none): drawn each epoch from the `silver` "
+        "stage's BM25 neighbours of the pair's two questions that lie outside their duplicate cluster; they are candidates "
+        "of every anchor of the batch (same-cluster candidates stay masked)",
+    )
+    search_negatives_depth: int = Field(
+        default=10, ge=1, le=100,
+        description="BM25 neighbours outside its duplicate cluster kept per training question by the `silver` stage",
+    )
+    silver_positive_score: float | None = Field(
+        default=None, gt=0.5, le=1,
+        description="teacher-labelled silver pairs (Augmented SBERT): a `silver` neighbour the cross-fitted teacher (the "
+        "reranker's trees on lexical features, fitted on the training region's labelled pairs) scores at least this "
+        "joins training as a duplicate pair; None: no silver duplicates",
+    )
+    silver_negative_score: float | None = Field(
+        default=None, ge=0, lt=1,
+        description="search negatives keep only the neighbours the teacher scores at most this; None: every neighbour "
+        "(no teacher unless silver_positive_score is set)",
+    )
     early_stopping_patience: int = Field(default=6, ge=1)
     lr_schedule: Literal["constant", "plateau", "cosine"] = Field(
         default="plateau",
@@ -77,6 +98,16 @@ class TrainConfig(Section):
     deterministic: bool = Field(
         default=False, description="TensorFlow op determinism: bit-identical reruns on the same machine, slower training"
     )
+
+    @property
+    def uses_silver(self) -> bool:
+        """Whether training reads the `silver` stage's split (search negatives or silver duplicates)."""
+        return self.search_negatives > 0 or self.silver_positive_score is not None
+
+    @property
+    def uses_teacher(self) -> bool:
+        """Whether the `silver` stage labels its pairs with the teacher."""
+        return self.silver_positive_score is not None or self.silver_negative_score is not None
 
 
 class PretrainConfig(Section):

@@ -16,7 +16,7 @@ from qdup.config.model import ModelConfig, PretrainConfig, TrainConfig, VocabCon
 from qdup.errors import ConfigError
 
 Stage = Literal[
-    "fetch", "validate", "drift", "splits", "vocab", "pretrain", "train", "evaluate", "rerank", "retrieval", "export", "index", "gate", "publish",
+    "fetch", "validate", "drift", "splits", "vocab", "pretrain", "silver", "train", "evaluate", "rerank", "retrieval", "export", "index", "gate", "publish",
 ]
 # The stages in run order.
 STAGES: tuple[str, ...] = typing.get_args(Stage)

@@ -61,7 +61,7 @@ def _controller() -> ThreadpoolController:
     return ThreadpoolController()
 
 
-def _one_thread():
+def one_thread():
     return _controller().limit(limits=1, user_api="openmp")
 
 
@@ -95,7 +95,7 @@ def out_of_fold_scores(
     for k, (fit_idx, held_idx) in enumerate(splitter.split(x, y, groups)):
         if len(np.unique(y[fit_idx])) < 2:
             raise QdupError(f"rerank: fold {k} of calibration leaves one class to fit on; lower rerank.folds")
-        with _one_thread():
+        with one_thread():
             model = params.model(seed).fit(x[fit_idx], y[fit_idx])
             scores[held_idx] = model.predict_proba(x[held_idx])[:, 1]
     return scores
@@ -144,7 +144,7 @@ def fit_reranker(
 ) -> Reranker:
     """The final model on all of `x` (calibration); its threshold maximises accuracy on the out-of-fold scores."""
     check_labelled(y, "calibration", 2)
-    with _one_thread():
+    with one_thread():
         model = params.model(seed).fit(x, y)
     choice = choose_threshold(y, oof_scores)
     meta = {

@@ -17,6 +17,7 @@ import tensorflow as tf
 from qdup.config import ModelConfig
 from qdup.errors import QdupError
 from qdup.model.network import SubwordHasher
+from qdup.model.search_batches import SearchNegatives
 from qdup.model.vocab import vectorize_padded
 from qdup.model.vocabulary_file import OOV_ID
 
@@ -196,23 +197,25 @@ def _batches(pairs: PairArrays, plan: list[np.ndarray], fixed_width: bool, table
     return ds.prefetch(2)
 
 
-def epoch_plan(pairs: PairArrays, n_dup: int, batch_size: int, per_batch_negatives: int, seed: int, epoch: int) -> list[np.ndarray]:
-    """The batches of one epoch: rows [0, n_dup) of `pairs` are duplicates, the rest labelled non-duplicates."""
+def epoch_plan(pairs: PairArrays, n_dup: int, batch_size: int, per_batch_negatives: int, seed: int, epoch: int,
+               search: SearchNegatives | None = None) -> list[np.ndarray]:
+    """The batches of one epoch: rows [0, n_dup) of `pairs` are duplicates, the rest labelled non-duplicates (then the
+    candidate-only rows of `search`, whose neighbours join their pairs' batches)."""
     rng = epoch_seed(seed, epoch)
     lengths = np.maximum(pairs.len1, pairs.len2)
     plan = batch_plan(lengths[:n_dup], batch_size, rng)
     if per_batch_negatives > 0 and len(pairs) > n_dup:
-        plan = negatives_plan(plan, lengths[:n_dup], lengths[n_dup:], per_batch_negatives, n_dup, rng)
-    return plan
+        plan = negatives_plan(plan, lengths[:n_dup], lengths[n_dup:search.offset if search else None], per_batch_negatives, n_dup, rng)
+    return search.extend(plan, n_dup, seed, epoch) if search is not None else plan
 
 
 def train_dataset(
     pairs: PairArrays, batch_size: int, seed: int, epochs: range, fixed_width: bool, table: np.ndarray | None = None,
-    n_dup: int | None = None, per_batch_negatives: int = 0,
+    n_dup: int | None = None, per_batch_negatives: int = 0, search: SearchNegatives | None = None,
 ) -> tf.data.Dataset:
     """All batches of the given epochs in order, as one stream (fit runs it with steps_per_epoch)."""
     n_dup = len(pairs) if n_dup is None else n_dup
-    plan = [idx for epoch in epochs for idx in epoch_plan(pairs, n_dup, batch_size, per_batch_negatives, seed, epoch)]
+    plan = [idx for epoch in epochs for idx in epoch_plan(pairs, n_dup, batch_size, per_batch_negatives, seed, epoch, search)]
     return _batches(pairs, plan, fixed_width, table)
 
 

@@ -20,7 +20,10 @@ def _false_negative_mask(g_anchor, g_candidate):
 
 def _split_targets(y_true, batch):
     """y_true (batch, 3) = [cluster of question1, cluster of question2, label]; a (batch,) placeholder means
-    one cluster per row, every row a duplicate (no masking, as the reference loss)."""
+    one cluster per row, every row a duplicate (no masking, as the reference loss).
+
+    Label 1: a duplicate pair (an anchor row); 0: a labelled non-duplicate (candidates, and the CoSENT term); -1: a
+    candidate-only row (a search negative, `qdup.model.search_batches`), neither an anchor nor a labelled pair."""
     y = ops.cast(y_true, "float32")
     if len(y.shape) == 2 and y.shape[-1] == 3:
         return y[:, 0], y[:, 1], y[:, 2]
@@ -90,7 +93,7 @@ class TripletLoss(keras.losses.Loss):
         has_negative = ops.cast(ops.sum(weights, axis=1) > 0, scores.dtype)
         hard = ops.maximum(0.0, self.margin - positive + closest_negative) * has_negative
         soft = ops.maximum(0.0, self.margin - positive + mean_negative) * has_negative
-        out = (hard + soft) * label
+        out = (hard + soft) * ops.cast(ops.equal(label, 1.0), scores.dtype)
         if self.negatives_weight > 0:
             out = out + self.negatives_weight * _pair_ranking(positive, label, self.ranking_scale) / ops.cast(batch, scores.dtype)
         return out
@@ -131,8 +134,9 @@ class InBatchSoftmaxLoss(keras.losses.Loss):
         if self.symmetric:
             per_row = 0.5 * (per_row + self._direction(v2, v1, g2, g1))
         # Mean over duplicate rows, written as per-row values whose batch mean is that mean.
-        n_dup = ops.maximum(ops.sum(label), 1.0)
-        out = per_row * label * ops.cast(batch, per_row.dtype) / n_dup
+        dup = ops.cast(ops.equal(label, 1.0), per_row.dtype)
+        n_dup = ops.maximum(ops.sum(dup), 1.0)
+        out = per_row * dup * ops.cast(batch, per_row.dtype) / n_dup
         if self.negatives_weight > 0:
             out = out + self.negatives_weight * _pair_ranking(ops.sum(v1 * v2, axis=1), label, self.ranking_scale)
         return out

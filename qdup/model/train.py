@@ -36,6 +36,7 @@ from qdup.model.batches import (
 from qdup.model.checkpoints import Checkpointer, EpochHook, fresh_state, load_checkpoint, read_state, save_keras_atomic
 from qdup.model.losses import InBatchSoftmaxLoss, TripletLoss
 from qdup.model.network import build_encoder, build_siamese
+from qdup.model.search_batches import SearchNegatives, neighbour_frame, silver_duplicates
 
 ENCODER_FILE = "encoder.keras"
 
@@ -127,6 +128,7 @@ def train_model(
     log: Callable[[str], None] = print,
     negatives_df: pd.DataFrame | None = None,
     init_encoder: Path | None = None,
+    silver_df: pd.DataFrame | None = None,
 ) -> TrainResult:
     """Train an encoder on the duplicate pairs of `train_df`, early-stopping on `val_df`'s loss.
 
@@ -144,6 +146,9 @@ def train_model(
       state.json (epoch, early-stopping state, history). Calling again with the same work_dir,
       data and configs after an interruption resumes at the epoch after the last checkpoint;
       a work_dir holding another run's checkpoints is refused.
+    - with train_cfg.silver_positive_score set, the silver split's teacher-labelled duplicates join the duplicate pairs;
+      with train_cfg.search_negatives > 0, that many of each duplicate pair's BM25 neighbours outside its cluster
+      (`silver_df`, the silver split) join its batch as candidates of every anchor (`qdup.model.search_batches`).
     - `init_encoder` (a saved encoder of the same configuration, e.g. the pretrain stage's) gives the starting weights.
     - TensorBoard logs go to work_dir/tensorboard; the best encoder to work_dir/encoder.keras.
     - `log` receives one line per epoch; `on_epoch_end(epoch, total_epochs, logs)` is called after
@@ -167,7 +172,14 @@ def train_model(
     use_negatives = train_cfg.hard_negatives > 0
     if use_negatives and (negatives_df is None or len(negatives_df) == 0):
         raise QdupError("train.hard_negatives > 0 needs labelled non-duplicates, but the negatives split is empty or missing")
-    frames = [train_df, val_df] + ([negatives_df] if use_negatives else [])
+    use_search = train_cfg.search_negatives > 0
+    if train_cfg.uses_silver and silver_df is None:
+        raise QdupError("train.search_negatives > 0 or train.silver_positive_score needs the silver split, but none was given")
+    n_gold = len(train_df)
+    if train_cfg.silver_positive_score is not None:
+        train_df = pd.concat([train_df, silver_duplicates(silver_df)], ignore_index=True)
+    neighbours, pool = neighbour_frame(train_df, silver_df) if use_search else (None, None)
+    frames = [train_df, val_df] + ([negatives_df] if use_negatives else []) + ([neighbours] if use_search else [])
     clusters = question_clusters(*frames)
     train = pair_arrays(train_df, vectorizer, model_cfg, "train", clusters)
     val = pair_arrays(val_df, vectorizer, model_cfg, "val", clusters)
@@ -182,6 +194,10 @@ def train_model(
             raise QdupError("the negatives split holds duplicate pairs; it must hold labelled non-duplicates only")
         train = concat_pairs(train, negatives)
         per_batch_negatives = max(1, round(train_cfg.batch_size * train_cfg.hard_negatives))
+    search = None
+    if use_search and len(neighbours):
+        search = SearchNegatives(pool, train_cfg.search_negatives, len(train))
+        train = concat_pairs(train, pair_arrays(neighbours, vectorizer, model_cfg, "silver", clusters))
     table = subword_table(vectorizer, model_cfg)
     vocab_size = vectorizer.vocabulary_size()
     fixed_width = not model_cfg.mask_padding
@@ -189,7 +205,9 @@ def train_model(
     steps = len(batch_plan(np.maximum(train.len1[:n_dup], train.len2[:n_dup]), train_cfg.batch_size, None))
     facts = {
         "train_pairs": n_dup,
-        "negative_pairs": len(train) - n_dup,
+        "negative_pairs": len(train) - n_dup - (len(neighbours) if search else 0),
+        "search_negative_questions": len(neighbours) if search else 0,
+        "silver_duplicate_pairs": n_dup - n_gold,
         "negatives_per_batch": per_batch_negatives,
         "loss": train_cfg.loss,
         "subwords": model_cfg.subwords,
@@ -241,7 +259,8 @@ def train_model(
         done = False
         log(
             f"training on {n_dup:,} pairs ({steps} batches of <= {train_cfg.batch_size}"
-            f"{f' + {per_batch_negatives} labelled non-duplicates' if per_batch_negatives else ''}; {train_cfg.loss} loss), "
+            f"{f' + {per_batch_negatives} labelled non-duplicates' if per_batch_negatives else ''}"
+            f"{f' + {train_cfg.search_negatives} search negatives a pair' if search else ''}; {train_cfg.loss} loss), "
             f"validating on {len(val):,}; vocabulary {vocab_size:,}, max_length {model_cfg.max_length}"
         )
 
@@ -254,7 +273,7 @@ def train_model(
         tensorboard = keras.callbacks.TensorBoard(log_dir=str(tb_dir), update_freq="epoch", profile_batch=0)
         model.fit(
             train_dataset(train, train_cfg.batch_size, seed, range(start + 1, total + 1), fixed_width, table, n_dup,
-                          per_batch_negatives),
+                          per_batch_negatives, search),
             validation_data=eval_dataset(val, train_cfg.batch_size, fixed_width, table),
             epochs=total,
             initial_epoch=start,

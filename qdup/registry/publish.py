@@ -65,8 +65,9 @@ def version_files(stages: dict[str, StageResult]) -> dict[str, Path]:
         files[f"evaluation/{name}"] = stages["evaluate"].file(name)
     for p in sorted(stages["validate"].path.glob("validation*")):
         files[f"validation/raw-{p.name}"] = p
-    for p in sorted(stages["splits"].path.glob("validation-*")):
-        files[f"validation/{p.name}"] = p
+    for name in ("splits", "silver"):
+        for p in sorted(stages[name].path.glob("validation-*")) if name in stages else ():
+            files[f"validation/{p.name}"] = p
     files["splits/stage.json"] = stages["splits"].file("stage.json")
     for name in (TEST_SCORES_FILE, CALIBRATION_SCORES_FILE):
         if stages["evaluate"].file(name).is_file():
@@ -101,6 +102,7 @@ def lineage_manifest(
     """Everything needed to answer "what produced this model?" without any other system."""
     fetch, validate, splits, vocab = (stages[s].manifest for s in ("fetch", "validate", "splits", "vocab"))
     train, evaluate = stages["train"].manifest, stages["evaluate"].manifest
+    silver = stages["silver"].manifest["silver"] if "silver" in stages else None
     metrics = evaluate["metrics"]
     return {
         "dataset": {
@@ -118,12 +120,16 @@ def lineage_manifest(
             "duplicate_share": validate["duplicate_share"],
             "missing_questions": validate["missing_questions"],
             "result": "validation/raw-validation.json",
-            "split_suites": {name: e["suite"] for name, e in splits["splits"].items()},
+            "split_suites": {name: e["suite"] for name, e in splits["splits"].items()}
+            | ({"silver": silver["suite"]} if silver else {}),
         },
         "splits": {
             name: {"content_sha256": e["content_sha256"], "rows": e["rows"], "duplicates": e["duplicates"]}
             for name, e in splits["splits"].items()
         }
+        # The silver stage's split (search negatives the encoder trained with), when training used one.
+        | ({"silver": {"content_sha256": silver["content_sha256"], "rows": silver["rows"], "duplicates": 0,
+                       "kinds": silver["kinds"], "stage_key": stages["silver"].key}} if silver else {})
         | {"_plan": {k: splits[k] for k in ("mode", "n_rows", "n_train", "n_test", "val_start_row", "calibration_start_row",
                                              "regions", "test_questions_seen", "dropped_missing_question")}},
         "vocabulary": {"sha256": vocab["sha256"], "size": vocab["size"], "oov_rate": vocab["oov_rate"]},

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from qdup.childproc import call_in_child
-from qdup.config import ModelConfig, TrainConfig
+from qdup.config import ModelConfig, TrainConfig, ValidateConfig
+from qdup.data.silver import read_checked_silver
 from qdup.data.splits import read_split
 from qdup.errors import QdupError
 from qdup.fileio import sha256_file
@@ -30,9 +31,13 @@ def build_train(
     on_epoch_end: Callable[[int, int, dict[str, float]], None] | None = None,
     log: LogFn = stderr_log,
     init_encoder: Path | None = None,
+    silver_file: Path | None = None,
+    silver_suite: str = ValidateConfig.model_fields["silver_suite"].default,
 ) -> dict[str, Any]:
-    """Train on `splits_dir`'s train/val splits (from `init_encoder`'s weights when given, the pretrain stage's);
-    checkpoints go to `work_dir` (kept on a crash, removed after)."""
+    """Train on `splits_dir`'s train/val splits (from `init_encoder`'s weights when given, the pretrain stage's; with
+    `silver_file`'s search negatives when train.search_negatives > 0, the silver stage's split, checked against
+    `silver_suite` first); checkpoints go to `work_dir`
+    (kept on a crash, removed after)."""
     # Imported here: TensorFlow loads only where training runs (the child process of `build_train_in_child`).
     from qdup.model import train, vocab
 
@@ -43,10 +48,17 @@ def build_train(
         if not path.is_file():
             raise QdupError(f"train.hard_negatives={train_cfg.hard_negatives} needs the negatives split, but {path} is missing")
         negatives = read_split(path)
+    silver = None
+    if train_cfg.uses_silver:
+        if silver_file is None or not Path(silver_file).is_file():
+            raise QdupError(f"train.search_negatives={train_cfg.search_negatives} / train.silver_positive_score="
+                            f"{train_cfg.silver_positive_score} need the silver stage's split, but "
+                            f"{silver_file or 'none'} was given; run the silver stage (qdup run builds it)")
+        silver = read_checked_silver(Path(silver_file), silver_suite)
     result = train.train_model(
         read_split(splits_dir / "train.parquet"), read_split(splits_dir / "val.parquet"), vectorizer,
         model_cfg, train_cfg, seed, work_dir, on_epoch_end=on_epoch_end, log=log, negatives_df=negatives,
-        init_encoder=init_encoder,
+        init_encoder=init_encoder, silver_df=silver,
     )
     shutil.copyfile(result.encoder_path, out_dir / ENCODER_FILE)
     shutil.copytree(result.tensorboard_dir, out_dir / "tensorboard")
