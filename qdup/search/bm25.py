@@ -130,7 +130,7 @@ class BM25Index:
             scores["data"], scores["indices"] = data, indices
         self._data, self._indices = data, indices.astype(np.int32, copy=False)
         # The same scores by document (CSR: each document's terms): exact scores of given documents.
-        by_doc = np.lexsort((term, self._indices))
+        by_doc = np.argsort(self._indices, kind="stable")  # by document, each one's terms in term order
         self._doc_ptr = np.concatenate([[0], np.cumsum(np.bincount(self._indices, minlength=self._n))]).astype(np.int64)
         self._doc_terms, self._doc_scores = term[by_doc], data[by_doc]
 
