@@ -365,7 +365,7 @@ def step_real_vocab(work: Path, n: int, threads: int) -> dict[str, Any]:
     q1 = np.array([position[q] for q in draw.question1])
     relevant = [np.array([position[q]]) for q in draw.question2]
     out: dict[str, Any] = {"questions": len(texts), "real_questions": len(real), "lexical_build_s": build_s,
-                           "vocabulary": len(served._vocab), "postings_per_term": served.postings_per_term,
+                           "vocabulary": served.describe()["vocabulary"], "postings_per_term": served.postings_per_term,
                            "quality_queries": len(q1)}
     for name, lex in (("served", served), ("exact", exact)):
         ranked, _ = lex.search_positions(q1, 100)
