@@ -13,7 +13,7 @@ from qdup.stagecache import StageResult, params, stage_key
 from tasks.common import flow_run_info
 from tasks.drift import drift_inputs, drift_task
 from tasks.evaluate import evaluate_inputs, evaluate_task
-from tasks.export import export_inputs, export_task
+from tasks.export import export_inputs, export_task, exports_search_reranker
 from tasks.feedback import feedback_task
 from tasks.fetch import fetch_task
 from tasks.gate import gate_inputs, gate_task
@@ -54,7 +54,8 @@ def stage_keys(config: RetrainConfig, dataset_sha256: str, production: str | Non
         keys["rerank"] = stage_key("rerank", rerank_inputs(keys["splits"], keys["vocab"], keys["train"], keys["evaluate"], config))
     rerank = keys.get("rerank")
     keys["retrieval"] = stage_key("retrieval", retrieval_inputs(keys["splits"], keys["vocab"], keys["train"], config, rerank))
-    keys["export"] = stage_key("export", export_inputs(keys["vocab"], keys["train"], keys["evaluate"], config, rerank))
+    keys["export"] = stage_key("export", export_inputs(keys["vocab"], keys["train"], keys["evaluate"], config, rerank,
+                                                       keys["retrieval"] if exports_search_reranker(config) else None))
     keys["index"] = stage_key("index", index_inputs(keys["validate"], keys["export"], keys["retrieval"], config))
     keys["gate"] = stage_key("gate", gate_inputs(keys["splits"], keys["evaluate"], keys["retrieval"], keys["export"], production,
                                                  config))
@@ -96,7 +97,8 @@ def retrain(config: RetrainConfig = RetrainConfig()) -> dict[str, str]:
         if config.runs_through("retrieval"):
             done["retrieval"] = retrieval_task(done["splits"], done["vocab"], done["train"], config, done.get("rerank"))
         if config.runs_through("export"):
-            done["export"] = export_task(done["vocab"], done["train"], done["evaluate"], config, done.get("rerank"))
+            done["export"] = export_task(done["vocab"], done["train"], done["evaluate"], config, done.get("rerank"),
+                                         done.get("retrieval"))
         if config.runs_through("index"):
             done["index"] = index_task(done["fetch"], done["validate"], done["export"], done["retrieval"], config)
         if config.runs_through("gate"):

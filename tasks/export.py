@@ -14,28 +14,40 @@ from tasks.common import TASK_OPTIONS, artifact, run_log
 
 
 def export_inputs(
-    vocab_key: str, train_key: str, evaluate_key: str, cfg: RetrainConfig, rerank_key: str | None = None
+    vocab_key: str, train_key: str, evaluate_key: str, cfg: RetrainConfig, rerank_key: str | None = None,
+    retrieval_key: str | None = None,
 ) -> dict[str, Any]:
-    """What the export stage's key hashes (the threshold comes with the evaluation's key, the reranker with its own)."""
+    """What the export stage's key hashes (the threshold comes with the evaluation's key, the reranker with its own, the
+    search reranker with the retrieval stage's)."""
     return {
         "vocab": vocab_key,
         "train": train_key,
         "evaluate": evaluate_key,
         "rerank": rerank_key,
+        "retrieval": retrieval_key,
         "max_length": cfg.model.max_length,
         "code": code_fingerprint("qdup.stages.export", "tasks.export"),
     }
 
 
+def exports_search_reranker(cfg: RetrainConfig) -> bool:
+    """Whether the retrieval stage fits a search reranker, which the export then carries (`search.rerank_fit`)."""
+    return cfg.rerank.enabled and cfg.search.rerank_fit == "candidates"
+
+
 @task(name="export", **TASK_OPTIONS)
 def export_task(
-    vocab: StageResult, train: StageResult, evaluation: StageResult, cfg: RetrainConfig, rerank: StageResult | None = None
+    vocab: StageResult, train: StageResult, evaluation: StageResult, cfg: RetrainConfig, rerank: StageResult | None = None,
+    retrieval: StageResult | None = None,
 ) -> StageResult:
     """The serving bundle: raw strings in, similarity out, threshold beside it, the reranker when there is one; safe_mode loadable."""
     log = run_log()
     threshold = evaluation.manifest["metrics"]["threshold"]["value"]
-    inputs = export_inputs(vocab.key, train.key, evaluation.key, cfg, None if rerank is None else rerank.key)
+    carried = retrieval if retrieval is not None and exports_search_reranker(cfg) else None
+    inputs = export_inputs(vocab.key, train.key, evaluation.key, cfg, None if rerank is None else rerank.key,
+                           None if carried is None else carried.key)
     reranker_dir = None if rerank is None else rerank.file(rerank.manifest["reranker_dir"])
+    search_reranker_dir = None if carried is None else carried.file(carried.manifest["search_reranker_dir"])
 
     def build(out: Path) -> dict:
         # Imported here: TensorFlow loads only when the stage really runs.
@@ -43,7 +55,7 @@ def export_task(
         from qdup.stages.export import build_export
 
         return build_export(vocab.file("vocabulary.txt"), train.file("encoder.keras"), cfg.model, threshold, out, reranker_dir,
-                            None if rerank is None else rerank.manifest.get("serves"))
+                            None if rerank is None else rerank.manifest.get("serves"), search_reranker_dir)
 
     result = run_stage("export", inputs, build, log)
     artifact(

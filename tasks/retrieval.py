@@ -20,12 +20,14 @@ def retrieval_inputs(
     """What the retrieval stage's key hashes (the reranker, when there is one, by its stage's key)."""
     return {
         "splits": splits_key,
-        "rerank": rerank_key,
+        "rerank_stage": rerank_key,
         "vocab": vocab_key,
         "train": train_key,
         "max_length": cfg.model.max_length,
         "seed": cfg.seed,
         "search": params(cfg.search),
+        # A search reranker is fitted with the pair reranker's tree settings (also in the rerank stage's key).
+        "rerank": params(cfg.rerank),
         "code": code_fingerprint("qdup.stages.retrieval", "tasks.retrieval"),
     }
 
@@ -44,7 +46,7 @@ def retrieval_task(
         from qdup.stages.retrieval import build_retrieval
 
         return build_retrieval(splits.path, vocab.file("vocabulary.txt"), train.file("encoder.keras"), cfg.model, cfg.search,
-                               cfg.seed, out, reranker_dir)
+                               cfg.seed, out, reranker_dir, cfg.rerank)
 
     result = run_stage("retrieval", inputs, build, log)
     from qdup.stages.retrieval import table_rows

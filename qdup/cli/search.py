@@ -187,7 +187,8 @@ def _rows(searcher, queries: list[str], k: int, method: str | None) -> list[dict
 
 
 def _score_label(kind: str) -> str:
-    return {"cosine": "cosine", "bm25": "BM25", "rrf": "RRF score", "weighted": "weighted score", "reranker": "reranker"}[kind]
+    return {"cosine": "cosine", "bm25": "BM25", "rrf": "RRF score", "weighted": "weighted score", "reranker": "reranker",
+            "search_reranker": "search reranker"}[kind]
 
 
 def _columns(kind: str, duplicate_by: str) -> list[tuple[str, str, str]]:

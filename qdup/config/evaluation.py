@@ -105,3 +105,9 @@ class SearchConfig(Section):
     retrieval_k: int = Field(default=100, ge=10, description="ranked list length scored per query")
     rrf_k: int = Field(default=60, ge=1, description="reciprocal rank fusion constant (Cormack et al. 2009)")
     hybrid_weight_step: float = Field(default=0.1, gt=0, le=0.5, description="grid step of the dense weight in [0, 1]")
+    rerank_fit: Literal["candidates", "pair"] = Field(
+        default="candidates",
+        description="what orders `reranked` search (with rerank.enabled): 'candidates', a search reranker fitted on the "
+        "selection queries' hybrid top 20 labelled by duplicate cluster (its selection figures out-of-fold), or 'pair', "
+        "the pair reranker fitted on calibration pairs",
+    )

@@ -42,9 +42,9 @@ class BoostingParams:
     l2_regularization: float = 1.0
     monotonic: bool = False
 
-    def model(self, seed: int) -> HistGradientBoostingClassifier:
+    def model(self, seed: int, features: tuple[str, ...] = FEATURE_NAMES) -> HistGradientBoostingClassifier:
         # No early stopping: its internal validation split would take pairs away from a small calibration split.
-        cst = [1 if name in INCREASING else 0 for name in FEATURE_NAMES] if self.monotonic else None
+        cst = [1 if name in INCREASING else 0 for name in features] if self.monotonic else None
         return HistGradientBoostingClassifier(
             max_iter=self.max_iter, learning_rate=self.learning_rate, max_leaf_nodes=self.max_leaf_nodes,
             min_samples_leaf=self.min_samples_leaf, l2_regularization=self.l2_regularization, early_stopping=False,
@@ -74,36 +74,41 @@ def pair_groups(q1: Sequence[str], q2: Sequence[str]) -> np.ndarray:
     return pair_components(np.asarray(q1, dtype=object), np.asarray(q2, dtype=object))
 
 
-def check_labelled(y: np.ndarray, where: str, folds: int) -> None:
+def check_labelled(y: np.ndarray, where: str, folds: int, option: str = "rerank.enabled") -> None:
     """QdupError unless `y` has enough pairs of both classes for `folds` grouped folds."""
     pos = int(np.sum(y == 1))
     neg = int(np.sum(y == 0))
     if pos < folds or neg < folds:
         raise QdupError(
-            f"rerank.enabled: the reranker is fitted on labelled {where} pairs and needs at least rerank.folds={folds} "
+            f"{option}: the reranker is fitted on labelled {where} pairs and needs at least rerank.folds={folds} "
             f"duplicates and non-duplicates; {where} has {pos} and {neg}"
         )
 
 
 def out_of_fold_scores(
-    x: np.ndarray, y: np.ndarray, groups: np.ndarray, params: BoostingParams, folds: int, seed: int
+    x: np.ndarray, y: np.ndarray, groups: np.ndarray, params: BoostingParams, folds: int, seed: int,
+    where: str = "calibration", option: str = "rerank.enabled", features: tuple[str, ...] = FEATURE_NAMES,
 ) -> np.ndarray:
     """Each pair's duplicate probability from a model fitted on the other folds (grouped by `groups`, stratified)."""
-    check_labelled(y, "calibration", folds)
+    check_labelled(y, where, folds, option)
     splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=int(seed))
     scores = np.full(len(y), np.nan, dtype=np.float64)
     for k, (fit_idx, held_idx) in enumerate(splitter.split(x, y, groups)):
         if len(np.unique(y[fit_idx])) < 2:
-            raise QdupError(f"rerank: fold {k} of calibration leaves one class to fit on; lower rerank.folds")
+            raise QdupError(f"rerank: fold {k} of {where} leaves one class to fit on; lower rerank.folds")
         with one_thread():
-            model = params.model(seed).fit(x[fit_idx], y[fit_idx])
+            model = params.model(seed, features).fit(x[fit_idx], y[fit_idx])
             scores[held_idx] = model.predict_proba(x[held_idx])[:, 1]
     return scores
 
 
 @dataclass
 class Reranker:
-    """A fitted reranker: pair features -> duplicate probability; `threshold` chosen on out-of-fold calibration scores."""
+    """A fitted reranker: pair features -> duplicate probability; `threshold` chosen on out-of-fold calibration scores.
+
+    `features` names the columns its trees read: the pair features (FEATURE_NAMES), or those followed by a search's
+    first-stage features for a search reranker (`qdup.search.candidate_rerank`), whose rows only a search can build.
+    """
 
     featurizer: PairFeaturizer
     # The fitted scikit-learn model; None for a reranker loaded from its trees file (scoring needs only the trees).
@@ -111,12 +116,13 @@ class Reranker:
     threshold: float
     info: dict[str, Any] = field(default_factory=dict)
     trees: TreeScorer | None = field(default=None, repr=False, compare=False)
+    features: tuple[str, ...] = FEATURE_NAMES
 
     def __post_init__(self):
         if self.trees is None:
             if self.model is None:
                 raise QdupError("a reranker needs its fitted model or its trees")
-            self.trees = TreeScorer.from_model(self.model, len(FEATURE_NAMES))
+            self.trees = TreeScorer.from_model(self.model, len(self.features))
 
     def score_features(self, x: np.ndarray) -> np.ndarray:
         if len(x) == 0:
@@ -129,6 +135,8 @@ class Reranker:
         Labelled pairs never hold one question twice, so the trees have not seen that case and may score it
         anywhere; the same words in the same order (after standardisation) ask the same thing by definition.
         """
+        if self.features != FEATURE_NAMES:
+            raise QdupError("this reranker reads a search's first-stage features: score it through qdup.search.candidate_rerank")
         x, same = self.featurizer.features_and_same(q1, q2, cosine)
         scores = self.score_features(x)
         scores[same] = 1.0
@@ -140,16 +148,16 @@ class Reranker:
 
 def fit_reranker(
     featurizer: PairFeaturizer, x: np.ndarray, y: np.ndarray, oof_scores: np.ndarray, params: BoostingParams, seed: int,
-    info: dict[str, Any] | None = None,
+    info: dict[str, Any] | None = None, features: tuple[str, ...] = FEATURE_NAMES, where: str = "calibration",
 ) -> Reranker:
     """The final model on all of `x` (calibration); its threshold maximises accuracy on the out-of-fold scores."""
-    check_labelled(y, "calibration", 2)
+    check_labelled(y, where, 2)
     with one_thread():
-        model = params.model(seed).fit(x, y)
+        model = params.model(seed, features).fit(x, y)
     choice = choose_threshold(y, oof_scores)
     meta = {
         **(info or {}),
         "threshold": {"value": choice["accuracy_threshold"], "objective": "accuracy", "chosen_on": "calibration (out-of-fold)",
                       "calibration_accuracy": choice["accuracy"], "f1_threshold": choice["f1_threshold"]},
     }
-    return Reranker(featurizer, model, choice["accuracy_threshold"], meta)
+    return Reranker(featurizer, model, choice["accuracy_threshold"], meta, features=features)

@@ -66,6 +66,18 @@ def save_reranker(reranker: Reranker, out_dir: Path) -> dict[str, str]:
     return {**digests, META_FILE: sha256_file(out_dir / META_FILE)}
 
 
+def verify_files(folder: Path, meta: dict, names: tuple[str, ...], meta_file: str = META_FILE) -> None:
+    """QdupError unless each file of `names` is in `folder` with the sha256 `meta["sha256"]` records for it."""
+    for name in names:
+        p = Path(folder) / name
+        if not p.is_file():
+            raise QdupError(f"{folder}: reranker file {name} is missing")
+        want = (meta.get("sha256") or {}).get(name)
+        got = sha256_file(p)
+        if got != want:
+            raise QdupError(f"{p}: sha256 {got[:12]}… differs from the {str(want)[:12]}… recorded in {meta_file}; refusing to load it")
+
+
 def has_reranker(folder: Path) -> bool:
     return (Path(folder) / META_FILE).is_file()
 
@@ -85,14 +97,7 @@ def load_reranker(folder: Path) -> Reranker:
     if (fmt != FORMAT and fmt not in OLD_FORMATS) or list(meta.get("features") or []) != list(FEATURE_NAMES):
         raise QdupError(f"{meta_path}: format {fmt!r} is not a reranker this qdup reads ({FORMAT} or "
                         f"{', '.join(OLD_FORMATS)}) with its features; rerun the rerank stage to rebuild it")
-    for name in DATA_FILES if fmt == FORMAT else OLD_FORMATS[fmt]:
-        p = folder / name
-        if not p.is_file():
-            raise QdupError(f"{folder}: reranker file {name} is missing")
-        want = (meta.get("sha256") or {}).get(name)
-        got = sha256_file(p)
-        if got != want:
-            raise QdupError(f"{p}: sha256 {got[:12]}… differs from the {str(want)[:12]}… recorded in {META_FILE}; refusing to load it")
+    verify_files(folder, meta, DATA_FILES if fmt == FORMAT else OLD_FORMATS[fmt])
     model, trees = None, None
     if fmt == FORMAT:
         trees = TreeScorer((folder / MODEL_FILE).read_bytes(), len(FEATURE_NAMES), folder / MODEL_FILE)

@@ -164,7 +164,9 @@ def _served(manifest: dict[str, Any]) -> list[str]:
     lines += [f"| {name} | {role} | {_f(m.get('threshold'))} | {_f(m.get('roc_auc'))} | {_f(m.get('accuracy'))} |"
               for name, role, m in rows]
     if served.get("search"):
-        lines += ["", f"**Search: {search_name(served['search'])}** by default, chosen on {served['search'].get('chosen_on')}."]
+        by = served["search"].get("reranked_by")
+        lines += ["", f"**Search: {search_name(served['search'])}** by default, chosen on {served['search'].get('chosen_on')}"
+                  + (f"; re-ordered by {by}." if by else ".")]
     return lines + [""]
 
 

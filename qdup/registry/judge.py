@@ -83,7 +83,7 @@ def _search_figures(version: ServedVersion, part: RetrievalSplit, cfg: SearchCon
     embeddings = predictor.encode(part.corpus)
     rerank = None if predictor.reranker is None else predictor.reranker.score
     ranked = served_rankings(part.val, part.corpus, embeddings, version.search["method"], version.search.get("hybrid") or {},
-                             cfg=cfg, rerank=rerank)
+                             cfg=cfg, rerank=rerank, search_reranker=predictor.search_reranker)
     return per_query_metrics(ranked, part.val.relevant)
 
 

@@ -203,6 +203,11 @@ def served_block(stages: dict[str, StageResult]) -> dict[str, Any]:
     if defaults:
         out["search"] = {"method": defaults["method"], "hybrid": defaults.get("hybrid"),
                          "chosen_on": "the selection split (retrieval selection part)"}
+        by = stages["retrieval"].manifest.get("reranked_by") if "retrieval" in stages else None
+        if defaults["method"] == "reranked":
+            out["search"]["reranked_by"] = (
+                f"a search reranker fitted on the selection queries' hybrid top {by['depth']} (its selection figures out-of-fold)"
+                if by else "the pair reranker")
     return out
 
 

@@ -10,8 +10,10 @@ import numpy as np
 
 from qdup.config import SearchConfig
 from qdup.errors import QdupError
+from qdup.evaluation.reranker import Reranker
 from qdup.search.bm25 import build_lexical
-from qdup.search.index import query_block_rows, top_k_rows
+from qdup.search.candidate_rerank import RERANK_DEPTH, FirstStage, SearchRerankFit, fit_search_reranker, reorder, search_scores
+from qdup.search.index import query_block_rows
 from qdup.search.retrieval import (
     METRIC_NAMES,
     QuerySet,
@@ -19,6 +21,7 @@ from qdup.search.retrieval import (
     dense_rankings,
     ranking_metrics,
 )
+from qdup.search.topk import rank_by, rank_of, top_k_rows
 
 SELECT_METRIC = "mrr@10"
 # Scores of (query texts, candidate texts, encoder cosines) pairs, higher = more likely a duplicate: a pair reranker.
@@ -122,38 +125,13 @@ ROW_BLOCK = 512
 RERANK_BLOCK = 64
 
 
-def _rank_of(candidates: np.ndarray, ranked: np.ndarray) -> np.ndarray:
-    """1-based rank of each candidate in its row's ranked list, 0 where absent."""
-    out = np.zeros(candidates.shape, dtype=np.int64)
-    for a in range(0, len(candidates), ROW_BLOCK):
-        c, r = candidates[a : a + ROW_BLOCK], ranked[a : a + ROW_BLOCK]
-        # One (rows, candidates, ranked) comparison per block: cheaper than a dict per row.
-        same = (c[:, :, None] == r[:, None, :]) & (c[:, :, None] >= 0)
-        out[a : a + ROW_BLOCK] = np.where(same.any(axis=2), same.argmax(axis=2) + 1, 0)
-    return out
-
-
 def rrf_scores(candidates: np.ndarray, dense_idx: np.ndarray, lexical_idx: np.ndarray, rrf_k: int) -> np.ndarray:
     """Reciprocal rank fusion: sum over the two lists of 1 / (rrf_k + rank); absent from a list adds 0."""
     total = np.zeros(candidates.shape, dtype=np.float64)
     for ranked in (dense_idx, lexical_idx):
-        rank = _rank_of(candidates, ranked)
+        rank = rank_of(candidates, ranked)
         total += np.where(rank > 0, 1.0 / (rrf_k + rank), 0.0)
     return np.where(candidates >= 0, total, -np.inf)
-
-
-def rank_by(candidates: np.ndarray, scores: np.ndarray, k: int) -> np.ndarray:
-    """Candidates reordered by descending score (ties by position), first k, -1 where none."""
-    return rank_with_scores(candidates, scores, k)[0]
-
-
-def rank_with_scores(candidates: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """`rank_by` and the score of each ranked candidate (-inf where none): the score that ordered them."""
-    idx, top = top_k_rows(np.where(candidates >= 0, scores, -np.inf), min(k, candidates.shape[1]))
-    ranked = np.take_along_axis(candidates, idx, axis=1)
-    gone = ~np.isfinite(top)
-    ranked[gone] = -1
-    return ranked, np.where(gone, -np.inf, top)
 
 
 def normalise_lexical(scores: np.ndarray) -> np.ndarray:
@@ -227,6 +205,22 @@ def rerank_candidates(
     return rank_by(cands, scores, k)
 
 
+def _first_stage(part: QuerySet, embeddings: np.ndarray, lexical: Lexical, run: dict[str, np.ndarray], hybrid: np.ndarray,
+                 depth: int) -> FirstStage:
+    top = np.ascontiguousarray(hybrid[:, :depth])
+    return FirstStage(top, run["dense"], run["lexical"], _dense_pair_scores(embeddings, part.queries, top),
+                      lexical.pair_scores(part.queries, top))
+
+
+def search_reranked(
+    reranker: Reranker, part: QuerySet, corpus: Sequence[str], embeddings: np.ndarray, lexical: Lexical,
+    run: dict[str, np.ndarray], hybrid: np.ndarray,
+) -> np.ndarray:
+    """The hybrid's ranked lists with their first `depth` (the search reranker's) re-ordered by the search reranker."""
+    stage = _first_stage(part, embeddings, lexical, run, hybrid, int(reranker.info.get("depth", RERANK_DEPTH)))
+    return reorder(hybrid, search_scores(reranker, [corpus[int(q)] for q in part.queries], corpus, stage))
+
+
 def _subset_metrics(rankings: dict[str, np.ndarray], part: QuerySet, keep: np.ndarray) -> dict[str, Any]:
     idx = np.flatnonzero(keep)
     if not len(idx):
@@ -246,6 +240,7 @@ def evaluate_retrieval(
     lexical_builder: LexicalBuilder | None = None,
     test_split: RetrievalSplit | None = None,
     test_embeddings: np.ndarray | None = None,
+    search_fit: SearchRerankFit | None = None,
 ) -> dict[str, Any]:
     """Lexical, dense and hybrid retrieval on the same split; the hybrid's form and weight chosen on validation.
 
@@ -261,6 +256,11 @@ def evaluate_retrieval(
     fitted on labelled pairs has seen the pairs of the questions in `rerank_seen`: every method is then
     also measured on the queries outside it ("unseen_by_reranker"), and the best method is chosen among
     all four on those validation queries only.
+
+    With `search_fit`, `reranked` is instead a search reranker fitted on the validation queries' hybrid top
+    `search_fit.depth` (`qdup.search.candidate_rerank`): its validation figures are out-of-fold (grouped by duplicate
+    cluster), its test figures the model fitted on every validation row, which the result holds under
+    "search_reranker_model" (to be saved, not written as JSON).
     """
     cfg = cfg or SearchConfig()
     if select_metric not in METRIC_NAMES:
@@ -302,7 +302,21 @@ def evaluate_retrieval(
     result["hybrid"]["weight"] = weight
     result["lexical_index"] = lexical.kind
     result["best"] = max(("lexical", "dense", "hybrid"), key=lambda n: result[n]["val"][select_metric])
-    if rerank is not None:
+    if search_fit is not None:
+        hybrid_val = _hybrid(val, method, weight, cfg.rrf_k, k)
+        hybrid_test = _hybrid(test, method, weight, cfg.rrf_k, k)
+        stage = _first_stage(split.val, embeddings, lexical, val, hybrid_val, search_fit.depth)
+        model, oof = fit_search_reranker(search_fit, [split.corpus[int(q)] for q in split.val.queries], split.corpus, stage,
+                                         split.val.relevant, split.cluster[split.val.queries])
+        result["reranked"] = {
+            "val": ranking_metrics(reorder(hybrid_val, oof), parts["val"].relevant),
+            "test": ranking_metrics(search_reranked(model, test_split.test, test_split.corpus, test_embeddings, test_lexical,
+                                                    test, hybrid_test), parts["test"].relevant),
+        }
+        result["reranked_by"] = {"reranker": "search", "depth": search_fit.depth, "val": "out-of-fold", **model.info}
+        result["search_reranker_model"] = model
+        result["best"] = max(("lexical", "dense", "hybrid", "reranked"), key=lambda n: result[n]["val"][select_metric])
+    elif rerank is not None:
         ranked = {part_name: {
             "lexical": run["lexical"], "dense": run["dense"], "hybrid": _hybrid(run, method, weight, cfg.rrf_k, k),
             "reranked": rerank_candidates(run, parts[part_name], corpora[part_name], rerank, k),
@@ -330,17 +344,23 @@ def evaluate_retrieval(
 def served_rankings(
     part: QuerySet, corpus: Sequence[str], embeddings: np.ndarray, method: str, hybrid: dict[str, Any], *,
     cfg: SearchConfig | None = None, rerank: PairScorer | None = None, lexical: Lexical | None = None,
+    search_reranker: Reranker | None = None,
 ) -> np.ndarray:
     """The ranked lists one search method serves (dense, lexical, hybrid with its chosen form and weight, or reranked:
-    the hybrid's candidates re-ordered by `rerank`), for the queries of `part` on `corpus` (what the gate measures)."""
+    the hybrid's first candidates re-ordered by `search_reranker` where the version has one, else the hybrid's
+    candidates by the pair reranker's `rerank`), for the queries of `part` on `corpus` (what the gate measures)."""
     cfg = cfg or SearchConfig()
     if method not in ("dense", "lexical", "hybrid", "reranked"):
         raise QdupError(f"search method: expected dense, lexical, hybrid or reranked, got {method!r}")
-    if method == "reranked" and rerank is None:
+    if method == "reranked" and rerank is None and search_reranker is None:
         raise QdupError("search method 'reranked' needs the version's reranker")
-    run = _runs(part, embeddings, lexical or build_lexical(corpus), cfg.retrieval_k)
+    lexical = lexical or build_lexical(corpus)
+    run = _runs(part, embeddings, lexical, cfg.retrieval_k)
     if method in ("dense", "lexical"):
         return run[method]
+    fused = _hybrid(run, hybrid["method"], hybrid.get("weight"), cfg.rrf_k, cfg.retrieval_k)
     if method == "hybrid":
-        return _hybrid(run, hybrid["method"], hybrid.get("weight"), cfg.rrf_k, cfg.retrieval_k)
+        return fused
+    if search_reranker is not None:
+        return search_reranked(search_reranker, part, corpus, embeddings, lexical, run, fused)
     return rerank_candidates(run, part, corpus, rerank, cfg.retrieval_k)

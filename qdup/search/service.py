@@ -15,10 +15,12 @@ from qdup.errors import QdupError
 from qdup.evaluation.reranker import Reranker
 from qdup.evaluation.reranker_io import has_reranker, load_reranker
 from qdup.fileio import read_json
+from qdup.search.candidate_rerank import RERANK_DEPTH, FirstStage, load_version_search_reranker, search_scores
 from qdup.search.encoder import QueryEncoder, load_query_encoder
 from qdup.search.index import QuestionIndex, load_index
-from qdup.search.lexical import Lexical, candidate_union, fused_scores, rank_with_scores
+from qdup.search.lexical import Lexical, candidate_union, fused_scores
 from qdup.search.locations import LATE_INDEXES_DIR, VERSION_INDEX_DIR, find_index_dir, late_index_dir  # noqa: F401  (re-exported)
+from qdup.search.topk import rank_with_scores
 
 METHODS = ("dense", "lexical", "hybrid", "reranked")
 # Each side of a hybrid (and of the reranked method's candidates) ranks at least this many, as the retrieval evaluation
@@ -48,7 +50,7 @@ def search_defaults(index: QuestionIndex) -> dict[str, Any]:
 
 
 # The score each method ranks by, as answers name it (`score_kind`); a hybrid's is its fusion form, "rrf" or "weighted".
-SCORE_KINDS = {"dense": "cosine", "lexical": "bm25", "reranked": "reranker"}
+SCORE_KINDS = {"dense": "cosine", "lexical": "bm25", "reranked": "reranker"}  # reranked by a search reranker: "search_reranker"
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,8 @@ class VersionSearcher:
     encoder: QueryEncoder
     reranker: Reranker | None = None
     reranker_decides: bool = True
+    # With one, `reranked` is the hybrid's first candidates re-ordered by it (qdup.search.candidate_rerank).
+    search_reranker: Reranker | None = None
 
     @property
     def defaults(self) -> dict[str, Any]:
@@ -101,6 +105,8 @@ class VersionSearcher:
     def score_kind(self, method: str | None = None) -> str:
         """What the score of a hit ranked by `method` (default: the version's) is."""
         method = method or self.default_method
+        if method == "reranked" and self.search_reranker is not None:
+            return "search_reranker"
         return SCORE_KINDS.get(method) or self.defaults["hybrid"]["method"]
 
     def warm(self, methods: tuple[str, ...] | list[str] | None = None) -> None:
@@ -140,22 +146,48 @@ class VersionSearcher:
         l_idx, l_scores = job.result()
         if method == "lexical":
             ranked, scores = l_idx, l_scores
+        elif method == "reranked" and self.search_reranker is not None:
+            return self._search_reranked(queries, k, vectors, d_idx, l_idx)
         else:
-            cands = candidate_union(d_idx, l_idx)
             if method == "reranked":
-                fused = self.reranker_scores(queries, cands, self._cosines(vectors, cands))
+                cands = candidate_union(d_idx, l_idx)
+                ranked, scores = rank_with_scores(cands, self.reranker_scores(queries, cands, self._cosines(vectors, cands)), k)
             else:
-                hybrid = self.defaults["hybrid"]
-                lexical = None if hybrid["method"] == "rrf" else self.lexical.query_pair_scores(queries, cands)
-                dense = None if hybrid["method"] == "rrf" else self._cosines(vectors, cands)
-                fused = fused_scores(cands, d_idx, l_idx, dense, lexical, hybrid["method"], hybrid["weight"],
-                                     int(self.defaults.get("rrf_k", 60)))
-            ranked, scores = rank_with_scores(cands, fused, k)
+                ranked, scores = self._hybrid(queries, vectors, d_idx, l_idx, k)
         padded = np.full((len(queries), k), -1, dtype=np.int64)
         padded[:, : ranked.shape[1]] = ranked[:, :k]
         top = np.full((len(queries), k), -np.inf, dtype=np.float64)
         top[:, : scores.shape[1]] = scores[:, :k]
         return Ranking(method, self.score_kind(method), padded, top, self._cosines(vectors, padded))
+
+    def _hybrid(self, queries: list[str], vectors: np.ndarray, d_idx: np.ndarray, l_idx: np.ndarray, k: int
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """The hybrid's first k positions and their fused scores (the version's form and weight)."""
+        cands = candidate_union(d_idx, l_idx)
+        hybrid = self.defaults["hybrid"]
+        lexical = None if hybrid["method"] == "rrf" else self.lexical.query_pair_scores(queries, cands)
+        dense = None if hybrid["method"] == "rrf" else self._cosines(vectors, cands)
+        fused = fused_scores(cands, d_idx, l_idx, dense, lexical, hybrid["method"], hybrid["weight"],
+                             int(self.defaults.get("rrf_k", 60)))
+        return rank_with_scores(cands, fused, k)
+
+    def _search_reranked(self, queries: list[str], k: int, vectors: np.ndarray, d_idx: np.ndarray, l_idx: np.ndarray
+                         ) -> Ranking:
+        """The hybrid's first `depth` hits re-ordered by the search reranker; every hit scored by it, the hits after
+        the first `depth` in the hybrid's order (their scores need not fall)."""
+        depth = int(self.search_reranker.info.get("depth", RERANK_DEPTH))
+        head = self._hybrid(queries, vectors, d_idx, l_idx, max(k, depth))[0]
+        cosines = self._cosines(vectors, head)
+        stage = FirstStage(head, d_idx, l_idx, cosines, self.lexical.query_pair_scores(queries, head))
+        scores = search_scores(self.search_reranker, queries, self.index.texts, stage)
+        first, first_scores = rank_with_scores(head[:, :depth], scores[:, :depth], depth)
+        positions = np.concatenate([first, head[:, depth:]], axis=1)
+        ordered = np.concatenate([first_scores, scores[:, depth:]], axis=1)
+        padded = np.full((len(queries), k), -1, dtype=np.int64)
+        padded[:, : min(k, positions.shape[1])] = positions[:, :k]
+        top = np.full((len(queries), k), -np.inf, dtype=np.float64)
+        top[:, : min(k, ordered.shape[1])] = ordered[:, :k]
+        return Ranking("reranked", "search_reranker", padded, top, self._cosines(vectors, padded))
 
     def _cosines(self, vectors: np.ndarray, positions: np.ndarray) -> np.ndarray:
         safe = np.where(positions >= 0, positions, 0)
@@ -243,7 +275,10 @@ def load_searcher_cached(index_dir: Path, model_dir: Path, model_version: str | 
         if len(_SEARCHERS) >= 8:
             _SEARCHERS.clear()
         reranker = load_version_reranker(Path(model_dir))
-        searcher = _SEARCHERS[(id(index), id(encoder))] = VersionSearcher(index, encoder, reranker)
+        meta = read_json(Path(model_dir) / "threshold.json") if reranker is not None else {}
+        decides = bool((meta.get("reranker") or {}).get("serves", True))
+        searcher = _SEARCHERS[(id(index), id(encoder))] = VersionSearcher(
+            index, encoder, reranker, decides, load_version_search_reranker(Path(model_dir), reranker, meta))
     return searcher
 
 
@@ -257,7 +292,8 @@ def load_version_searcher(version_dir: Path, version: str | None = None) -> Vers
     reranker = load_version_reranker(version_dir / "model")
     meta = read_json(version_dir / "model" / "threshold.json") if reranker is not None else {}
     decides = bool((meta.get("reranker") or {}).get("serves", True))
-    return VersionSearcher(index, load_query_encoder(version_dir / "model"), reranker, decides)
+    return VersionSearcher(index, load_query_encoder(version_dir / "model"), reranker, decides,
+                           load_version_search_reranker(version_dir / "model", reranker, meta))
 
 
 def load_version_reranker(model_dir: Path) -> Reranker | None:

@@ -25,6 +25,9 @@ from qdup.model.network import build_inference_model, encoder_masks_padding
 from qdup.model.onnx_export import encoder_to_onnx, subword_spec
 from qdup.model.vocab import write_vocabulary
 from qdup.model.vocabulary_file import read_vocabulary
+from qdup.search.candidate_rerank import FILES as SEARCH_FILES
+from qdup.search.candidate_rerank import META_FILE as SEARCH_META
+from qdup.search.candidate_rerank import load_search_reranker
 from qdup.serving.predictor import PROBE_PAIRS
 
 PROBE_ATOL = 1e-5
@@ -43,6 +46,7 @@ def export_models(
     out_dir: Path,
     reranker_dir: Path | None = None,
     reranker_serves: dict[str, Any] | None = None,
+    search_reranker_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Write the serving bundle to out_dir in one atomic step (temporary sibling, then rename).
 
@@ -53,7 +57,9 @@ def export_models(
     out_dir/threshold.json: the threshold (chosen on the calibration split) and what it means;
     with `reranker_dir`, the pair reranker's files (`qdup.evaluation.reranker_io.FILES`), loaded back
     (hash-checked) before they are kept; `reranker_serves` ({"serves": bool, "why": str}, the rerank stage's choice on
-    the selection split) says whether it makes the duplicate decision (None: it does). Before the rename, the saved
+    the selection split) says whether it makes the duplicate decision (None: it does); with `search_reranker_dir`
+    (it needs the pair reranker's featurizer), the search reranker's files (`qdup.search.candidate_rerank.FILES`), loaded back
+    (hash-checked) before they are kept. Before the rename, the saved
     inference model is reloaded with safe_mode=True and must
     reproduce the encoder's similarities on probe pairs.
     """
@@ -98,6 +104,13 @@ def export_models(
             reranker.score(p1, p2, want)  # the copied files load and score
             reranker_threshold = reranker.threshold
             names += list(RERANKER_FILES)
+            if search_reranker_dir is not None:
+                for name in SEARCH_FILES:
+                    shutil.copyfile(Path(search_reranker_dir) / name, tmp / name)
+                load_search_reranker(tmp, reranker.featurizer)  # the copied files load
+                names += list(SEARCH_FILES)
+        elif search_reranker_dir is not None:
+            raise QdupError("a search reranker scores with its pair reranker's featurizer: export it with the pair reranker")
         files = {name: sha256_file(tmp / name) for name in names}
         atomic_write_json(
             tmp / THRESHOLD_FILE,
@@ -116,6 +129,9 @@ def export_models(
                     "why": (reranker_serves or {}).get("why"),
                     "decides": "duplicate iff reranker score >= its threshold" if (reranker_serves or {}).get("serves", True)
                     else "the encoder decides (similarity >= threshold); the reranker re-orders search candidates only",
+                },
+                "search_reranker": None if search_reranker_dir is None else {
+                    "meta": SEARCH_META, "orders": "the first candidates of `reranked` search (not the duplicate decision)",
                 },
                 "fast_inference": {
                     "file": FAST_FILE, "runtime": "onnxruntime", "derived_from": ENCODER_FILE,

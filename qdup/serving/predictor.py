@@ -19,6 +19,7 @@ from qdup.evaluation.reranker import Reranker
 from qdup.evaluation.reranker_io import has_reranker, load_reranker
 from qdup.fileio import atomic_write_bytes
 from qdup.model.exported import THRESHOLD_FILE, PairEncoder, load_pair_encoder, read_export_meta
+from qdup.search.candidate_rerank import load_version_search_reranker
 from qdup.serving.questions import check_questions, read_pairs
 
 # Pairs the export checks itself on (the saved model must agree with the training-time path), and the server probes a version with.
@@ -39,9 +40,11 @@ class Predictor:
 
     def __init__(
         self, encoder: PairEncoder, threshold: float, max_length: int, meta: dict[str, Any] | None = None,
-        reranker: Reranker | None = None, runtime: str = "onnxruntime",
+        reranker: Reranker | None = None, runtime: str = "onnxruntime", search_reranker: Reranker | None = None,
     ):
         self.encoder = encoder
+        # Orders the first candidates of `reranked` search (qdup.search.candidate_rerank); never the pair decision.
+        self.search_reranker = search_reranker
         self.threshold = float(threshold)
         self.max_length = int(max_length)
         self.meta = dict(meta or {})
@@ -108,8 +111,10 @@ def load_inference(path: Path) -> Predictor:
     reranker = load_reranker(path) if has_reranker(path) else None
     if reranker is None and meta.get("reranker"):
         raise QdupError(f"{path / THRESHOLD_FILE} names a reranker but {path} holds none")
+    search_reranker = load_version_search_reranker(path, reranker, meta)
     return Predictor(encoder, threshold=float(meta["threshold"]), max_length=int(meta["max_length"]), meta=meta,
-                     reranker=reranker, runtime=runtime)
+                     reranker=reranker, runtime=runtime, search_reranker=search_reranker)
+
 
 
 def score_file(

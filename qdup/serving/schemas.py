@@ -125,7 +125,8 @@ class PairsAnswer(Decision):
 
 
 SCORE_KIND_HELP = ("what `score` is: cosine (dense ranking), bm25 (lexical), rrf or weighted (hybrid fusion of the two), "
-                   "reranker (the pair reranker's probability)")
+                   "reranker (the pair reranker's probability), search_reranker (the search reranker's probability: it orders "
+                   "the hybrid's first 20; hits after them keep the hybrid's order)")
 
 
 class HitOut(BaseModel):

@@ -271,10 +271,13 @@ def test_the_version_has_its_index_and_retrieval_metrics(trained):
     manifest = store.manifest(version)
     retrieval = manifest["retrieval"]
     assert set(retrieval["test"]) == {"lexical", "dense", "hybrid", "reranked"}
-    # Calibration questions trained the reranker: every method is also measured on the test queries it never saw.
-    unseen = retrieval["unseen_by_reranker"]
-    assert 0 < unseen["queries"]["test"] <= retrieval["counts"]["test_queries"]
-    assert set(unseen["test"]) == {"lexical", "dense", "hybrid", "reranked"}
+    # `reranked` is the search reranker's (search.rerank_fit's default): fitted on the selection queries' hybrid top 20,
+    # its selection figures out-of-fold; it travels in the version's model beside the pair reranker.
+    by = retrieval["reranked_by"]
+    assert by["reranker"] == "search" and by["depth"] == 20 and by["val"] == "out-of-fold"
+    assert 0 < by["duplicates"] < by["rows"] <= 20 * retrieval["counts"]["val_queries"]
+    model_files = manifest["files"]
+    assert {"model/search_reranker.json", "model/search_reranker_trees.onnx"} <= set(model_files)
     assert all(0 <= retrieval["test"][m]["mrr@10"] <= 1 for m in retrieval["test"])
     assert retrieval["test"]["dense"]["recall@100"] >= retrieval["test"]["dense"]["recall@10"] > 0
     assert retrieval["best"] in {"lexical", "dense", "hybrid", "reranked"} and retrieval["counts"]["test_queries"] > 0

@@ -95,8 +95,9 @@ def test_a_resource_file_is_in_the_key_of_the_stages_that_read_it(project_copy, 
 @pytest.mark.parametrize(
     ("distribution", "changed"),
     [
-        # faiss builds the index and the retrieval evaluation's search; nothing before them.
-        ("faiss-cpu", {"retrieval", "index", "gate"}),
+        # faiss builds the index and the retrieval evaluation's search; nothing before them. The export carries the
+        # search reranker the retrieval stage fits, so its key follows the retrieval stage's.
+        ("faiss-cpu", {"retrieval", "export", "index", "gate"}),
         # scikit-learn computes evaluation figures and the pair reranker, and what takes their outputs.
         ("scikit-learn", {"evaluate", "rerank", "retrieval", "export", "index", "gate"}),
         # TensorFlow computes from the vocabulary on; validation and splits never load it.
