@@ -91,6 +91,10 @@ def out_of_fold_scores(
 ) -> np.ndarray:
     """Each pair's duplicate probability from a model fitted on the other folds (grouped by `groups`, stratified)."""
     check_labelled(y, where, folds, option)
+    n_groups = len(np.unique(groups))
+    if n_groups < folds:
+        raise QdupError(f"{option}: the {where} pairs fall into {n_groups} group(s) of linked questions, fewer than "
+                        f"rerank.folds={folds}; lower rerank.folds or give more labelled data")
     splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=int(seed))
     scores = np.full(len(y), np.nan, dtype=np.float64)
     for k, (fit_idx, held_idx) in enumerate(splitter.split(x, y, groups)):
