@@ -61,7 +61,10 @@ def selection_figures(record: dict[str, Any]) -> dict[str, Any]:
     metrics = json.loads((stage_path(record, "evaluate") / "metrics.json").read_text())
     retrieval = json.loads((stage_path(record, "retrieval") / "retrieval.json").read_text())
     return {"calibration_roc_auc": metrics["calibration"]["ranking"]["roc_auc"],
-            "retrieval_val_mrr@10": {m: retrieval[m]["val"]["mrr@10"] for m in ("dense", "lexical", "hybrid") if m in retrieval}}
+            "retrieval_val_mrr@10": {m: retrieval[m]["val"]["mrr@10"] for m in ("dense", "lexical", "hybrid", "reranked")
+                                     if m in retrieval},
+            # What orders `reranked`: the search reranker (selection figure out-of-fold) or the pair reranker.
+            "reranked_by": (retrieval.get("reranked_by") or {}).get("reranker", "pair" if "reranked" in retrieval else None)}
 
 
 def training_facts(record: dict[str, Any], process: dict[str, Any]) -> dict[str, Any]:
@@ -107,7 +110,7 @@ def version_searcher(record: dict[str, Any], home: Path, corpus: list[str]):
     from qdup.registry.store import ArtifactStore
     from qdup.search.encoder import load_query_encoder
     from qdup.search.index import build_index
-    from qdup.search.service import VersionSearcher, load_version_reranker
+    from qdup.search.service import searcher_for
     from qdup.stages.index import search_defaults
 
     store = ArtifactStore(str(home / "store"))
@@ -118,7 +121,7 @@ def version_searcher(record: dict[str, Any], home: Path, corpus: list[str]):
     index = build_index(list(range(len(corpus))), corpus, encoder.encode(corpus), model_version=version,
                         corpus={"count": len(corpus)}, ann="exact", seed=0)
     index.search_defaults = search_defaults(manifest["retrieval"], index.cfg)
-    return VersionSearcher(index, encoder, load_version_reranker(model_dir)), version
+    return searcher_for(index, encoder, model_dir), version
 
 
 def rank_queries(searcher, corpus: list[str], queries: np.ndarray, relevant: list[np.ndarray], k: int,

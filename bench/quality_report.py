@@ -82,11 +82,12 @@ def render(results: dict[str, dict[str, Any]]) -> str:
                 lines.append(f"| {label} | {method}{mark} | {_fig(f['mrr@10'])} | {_fig(f['ndcg@10'])} | {_fig(f['recall@10'])} "
                              f"| {_fig(f.get('mrr@10_minus_lexical'), True)} |")
         lines += ["", "Selection figures (what configurations are chosen by; never test):", "",
-                  "| configuration | calibration ROC-AUC (encoder) | selection-part MRR@10: dense / lexical / hybrid |", "|---|---|---|"]
+                  "| configuration | calibration ROC-AUC (encoder) | selection-part MRR@10 of each method |", "|---|---|---|"]
         for label, r in have.items():
             sel = r.get("selection")
             if sel:
-                mrr = " / ".join(f"{v:.4f}" for v in sel["retrieval_val_mrr@10"].values())
+                by = {"search": " (search reranker, out-of-fold)", "pair": " (pair reranker)"}.get(sel.get("reranked_by") or "", "")
+                mrr = ", ".join(f"{m}{by if m == 'reranked' else ''} {v:.4f}" for m, v in sel["retrieval_val_mrr@10"].items())
                 lines.append(f"| {label} | {sel['calibration_roc_auc']:.4f} | {mrr} |")
         if (best := chosen(results, proto)) is not None:
             lines += ["", f"Chosen on these selection figures alone: `{best}`."]

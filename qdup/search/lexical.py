@@ -168,7 +168,9 @@ def _dense_pair_scores(embeddings: np.ndarray, queries: np.ndarray, candidates: 
     return out
 
 
-def _runs(split_part: QuerySet, embeddings: np.ndarray, lexical: Lexical, k: int) -> dict[str, np.ndarray]:
+def first_stage_runs(split_part: QuerySet, embeddings: np.ndarray, lexical: Lexical, k: int) -> dict[str, np.ndarray]:
+    """The queries' dense and lexical top k (the query itself left out), the union of both lists (`candidates`) and
+    each candidate's cosine and BM25 score: what every fused or re-ordered ranking of the evaluation starts from."""
     d_idx, _ = dense_rankings(embeddings, split_part.queries, k)
     l_idx, _ = lexical.search_positions(split_part.queries, k)
     cands = candidate_union(d_idx, l_idx)
@@ -181,7 +183,8 @@ def _runs(split_part: QuerySet, embeddings: np.ndarray, lexical: Lexical, k: int
     }
 
 
-def _hybrid(run: dict[str, np.ndarray], method: str, weight: float | None, rrf_k: int, k: int) -> np.ndarray:
+def hybrid_rankings(run: dict[str, np.ndarray], method: str, weight: float | None, rrf_k: int, k: int) -> np.ndarray:
+    """The run's candidates ordered by the hybrid of form `method` (rrf or weighted, with the dense `weight`)."""
     cands = run["candidates"]
     scores = fused_scores(cands, run["dense"], run["lexical"], run["dense_scores"], run["lexical_scores"], method, weight, rrf_k)
     return rank_by(cands, scores, k)
@@ -205,8 +208,9 @@ def rerank_candidates(
     return rank_by(cands, scores, k)
 
 
-def _first_stage(part: QuerySet, embeddings: np.ndarray, lexical: Lexical, run: dict[str, np.ndarray], hybrid: np.ndarray,
-                 depth: int) -> FirstStage:
+def top_first_stage(part: QuerySet, embeddings: np.ndarray, lexical: Lexical, run: dict[str, np.ndarray], hybrid: np.ndarray,
+                    depth: int) -> FirstStage:
+    """What a search reranker reads of the hybrid's first `depth` candidates of each query of `part`."""
     top = np.ascontiguousarray(hybrid[:, :depth])
     return FirstStage(top, run["dense"], run["lexical"], _dense_pair_scores(embeddings, part.queries, top),
                       lexical.pair_scores(part.queries, top))
@@ -217,7 +221,7 @@ def search_reranked(
     run: dict[str, np.ndarray], hybrid: np.ndarray,
 ) -> np.ndarray:
     """The hybrid's ranked lists with their first `depth` (the search reranker's) re-ordered by the search reranker."""
-    stage = _first_stage(part, embeddings, lexical, run, hybrid, int(reranker.info.get("depth", RERANK_DEPTH)))
+    stage = top_first_stage(part, embeddings, lexical, run, hybrid, int(reranker.info.get("depth", RERANK_DEPTH)))
     return reorder(hybrid, search_scores(reranker, [corpus[int(q)] for q in part.queries], corpus, stage))
 
 
@@ -276,7 +280,7 @@ def evaluate_retrieval(
         if test_embeddings is None or len(test_embeddings) != len(test_split.corpus):
             raise QdupError("test_embeddings: one vector per question of test_split.corpus is needed")
         test_lexical = build(test_split.corpus)
-    val, test = _runs(split.val, embeddings, lexical, k), _runs(test_split.test, test_embeddings, test_lexical, k)
+    val, test = first_stage_runs(split.val, embeddings, lexical, k), first_stage_runs(test_split.test, test_embeddings, test_lexical, k)
     corpora = {"val": split.corpus, "test": test_split.corpus}
     parts = {"val": split.val, "test": test_split.test}
     options: list[tuple[str, float | None]] = [("rrf", None)]
@@ -284,7 +288,7 @@ def evaluate_retrieval(
     options += [("weighted", round(i / steps, 6)) for i in range(steps + 1)]
     tried = []
     for method, weight in options:
-        m = ranking_metrics(_hybrid(val, method, weight, cfg.rrf_k, k), split.val.relevant)
+        m = ranking_metrics(hybrid_rankings(val, method, weight, cfg.rrf_k, k), split.val.relevant)
         tried.append({"method": method, "weight": weight, select_metric: m[select_metric]})
     best = max(tried, key=lambda t: t[select_metric])  # first best wins ties: RRF, then lower weights
     method, weight = best["method"], best["weight"]
@@ -292,7 +296,7 @@ def evaluate_retrieval(
     for name, rank_val, rank_test in (
         ("lexical", val["lexical"], test["lexical"]),
         ("dense", val["dense"], test["dense"]),
-        ("hybrid", _hybrid(val, method, weight, cfg.rrf_k, k), _hybrid(test, method, weight, cfg.rrf_k, k)),
+        ("hybrid", hybrid_rankings(val, method, weight, cfg.rrf_k, k), hybrid_rankings(test, method, weight, cfg.rrf_k, k)),
     ):
         result[name] = {
             "val": ranking_metrics(rank_val, parts["val"].relevant),
@@ -303,9 +307,9 @@ def evaluate_retrieval(
     result["lexical_index"] = lexical.kind
     result["best"] = max(("lexical", "dense", "hybrid"), key=lambda n: result[n]["val"][select_metric])
     if search_fit is not None:
-        hybrid_val = _hybrid(val, method, weight, cfg.rrf_k, k)
-        hybrid_test = _hybrid(test, method, weight, cfg.rrf_k, k)
-        stage = _first_stage(split.val, embeddings, lexical, val, hybrid_val, search_fit.depth)
+        hybrid_val = hybrid_rankings(val, method, weight, cfg.rrf_k, k)
+        hybrid_test = hybrid_rankings(test, method, weight, cfg.rrf_k, k)
+        stage = top_first_stage(split.val, embeddings, lexical, val, hybrid_val, search_fit.depth)
         model, oof = fit_search_reranker(search_fit, [split.corpus[int(q)] for q in split.val.queries], split.corpus, stage,
                                          split.val.relevant, split.cluster[split.val.queries])
         result["reranked"] = {
@@ -318,7 +322,7 @@ def evaluate_retrieval(
         result["best"] = max(("lexical", "dense", "hybrid", "reranked"), key=lambda n: result[n]["val"][select_metric])
     elif rerank is not None:
         ranked = {part_name: {
-            "lexical": run["lexical"], "dense": run["dense"], "hybrid": _hybrid(run, method, weight, cfg.rrf_k, k),
+            "lexical": run["lexical"], "dense": run["dense"], "hybrid": hybrid_rankings(run, method, weight, cfg.rrf_k, k),
             "reranked": rerank_candidates(run, parts[part_name], corpora[part_name], rerank, k),
         } for part_name, run in (("val", val), ("test", test))}
         result["reranked"] = {p: ranking_metrics(ranked[p]["reranked"], parts[p].relevant) for p in ("val", "test")}
@@ -355,10 +359,10 @@ def served_rankings(
     if method == "reranked" and rerank is None and search_reranker is None:
         raise QdupError("search method 'reranked' needs the version's reranker")
     lexical = lexical or build_lexical(corpus)
-    run = _runs(part, embeddings, lexical, cfg.retrieval_k)
+    run = first_stage_runs(part, embeddings, lexical, cfg.retrieval_k)
     if method in ("dense", "lexical"):
         return run[method]
-    fused = _hybrid(run, hybrid["method"], hybrid.get("weight"), cfg.rrf_k, cfg.retrieval_k)
+    fused = hybrid_rankings(run, hybrid["method"], hybrid.get("weight"), cfg.rrf_k, cfg.retrieval_k)
     if method == "hybrid":
         return fused
     if search_reranker is not None:

@@ -274,11 +274,7 @@ def load_searcher_cached(index_dir: Path, model_dir: Path, model_version: str | 
     if searcher is None or searcher.index is not index or searcher.encoder is not encoder:
         if len(_SEARCHERS) >= 8:
             _SEARCHERS.clear()
-        reranker = load_version_reranker(Path(model_dir))
-        meta = read_json(Path(model_dir) / "threshold.json") if reranker is not None else {}
-        decides = bool((meta.get("reranker") or {}).get("serves", True))
-        searcher = _SEARCHERS[(id(index), id(encoder))] = VersionSearcher(
-            index, encoder, reranker, decides, load_version_search_reranker(Path(model_dir), reranker, meta))
+        searcher = _SEARCHERS[(id(index), id(encoder))] = searcher_for(index, encoder, Path(model_dir))
     return searcher
 
 
@@ -289,11 +285,17 @@ def load_version_searcher(version_dir: Path, version: str | None = None) -> Vers
     if where is None:
         return None
     index = load_index(where, expected_model_version=version or version_dir.name)
-    reranker = load_version_reranker(version_dir / "model")
-    meta = read_json(version_dir / "model" / "threshold.json") if reranker is not None else {}
+    return searcher_for(index, load_query_encoder(version_dir / "model"), version_dir / "model")
+
+
+def searcher_for(index: QuestionIndex, encoder: QueryEncoder, model_dir: Path) -> VersionSearcher:
+    """A searcher of `index` with the version model in `model_dir`: its pair reranker (and whether it makes the
+    duplicate decision, as the export records) and its search reranker, each hash-checked."""
+    model_dir = Path(model_dir)
+    reranker = load_version_reranker(model_dir)
+    meta = read_json(model_dir / "threshold.json") if reranker is not None else {}
     decides = bool((meta.get("reranker") or {}).get("serves", True))
-    return VersionSearcher(index, load_query_encoder(version_dir / "model"), reranker, decides,
-                           load_version_search_reranker(version_dir / "model", reranker, meta))
+    return VersionSearcher(index, encoder, reranker, decides, load_version_search_reranker(model_dir, reranker, meta))
 
 
 def load_version_reranker(model_dir: Path) -> Reranker | None:

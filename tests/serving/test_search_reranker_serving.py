@@ -73,7 +73,7 @@ def test_the_export_carries_the_search_reranker_hash_checked(export, tmp_path):
 def test_reranked_search_orders_the_hybrids_first_20_and_the_pair_reranker_decides(export):
     from qdup.search.encoder import load_query_encoder
     from qdup.search.index import build_index
-    from qdup.search.service import VersionSearcher, load_version_reranker
+    from qdup.search.service import searcher_for
 
     tmp, _, df = export
     questions = list(dict.fromkeys(list(df.question1) + list(df.question2)))[:400]
@@ -81,7 +81,8 @@ def test_reranked_search_orders_the_hybrids_first_20_and_the_pair_reranker_decid
     index = build_index(np.arange(len(questions)), questions, encoder.encode(questions), model_version="v", corpus={}, seed=0)
     predictor = load_inference(tmp / "export")
     index.search_defaults = {"method": "reranked", "hybrid": {"method": "rrf", "weight": None}, "rrf_k": 60}
-    searcher = VersionSearcher(index, encoder, load_version_reranker(tmp / "export"), True, predictor.search_reranker)
+    searcher = searcher_for(index, encoder, tmp / "export")
+    assert searcher.search_reranker is not None and searcher.reranker_decides
     assert searcher.score_kind() == "search_reranker"
     queries = [questions[5], "How can I become rich online?", questions[40]]
     k = 30
