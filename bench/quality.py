@@ -126,7 +126,8 @@ def version_searcher(record: dict[str, Any], home: Path, corpus: list[str]):
 
 def rank_queries(searcher, corpus: list[str], queries: np.ndarray, relevant: list[np.ndarray], k: int,
                  methods: list[str]) -> dict[str, dict[str, np.ndarray]]:
-    """Per-query metrics of each method; the query (indexed too) is left out of its own results."""
+    """Per-query metrics of each method; the query (indexed too) is left out of its own first stages, as the retrieval
+    evaluation leaves it out (`VersionSearcher.ranking`'s `exclude`)."""
     from qdup.search.retrieval import per_query_metrics
     from qdup.search.service import METHODS
 
@@ -134,10 +135,8 @@ def rank_queries(searcher, corpus: list[str], queries: np.ndarray, relevant: lis
     out = {}
     for method in [m for m in methods if m in METHODS and (m != "reranked" or searcher.reranker is not None)]:
         print(f"[quality] ranking {len(texts):,} queries by {method}", flush=True)
-        ranked, _ = searcher.rank(texts, k + 1, method)
-        ranked = np.where(ranked == queries[:, None], -1, ranked)
-        order = np.argsort(ranked < 0, axis=1, kind="stable")
-        out[method] = per_query_metrics(np.take_along_axis(ranked, order, axis=1)[:, :k], relevant)
+        ranked, _ = searcher.rank(texts, k, method, exclude=np.asarray(queries))
+        out[method] = per_query_metrics(ranked, relevant)
     return out
 
 

@@ -117,33 +117,39 @@ class VersionSearcher:
         for method in methods or (self.default_method,):
             self.rank([WARM_QUERY], 1, method)
 
-    def rank(self, queries: list[str], k: int, method: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def rank(self, queries: list[str], k: int, method: str | None = None, exclude: np.ndarray | None = None
+             ) -> tuple[np.ndarray, np.ndarray]:
         """Positions (n, k) of the best indexed questions (-1: none) and their cosine with each query under the encoder."""
-        ranking = self.ranking(queries, k, method)
+        ranking = self.ranking(queries, k, method, exclude)
         return ranking.positions, ranking.cosines
 
-    def ranking(self, queries: list[str], k: int, method: str | None = None) -> Ranking:
-        """The k best indexed questions of each query under `method` (default: the version's), with the score that ranks them."""
+    def ranking(self, queries: list[str], k: int, method: str | None = None, exclude: np.ndarray | None = None) -> Ranking:
+        """The k best indexed questions of each query under `method` (default: the version's), with the score that ranks them.
+
+        `exclude` (one index position per query, -1: none) leaves that question out of its query's first stages, as if
+        it were not indexed: an indexed question asked as a query (an evaluation's) is not its own candidate.
+        """
         method = method or self.default_method
         if method not in METHODS:
             raise QdupError(f"method: expected one of {list(METHODS)}, got {method!r}")
         if method == "reranked" and self.reranker is None:
             raise QdupError("method: 'reranked' needs a version exported with a pair reranker; this one has none")
         depth = max(k, HYBRID_DEPTH)
+        extra = 0 if exclude is None else 1
         job: Future | None = None
         if method != "dense":
-            job = _lexical_thread().submit(self.lexical.search, queries, k if method == "lexical" else depth)
+            job = _lexical_thread().submit(self.lexical.search, queries, (k if method == "lexical" else depth) + extra)
         try:
             vectors = self.encoder.encode_one(queries[0]) if len(queries) == 1 else self.encoder.encode(queries)
             if method == "dense":
-                positions, cosines = self.index.search(vectors, k)
+                positions, cosines = _without(*self.index.search(vectors, k + extra), exclude, k)
                 return Ranking(method, "cosine", positions, cosines, cosines)
-            d_idx = self.index.search(vectors, depth)[0] if method != "lexical" else None
+            d_idx = _without(*self.index.search(vectors, depth + extra), exclude, depth)[0] if method != "lexical" else None
         except BaseException:
             if job is not None and not job.cancel():
                 job.exception()  # never leave it running on the buffers of a ranking that failed
             raise
-        l_idx, l_scores = job.result()
+        l_idx, l_scores = _without(*job.result(), exclude, k if method == "lexical" else depth)
         if method == "lexical":
             ranked, scores = l_idx, l_scores
         elif method == "reranked" and self.search_reranker is not None:
@@ -251,6 +257,15 @@ class VersionSearcher:
                 hits.append(hit)
             out.append(hits)
         return out
+
+
+def _without(positions: np.ndarray, scores: np.ndarray, exclude: np.ndarray | None, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Ranked lists with each row's `exclude` position removed (the rest moved up), cut to `width` columns."""
+    if exclude is None:
+        return positions, scores
+    gone = positions == np.asarray(exclude)[:, None]
+    order = np.argsort(gone, axis=1, kind="stable")
+    return np.take_along_axis(positions, order, axis=1)[:, :width], np.take_along_axis(scores, order, axis=1)[:, :width]
 
 
 def _plain(value: Any) -> Any:

@@ -332,3 +332,25 @@ def test_cli_search_lists_indexed_questions(trained, tmp_path):
                              home=home).stdout)
     assert dense["results"][0]["question"] == query and dense["results"][0]["similarity"] == pytest.approx(1.0, abs=1e-4)
     assert dense["results"][0]["duplicate"] is True
+
+
+@pytest.mark.slow
+def test_the_search_reranker_benchmark_measures_what_the_retrieval_stage_measured(trained):
+    """bench.search_rerank reads a finished run and fits the search reranker as the retrieval stage did: the same
+    out-of-fold selection figure; beside it the other ways of ordering the first candidates, and the served cost."""
+    from bench.search_rerank import latest_record, measure, render
+
+    home = trained["root"] / "home"
+    record = latest_record(home)
+    stage = json.loads((Path(record["stages"]["retrieval"]["path"]) / "retrieval.json").read_text())
+    got = measure(home, latency_queries=15)
+    assert set(got["test"]) == {"hybrid", "pair reranker", "search reranker", "search reranker without the encoder",
+                                "one model (pairs + candidates)"}
+    assert got["selection"]["search reranker"]["mrr@10"]["estimate"] == pytest.approx(stage["reranked"]["val"]["mrr@10"])
+    assert got["test"]["search reranker"]["mrr@10"]["estimate"] == pytest.approx(stage["reranked"]["test"]["mrr@10"])
+    assert got["selection"]["hybrid"]["mrr@10"]["estimate"] == pytest.approx(stage["hybrid"]["val"]["mrr@10"])
+    assert got["rows"]["selection"] == stage["reranked_by"]["rows"]
+    assert got["latency"]["queries"] == 15 and got["latency"]["reranked"]["n"] == 15
+    assert 0.5 <= got["pair_roc_auc"]["pair reranker"] <= 1
+    page = render({"command": "python -m bench.search_rerank", **got})
+    assert "| search reranker |" in page and "reranked − hybrid" in page

@@ -102,3 +102,27 @@ def test_reranked_search_orders_the_hybrids_first_20_and_the_pair_reranker_decid
     want = predictor.reranker.score([queries[1]] * 10, [h["question"] for h in hits[1]],
                                     [h["similarity"] for h in hits[1]])
     np.testing.assert_allclose([h["reranker_score"] for h in hits[1]], want, atol=1e-9)
+
+
+def test_an_excluded_question_is_left_out_of_its_querys_first_stages(export):
+    from qdup.search.encoder import load_query_encoder
+    from qdup.search.index import build_index
+    from qdup.search.service import searcher_for
+
+    tmp, _, df = export
+    questions = list(dict.fromkeys(list(df.question1) + list(df.question2)))[:300]
+    encoder = load_query_encoder(tmp / "export")
+    index = build_index(np.arange(len(questions)), questions, encoder.encode(questions), model_version="v", corpus={}, seed=0)
+    index.search_defaults = {"method": "hybrid", "hybrid": {"method": "rrf", "weight": None}, "rrf_k": 60}
+    searcher = searcher_for(index, encoder, tmp / "export")
+    asked = np.array([3, 50, 120])
+    queries = [questions[int(p)] for p in asked]
+    for method in ("dense", "lexical", "hybrid", "reranked"):
+        plain = searcher.rank(queries, 10, method)[0]
+        got = searcher.rank(queries, 10, method, exclude=asked)[0]
+        assert (plain == asked[:, None]).any(axis=1).all()  # an indexed question finds itself...
+        assert not (got == asked[:, None]).any()  # ...unless it is excluded
+        if method in ("dense", "lexical"):
+            # A single list: the rest move up one place.
+            for row, full, p in zip(got, searcher.rank(queries, 11, method)[0], asked, strict=True):
+                np.testing.assert_array_equal(row, full[full != p][:10])
