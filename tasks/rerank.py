@@ -31,7 +31,8 @@ def rerank_inputs(splits_key: str, vocab_key: str, train_key: str, evaluate_key:
 
 
 def check_rerank_data(splits: StageResult, cfg: RetrainConfig) -> None:
-    """Before training: a reranker needs both classes in calibration, at least rerank.folds of each (exit 2 otherwise)."""
+    """Before training: a reranker needs both classes in calibration, at least rerank.folds of each, and a search
+    reranker at least rerank.folds selection duplicates (exit 2 otherwise)."""
     if not cfg.rerank.enabled or not cfg.runs_through("rerank"):
         return
     cal = splits.manifest["splits"].get("calibration")
@@ -40,6 +41,15 @@ def check_rerank_data(splits: StageResult, cfg: RetrainConfig) -> None:
         raise ConfigError(
             f"rerank.enabled: the reranker needs a labelled calibration split with at least rerank.folds={cfg.rerank.folds} "
             f"duplicates and non-duplicates; calibration has {dups} and {rows - dups} (set rerank.enabled=false)"
+        )
+    sel = splits.manifest["splits"].get("selection")
+    sel_dups = 0 if sel is None else int(sel["duplicates"])
+    if cfg.search.rerank_fit == "candidates" and cfg.runs_through("retrieval") and sel_dups < cfg.rerank.folds:
+        # Each selection duplicate pair is at most one duplicate cluster: fewer than `folds` cannot fill the folds.
+        raise ConfigError(
+            f"search.rerank_fit=candidates: the search reranker is fitted on the selection queries' candidates, grouped "
+            f"into rerank.folds={cfg.rerank.folds} folds by duplicate cluster; selection has {sel_dups} duplicate pairs "
+            f"(set search.rerank_fit=pair, or give more labelled data)"
         )
 
 

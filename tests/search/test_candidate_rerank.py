@@ -124,3 +124,21 @@ def test_the_served_reranked_lists_reorder_the_hybrids_first_20_only(fitted):
     from qdup.search.retrieval import ranking_metrics
 
     assert ranking_metrics(got, held.test.relevant) == pytest.approx(result["reranked"]["test"])
+
+
+def test_too_few_selection_duplicates_stop_the_run_before_training(tmp_path):
+    from qdup.config import RetrainConfig
+    from qdup.errors import ConfigError
+    from qdup.stagecache import StageResult
+    from tasks.rerank import check_rerank_data
+
+    def splits(sel_dups: int) -> StageResult:
+        return StageResult(stage="splits", key="k", path=tmp_path, cached=False, manifest={"splits": {
+            "calibration": {"rows": 100, "duplicates": 40}, "selection": {"rows": 50, "duplicates": sel_dups}}})
+
+    cfg = RetrainConfig()
+    check_rerank_data(splits(cfg.rerank.folds), cfg)
+    with pytest.raises(ConfigError, match=r"search.rerank_fit=candidates: .* selection has 4 duplicate pairs"):
+        check_rerank_data(splits(4), cfg)
+    # The pair reranker orders search instead: no selection rows are fitted on.
+    check_rerank_data(splits(4), cfg.model_copy(update={"search": cfg.search.model_copy(update={"rerank_fit": "pair"})}))
