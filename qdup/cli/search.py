@@ -144,7 +144,7 @@ def _load(args: argparse.Namespace, timings: dict[str, float] | None = None):
     timings["resolve version"] = time.perf_counter() - t0
     from qdup.search.encoder import load_query_encoder
     from qdup.search.index import load_index
-    from qdup.search.service import VersionSearcher, load_version_reranker
+    from qdup.search.service import searcher_for
 
     t0 = time.perf_counter()
     index = load_index(index_dir, expected_model_version=version)
@@ -153,9 +153,9 @@ def _load(args: argparse.Namespace, timings: dict[str, float] | None = None):
     encoder = load_query_encoder(model_dir)
     timings["load encoder"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    reranker = load_version_reranker(model_dir)
+    searcher = searcher_for(index, encoder, model_dir)  # with the version's pair and search rerankers
     timings["load reranker"] = time.perf_counter() - t0
-    return VersionSearcher(index, encoder, reranker)
+    return searcher
 
 
 def _index_location(args: argparse.Namespace) -> tuple[str | None, Path, Path]:
