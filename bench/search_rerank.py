@@ -1,5 +1,5 @@
 """What orders the first candidates of a search, compared on a run's own retrieval parts:
-python -m bench.search_rerank --home DIR [--out bench/results/search_rerank] [--latency-queries 300]
+python -m bench.search_rerank --home DIR --name NAME [--out bench/results/search_rerank] [--latency-queries 300]
 
 DIR is a QDUP_HOME where `qdup run` finished on real data (its latest run is read: splits, encoder, pair reranker, the
 retrieval stage's hybrid). On its retrieval selection part (what chooses) and test part (reported only), each method's
@@ -216,7 +216,7 @@ def _iv(f: dict[str, Any] | None, signed: bool = False) -> str:
 def render(r: dict[str, Any]) -> str:
     from bench.harness.results import header
 
-    lines = ["# What orders a search's first candidates", "", *header(r), "",
+    lines = [*header(r), "",
              f"Run in `{r['home']}`; hybrid {r['hybrid']['method']} (dense weight {r['hybrid']['weight']}), re-ordered to depth "
              f"{r['depth']}. Selection: {r['queries']['selection']:,} queries in {r['corpus']['selection']:,} questions "
              f"({r['rows']['selection']:,} candidate rows, {r['rows']['selection_duplicates']:,} duplicates); test: "
@@ -245,10 +245,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--home", type=Path, required=True, help="QDUP_HOME where `qdup run` finished on real data")
     parser.add_argument("--out", type=Path, default=Path("bench/results/search_rerank"))
+    parser.add_argument("--name", required=True, help="names the results files (search_rerank_NAME.json, .md): the data the run used")
     parser.add_argument("--latency-queries", type=int, default=300)
     args = parser.parse_args(argv)
+    if not args.name.replace("-", "").replace("_", "").isalnum():
+        parser.error(f"--name: letters, digits, '-' and '_' only, got {args.name!r}")
     run = Run("bench.search_rerank", argv)
-    run.save(args.out, "search_rerank.json", measure(args.home, args.latency_queries), "search_rerank.md", render)
+    run.save(args.out, f"search_rerank_{args.name}.json", measure(args.home, args.latency_queries),
+             f"search_rerank_{args.name}.md", render)
     return 0
 
 
