@@ -98,6 +98,12 @@ class TrainConfig(Section):
     deterministic: bool = Field(
         default=False, description="TensorFlow op determinism: bit-identical reruns on the same machine, slower training"
     )
+    embedding_init: Literal["random", "word2vec"] = Field(
+        default="random",
+        description="the word embedding's starting weights: Keras's random ones, or skip-gram word2vec (gensim) fitted on "
+        "the training questions (qdup.model.word_vectors); ignored when training starts from a pretrained encoder",
+    )
+    word2vec_epochs: int = Field(default=10, gt=0, description="word2vec passes over the training questions")
 
     @property
     def uses_silver(self) -> bool:

@@ -92,6 +92,19 @@ def _fingerprint(
     )
 
 
+def init_word_embedding(
+    encoder: keras.Model, vectorizer: keras.layers.TextVectorization, texts: list[str], model_cfg: ModelConfig,
+    train_cfg: TrainConfig, seed: int,
+) -> dict[str, Any]:
+    """Set the encoder's word embedding (layer `embedding`) to word2vec vectors fitted on `texts`; what was fitted."""
+    from qdup.model.word_vectors import word2vec_embeddings
+
+    matrix, info = word2vec_embeddings(texts, vectorizer.get_vocabulary(), model_cfg.embedding_dim, seed,
+                                       train_cfg.word2vec_epochs)
+    encoder.get_layer("embedding").set_weights([matrix])
+    return info
+
+
 def make_loss(train_cfg: TrainConfig) -> keras.losses.Loss:
     """The configured loss; the CoSENT term on labelled non-duplicates only when hard negatives join the batches."""
     weight = train_cfg.negatives_weight if train_cfg.hard_negatives > 0 else 0.0
@@ -248,6 +261,14 @@ def train_model(
             if [w.shape for w in start_from.weights] != [w.shape for w in encoder.weights]:
                 raise QdupError(f"{init_encoder}: the starting encoder's weights do not fit this model configuration")
             encoder.set_weights(start_from.get_weights())
+        elif train_cfg.embedding_init == "word2vec":
+            texts = [*train_df["question1"], *train_df["question2"]]
+            if negatives_df is not None:
+                texts += [*negatives_df["question1"], *negatives_df["question2"]]
+            facts["word2vec"] = init_word_embedding(encoder, vectorizer, list(dict.fromkeys(map(str, texts))), model_cfg,
+                                                    train_cfg, seed)
+            log(f"word embedding from word2vec: {facts['word2vec']['vocabulary_rows_from_word2vec']:,} of {vocab_size:,} "
+                f"vocabulary rows")
         model = build_siamese(encoder)
         # XLA off: every batch has its own padded length, which would recompile per shape, and
         # the cuDNN LSTM kernel is not XLA-compatible anyway.
