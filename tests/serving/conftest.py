@@ -109,3 +109,19 @@ def wait_for(condition, timeout_s: float = 60.0, every_s: float = 0.05):
         time.sleep(every_s)
     pytest.fail(f"condition not met within {timeout_s} s")
 
+
+def export_searcher(export_dir: Path, df, count: int, defaults: dict | None = None):
+    """A searcher of `export_dir`'s model (its rerankers too) over an exact index of the first `count` distinct
+    questions of `df`; `defaults`: the index's search defaults. Returns the searcher and the indexed questions."""
+    import numpy as np
+
+    from qdup.search.encoder import load_query_encoder
+    from qdup.search.index import build_index
+    from qdup.search.service import searcher_for
+
+    questions = list(dict.fromkeys(list(df.question1) + list(df.question2)))[:count]
+    encoder = load_query_encoder(export_dir)
+    index = build_index(np.arange(len(questions)), questions, encoder.encode(questions), model_version="v", corpus={}, seed=0)
+    index.search_defaults = defaults
+    return searcher_for(index, encoder, export_dir), questions
+

@@ -84,17 +84,12 @@ def test_an_altered_reranker_file_is_refused_at_load(export, tmp_path):
 
 
 def test_search_reranks_its_candidates(export):
-    from qdup.search.encoder import load_query_encoder
-    from qdup.search.index import build_index
     from qdup.search.service import VersionSearcher
+    from tests.serving.conftest import export_searcher
 
     tmp, _, df = export
-    questions = list(dict.fromkeys(list(df.question1) + list(df.question2)))[:300]
-    encoder = load_query_encoder(tmp / "export")
-    index = build_index(np.arange(len(questions)), questions, encoder.encode(questions), model_version="v", corpus={}, seed=0)
-    from qdup.search.service import load_version_reranker
-
-    searcher = VersionSearcher(index, encoder, load_version_reranker(tmp / "export"))
+    searcher, questions = export_searcher(tmp / "export", df, 300)
+    index, encoder = searcher.index, searcher.encoder
     queries = [questions[5], "How can I become rich online?"]
     hits = searcher.search(queries, 10, "reranked")
     for hit_list in hits:

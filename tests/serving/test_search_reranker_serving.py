@@ -24,6 +24,7 @@ from qdup.serving.export import export_models
 from qdup.serving.predictor import load_inference
 
 CFG = ModelConfig(embedding_dim=8, lstm_units=8, max_length=12)
+RRF = {"method": "hybrid", "hybrid": {"method": "rrf", "weight": None}, "rrf_k": 60}
 
 
 @pytest.fixture(scope="module")
@@ -71,17 +72,11 @@ def test_the_export_carries_the_search_reranker_hash_checked(export, tmp_path):
 
 
 def test_reranked_search_orders_the_hybrids_first_20_and_the_pair_reranker_decides(export):
-    from qdup.search.encoder import load_query_encoder
-    from qdup.search.index import build_index
-    from qdup.search.service import searcher_for
+    from tests.serving.conftest import export_searcher
 
     tmp, _, df = export
-    questions = list(dict.fromkeys(list(df.question1) + list(df.question2)))[:400]
-    encoder = load_query_encoder(tmp / "export")
-    index = build_index(np.arange(len(questions)), questions, encoder.encode(questions), model_version="v", corpus={}, seed=0)
     predictor = load_inference(tmp / "export")
-    index.search_defaults = {"method": "reranked", "hybrid": {"method": "rrf", "weight": None}, "rrf_k": 60}
-    searcher = searcher_for(index, encoder, tmp / "export")
+    searcher, questions = export_searcher(tmp / "export", df, 400, RRF | {"method": "reranked"})
     assert searcher.search_reranker is not None and searcher.reranker_decides
     assert searcher.score_kind() == "search_reranker"
     queries = [questions[5], "How can I become rich online?", questions[40]]
@@ -105,16 +100,10 @@ def test_reranked_search_orders_the_hybrids_first_20_and_the_pair_reranker_decid
 
 
 def test_an_excluded_question_is_left_out_of_its_querys_first_stages(export):
-    from qdup.search.encoder import load_query_encoder
-    from qdup.search.index import build_index
-    from qdup.search.service import searcher_for
+    from tests.serving.conftest import export_searcher
 
     tmp, _, df = export
-    questions = list(dict.fromkeys(list(df.question1) + list(df.question2)))[:300]
-    encoder = load_query_encoder(tmp / "export")
-    index = build_index(np.arange(len(questions)), questions, encoder.encode(questions), model_version="v", corpus={}, seed=0)
-    index.search_defaults = {"method": "hybrid", "hybrid": {"method": "rrf", "weight": None}, "rrf_k": 60}
-    searcher = searcher_for(index, encoder, tmp / "export")
+    searcher, questions = export_searcher(tmp / "export", df, 300, RRF)
     asked = np.array([3, 50, 120])
     queries = [questions[int(p)] for p in asked]
     for method in ("dense", "lexical", "hybrid", "reranked"):
