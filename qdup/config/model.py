@@ -31,6 +31,9 @@ class ModelConfig(Section):
     output_dropout: float = Field(default=0.0, ge=0, lt=1, description="dropout of the LSTM outputs before pooling")
     l2: float = Field(default=0.0, ge=0, description="L2 penalty on the embedding and LSTM kernels")
     max_length: int = Field(default=64, gt=0, description="questions are truncated to this many tokens")
+    pooling: Literal["mean", "mean_max"] = Field(
+        default="mean", description="the LSTM's steps to one vector: their masked mean, or the mean and the maximum concatenated"
+    )
     mask_padding: bool = True
     subwords: bool = Field(
         default=True,

@@ -59,6 +59,34 @@ class MaskedMeanPooling(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
+class MaskedMaxPooling(keras.layers.Layer):
+    """Maximum over the time axis of (batch, time, features) that ignores masked (padding) steps; a fully masked row
+    gives zeros. Beside the mean (ModelConfig.pooling="mean_max"), it keeps a strong feature of one word that a
+    long question's mean would dilute. Keras's GlobalMaxPooling1D does not ignore masked steps."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
+    def call(self, inputs, mask=None):
+        if mask is None:
+            return ops.max(inputs, axis=1)
+        keep = ops.expand_dims(ops.cast(mask, "bool"), axis=-1)
+        low = ops.cast(-1e9, inputs.dtype)
+        best = ops.max(ops.where(keep, inputs, low), axis=1)
+        return ops.where(ops.any(keep, axis=1), best, ops.zeros_like(best))
+
+    def compute_mask(self, inputs, mask=None):
+        return None
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[2])
+
+    def get_config(self):
+        return super().get_config()
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class TruncateTokens(keras.layers.Layer):
     """Cut token ids (batch, time) to `max_length` and make every row hold at least one token.
 
@@ -241,7 +269,7 @@ def build_encoder(vocab_size: int, cfg: ModelConfig) -> keras.Model:
 
     [TokenDropout] -> Embedding (id 0 = padding, masked when cfg.mask_padding) [+ SubwordEmbedding of the
     same words when cfg.subwords] -> [Dropout] -> [SpatialDropout1D] -> (Bi)LSTM over all steps -> [Dropout]
-    -> masked mean over time -> L2 normalisation; bracketed layers exist only when their rate is > 0. The LSTM
+    -> masked mean over time [beside the masked maximum, concatenated, when cfg.pooling="mean_max"] -> L2 normalisation; bracketed layers exist only when their rate is > 0. The LSTM
     keeps Keras's defaults (tanh/sigmoid, no recurrent dropout, not unrolled) so that it runs on cuDNN on a
     GPU. cfg.l2 > 0 adds an L2 penalty on the embeddings and the LSTM kernels. Token dropout hides a word's
     id, never its n-grams: the model learns to read unknown words from their spelling.
@@ -276,7 +304,10 @@ def build_encoder(vocab_size: int, cfg: ModelConfig) -> keras.Model:
     x = lstm(x)
     if cfg.output_dropout > 0:
         x = keras.layers.Dropout(cfg.output_dropout, name="output_dropout")(x)
-    x = MaskedMeanPooling(name="mean_pool")(x)
+    if cfg.pooling == "mean_max":
+        x = keras.layers.Concatenate(name="mean_max")([MaskedMeanPooling(name="mean_pool")(x), MaskedMaxPooling(name="max_pool")(x)])
+    else:
+        x = MaskedMeanPooling(name="mean_pool")(x)
     x = keras.layers.UnitNormalization(name="l2_normalise")(x)
     return keras.Model(inputs if len(inputs) > 1 else tokens, x, name="encoder")
 

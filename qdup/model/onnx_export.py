@@ -116,7 +116,16 @@ def encoder_to_onnx(encoder: keras.Model) -> bytes:
     summed = node("ReduceSum", [node("Mul", [steps, weights], "kept"), const("axis1b", np.array([1], np.int64))], "step_sum", keepdims=0)
     counted = node("Max", [node("ReduceSum", [weights, const("axis1c", np.array([1], np.int64))], "step_count", keepdims=0),
                            const("one_f2", np.array(1.0, np.float32))], "step_count1")
-    pooled = node("Div", [summed, counted], "pooled")
+    pooled = node("Div", [summed, counted], "mean_pooled")
+    if any(layer.name == "max_pool" for layer in encoder.layers):
+        # The maximum over the text's own steps beside the mean (MaskedMaxPooling; zeros for an empty text).
+        keep = node("Unsqueeze", [valid, const("axis_last2", np.array([2], np.int64))], "keep_steps")
+        best = node("ReduceMax", [node("Where", [keep, steps, const("low", np.array(-1e9, np.float32))], "masked_steps")],
+                    "step_max", axes=[1], keepdims=0)
+        has = node("Unsqueeze", [node("Greater", [lengths, const("zero_l2", np.array(0, np.int64))], "has_steps"),
+                                 const("axis1e", np.array([1], np.int64))], "has_steps_col")
+        maxed = node("Where", [has, best, const("zero_f", np.array(0.0, np.float32))], "max_pooled")
+        pooled = node("Concat", [pooled, maxed], "pooled", axis=1)
     norm = node("Sqrt", [node("Max", [node("ReduceSum", [node("Mul", [pooled, pooled], "squares"),
                                                          const("axis1d", np.array([1], np.int64))], "square_sum", keepdims=1),
                                       const("eps", np.array(1e-12, np.float32))], "square_sum_eps")], "norm")

@@ -98,12 +98,13 @@ def test_encoding_by_chunks_gives_the_same_vectors(texts, monkeypatch):
     np.testing.assert_allclose(fast.encode(texts[:20] * 2), np.tile(whole[:20], (2, 1)), atol=1e-6)
 
 
-@pytest.mark.parametrize("mask, subwords, bidirectional", [(True, True, True), (False, True, True), (True, False, False),
-                                                           (False, False, True)])
-def test_fast_form_equals_the_keras_encoder(texts, mask, subwords, bidirectional):
+@pytest.mark.parametrize("mask, subwords, bidirectional, pooling", [
+    (True, True, True, "mean"), (False, True, True, "mean"), (True, False, False, "mean"), (False, False, True, "mean"),
+    (True, False, True, "mean_max"), (False, True, False, "mean_max")])
+def test_fast_form_equals_the_keras_encoder(texts, mask, subwords, bidirectional, pooling):
     vec = fit_vectorizer(texts[:200], VocabConfig())
     cfg = ModelConfig(embedding_dim=8, lstm_units=8, max_length=12, mask_padding=mask, subwords=subwords,
-                      bidirectional=bidirectional, subword_buckets=509)
+                      bidirectional=bidirectional, subword_buckets=509, pooling=pooling)
     keras.utils.set_random_seed(1)
     enc = build_encoder(vec.vocabulary_size(), cfg)
     want = encode_keras(enc, vec, texts, cfg.max_length)

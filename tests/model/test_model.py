@@ -96,6 +96,26 @@ def test_masked_mean_pooling_by_hand():
     assert MaskedMeanPooling.from_config(pool.get_config()).supports_masking
 
 
+def test_masked_max_pooling_by_hand_and_the_mean_max_encoder_saves_and_loads(tmp_path):
+    import keras
+
+    from qdup.model.network import MaskedMaxPooling
+
+    x = np.array([[[1.0, -2.0], [3.0, -4.0], [100.0, 100.0]], [[5.0, 6.0], [-7.0, 8.0], [9.0, -10.0]]], dtype="float32")
+    mask = np.array([[True, True, False], [True, True, True]])
+    pool = MaskedMaxPooling()
+    np.testing.assert_allclose(pool(x, mask=mask), [[3.0, -2.0], [9.0, 8.0]])
+    np.testing.assert_allclose(pool(x), [[100.0, 100.0], [9.0, 8.0]])
+    np.testing.assert_allclose(pool(x, mask=np.zeros((2, 3), bool)), np.zeros((2, 2)))
+    encoder = build_encoder(50, ModelConfig(embedding_dim=4, lstm_units=3, bidirectional=True, subwords=False,
+                                            pooling="mean_max"))
+    assert encoder.output_shape == (None, 12)  # mean and maximum of both directions' 3 units
+    ids = np.array([[5, 6, 7, 0], [8, 0, 0, 0]], dtype="int32")
+    encoder.save(tmp_path / "e.keras")
+    again = keras.saving.load_model(tmp_path / "e.keras", safe_mode=True, compile=False)
+    np.testing.assert_allclose(again.predict(ids, verbose=0), encoder.predict(ids, verbose=0), atol=1e-6)
+
+
 @pytest.mark.parametrize(
     "ids, max_length, pad, expected",
     [
