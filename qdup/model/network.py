@@ -271,7 +271,8 @@ def build_encoder(vocab_size: int, cfg: ModelConfig) -> keras.Model:
     same words when cfg.subwords] -> [Dropout] -> [SpatialDropout1D] -> (Bi)LSTM over all steps -> [Dropout]
     -> masked mean over time [beside the masked maximum, concatenated, when cfg.pooling="mean_max"] -> L2
     normalisation; bracketed dropout layers exist only when their rate is > 0. The LSTM keeps Keras's
-    defaults (tanh/sigmoid, no recurrent dropout, not unrolled) so that it runs on cuDNN on a GPU. cfg.l2 > 0 adds an L2 penalty on the embeddings and the LSTM kernels. Token dropout hides a word's
+    defaults (tanh/sigmoid, no recurrent dropout, not unrolled) so that it runs on cuDNN on a GPU. cfg.l2 > 0
+    adds an L2 penalty on the embeddings and the LSTM kernels. Token dropout hides a word's
     id, never its n-grams: the model learns to read unknown words from their spelling.
     """
     if vocab_size < 3:
