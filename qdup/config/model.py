@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from qdup.config.base import NgramRange, Section
 
@@ -89,6 +89,12 @@ class TrainConfig(Section):
         description="search negatives keep only the neighbours the teacher scores at most this; None: every neighbour "
         "(no teacher unless silver_positive_score is set)",
     )
+    distill_weight: float = Field(
+        default=0.0, ge=0,
+        description="weight of a MarginMSE distillation term (Hofstätter et al. 2020) over each duplicate pair's search "
+        "negatives: the encoder's margin cos(q1, q2) - cos(q1, n) is drawn toward the teacher's 1 - teacher(q1, n). Needs "
+        "loss='softmax' and search_negatives > 0; the teacher scores every neighbour. 0: off",
+    )
     early_stopping_patience: int = Field(default=6, ge=1)
     lr_schedule: Literal["constant", "plateau", "cosine"] = Field(
         default="plateau",
@@ -116,7 +122,19 @@ class TrainConfig(Section):
     @property
     def uses_teacher(self) -> bool:
         """Whether the `silver` stage labels its pairs with the teacher."""
-        return self.silver_positive_score is not None or self.silver_negative_score is not None
+        return self.silver_positive_score is not None or self.silver_negative_score is not None or self.distills
+
+    @property
+    def distills(self) -> bool:
+        """Whether training adds the MarginMSE term over the search negatives' teacher scores."""
+        return self.distill_weight > 0
+
+    @model_validator(mode="after")
+    def _distillation_needs_search_negatives(self) -> TrainConfig:
+        if self.distills and (self.loss != "softmax" or self.search_negatives == 0):
+            raise ValueError("train.distill_weight > 0 needs train.loss='softmax' and train.search_negatives > 0: the term "
+                             "compares each duplicate pair with its search negatives in the in-batch softmax's batch")
+        return self
 
 
 class PretrainConfig(Section):

@@ -38,13 +38,18 @@ class PairArrays:
     g1: np.ndarray
     g2: np.ndarray
     label: np.ndarray
+    # Distillation only (`qdup.model.search_batches.owned_neighbour_frame`): the row of the pair a candidate-only row
+    # belongs to (-1: none) and the teacher's score of (that pair's question1, this row's question).
+    owner: np.ndarray | None = None
+    teacher: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.len1)
 
     def digest(self) -> str:
         h = hashlib.sha256()
-        for a in (self.q1, self.len1, self.q2, self.len2, self.g1, self.g2, self.label):
+        for a in (self.q1, self.len1, self.q2, self.len2, self.g1, self.g2, self.label,
+                  *((self.owner, self.teacher) if self.owner is not None else ())):
             h.update(str(a.shape).encode())
             h.update(np.ascontiguousarray(a).tobytes())
         return h.hexdigest()
@@ -96,12 +101,21 @@ def pair_arrays(
 
 
 def concat_pairs(a: PairArrays, b: PairArrays) -> PairArrays:
-    """Rows of `a` then rows of `b`, padded to the wider of the two."""
+    """Rows of `a` then rows of `b`, padded to the wider of the two (owners and teacher scores kept where either has
+    them: -1 and 0 for the other's rows)."""
     width = max(a.q1.shape[1], b.q1.shape[1], a.q2.shape[1], b.q2.shape[1])
+    owned = a.owner is not None or b.owner is not None
+
+    def column(p: PairArrays, name: str, fill: float) -> np.ndarray:
+        got = getattr(p, name)
+        return got if got is not None else np.full(len(p), fill, dtype=np.int64 if name == "owner" else np.float32)
+
     return PairArrays(
         np.concatenate([_pad_to(a.q1, width), _pad_to(b.q1, width)]), np.concatenate([a.len1, b.len1]),
         np.concatenate([_pad_to(a.q2, width), _pad_to(b.q2, width)]), np.concatenate([a.len2, b.len2]),
         np.concatenate([a.g1, b.g1]), np.concatenate([a.g2, b.g2]), np.concatenate([a.label, b.label]),
+        np.concatenate([column(a, "owner", -1), column(b, "owner", -1)]) if owned else None,
+        np.concatenate([column(a, "teacher", 0.0), column(b, "teacher", 0.0)]) if owned else None,
     )
 
 
@@ -175,7 +189,11 @@ def _batches(pairs: PairArrays, plan: list[np.ndarray], fixed_width: bool, table
     """
     q1, q2 = tf.constant(pairs.q1), tf.constant(pairs.q2)
     len1, len2 = tf.constant(pairs.len1), tf.constant(pairs.len2)
-    targets = tf.constant(np.stack([pairs.g1, pairs.g2, pairs.label], axis=1).astype(np.float32))
+    columns = [pairs.g1, pairs.g2, pairs.label]
+    if pairs.owner is not None:
+        # Distillation: each row's own number, the row of the pair it belongs to, the teacher's score (`qdup.model.losses`).
+        columns += [np.arange(len(pairs)), pairs.owner, pairs.teacher]
+    targets = tf.constant(np.stack(columns, axis=1).astype(np.float32))
     words = tf.constant(table) if table is not None else None
     rows = tf.RaggedTensor.from_row_lengths(
         np.concatenate(plan).astype(np.int32), np.array([len(b) for b in plan], dtype=np.int64)
@@ -187,7 +205,7 @@ def _batches(pairs: PairArrays, plan: list[np.ndarray], fixed_width: bool, table
             # Each batch is padded only to its own longest question.
             a = a[:, : tf.reduce_max(tf.gather(len1, idx))]
             b = b[:, : tf.reduce_max(tf.gather(len2, idx))]
-        # y: [cluster of question1, cluster of question2, label] per row, read by the losses.
+        # y: [cluster of question1, cluster of question2, label (, row, owner, teacher)] per row, read by the losses.
         y = tf.gather(targets, idx)
         if words is None:
             return (a, b), y

@@ -25,7 +25,7 @@ def _split_targets(y_true, batch):
     Label 1: a duplicate pair (an anchor row); 0: a labelled non-duplicate (candidates, and the CoSENT term); -1: a
     candidate-only row (a search negative, `qdup.model.search_batches`), neither an anchor nor a labelled pair."""
     y = ops.cast(y_true, "float32")
-    if len(y.shape) == 2 and y.shape[-1] == 3:
+    if len(y.shape) == 2 and y.shape[-1] in (3, 6):
         return y[:, 0], y[:, 1], y[:, 2]
     rows = ops.cast(ops.arange(batch), "float32")
     return rows, rows, ops.ones((batch,), "float32")
@@ -48,6 +48,23 @@ def _pair_ranking(cosines, labels, scale: float):
     diff = ops.where(valid, diff, -1e9)
     flat = ops.concatenate([ops.zeros((1,)), ops.reshape(diff, (-1,))], axis=0)
     return ops.logsumexp(flat)
+
+
+def _margin_mse(v1, v2, y_true, label):
+    """MarginMSE (Hofstätter et al. 2020, as sentence-transformers' MarginMSELoss) over the batch's (duplicate pair i,
+    its own search negative j) couples: mean of ((cos(q1_i, q2_i) - cos(q1_i, n_j)) - (1 - teacher_j))^2, the gold
+    pair's teacher score taken as 1. `y_true`'s columns 3-5 are each row's number, the row it belongs to, the teacher's
+    score (`qdup.model.batches`); 0 when the batch has no such couple."""
+    y = ops.cast(y_true, "float32")
+    row, owner, teacher = y[:, 3], y[:, 4], y[:, 5]
+    # couples[j, i]: candidate-only row j is anchor row i's own search negative.
+    couples = ops.logical_and(ops.equal(ops.expand_dims(owner, 1), ops.expand_dims(row, 0)),
+                              ops.logical_and(ops.expand_dims(ops.equal(label, -1.0), 1), ops.expand_dims(ops.equal(label, 1.0), 0)))
+    positive = ops.sum(v1 * v2, axis=1)
+    student = ops.expand_dims(positive, 0) - ops.matmul(v1, ops.transpose(v1))  # [j, i]: cos(q1_i, q2_i) - cos(q1_i, n_j)
+    target = 1.0 - ops.expand_dims(teacher, 1)
+    weight = ops.cast(couples, "float32")
+    return ops.sum(weight * ops.square(student - target)) / ops.maximum(ops.sum(weight), 1.0)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -110,11 +127,13 @@ class InBatchSoftmaxLoss(keras.losses.Loss):
     duplicate row i, cross-entropy of softmax(scale * cos(v1_i, v2_j)) over all rows j with target j = i, and
     (symmetric) the same from v2_i over all v1_j. `y_true` as in `TripletLoss`; candidates of i's own
     duplicate cluster (other than i) are masked out, non-duplicate rows are candidates only. Plus
-    `negatives_weight` x the CoSENT ranking of the labelled pair cosines. Mean over the duplicate rows.
+    `negatives_weight` x the CoSENT ranking of the labelled pair cosines, and `distill_weight` x the MarginMSE of each
+    pair's own search negatives where the batch carries their teacher scores (`_margin_mse`). Mean over the duplicate rows.
     """
 
     def __init__(self, scale: float = 20.0, symmetric: bool = True, negatives_weight: float = 0.0, ranking_scale: float = 20.0,
-                 name: str = "in_batch_softmax_loss", reduction: str = "sum_over_batch_size", dtype=None):
+                 distill_weight: float = 0.0, name: str = "in_batch_softmax_loss", reduction: str = "sum_over_batch_size",
+                 dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         if scale <= 0:
             raise ValueError(f"scale must be > 0, got {scale}")
@@ -122,6 +141,7 @@ class InBatchSoftmaxLoss(keras.losses.Loss):
         self.symmetric = bool(symmetric)
         self.negatives_weight = float(negatives_weight)
         self.ranking_scale = float(ranking_scale)
+        self.distill_weight = float(distill_weight)
 
     def _direction(self, anchors, candidates, g_anchor, g_candidate):
         logits = self.scale * ops.matmul(anchors, ops.transpose(candidates))
@@ -139,8 +159,11 @@ class InBatchSoftmaxLoss(keras.losses.Loss):
         out = per_row * dup * ops.cast(batch, per_row.dtype) / n_dup
         if self.negatives_weight > 0:
             out = out + self.negatives_weight * _pair_ranking(ops.sum(v1 * v2, axis=1), label, self.ranking_scale)
+        if self.distill_weight > 0 and y_true.shape[-1] == 6:
+            # The validation batches carry no owners: their loss (what early stopping reads) is the softmax's alone.
+            out = out + self.distill_weight * _margin_mse(v1, v2, y_true, label)
         return out
 
     def get_config(self):
         return super().get_config() | {"scale": self.scale, "symmetric": self.symmetric, "negatives_weight": self.negatives_weight,
-                                       "ranking_scale": self.ranking_scale}
+                                       "ranking_scale": self.ranking_scale, "distill_weight": self.distill_weight}

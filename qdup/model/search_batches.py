@@ -61,6 +61,34 @@ def neighbour_frame(train: pd.DataFrame, silver: pd.DataFrame) -> tuple[pd.DataF
     return rows, pool
 
 
+def owned_neighbour_frame(train: pd.DataFrame, silver: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+    """For distillation: one candidate-only row per (train pair i, BM25 neighbour n of its question1), with `owner` i and
+    `teacher` the teacher's score of (question1_i, n), and each pair's pool of its own rows (by rank, -1 padded).
+
+    A row belongs to one pair, so the loss knows whose teacher score it carries; a neighbour shared by two pairs is two
+    rows. Only question1's neighbours: the term's anchor is the pair's first question."""
+    negatives = silver[silver["kind"] == "bm25_negative"].sort_values(["query_qid", "rank"], kind="stable")
+    if negatives["teacher"].isna().any():
+        raise ValueError("distillation needs the teacher's score of every search negative; the silver split has none")
+    by_query = {q: g for q, g in negatives.groupby("query", sort=False)}
+    c, owner, teacher, pools = [], [], [], []
+    for i, a in enumerate(train["question1"]):
+        g = by_query.get(a)
+        n = 0 if g is None else len(g)
+        pools.append(np.arange(len(c), len(c) + n))
+        if n:
+            c += g["candidate"].tolist()
+            teacher += g["teacher"].astype(np.float32).tolist()
+            owner += [i] * n
+    width = max((len(p) for p in pools), default=0)
+    pool = np.full((len(pools), max(width, 1)), -1, dtype=np.int64)
+    for i, p in enumerate(pools):
+        pool[i, : len(p)] = p
+    rows = pd.DataFrame({"question1": c, "question2": c, "is_duplicate": np.full(len(c), CANDIDATE_ONLY, np.int8),
+                         "owner": np.asarray(owner, np.int64), "teacher": np.asarray(teacher, np.float32)})
+    return rows, pool
+
+
 def silver_duplicates(silver: pd.DataFrame) -> pd.DataFrame:
     """The silver split's teacher-labelled duplicates (kind silver_positive) as duplicate pairs to train on."""
     positive = silver[silver["kind"] == "silver_positive"]

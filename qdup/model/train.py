@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ from qdup.model.batches import (
 from qdup.model.checkpoints import Checkpointer, EpochHook, fresh_state, load_checkpoint, read_state, save_keras_atomic
 from qdup.model.losses import InBatchSoftmaxLoss, TripletLoss
 from qdup.model.network import build_encoder, build_siamese
-from qdup.model.search_batches import SearchNegatives, neighbour_frame, silver_duplicates
+from qdup.model.search_batches import SearchNegatives, neighbour_frame, owned_neighbour_frame, silver_duplicates
 
 ENCODER_FILE = "encoder.keras"
 
@@ -109,7 +109,8 @@ def make_loss(train_cfg: TrainConfig) -> keras.losses.Loss:
     """The configured loss; the CoSENT term on labelled non-duplicates only when hard negatives join the batches."""
     weight = train_cfg.negatives_weight if train_cfg.hard_negatives > 0 else 0.0
     if train_cfg.loss == "softmax":
-        return InBatchSoftmaxLoss(scale=train_cfg.scale, symmetric=True, negatives_weight=weight)
+        return InBatchSoftmaxLoss(scale=train_cfg.scale, symmetric=True, negatives_weight=weight,
+                                  distill_weight=train_cfg.distill_weight)
     return TripletLoss(margin=train_cfg.margin, negatives_weight=weight)
 
 
@@ -191,7 +192,12 @@ def train_model(
     n_gold = len(train_df)
     if train_cfg.silver_positive_score is not None:
         train_df = pd.concat([train_df, silver_duplicates(silver_df)], ignore_index=True)
-    neighbours, pool = neighbour_frame(train_df, silver_df) if use_search else (None, None)
+    if not use_search:
+        neighbours, pool = None, None
+    elif train_cfg.distills:
+        neighbours, pool = owned_neighbour_frame(train_df, silver_df)
+    else:
+        neighbours, pool = neighbour_frame(train_df, silver_df)
     frames = [train_df, val_df] + ([negatives_df] if use_negatives else []) + ([neighbours] if use_search else [])
     clusters = question_clusters(*frames)
     train = pair_arrays(train_df, vectorizer, model_cfg, "train", clusters)
@@ -210,7 +216,12 @@ def train_model(
     search = None
     if use_search and len(neighbours):
         search = SearchNegatives(pool, train_cfg.search_negatives, len(train))
-        train = concat_pairs(train, pair_arrays(neighbours, vectorizer, model_cfg, "silver", clusters))
+        rows = pair_arrays(neighbours, vectorizer, model_cfg, "silver", clusters)
+        if train_cfg.distills:
+            # Owners are rows of `train_df`, which are the first rows of `train`.
+            rows = replace(rows, owner=neighbours["owner"].to_numpy(np.int64),
+                                       teacher=neighbours["teacher"].to_numpy(np.float32))
+        train = concat_pairs(train, rows)
     table = subword_table(vectorizer, model_cfg)
     vocab_size = vectorizer.vocabulary_size()
     fixed_width = not model_cfg.mask_padding

@@ -119,3 +119,70 @@ def test_silver_duplicates_join_the_duplicate_pairs(parts, tmp_path):  # noqa: F
     n_pos = int((s["kind"] == "silver_positive").sum())
     assert n_pos > 0 and r.facts["silver_duplicate_pairs"] == n_pos and r.facts["train_pairs"] == len(p["train"]) + n_pos
     assert r.facts["search_negative_questions"] == 0  # search_negatives is 0: the negatives rows stay out
+
+
+def test_margin_mse_draws_the_encoders_margin_toward_the_teachers():
+    from qdup.model.losses import _margin_mse
+
+    rng = np.random.default_rng(5)
+    v1, v2, n = _unit(rng, 2), _unit(rng, 2), _unit(rng, 2)
+    y_pred = np.concatenate([np.concatenate([v1, n]), np.concatenate([v2, n])], axis=1)
+    # Rows 2 and 3 are search negatives of pair 0 (teacher 0.3) and pair 1 (teacher 0.9).
+    y_true = np.array([[0, 0, 1, 0, -1, 0], [1, 1, 1, 1, -1, 0], [7, 7, -1, 2, 0, 0.3], [8, 8, -1, 3, 1, 0.9]], np.float32)
+    want = np.mean([((v1[0] @ v2[0] - v1[0] @ n[0]) - (1 - 0.3)) ** 2, ((v1[1] @ v2[1] - v1[1] @ n[1]) - (1 - 0.9)) ** 2])
+    label = y_true[:, 2]
+    got = float(ops.convert_to_numpy(_margin_mse(y_pred[:, :4], y_pred[:, 4:], y_true, label)))
+    assert got == pytest.approx(want, rel=1e-5)
+    # In the loss: the term, weighted; a batch without owners (validation's) gets the softmax alone.
+    plain = float(ops.convert_to_numpy(InBatchSoftmaxLoss(scale=5.0)(y_true[:, :3], y_pred)))
+    with_term = float(ops.convert_to_numpy(InBatchSoftmaxLoss(scale=5.0, distill_weight=2.0)(y_true, y_pred)))
+    assert with_term == pytest.approx(plain + 2.0 * want, rel=1e-5)
+    assert float(ops.convert_to_numpy(InBatchSoftmaxLoss(scale=5.0, distill_weight=2.0)(y_true[:, :3], y_pred))) == pytest.approx(plain)
+
+
+def test_distillation_rows_belong_to_their_pair_and_carry_its_teacher_score(parts, silver):  # noqa: F811
+    from qdup.model.search_batches import owned_neighbour_frame
+
+    _, p = parts
+    _, s = silver
+    train = p["train"]
+    scored = s.assign(teacher=np.linspace(0.0, 1.0, len(s), dtype=np.float32))
+    rows, pool = owned_neighbour_frame(train, scored)
+    assert (rows["is_duplicate"] == CANDIDATE_ONLY).all() and len(pool) == len(train)
+    negatives = scored[scored["kind"] == "bm25_negative"]
+    for i in range(0, len(train), 17):
+        own = pool[i][pool[i] >= 0]
+        assert (rows["owner"].to_numpy()[own] == i).all()
+        want = negatives[negatives["query"] == train["question1"].iloc[i]].sort_values("rank")
+        assert rows["question1"].to_numpy()[own].tolist() == want["candidate"].tolist()
+        np.testing.assert_allclose(rows["teacher"].to_numpy()[own], want["teacher"].to_numpy())
+    with pytest.raises(ValueError, match="teacher's score of every search negative"):
+        owned_neighbour_frame(train, s.assign(teacher=np.nan))
+
+
+def test_distillation_needs_the_softmax_and_search_negatives():
+    from pydantic import ValidationError
+
+    assert TrainConfig(distill_weight=1.0, search_negatives=2).uses_teacher
+    for bad in ({"distill_weight": 1.0}, {"distill_weight": 1.0, "search_negatives": 2, "loss": "triplet"}):
+        with pytest.raises(ValidationError, match="distill_weight > 0 needs"):
+            TrainConfig(**bad)
+
+
+@pytest.mark.slow
+def test_distillation_trains_on_the_teacher_scored_silver_split(parts, tmp_path):  # noqa: F811
+    from qdup.config import ValidateConfig
+    from qdup.data.silver import SILVER_FILE, read_silver
+    from qdup.stages.silver import build_silver
+
+    d, p = parts
+    cfg = TrainConfig(epochs=1, batch_size=32, search_negatives=2, distill_weight=1.0, deterministic=True)
+    build_silver(d, cfg, ValidateConfig(), tmp_path, seed=3)
+    s = read_silver(tmp_path / SILVER_FILE)
+    assert s["teacher"].notna().all() and (s["kind"] == "bm25_negative").all()
+    vec = fit_vectorizer(list(p["train"]["question1"]) + list(p["train"]["question2"]), VocabConfig())
+    on = train_model(p["train"], p["val"], vec, TINY, cfg, 0, tmp_path / "on", log=lambda m: None, silver_df=s)
+    off = train_model(p["train"], p["val"], vec, TINY, cfg.model_copy(update={"distill_weight": 0.0}), 0, tmp_path / "off",
+                      log=lambda m: None, silver_df=s)
+    assert on.facts["search_negative_questions"] > off.facts["search_negative_questions"] > 0  # one row per (pair, neighbour)
+    assert on.history[0]["loss"] != off.history[0]["loss"]
