@@ -181,18 +181,25 @@ class ArtifactStore:
         progress is never removed.
         """
         staging = self._p(".staging")
-        if not self.fs.exists(staging):
+        try:
+            # On an object store the prefix exists only while it holds objects: another host's publish that finishes
+            # between a check and the listing takes it away, so the listing itself says whether there is one.
+            paths = self.fs.ls(staging, detail=False)
+        except FileNotFoundError:
             return []
         removed = []
         now = dt.datetime.now(dt.UTC)
-        for path in self.fs.ls(staging, detail=False):
+        for path in paths:
             version = posixpath.basename(path.rstrip("/")).split(".")[0]
             if not _VERSION_RE.fullmatch(version):
                 continue
             named = dt.datetime.strptime(version[:18], "%Y%m%dT%H%M%S%f").replace(tzinfo=dt.UTC)
             if (now - named).total_seconds() < max_age_s:
                 continue
-            self.fs.rm(path, recursive=True)
+            try:
+                self.fs.rm(path, recursive=True)
+            except FileNotFoundError:
+                continue  # another host cleaned it first
             removed.append(path)
         return removed
 

@@ -350,7 +350,8 @@ def test_the_search_reranker_benchmark_measures_what_the_retrieval_stage_measure
     assert got["test"]["search reranker"]["mrr@10"]["estimate"] == pytest.approx(stage["reranked"]["test"]["mrr@10"])
     assert got["selection"]["hybrid"]["mrr@10"]["estimate"] == pytest.approx(stage["hybrid"]["val"]["mrr@10"])
     assert got["rows"]["selection"] == stage["reranked_by"]["rows"]
-    assert got["latency"]["queries"] == 15 and got["latency"]["reranked"]["n"] == 15
+    lat = got["latency"]
+    assert lat["queries"] == 15 and lat["warmup"] == 5 and lat["reranked"]["n"] == lat["hybrid"]["n"] == 10
     assert 0.5 <= got["pair_roc_auc"]["pair reranker"] <= 1
     page = render({"command": "python -m bench.search_rerank", **got})
     assert "| search reranker |" in page and "reranked − hybrid" in page

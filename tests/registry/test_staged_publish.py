@@ -106,3 +106,25 @@ def test_only_staging_folders_of_old_versions_are_cleaned(tmp_path):
     # Another host's upload in progress (a fresh id) and anything unknown stay; only a crash's old leftover goes.
     assert [Path(p).name for p in store.clean_staging()] == [f"{old}.abcd"]
     assert len(list(staging.iterdir())) == 2
+
+
+def test_staging_that_another_host_empties_meanwhile_is_nothing_to_clean(tmp_path, monkeypatch):
+    """On an object store the `.staging` prefix vanishes with its last object: another host's publish that finishes
+    between this host's look and its listing or removal leaves nothing to clean, not an error."""
+    import datetime as dt
+
+    store = ArtifactStore(str(tmp_path / "store"))
+    staging = tmp_path / "store" / ".staging"
+    old = new_version_id(dt.datetime.now(dt.UTC) - dt.timedelta(days=2))
+    (staging / f"{old}.abcd").mkdir(parents=True)
+
+    def gone(*args, **kwargs):
+        raise FileNotFoundError(str(staging))
+
+    with monkeypatch.context() as m:
+        m.setattr(store.fs, "ls", gone)
+        assert store.clean_staging() == []
+    with monkeypatch.context() as m:
+        m.setattr(store.fs, "rm", gone)
+        assert store.clean_staging() == []
+    assert [Path(p).name for p in store.clean_staging()] == [f"{old}.abcd"]
