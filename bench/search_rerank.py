@@ -63,6 +63,7 @@ def measure(home: Path, latency_queries: int) -> dict[str, Any]:
         SEARCH_FEATURE_NAMES,
         SearchRerankFit,
         candidate_features,
+        candidate_labels,
         fit_search_reranker,
         reorder,
         search_scores,
@@ -109,8 +110,7 @@ def measure(home: Path, latency_queries: int) -> dict[str, Any]:
 
     def rows(p: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         r, c, x = candidate_features(pair.featurizer, p["texts"], p["split"].corpus, p["stage"])
-        hit = np.array([int(p["stage"].top[i, j]) in set(p["split"].val.relevant[i].tolist()) for i, j in zip(r, c, strict=True)])
-        return r, c, x, hit.astype(np.int64)
+        return r, c, x, candidate_labels(p["stage"], p["split"].val.relevant)[r, c].astype(np.int64)
 
     def place(p: dict[str, Any], r: np.ndarray, c: np.ndarray, s: np.ndarray) -> np.ndarray:
         out = np.full(p["stage"].top.shape, -np.inf)

@@ -27,17 +27,28 @@ PACKAGE = "qdup"
 STRIP_PUNCTUATION = r'[!"#$%&()\*\+,-\./:;<=>?@\[\\\]^_`{|}~\']'
 
 
+class _TimePooling(keras.layers.Layer):
+    """What the masked poolings share: (batch, time, features) -> (batch, features), the padding mask consumed."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
+    def compute_mask(self, inputs, mask=None):
+        # The time axis is gone, so is the mask: downstream layers see one vector per question.
+        return None
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[2])
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class MaskedMeanPooling(keras.layers.Layer):
+class MaskedMeanPooling(_TimePooling):
     """Mean over the time axis of (batch, time, features) that ignores masked (padding) steps.
 
     Without a mask it is the plain mean. A fully masked row gives zeros rather than 0/0: kept
     instead of keras.layers.GlobalAveragePooling1D, which returns NaN there (tests/model/test_model.py).
     """
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.supports_masking = True
 
     def call(self, inputs, mask=None):
         if mask is None:
@@ -47,26 +58,12 @@ class MaskedMeanPooling(keras.layers.Layer):
         count = ops.maximum(ops.sum(weights, axis=1), 1.0)
         return total / count
 
-    def compute_mask(self, inputs, mask=None):
-        # The time axis is gone, so is the mask: downstream layers see one vector per question.
-        return None
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], input_shape[2])
-
-    def get_config(self):
-        return super().get_config()
-
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class MaskedMaxPooling(keras.layers.Layer):
+class MaskedMaxPooling(_TimePooling):
     """Maximum over the time axis of (batch, time, features) that ignores masked (padding) steps; a fully masked row
     gives zeros. Beside the mean (ModelConfig.pooling="mean_max"), it keeps a strong feature of one word that a
     long question's mean would dilute. Keras's GlobalMaxPooling1D does not ignore masked steps."""
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.supports_masking = True
 
     def call(self, inputs, mask=None):
         if mask is None:
@@ -75,15 +72,6 @@ class MaskedMaxPooling(keras.layers.Layer):
         low = ops.cast(-1e9, inputs.dtype)
         best = ops.max(ops.where(keep, inputs, low), axis=1)
         return ops.where(ops.any(keep, axis=1), best, ops.zeros_like(best))
-
-    def compute_mask(self, inputs, mask=None):
-        return None
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], input_shape[2])
-
-    def get_config(self):
-        return super().get_config()
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)

@@ -28,7 +28,7 @@ from qdup.evaluation.reranker import BoostingParams, Reranker, fit_reranker, out
 from qdup.evaluation.reranker_io import verify_files
 from qdup.evaluation.reranker_trees import TreeScorer
 from qdup.fileio import atomic_write_bytes, atomic_write_json, read_json, sha256_file
-from qdup.search.topk import rank_by, rank_of
+from qdup.search.topk import rank_of, rank_with_scores
 
 # Candidates of each query the search reranker orders: the hybrid's first 20 (the serving target allows 5 ms for
 # reranking 20; the first stage's recall@20 is close to its recall@100 on Quora).
@@ -95,10 +95,25 @@ def candidate_features(
     return rows, cols, np.hstack([pair, first_stage_features(stage)[rows, cols]])
 
 
+def reorder_with_scores(ranked: np.ndarray, scores: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
+    """`ranked` (n, k) with its first `depth` columns re-ordered by descending `scores` (ties keep their order), and the
+    scores in that order (`scores` covers the columns given; those after `depth` keep their place)."""
+    first, first_scores = rank_with_scores(ranked[:, :depth], scores[:, :depth], depth)
+    return (np.concatenate([first, ranked[:, depth:]], axis=1),
+            np.concatenate([first_scores, scores[:, depth:]], axis=1))
+
+
 def reorder(ranked: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """`ranked` (n, k) with its first scores.shape[1] columns re-ordered by descending score (ties keep their order)."""
-    d = scores.shape[1]
-    return np.concatenate([rank_by(ranked[:, :d], scores, d), ranked[:, d:]], axis=1)
+    return reorder_with_scores(ranked, scores, scores.shape[1])[0]
+
+
+def candidate_labels(stage: FirstStage, relevant: Sequence[np.ndarray]) -> np.ndarray:
+    """(n, d) True where candidate stage.top[i, j] is in `relevant[i]` (query i's duplicate cluster)."""
+    hit = np.zeros(stage.top.shape, dtype=bool)
+    for i, rel in enumerate(relevant):
+        hit[i] = np.isin(stage.top[i], rel) & (stage.top[i] >= 0)
+    return hit
 
 
 def search_scores(reranker: Reranker, queries: Sequence[str], texts: Sequence[str], stage: FirstStage) -> np.ndarray:
@@ -130,13 +145,9 @@ def fit_search_reranker(
     cluster), and each row's out-of-fold score (n, d; -inf where no candidate) from trees fitted on other folds of
     `groups` (query i's duplicate cluster: a cluster's queries share a fold, so no fold scores a pair it saw reversed)."""
     rows, cols, x = candidate_features(spec.featurizer, queries, texts, stage)
-    hit = np.zeros(stage.top.shape, dtype=bool)
-    for i, rel in enumerate(relevant):
-        hit[i] = np.isin(stage.top[i], rel) & (stage.top[i] >= 0)
-    y = hit[rows, cols].astype(np.int64)
-    option = "search.rerank_fit"
+    y = candidate_labels(stage, relevant)[rows, cols].astype(np.int64)
     oof = out_of_fold_scores(x, y, np.asarray(groups)[rows], spec.params, spec.folds, spec.seed,
-                             where="search selection candidate", option=option, features=SEARCH_FEATURE_NAMES)
+                             where="search selection candidate", option="search.rerank_fit", features=SEARCH_FEATURE_NAMES)
     info = {"fitted_on": f"the selection queries' hybrid top {spec.depth}, labelled by duplicate cluster",
             "rows": len(y), "duplicates": int(y.sum()), "queries": int(len(stage.top)), "folds": spec.folds,
             "seed": spec.seed, "depth": spec.depth}
@@ -147,7 +158,7 @@ def fit_search_reranker(
     return reranker, scores
 
 
-def save_search_reranker(reranker: Reranker, out_dir: Path, pair_meta_sha256: str | None = None) -> dict[str, str]:
+def save_search_reranker(reranker: Reranker, out_dir: Path) -> dict[str, str]:
     """Write the search reranker's trees and description into `out_dir` (created); file name -> sha256."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

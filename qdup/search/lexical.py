@@ -293,10 +293,11 @@ def evaluate_retrieval(
     best = max(tried, key=lambda t: t[select_metric])  # first best wins ties: RRF, then lower weights
     method, weight = best["method"], best["weight"]
     result: dict[str, Any] = {"select_metric": select_metric, "hybrid_grid": tried}
+    hybrid = {"val": hybrid_rankings(val, method, weight, cfg.rrf_k, k), "test": hybrid_rankings(test, method, weight, cfg.rrf_k, k)}
     for name, rank_val, rank_test in (
         ("lexical", val["lexical"], test["lexical"]),
         ("dense", val["dense"], test["dense"]),
-        ("hybrid", hybrid_rankings(val, method, weight, cfg.rrf_k, k), hybrid_rankings(test, method, weight, cfg.rrf_k, k)),
+        ("hybrid", hybrid["val"], hybrid["test"]),
     ):
         result[name] = {
             "val": ranking_metrics(rank_val, parts["val"].relevant),
@@ -307,22 +308,20 @@ def evaluate_retrieval(
     result["lexical_index"] = lexical.kind
     result["best"] = max(("lexical", "dense", "hybrid"), key=lambda n: result[n]["val"][select_metric])
     if search_fit is not None:
-        hybrid_val = hybrid_rankings(val, method, weight, cfg.rrf_k, k)
-        hybrid_test = hybrid_rankings(test, method, weight, cfg.rrf_k, k)
-        stage = top_first_stage(split.val, embeddings, lexical, val, hybrid_val, search_fit.depth)
+        stage = top_first_stage(split.val, embeddings, lexical, val, hybrid["val"], search_fit.depth)
         model, oof = fit_search_reranker(search_fit, [split.corpus[int(q)] for q in split.val.queries], split.corpus, stage,
                                          split.val.relevant, split.cluster[split.val.queries])
         result["reranked"] = {
-            "val": ranking_metrics(reorder(hybrid_val, oof), parts["val"].relevant),
+            "val": ranking_metrics(reorder(hybrid["val"], oof), parts["val"].relevant),
             "test": ranking_metrics(search_reranked(model, test_split.test, test_split.corpus, test_embeddings, test_lexical,
-                                                    test, hybrid_test), parts["test"].relevant),
+                                                    test, hybrid["test"]), parts["test"].relevant),
         }
         result["reranked_by"] = {"reranker": "search", "depth": search_fit.depth, "val": "out-of-fold", **model.info}
         result["search_reranker_model"] = model
         result["best"] = max(("lexical", "dense", "hybrid", "reranked"), key=lambda n: result[n]["val"][select_metric])
     elif rerank is not None:
         ranked = {part_name: {
-            "lexical": run["lexical"], "dense": run["dense"], "hybrid": hybrid_rankings(run, method, weight, cfg.rrf_k, k),
+            "lexical": run["lexical"], "dense": run["dense"], "hybrid": hybrid[part_name],
             "reranked": rerank_candidates(run, parts[part_name], corpora[part_name], rerank, k),
         } for part_name, run in (("val", val), ("test", test))}
         result["reranked"] = {p: ranking_metrics(ranked[p]["reranked"], parts[p].relevant) for p in ("val", "test")}

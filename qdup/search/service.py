@@ -15,7 +15,13 @@ from qdup.errors import QdupError
 from qdup.evaluation.reranker import Reranker
 from qdup.evaluation.reranker_io import has_reranker, load_reranker
 from qdup.fileio import read_json
-from qdup.search.candidate_rerank import RERANK_DEPTH, FirstStage, load_version_search_reranker, search_scores
+from qdup.search.candidate_rerank import (
+    RERANK_DEPTH,
+    FirstStage,
+    load_version_search_reranker,
+    reorder_with_scores,
+    search_scores,
+)
 from qdup.search.encoder import QueryEncoder, load_query_encoder
 from qdup.search.index import QuestionIndex, load_index
 from qdup.search.lexical import Lexical, candidate_union, fused_scores
@@ -160,11 +166,7 @@ class VersionSearcher:
                 ranked, scores = rank_with_scores(cands, self.reranker_scores(queries, cands, self._cosines(vectors, cands)), k)
             else:
                 ranked, scores = self._hybrid(queries, vectors, d_idx, l_idx, k)
-        padded = np.full((len(queries), k), -1, dtype=np.int64)
-        padded[:, : ranked.shape[1]] = ranked[:, :k]
-        top = np.full((len(queries), k), -np.inf, dtype=np.float64)
-        top[:, : scores.shape[1]] = scores[:, :k]
-        return Ranking(method, self.score_kind(method), padded, top, self._cosines(vectors, padded))
+        return self._ranking(method, self.score_kind(method), vectors, ranked, scores, k)
 
     def _hybrid(self, queries: list[str], vectors: np.ndarray, d_idx: np.ndarray, l_idx: np.ndarray, k: int
                 ) -> tuple[np.ndarray, np.ndarray]:
@@ -186,14 +188,16 @@ class VersionSearcher:
         cosines = self._cosines(vectors, head)
         stage = FirstStage(head, d_idx, l_idx, cosines, self.lexical.query_pair_scores(queries, head))
         scores = search_scores(self.search_reranker, queries, self.index.texts, stage)
-        first, first_scores = rank_with_scores(head[:, :depth], scores[:, :depth], depth)
-        positions = np.concatenate([first, head[:, depth:]], axis=1)
-        ordered = np.concatenate([first_scores, scores[:, depth:]], axis=1)
-        padded = np.full((len(queries), k), -1, dtype=np.int64)
-        padded[:, : min(k, positions.shape[1])] = positions[:, :k]
-        top = np.full((len(queries), k), -np.inf, dtype=np.float64)
-        top[:, : min(k, ordered.shape[1])] = ordered[:, :k]
-        return Ranking("reranked", "search_reranker", padded, top, self._cosines(vectors, padded))
+        positions, ordered = reorder_with_scores(head, scores, depth)
+        return self._ranking("reranked", "search_reranker", vectors, positions, ordered, k)
+
+    def _ranking(self, method: str, kind: str, vectors: np.ndarray, ranked: np.ndarray, scores: np.ndarray, k: int) -> Ranking:
+        """The first k of ranked lists as a Ranking, padded to k columns (-1 positions, -inf scores)."""
+        padded = np.full((len(ranked), k), -1, dtype=np.int64)
+        padded[:, : min(k, ranked.shape[1])] = ranked[:, :k]
+        top = np.full((len(ranked), k), -np.inf, dtype=np.float64)
+        top[:, : min(k, scores.shape[1])] = scores[:, :k]
+        return Ranking(method, kind, padded, top, self._cosines(vectors, padded))
 
     def _cosines(self, vectors: np.ndarray, positions: np.ndarray) -> np.ndarray:
         safe = np.where(positions >= 0, positions, 0)
